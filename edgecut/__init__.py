@@ -1,0 +1,47 @@
+"""edgecut: make background-removal networks small and fast for edge devices, and prove it.
+
+The public API, one name at a time. ``import edgecut`` is light: torch, onnxruntime,
+OpenVINO and TensorRT are imported only when a function that needs them is first used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_API = {
+    "EdgecutError": "edgecut.errors",
+    "InputError": "edgecut.errors",
+    "ModelError": "edgecut.errors",
+    "MissingBackendError": "edgecut.errors",
+    "ModelSpec": "edgecut.artifact",
+    "Artifact": "edgecut.artifact",
+    "load_artifact": "edgecut.artifact",
+    "create_model": "edgecut.models.registry",
+    "list_models": "edgecut.models.registry",
+    "load_model": "edgecut.models.store",
+    "save_model": "edgecut.models.store",
+    "TrainConfig": "edgecut.train.loop",
+    "train": "edgecut.train.run",
+    "evaluate": "edgecut.bench.accuracy",
+    "remove_background": "edgecut.cutout",
+    "SegMetrics": "edgecut.metrics",
+}
+
+__all__ = ["__version__", *_API]
+
+
+def __getattr__(name: str) -> Any:
+    module = _API.get(name)
+    if module is None:
+        raise AttributeError(f"module 'edgecut' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,42 @@
+"""Lazy import of heavy optional backends, with an install hint.
+
+``import edgecut`` must stay fast: OpenVINO, TensorRT, onnxruntime and friends are imported
+inside the functions that need them, through :func:`require`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from types import ModuleType
+
+from edgecut.errors import MissingBackendError
+
+# import name -> the pip extra of edgecut that installs it
+EXTRAS: dict[str, str] = {
+    "onnx": "onnx",
+    "onnxruntime": "onnx",
+    "onnxslim": "onnx",
+    "openvino": "openvino",
+    "nncf": "openvino",
+    "tensorrt": "tensorrt",
+    "torch_pruning": "prune",
+}
+
+
+def available(module: str) -> bool:
+    """Whether ``module`` can be imported here, without importing it."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def require(module: str, purpose: str = "") -> ModuleType:
+    """Import an optional backend or raise one clear error naming the extra to install."""
+    if not available(module):
+        extra = EXTRAS.get(module.split(".")[0])
+        how = f"pip install 'edgecut[{extra}]'" if extra else f"pip install {module}"
+        why = f" for {purpose}" if purpose else ""
+        raise MissingBackendError(f"{module} is needed{why} but is not installed: {how}")
+    return importlib.import_module(module)

@@ -1,0 +1,92 @@
+"""Accuracy of a Runner (or of saved prediction maps) on a folder data set.
+
+Every image goes through ``ModelSpec.preprocess`` at the spec's input size; the prediction
+is resized back to the image's own size and scored there with every metric of
+:mod:`edgecut.metrics`. Per-image scores are kept so the worst images can be listed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgecut import io
+from edgecut.data.folder import Sample, load_pair
+from edgecut.errors import InputError
+from edgecut.metrics import MAX_F_CONVENTION, SegMetrics
+
+
+@dataclass
+class EvalResult:
+    metrics: dict[str, float]
+    per_image: list[dict[str, Any]] = field(default_factory=list)
+    count: int = 0
+
+    def worst(self, k: int = 5, key: str = "iou") -> list[dict[str, Any]]:
+        return sorted(self.per_image, key=lambda r: r.get(key, 0.0))[:k]
+
+    def to_json(self, **extra: Any) -> dict[str, Any]:
+        return {"metrics": self.metrics, "count": self.count, "max_f_convention": MAX_F_CONVENTION,
+                "per_image": self.per_image, **extra}
+
+
+def _progress(enabled: bool, total: int, what: str):
+    from rich.progress import Progress
+
+    prog = Progress(transient=True, disable=not enabled)
+    return prog, prog.add_task(what, total=total)
+
+
+def evaluate(runner, samples: Sequence[Sample], *, batch_size: int = 1, composites: bool = True,
+             progress: bool = True) -> EvalResult:
+    """Run every sample through ``runner`` and score it at the image's own resolution."""
+    spec = runner.spec
+    acc = SegMetrics(threshold=spec.threshold)
+    prog, task = _progress(progress, len(samples), "evaluating")
+    with prog:
+        for start in range(0, len(samples), batch_size):
+            chunk = samples[start : start + batch_size]
+            pairs = [load_pair(s) for s in chunk]
+            probs = spec.to_probability(runner(spec.preprocess([img for img, _ in pairs])))
+            for s, (img, mask), prob in zip(chunk, pairs, probs):
+                if mask is None:
+                    raise InputError(s.image, "has no mask", "evaluation needs masks/ beside images/")
+                pred = spec.resize_back(prob, img.shape[:2])
+                acc.update(pred, mask, image=img if composites else None, name=s.name)
+            prog.advance(task, len(chunk))
+    return EvalResult(acc.results(), acc.per_image, len(samples))
+
+
+def evaluate_predictions(pred_dir: str | os.PathLike, samples: Sequence[Sample], *, composites: bool = True,
+                         progress: bool = True) -> EvalResult:
+    """Score saved prediction maps (8-bit PNG, same names as the images) against the masks.
+
+    Maps of another size are resized to the mask's size, as the SOD toolboxes do.
+    """
+    pred_dir = Path(pred_dir)
+    if not pred_dir.is_dir():
+        raise InputError(pred_dir, "prediction folder not found")
+    by_stem = {p.stem: p for p in io.list_images(pred_dir)}
+    missing = [s.name for s in samples if s.name not in by_stem]
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" ... and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise InputError(pred_dir, f"{len(missing)} prediction map(s) missing: {shown}",
+                         "save one map per image, named like the image")
+    acc = SegMetrics()
+    prog, task = _progress(progress, len(samples), "scoring")
+    with prog:
+        for s in samples:
+            img, mask = load_pair(s)
+            pred = io.read_mask(by_stem[s.name]).astype(np.float32) / 255.0
+            if pred.shape != mask.shape:
+                from edgecut.artifact import ModelSpec
+
+                pred = np.clip(ModelSpec.resize_back(pred, mask.shape), 0.0, 1.0)
+            acc.update(pred, mask, image=img if composites else None, name=s.name)
+            prog.advance(task)
+    return EvalResult(acc.results(), acc.per_image, len(samples))

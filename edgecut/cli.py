@@ -1,0 +1,265 @@
+"""The ``edgecut`` command: thin; parses options, calls the front functions, prints."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from edgecut.errors import EdgecutError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="Make background-removal networks small and fast, and prove it with numbers.")
+data_app = typer.Typer(no_args_is_help=True, help="Make and inspect data sets.")
+app.add_typer(data_app, name="data")
+console = Console()
+err = Console(stderr=True)
+
+
+@data_app.command("synth")
+def data_synth(
+    out: Annotated[Path, typer.Option(help="Folder to write images/, masks/, splits/ into.")],
+    count: Annotated[int, typer.Option(help="Number of images.")] = 256,
+    size: Annotated[int, typer.Option(help="Image side in pixels.")] = 256,
+    seed: Annotated[int, typer.Option(help="Same seed, same bytes.")] = 0,
+    val_fraction: Annotated[float, typer.Option(help="Share of images listed in splits/val.txt.")] = 0.2,
+) -> None:
+    """Generate synthetic studio product photos with exact masks (deterministic by seed)."""
+    from edgecut.data.synth import generate
+
+    try:
+        generate(out, count, size, seed, val_fraction=val_fraction, progress=True)
+    except (ValueError, FileExistsError) as e:
+        raise EdgecutError(str(e)) from None
+    console.print(f"wrote {count} images and masks to {out}")
+
+
+@app.command()
+def train(
+    data: Annotated[Path, typer.Option(help="Data set folder (images/ + masks/, optional splits/).")],
+    out: Annotated[Path, typer.Option(help="Run folder; becomes the model artifact.")],
+    arch: Annotated[str, typer.Option(help="Registered architecture.")] = "unet",
+    width: Annotated[Optional[int], typer.Option(help="Base width (unet: 64 is the full-size teacher).")] = None,
+    depth: Annotated[Optional[int], typer.Option(help="Number of down stages (unet: 4).")] = None,
+    size: Annotated[int, typer.Option(help="Training input side in pixels.")] = 320,
+    epochs: Annotated[int, typer.Option()] = 20,
+    batch: Annotated[int, typer.Option()] = 8,
+    lr: Annotated[float, typer.Option(help="Peak AdamW learning rate.")] = 1e-3,
+    ema: Annotated[Optional[float], typer.Option(help="EMA decay, e.g. 0.999.")] = None,
+    precision: Annotated[str, typer.Option(help="auto | bf16 | fp16 | fp32 (autocast).")] = "auto",
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
+    threads: Annotated[Optional[int], typer.Option(help="Torch CPU threads.")] = None,
+    workers: Annotated[int, typer.Option(help="Data-loader processes.")] = 0,
+    train_split: Annotated[Optional[str], typer.Option(help="Split file or name (default: splits/train.txt if present).")] = None,
+    val_split: Annotated[Optional[str], typer.Option(help="Split file or name (default: splits/val.txt if present).")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    save_every: Annotated[int, typer.Option(help="Also checkpoint every N steps inside an epoch.")] = 0,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out exactly where it stopped.")] = False,
+) -> None:
+    """Train a model (the U-Net teacher by default) with BCE + Dice; the result is an artifact."""
+    from edgecut.train.loop import TrainConfig
+    from edgecut.train.run import train as train_fn
+
+    kwargs = {k: v for k, v in {"width": width, "depth": depth}.items() if v is not None}
+    config = TrainConfig(epochs=epochs, batch_size=batch, lr=lr, ema_decay=ema, precision=precision,  # type: ignore[arg-type]
+                         device=device, workers=workers, seed=seed, save_every=save_every)
+    art = train_fn(data, out, arch=arch, arch_kwargs=kwargs, size=size, config=config, train_split=train_split,
+                   val_split=val_split, resume=resume, threads=threads)
+    m = art.manifest
+    val = m.metrics.get("val", {})
+    summary = ", ".join(f"{k} {val[k]:.4f}" for k in ("iou", "mae", "s_measure") if k in val)
+    console.print(f"artifact {art.path}: {m.params:,} params, {m.macs / 1e9:.2f} GMACs at {m.spec.input_size}"
+                  + (f"; best val {summary}" if summary else ""))
+
+
+def _metrics_table(metrics: dict[str, float], title: str) -> Table:
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for k, v in metrics.items():
+        table.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))
+    return table
+
+
+@app.command("eval")
+def eval_cmd(
+    model: Annotated[Optional[Path], typer.Argument(help="Artifact directory.")] = None,
+    data: Annotated[Path, typer.Option(help="Data set folder (images/ + masks/).")] = Path("."),
+    split: Annotated[Optional[str], typer.Option(help="Split file (or name in data/splits/).")] = None,
+    pred: Annotated[Optional[Path], typer.Option(help="Score a folder of saved prediction maps instead of a model.")] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write metrics and per-image scores here.")] = None,
+    threads: Annotated[Optional[int], typer.Option()] = None,
+    device: Annotated[str, typer.Option()] = "cpu",
+    batch: Annotated[int, typer.Option()] = 1,
+    worst: Annotated[int, typer.Option(help="List this many lowest-IoU images.")] = 5,
+) -> None:
+    """Score a model (or saved prediction maps) on a data set at each image's own resolution."""
+    from edgecut import io
+    from edgecut.bench.accuracy import evaluate, evaluate_predictions
+    from edgecut.data.folder import find_samples
+
+    if (model is None) == (pred is None):
+        raise EdgecutError("give either MODEL (an artifact directory) or --pred DIR, not both or neither")
+    samples = find_samples(data, split)
+    if pred is not None:
+        result = evaluate_predictions(pred, samples)
+        source = {"pred": str(pred)}
+    else:
+        from edgecut import runtime
+
+        runner = runtime.load(model, device=device, threads=threads)
+        result = evaluate(runner, samples, batch_size=batch)
+        source = {"model": str(model), "backend": runner.backend, "device": runner.device}
+    console.print(_metrics_table(result.metrics, f"{result.count} images from {data}" + (f" ({split})" if split else "")))
+    if worst:
+        console.print("lowest IoU: " + ", ".join(f"{r['name']} {r['iou']:.3f}" for r in result.worst(worst)))
+    if json_out:
+        io.write_json(json_out, result.to_json(data=str(data), split=split, **source))
+        console.print(f"wrote {json_out}")
+
+
+@app.command()
+def info(
+    model: Annotated[Optional[Path], typer.Argument(help="Artifact directory.")] = None,
+    json_flag: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
+    size: Annotated[Optional[int], typer.Option(help="Count MACs at this input side instead of the spec's.")] = None,
+    list_archs: Annotated[bool, typer.Option("--list-archs", help="List registered architectures.")] = False,
+) -> None:
+    """Show an artifact's manifest: format, precision, spec, params, MACs, lineage, files."""
+    from edgecut.artifact import load_artifact
+
+    if list_archs:
+        from edgecut.models.registry import builder_options, list_models
+
+        for name in list_models():
+            console.print(f"{name}  {builder_options(name)}")
+        return
+    if model is None:
+        raise EdgecutError("give MODEL (an artifact directory), or --list-archs")
+    art = load_artifact(model)
+    m = art.manifest.model_dump(mode="json")
+    if size is not None:
+        if art.manifest.format != "torch":
+            raise EdgecutError(f"--size recounts MACs of torch artifacts only; {model} is {art.manifest.format}")
+        from edgecut.models.profile import count_macs
+        from edgecut.models.store import load_model
+
+        spec = art.spec.with_size(size)
+        m["macs"] = count_macs(load_model(art.path).module, spec.input_size)
+        m["macs_input_size"] = list(spec.input_size)
+    else:
+        m["macs_input_size"] = list(art.spec.input_size)
+    if json_flag:
+        print(json.dumps(m, indent=2, sort_keys=True))
+        return
+    table = Table(title=str(model), show_header=False)
+    for key in ("format", "precision", "model_file", "params", "macs", "macs_input_size"):
+        val = m.get(key)
+        if key == "macs" and val is not None:
+            val = f"{val / 1e9:.3f} G"
+        elif key == "params" and val is not None:
+            val = f"{val:,}"
+        table.add_row(key, str(val))
+    table.add_row("arch", json.dumps(m["arch"]))
+    table.add_row("spec", json.dumps(m["spec"]))
+    for step in m["lineage"]:
+        table.add_row("lineage", f"{step['step']} at {step['time']}")
+    for k, v in m.get("metrics", {}).get("val", {}).items():
+        table.add_row(f"val {k}", f"{v:.4f}")
+    console.print(table)
+
+
+@app.command()
+def remove(
+    inputs: Annotated[list[Path], typer.Argument(help="Image files or folders of images.")],
+    model: Annotated[Path, typer.Option(help="Artifact directory.")],
+    out: Annotated[Path, typer.Option(help="Output folder (one PNG per input).")],
+    format: Annotated[str, typer.Option(help="rgba | mask | composite")] = "rgba",
+    bg: Annotated[str, typer.Option(help="Background for --format composite: name, #RRGGBB or R,G,B.")] = "white",
+    threads: Annotated[Optional[int], typer.Option()] = None,
+    device: Annotated[str, typer.Option()] = "cpu",
+) -> None:
+    """Cut out backgrounds: files or folders in, PNGs at the original size out."""
+    from edgecut import runtime
+    from edgecut.cutout import parse_color, remove_background
+
+    if format not in ("rgba", "mask", "composite"):
+        raise EdgecutError(f"--format {format!r}: use rgba, mask or composite")
+    color = parse_color(bg)
+    runner = runtime.load(model, device=device, threads=threads)
+    report = remove_background(inputs, runner, out, fmt=format, bg=color,  # type: ignore[arg-type]
+                               on_error=lambda p, msg: err.print(f"[red]error[/red] {msg}", highlight=False))
+    console.print(f"wrote {len(report.written)} cut-out(s) to {out}"
+                  + (f"; {len(report.failed)} input(s) failed" if report.failed else ""))
+    if report.failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def doctor(json_flag: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """What this machine offers: backends, devices, CPU flags, threads."""
+    from edgecut.env import environment
+
+    env = environment(probe_backends=True)
+    if json_flag:
+        print(json.dumps(env, indent=2, sort_keys=True))
+        return
+    cpu = env["cpu"]
+    console.print(f"python {env['python']} on {env['platform']}")
+    console.print(f"cpu    {cpu['model']} ({cpu['arch']}, {cpu['cores']} logical cores)")
+    console.print(f"flags  {' '.join(cpu['flags']) or '-'}")
+    console.print(f"torch  {env['devices']['torch']}")
+    table = Table("backend", "version", "devices / providers")
+    from edgecut.env import BACKENDS
+
+    for name in BACKENDS:
+        ver = env["backends"].get(name)
+        dev = env["devices"].get(name, "")
+        table.add_row(name, ver or "[dim]not installed[/dim]", str(dev) if ver else "")
+    console.print(table)
+
+
+@app.command()
+def quickstart(
+    out: Annotated[Path, typer.Option(help="Folder for the data, the model and the cut-outs.")] = Path("runs/quickstart"),
+    count: Annotated[int, typer.Option(help="Synthetic images to make.")] = 240,
+    size: Annotated[int, typer.Option(help="Image and model input side.")] = 96,
+    width: Annotated[int, typer.Option(help="Teacher width (64 is full size; small is quick).")] = 16,
+    epochs: Annotated[int, typer.Option()] = 6,
+) -> None:
+    """The main job end to end on synthetic data: make data, train a small teacher, evaluate, cut out."""
+    steps = [
+        ["data", "synth", "--out", f"{out}/data", "--count", str(count), "--size", str(size), "--seed", "0"],
+        ["train", "--data", f"{out}/data", "--arch", "unet", "--width", str(width), "--size", str(size),
+         "--epochs", str(epochs), "--batch", "8", "--out", f"{out}/teacher"]
+        + (["--resume"] if (out / "teacher" / "checkpoints" / "last.pt").exists() else []),
+        ["eval", f"{out}/teacher", "--data", f"{out}/data", "--split", "val", "--json", f"{out}/teacher-val.json"],
+        ["info", f"{out}/teacher"],
+        ["remove", f"{out}/data/images/00000.png", f"{out}/data/images/00001.png", f"{out}/data/images/00002.png",
+         "--model", f"{out}/teacher", "--out", f"{out}/cutouts"],
+    ]
+    for args in steps:
+        if args[0] == "train" and (out / "teacher" / "edgecut.json").exists():
+            console.print(f"[dim]skipping training: {out}/teacher already holds a model[/dim]")
+            continue
+        console.rule("edgecut " + " ".join(args))
+        app(args, standalone_mode=False)
+    console.rule("done")
+    console.print(f"cut-outs in {out}/cutouts; metrics in {out}/teacher-val.json")
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=True)
+    except EdgecutError as e:
+        err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,712 @@
+"""The embedded default data set: synthetic studio product shots with exact masks.
+
+Quickstarts and tests need images and masks without a download. This module draws them:
+bottles (some of see-through glass), boxes, cans, shoes, mugs and garments on plain, gradient,
+textured or cluttered backdrops, with shading, specular highlights, a soft drop shadow, thin
+parts (necks, handles, laces, straps) and anti-aliased edges. The mask is exact: 255 on every
+object (glass included, both objects when a shot has two), 0 on the backdrop, the shadow, the
+clutter and the hole inside a mug's handle.
+
+``render(index, size, seed)`` is a pure function: image ``index`` draws from its own random
+stream ``np.random.default_rng([seed, index])`` and does not depend on how many images are made
+nor in what order. A scene is laid out in frame-relative units, so one index gives the same shot
+at every size. ``generate`` writes the folder layout of :mod:`edgecut.data.folder`::
+
+    out/images/00000.png   RGB            out/splits/train.txt   names, one a line
+    out/masks/00000.png    8-bit 0 / 255  out/splits/val.txt
+    out/synth.json         the parameters; a second run with the same ones resumes
+
+Every file is written atomically and is byte-identical from run to run.
+
+Drawing happens on a canvas ``ss`` times the output size with cv2's anti-aliased fills; the
+canvas is area-averaged down, and the mask is the averaged coverage thresholded at one half.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import json
+import math
+import os
+import pathlib
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+CATEGORIES: tuple[str, ...] = ("bottle", "box", "can", "shoe", "mug", "garment")
+VERSION = 1
+MIN_SIZE, MAX_SIZE = 32, 2048
+_PNG = [cv2.IMWRITE_PNG_COMPRESSION, 6]
+_SHIFT = 4  # cv2 fixed-point bits: sub-pixel vertex positions
+
+
+# ----------------------------------------------------------------------------- public API
+
+
+def category_of(index: int, seed: int = 0) -> str:
+    """The category of the (first) object in image ``index``: every block of six has all six."""
+    perm = np.random.default_rng([seed, index // len(CATEGORIES), 7]).permutation(len(CATEGORIES))
+    return CATEGORIES[int(perm[index % len(CATEGORIES)])]
+
+
+def render(index: int, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Image ``index`` of the set ``seed``: (size x size x 3 uint8 RGB, size x size uint8 mask 0/255)."""
+    size, index, seed = _int("size", size, MIN_SIZE, MAX_SIZE), _int("index", index, 0), _int("seed", seed, 0)
+    rng = np.random.default_rng([seed, index])
+    ss = 4 if size <= 64 else 2 if size <= 512 else 1
+    n = size * ss
+    pix = np.random.default_rng(int(rng.integers(2**63)))  # the size-dependent draws (noise)
+    canvas, bg_mean = _background(rng, pix, n)
+    objects = _layout(rng, index, seed, bg_mean)
+    fall = rng.uniform(0.3, 0.85) * math.pi * rng.choice([-1.0, 1.0]) + math.pi / 2
+    light = (math.cos(fall), math.sin(fall))  # the way shadows fall, in image coordinates
+
+    drawn = [_draw(obj, n, light) for obj in objects]
+    cover = np.zeros((n, n), np.float32)  # what the mask is made of
+    block = np.zeros((n, n), np.float32)  # what casts a shadow: glass lets most light through
+    for (y0, x0), layers in drawn:
+        sl = np.s_[y0:y0 + layers["alpha"].shape[0], x0:x0 + layers["alpha"].shape[1]]
+        cover[sl] = np.maximum(cover[sl], layers["alpha"])
+        opaque = layers["alpha"] if layers["opacity"] is None else layers["alpha"] * layers["opacity"]
+        block[sl] = np.maximum(block[sl], opaque)
+    _shadow(rng, canvas, block, size, light)
+    for (y0, x0), layers in drawn:
+        _composite(canvas, y0, x0, layers)
+
+    image = cv2.resize(canvas, (size, size), interpolation=cv2.INTER_AREA) if ss > 1 else canvas
+    alpha = cv2.resize(cover, (size, size), interpolation=cv2.INTER_AREA) if ss > 1 else cover
+    mask = np.where(alpha >= 0.5, 255, 0).astype(np.uint8)
+    if rng.random() < 0.3:
+        sigma = rng.uniform(0.35, 0.8) * size / 128
+        image = cv2.GaussianBlur(image, (0, 0), sigma)
+    if rng.random() < 0.5:
+        image = image + pix.normal(0.0, rng.uniform(1.0, 4.0) / 255, image.shape).astype(np.float32)
+    image = np.clip(image * 255 + 0.5, 0, 255).astype(np.uint8)
+    return image, mask
+
+
+def generate(out: str | os.PathLike, count: int, size: int = 128, seed: int = 0, *,
+             val_fraction: float = 0.2, progress: bool = True) -> pathlib.Path:
+    """Write ``count`` images, masks, splits and ``synth.json`` under ``out``; return ``out``.
+
+    A folder made earlier with the same parameters is completed, not redone. A folder holding
+    anything else is left untouched and is a ``FileExistsError``.
+    """
+    count, size, seed = _int("count", count, 1), _int("size", size, MIN_SIZE, MAX_SIZE), _int("seed", seed, 0)
+    if not (isinstance(val_fraction, (int, float)) and 0.0 <= val_fraction < 1.0):
+        raise ValueError(f"val_fraction must be a number in [0, 1), got {val_fraction!r}")
+    root = pathlib.Path(out)
+    meta = {"generator": "edgecut.data.synth", "version": VERSION, "count": count,
+            "size": size, "seed": seed, "categories": list(CATEGORIES)}
+    _claim(root, meta)
+    names = [f"{i:05d}" for i in range(count)]
+    with _Progress(progress and count > 1, count, f"synth {size}px") as bar:
+        for i, name in enumerate(names):
+            img_path, mask_path = root / "images" / f"{name}.png", root / "masks" / f"{name}.png"
+            if not (img_path.exists() and mask_path.exists()):
+                image, mask = render(i, size, seed)
+                if not img_path.exists():
+                    _write(img_path, _png(cv2.cvtColor(image, cv2.COLOR_RGB2BGR)))
+                if not mask_path.exists():
+                    _write(mask_path, _png(mask))
+            bar.advance()
+    train, val = _split(names, seed, val_fraction)
+    for split, members in (("train", train), ("val", val)):
+        path, data = root / "splits" / f"{split}.txt", "".join(f"{m}\n" for m in members).encode()
+        if not (path.is_file() and path.read_bytes() == data):
+            _write(path, data)
+    return root
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def _int(name: str, value: object, lo: int, hi: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if value < lo or (hi is not None and value > hi):
+        span = f"between {lo} and {hi}" if hi is not None else f"at least {lo}"
+        raise ValueError(f"{name} must be {span}, got {value}")
+    return int(value)
+
+
+def _claim(root: pathlib.Path, meta: dict) -> None:
+    """Make ``root`` ours (write synth.json) unless it holds something else."""
+    meta_path = root / "synth.json"
+    fix = "choose a new --out or delete it"
+    if meta_path.is_file():
+        try:
+            old = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            old = None
+        if old != meta:
+            if isinstance(old, dict):
+                diff = ", ".join(f"{k} {old.get(k)!r} (asked {v!r})" for k, v in meta.items()
+                                 if old.get(k) != v)
+            else:
+                diff = "unreadable synth.json"
+            raise FileExistsError(f"{root} already holds a different synthetic data set "
+                                  f"({diff}); {fix}")
+        return
+    if root.is_dir() and any(root.iterdir()):
+        raise FileExistsError(f"{root} is not empty and holds no synth.json; {fix}")
+    _write(meta_path, (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode())
+
+
+def _split(names: list[str], seed: int, val_fraction: float) -> tuple[list[str], list[str]]:
+    """Deterministic split; a name's key does not depend on the count, so sets grow stably."""
+    n_val = round(len(names) * val_fraction)
+    if val_fraction > 0 and len(names) > 1:
+        n_val = min(max(n_val, 1), len(names) - 1)
+    keys = np.random.default_rng([seed, 2**32 - 1]).random(len(names))
+    val = set(np.argsort(keys, kind="stable")[:n_val].tolist())
+    return ([m for i, m in enumerate(names) if i not in val], [m for i, m in enumerate(names) if i in val])
+
+
+def _png(array: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".png", array, _PNG)
+    if not ok:
+        raise RuntimeError("cv2 could not encode a PNG")
+    return buf.tobytes()
+
+
+def _write(path: pathlib.Path, data: bytes) -> None:
+    """Atomic write: a temporary file beside ``path``, then ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+class _Progress:
+    """A transient rich progress bar, or nothing."""
+
+    def __init__(self, show: bool, total: int, label: str) -> None:
+        self._bar = None
+        if show:
+            from rich.progress import Progress
+            self._bar = Progress(transient=True)
+            self._task = self._bar.add_task(label, total=total)
+
+    def __enter__(self) -> _Progress:
+        if self._bar is not None:
+            self._bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def advance(self) -> None:
+        if self._bar is not None:
+            self._bar.advance(self._task)
+
+
+# ----------------------------------------------------------------------------- colours
+
+
+def _hsv(h: float, s: float, v: float) -> np.ndarray:
+    return np.array(colorsys.hsv_to_rgb(h % 1.0, min(max(s, 0), 1), min(max(v, 0), 1)), np.float32)
+
+
+def _colour(g: np.random.Generator, avoid: np.ndarray, kind: str = "any") -> np.ndarray:
+    """A product colour that stands out from the backdrop colour ``avoid``."""
+    for _ in range(8):
+        if kind == "neutral" or (kind == "any" and g.random() < 0.25):
+            c = _hsv(g.random(), g.uniform(0, 0.12), g.choice([g.uniform(0.08, 0.3), g.uniform(0.75, 0.97)]))
+        elif kind == "kraft":
+            c = _hsv(g.uniform(0.06, 0.1), g.uniform(0.35, 0.55), g.uniform(0.55, 0.8))
+        else:
+            c = _hsv(g.random(), g.uniform(0.35, 0.9), g.uniform(0.35, 0.95))
+        if np.abs(c - avoid).sum() > 0.45:
+            return c
+    return np.clip(1.0 - avoid, 0.05, 0.95).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- backdrops
+
+
+def _backdrop_colour(g: np.random.Generator) -> np.ndarray:
+    r = g.random()
+    if r < 0.55:  # studio white / grey
+        return _hsv(g.random(), g.uniform(0, 0.06), g.uniform(0.78, 0.98))
+    if r < 0.85:  # pastel
+        return _hsv(g.random(), g.uniform(0.1, 0.35), g.uniform(0.72, 0.95))
+    return _hsv(g.random(), g.uniform(0, 0.3), g.uniform(0.1, 0.3))  # dark
+
+
+def _background(rng: np.random.Generator, pix: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """An n x n float32 RGB backdrop: plain, gradient, textured or cluttered; and its mean colour."""
+    kind = rng.choice(["plain", "gradient", "textured", "cluttered"], p=[0.3, 0.3, 0.2, 0.2])
+    a = _backdrop_colour(rng)
+    b = np.clip(a * rng.uniform(0.75, 1.1) + rng.normal(0, 0.04, 3), 0, 1).astype(np.float32)
+    yy, xx = np.mgrid[0:n, 0:n].astype(np.float32) / n - 0.5
+    if kind == "gradient" or (kind == "cluttered" and rng.random() < 0.5):
+        if rng.random() < 0.5:
+            t = rng.uniform(0, 2 * math.pi)
+            w = xx * math.cos(t) + yy * math.sin(t) + 0.5
+        else:
+            cx, cy = rng.uniform(-0.2, 0.2, 2)
+            w = np.sqrt((xx - cx) ** 2 + (yy - cy) ** 2) * 1.4
+        img = a + (b - a) * np.clip(w, 0, 1)[..., None]
+    else:
+        img = np.broadcast_to(a, (n, n, 3)).copy()
+    if kind == "textured":
+        pattern = rng.choice(["noise", "stripes", "fabric"])
+        amp = rng.uniform(0.04, 0.14)
+        if pattern == "noise":
+            k = int(rng.integers(4, 24))
+            t = cv2.resize(rng.random((k, k)).astype(np.float32), (n, n), interpolation=cv2.INTER_CUBIC)
+            t += 0.5 * pix.random((n, n)).astype(np.float32) - 0.25
+        elif pattern == "stripes":
+            th, f = rng.uniform(0, math.pi), rng.uniform(6, 24)
+            t = 0.5 + 0.5 * np.sin(2 * math.pi * f * (xx * math.cos(th) + yy * math.sin(th)))
+            t = np.clip((t - 0.5) * 3 + 0.5, 0, 1)
+        else:
+            f = rng.uniform(25, 60)
+            t = 0.5 + 0.25 * np.sin(2 * math.pi * f * xx) * np.sign(np.sin(math.pi * f * yy)) \
+                + 0.25 * np.sin(2 * math.pi * f * yy) * np.sign(np.sin(math.pi * f * xx))
+            t += 0.3 * pix.random((n, n)).astype(np.float32) - 0.15
+        img = img + (amp * (t - 0.5))[..., None] * np.where(a.mean() > 0.5, -1.0, 1.0)
+    if kind == "cluttered":
+        for _ in range(int(rng.integers(3, 7))):
+            layer = np.zeros((n, n), np.uint8)
+            c = (rng.uniform(0.05, 0.95, 2) * n * 16).astype(np.int32)
+            r = (rng.uniform(0.05, 0.22, 2) * n * 16).astype(np.int32)
+            if rng.random() < 0.6:
+                cv2.ellipse(layer, tuple(c.tolist()), tuple(r.tolist()), rng.uniform(0, 180), 0, 360,
+                            255, -1, cv2.LINE_AA, _SHIFT)
+            else:
+                box = cv2.boxPoints(((c[0] / 16, c[1] / 16), (r[0] / 8, r[1] / 8), rng.uniform(0, 90)))
+                cv2.fillPoly(layer, [np.round(box * 16).astype(np.int32)], 255, cv2.LINE_AA, _SHIFT)
+            sigma = rng.uniform(0.01, 0.035) * n
+            w = cv2.GaussianBlur(layer.astype(np.float32) / 255, (0, 0), sigma) * rng.uniform(0.35, 0.8)
+            col = _hsv(rng.random(), rng.uniform(0.1, 0.7), rng.uniform(0.3, 0.95))
+            img = img + (col - img) * w[..., None]
+    img = np.clip(img, 0, 1).astype(np.float32)
+    return img, img.reshape(-1, 3).mean(0)
+
+
+# ----------------------------------------------------------------------------- shapes
+
+
+@dataclass
+class _Part:
+    """A filled polygon (``width == 0``) or a stroked polyline, in object-local units."""
+
+    pts: np.ndarray
+    colour: np.ndarray
+    width: float = 0.0
+    closed: bool = False
+    opacity: float = 1.0  # < 1: see-through, the backdrop shows through tinted by ``tint``
+    tint: np.ndarray | None = None
+    gloss: float = 1.0
+
+
+@dataclass
+class _Shape:
+    category: str
+    parts: list[_Part]
+    shading: str = "flat"  # flat | cyl | fabric
+    shine: float = 0.4  # strength of the specular highlight
+    fold: tuple = field(default_factory=tuple)
+
+    def points(self) -> np.ndarray:
+        return np.concatenate([p.pts for p in self.parts])
+
+
+def _ell(cx: float, cy: float, rx: float, ry: float, t0: float = 0.0, t1: float = 2 * math.pi,
+         n: int = 48) -> np.ndarray:
+    t = np.linspace(t0, t1, n)
+    return np.stack([cx + rx * np.cos(t), cy + ry * np.sin(t)], 1)
+
+
+def _rect(x0: float, y0: float, x1: float, y1: float) -> np.ndarray:
+    return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], np.float64)
+
+
+def _smooth(pts: np.ndarray, times: int = 2, closed: bool = True) -> np.ndarray:
+    """Chaikin corner cutting: rounds a polygon's corners."""
+    for _ in range(times):
+        nxt = np.roll(pts, -1, 0) if closed else pts[1:]
+        cur = pts if closed else pts[:-1]
+        q, r = 0.75 * cur + 0.25 * nxt, 0.25 * cur + 0.75 * nxt
+        mid = np.stack([q, r], 1).reshape(-1, 2)
+        pts = mid if closed else np.concatenate([pts[:1], mid, pts[-1:]])
+    return pts
+
+
+def _densify(pts: np.ndarray, step: float) -> np.ndarray:
+    """Split a closed polygon's long edges, so that smoothing rounds corners only a little."""
+    out = []
+    for a, b in zip(pts, np.roll(pts, -1, 0)):
+        k = max(1, int(math.ceil(np.linalg.norm(b - a) / step)))
+        out.append(a + (b - a) * (np.arange(k)[:, None] / k))
+    return np.concatenate(out)
+
+
+def _mirror(parts: list[_Part]) -> list[_Part]:
+    for p in parts:
+        p.pts = p.pts * np.array([-1.0, 1.0])
+    return parts
+
+
+def _bottle(g: np.random.Generator, px: float, bg: np.ndarray) -> _Shape:
+    rb = g.uniform(0.12, 0.24)
+    y_sh = g.uniform(-0.2, 0.1)
+    y_neck = y_sh - g.uniform(0.08, 0.22)
+    cap_h = g.uniform(0.05, 0.11)
+    thin = g.random() < 0.35
+    rn = g.uniform(1.0, 2.0) * px if thin else rb * g.uniform(0.25, 0.45)
+    rc = max(rn * g.uniform(1.15, 1.5), rn + 1.5 * px) if not thin else rn + g.uniform(1.5, 3) * px
+    y_top = -0.5 + cap_h
+    c = rb * 0.25
+    t = np.linspace(0, 1, 10)
+    right = np.concatenate([
+        [[rb - c, 0.5], [rb - 0.3 * c, 0.5 - 0.3 * c], [rb, 0.5 - c]],
+        np.stack([rn + (rb - rn) * (0.5 + 0.5 * np.cos(math.pi * t)), y_sh + (y_neck - y_sh) * t], 1),
+        [[rn, y_top + 0.01]]])
+    body = np.concatenate([right, right[::-1] * [-1, 1]])
+    glass = g.random() < 0.4
+    cap_colour = _colour(g, bg, "any" if g.random() < 0.5 else "neutral")
+    cap = _Part(_smooth(_rect(-rc, -0.5, rc, y_top + 0.01), 1), cap_colour)
+    parts = []
+    if glass:
+        tints = ((0.6, 0.85, 0.55), (0.9, 0.65, 0.35), (0.93, 0.96, 1.0), (0.93, 0.96, 1.0),
+                 (0.55, 0.7, 0.95))  # green, amber, clear (twice as likely), blue
+        tint = np.array(tints[int(g.integers(len(tints)))], np.float32)
+        parts.append(_Part(body, tint * 0.3, opacity=g.uniform(0.05, 0.3), tint=tint, gloss=1.6))
+        if g.random() < 0.6:
+            level = g.uniform(y_sh + 0.1, 0.4)
+            parts.append(_Part(_rect(-rb * 0.9, level, rb * 0.9, 0.5 - 0.03), _colour(g, bg),
+                               opacity=g.uniform(0.25, 0.6), tint=tint, gloss=1.2))
+        parts.append(_Part(body, tint * 0.45, width=1.4 * px, closed=True, opacity=0.7, tint=tint))
+    else:
+        parts.append(_Part(body, _colour(g, bg)))
+    if y_sh < 0.3 and g.random() < 0.75:
+        y0 = g.uniform(max(y_sh, -0.1), 0.3)
+        y1 = min(y0 + g.uniform(0.12, 0.3), 0.5 - c)
+        label = _colour(g, bg, "any" if g.random() < 0.5 else "neutral")
+        parts.append(_Part(_rect(-rb, y0, rb, y1), label, gloss=0.5))
+        ink = np.clip(1 - label, 0.1, 0.9) * 0.8
+        for k in range(int(g.integers(1, 4))):
+            yl = y0 + (y1 - y0) * (k + 1) / 4.5
+            text = np.array([[-rb * 0.6, yl], [rb * g.uniform(0, 0.6), yl]])
+            parts.append(_Part(text, ink, width=1.2 * px))
+    parts.append(cap)
+    return _Shape("bottle", parts, "cyl", shine=g.uniform(0.4, 0.9))
+
+
+def _box(g: np.random.Generator, px: float, bg: np.ndarray) -> _Shape:
+    w, h = g.uniform(0.5, 1.1), g.uniform(0.45, 1.0)
+    dx = g.uniform(0.1, 0.3) * w * g.choice([-1.0, 1.0])
+    dy = g.uniform(0.08, 0.22)
+    x0, y0, x1, y1 = -w / 2, -h / 2 + dy / 2, w / 2, h / 2 + dy / 2
+    base = _colour(g, bg, ["any", "kraft", "neutral"][int(g.integers(3))])
+    top = np.clip(base * 1.2 + 0.08, 0, 1)
+    side = base * 0.68
+    front = _rect(x0, y0, x1, y1)
+    lid = np.array([[x0, y0], [x1, y0], [x1 + dx, y0 - dy], [x0 + dx, y0 - dy]])
+    xe = x1 if dx > 0 else x0
+    side_pts = np.array([[xe, y0], [xe + dx, y0 - dy], [xe + dx, y1 - dy], [xe, y1]])
+    parts = [_Part(side_pts, side, gloss=0.5), _Part(lid, top), _Part(front, base)]
+    accent = _colour(g, base)
+    if g.random() < 0.5:  # a printed band
+        b0 = g.uniform(y0, y1 - 0.15 * h)
+        parts.append(_Part(_rect(x0, b0, x1, b0 + g.uniform(0.08, 0.25) * h), accent))
+    if g.random() < 0.6:  # a logo
+        r = g.uniform(0.08, 0.18) * min(w, h)
+        parts.append(_Part(_ell(g.uniform(x0 + 2 * r, x1 - 2 * r), g.uniform(y0 + 2 * r, y1 - 2 * r), r, r),
+                           np.clip(1 - accent, 0, 1)))
+    if g.random() < 0.5:  # tape across the lid
+        parts.append(_Part(np.array([[x0 + dx / 2, y0 - dy / 2], [x1 + dx / 2, y0 - dy / 2]]),
+                           np.clip(top * 0.85, 0, 1), width=g.uniform(2, 4) * px))
+    parts.append(_Part(np.array([[x0, y0], [x1, y0]]), np.clip(top * 1.1, 0, 1), width=1.0 * px))
+    return _Shape("box", parts, "flat", shine=g.uniform(0.05, 0.35))
+
+
+def _can(g: np.random.Generator, px: float, bg: np.ndarray) -> _Shape:
+    rx = g.uniform(0.17, 0.32)
+    ey = rx * g.uniform(0.15, 0.35)
+    yt, yb = -0.5 + ey, 0.5 - ey
+    metal = np.array([0.78, 0.79, 0.8], np.float32) * g.uniform(0.8, 1.1)
+    right = np.array([[rx * 0.86, yt], [rx, yt + 0.07], [rx, yb - 0.04]])
+    bottom = _ell(0, yb, rx * 0.9, ey, 0, math.pi, 24)
+    body = np.concatenate([right, bottom, right[::-1] * [-1, 1]])
+    colour = _colour(g, bg)
+    bare = g.random() < 0.3  # bare metal, printed band only
+    parts = [_Part(body, metal if bare else colour)]
+    if bare or g.random() < 0.5:
+        l0 = g.uniform(yt + 0.1, 0.0)
+        l1 = min(l0 + g.uniform(0.25, 0.55), yb - 0.06)
+        t = np.linspace(0, math.pi, 24)
+        band = np.concatenate([np.stack([rx * np.cos(t[::-1]), l0 + ey * np.sin(t[::-1])], 1),
+                               np.stack([rx * np.cos(t), l1 + ey * np.sin(t)], 1)])
+        parts.append(_Part(band, _colour(g, bg) if bare else _colour(g, colour)))
+    parts.append(_Part(_ell(0, yt, rx * 0.86, ey * 0.86), metal * 1.08, gloss=0.6))
+    parts.append(_Part(_ell(0, yt, rx * 0.74, ey * 0.72), metal * 0.7, width=1.2 * px, closed=True))
+    parts.append(_Part(_ell(rx * 0.2, yt, rx * 0.22, ey * 0.3), metal * 0.85))
+    return _Shape("can", parts, "cyl", shine=g.uniform(0.6, 1.0))
+
+
+def _shoe(g: np.random.Generator, px: float, bg: np.ndarray) -> _Shape:
+    st = g.uniform(0.05, 0.1)
+    h = g.uniform(0.3, 0.45) if g.random() < 0.8 else g.uniform(0.55, 0.75)  # sneaker or boot
+    sole_c = [np.array(v, np.float32) for v in ((0.95, 0.94, 0.9), (0.1, 0.1, 0.1),
+                                                 (0.72, 0.52, 0.32))][int(g.integers(3))]
+    upper_c = _colour(g, bg)
+    sole = _smooth(_densify(np.array([[-0.5, -st], [-0.5, 0.0], [0.42, 0.0], [0.5, -0.05],
+                                      [0.52, -st - 0.05], [0.44, -st]]), 0.05), 2)
+    sandal = g.random() < 0.2
+    parts = []
+    if sandal:
+        sole = _smooth(np.array([[-0.5, 0.0], [0.45, 0.0], [0.5, -st * 1.5], [-0.5, -st * 1.5]]), 2)
+        parts.append(_Part(sole, sole_c))
+        strap = upper_c
+        for cx in g.uniform(-0.1, 0.35, int(g.integers(2, 4))):
+            rx, ry = g.uniform(0.06, 0.12), g.uniform(0.12, 0.2)
+            parts.append(_Part(_ell(cx, -st * 1.4, rx, ry, math.pi, 2 * math.pi, 24), strap,
+                               width=g.uniform(2, 4) * px))
+        parts.append(_Part(np.array([[-0.48, -st * 1.4], [-0.44, -h * 0.6], [-0.2, -h * 0.75],
+                                     [0.0, -st * 1.4]]), strap, width=g.uniform(2, 4) * px))
+        return _Shape("shoe", _mirror(parts) if g.random() < 0.5 else parts, "flat", shine=0.2)
+    def y(f: float) -> float:  # a height on the upper: 0 at the sole, 1 at the collar
+        return -st - f * h
+
+    upper = _smooth(np.array([[-0.47, -st + 0.01], [-0.5, y(0.5)], [-0.48, y(0.9)], [-0.44, y(1.0)],
+                              [-0.28, y(0.82)], [-0.12, y(1.08)], [0.05, y(0.75)], [0.25, y(0.45)],
+                              [0.42, y(0.3)], [0.5, y(0.1)], [0.47, -st + 0.01]]), 3)
+    parts.append(_Part(upper, upper_c))
+    if g.random() < 0.6:  # a side stripe
+        stripe = np.array([[-0.3, y(0.1)], [0.02, y(0.7)], [0.12, y(0.6)], [-0.15, y(0.1)]])
+        parts.append(_Part(stripe, _colour(g, upper_c)))
+    parts.append(_Part(_ell(0.36, -st, 0.14, 0.3 * h, math.pi, 2 * math.pi, 16),
+                       np.clip(upper_c * 1.15, 0, 1), gloss=1.5))
+    parts.append(_Part(sole, sole_c, gloss=0.3))
+    lace = np.array((0.95, 0.95, 0.93) if upper_c.mean() < 0.6 else (0.12, 0.12, 0.12), np.float32)
+    a, b = np.array([-0.1, y(0.98)]), np.array([0.14, y(0.58)])
+    lw = g.uniform(1.5, 3) * px
+    for k in range(int(g.integers(3, 6))):
+        p = a + (b - a) * (k + 0.5) / 5
+        parts.append(_Part(np.array([p + [-0.05, -0.03], p + [0.05, 0.03]]), lace, width=lw))
+    if g.random() < 0.6:  # a bow with loose ends
+        knot = a + [0.0, -0.01]
+        parts.append(_Part(_ell(knot[0] - 0.05, knot[1] - 0.04, 0.05, 0.035), lace, width=lw, closed=True))
+        parts.append(_Part(_ell(knot[0] + 0.05, knot[1] - 0.04, 0.05, 0.035), lace, width=lw, closed=True))
+        parts.append(_Part(np.array([knot, knot + [-0.06, 0.1], knot + [-0.04, 0.16]]), lace, width=lw))
+    return _Shape("shoe", _mirror(parts) if g.random() < 0.5 else parts, "flat", shine=g.uniform(0.2, 0.6))
+
+
+def _mug(g: np.random.Generator, px: float, bg: np.ndarray) -> _Shape:
+    bw = g.uniform(0.28, 0.4)
+    ey = bw * g.uniform(0.12, 0.3)
+    yt, yb = -0.5 + ey, 0.5 - ey * 0.5
+    colour = _colour(g, bg)
+    rx, ry = g.uniform(0.16, 0.24), (yb - yt) * g.uniform(0.25, 0.34)
+    cy = yt + (yb - yt) * g.uniform(0.4, 0.55)
+    thick = g.uniform(2.5, 4) * px if g.random() < 0.5 else g.uniform(0.05, 0.08)
+    handle = _Part(_ell(bw - 0.03, cy, rx, ry), colour, width=thick, closed=True)
+    right = np.array([[bw, yt], [bw, yb - 0.04]])
+    body = np.concatenate([right, _ell(0, yb - 0.04, bw, ey * 0.5, 0, math.pi, 24), right[::-1] * [-1, 1]])
+    parts = [handle, _Part(body, colour)]
+    if g.random() < 0.5:  # a decal
+        dc = _colour(g, colour)
+        d0 = g.uniform(yt + 0.15, yb - 0.35)
+        parts.append(_Part(_rect(-bw, d0, bw, d0 + g.uniform(0.06, 0.25)), dc)
+                     if g.random() < 0.5 else _Part(_ell(g.uniform(-0.1, 0.1), d0 + 0.1, 0.1, 0.1), dc))
+    parts.append(_Part(_ell(0, yt, bw, ey), np.clip(colour * 1.15, 0, 1)))
+    inside = colour * 0.45 if g.random() < 0.6 else np.array([0.25, 0.13, 0.06], np.float32)
+    parts.append(_Part(_ell(0, yt + ey * 0.05, bw * 0.9, ey * 0.82), inside, gloss=0.3))
+    return _Shape("mug", _mirror(parts) if g.random() < 0.5 else parts, "cyl", shine=g.uniform(0.3, 0.8))
+
+
+def _garment(g: np.random.Generator, px: float, bg: np.ndarray) -> _Shape:
+    bw = g.uniform(0.26, 0.36)
+    colour = _colour(g, bg)
+    flare = g.uniform(0.0, 0.05)
+    parts = []
+    if g.random() < 0.25:  # a tank top on thin straps
+        sx, sw = g.uniform(0.12, 0.2), g.uniform(2, 4) * px
+        right = np.array([[sx - 0.02, -0.3], [bw * 0.9, -0.22], [bw, -0.05], [bw + flare, 0.5]])
+        neck = _ell(0, -0.3, sx - 0.02, g.uniform(0.05, 0.12), 0, math.pi, 16)[::-1]
+        outline = np.concatenate([neck, right, [[-bw - flare, 0.5]], right[::-1][:-1] * [-1, 1]])
+        parts.append(_Part(_smooth(_densify(outline, 0.06), 2), colour, gloss=0.2))
+        for s in (-1, 1):
+            parts.append(_Part(np.array([[s * sx, -0.28], [s * sx * 1.05, -0.5]]), colour, width=sw))
+    else:
+        a = math.radians(g.uniform(20, 50))
+        sl, sw = g.uniform(0.15, 0.28), g.uniform(0.15, 0.2)
+        s = np.array([bw + 0.02, -0.42])
+        d, p = np.array([math.cos(a), math.sin(a)]), np.array([-math.sin(a), math.cos(a)])
+        nw = g.uniform(0.09, 0.13)
+        right = np.array([[nw, -0.46], s, s + sl * d, s + sl * d + sw * p, [bw, -0.42 + sw * 1.15],
+                          [bw + flare, 0.5]])
+        outline = np.concatenate([right, right[::-1] * [-1, 1]])
+        parts.append(_Part(_smooth(_densify(outline, 0.06), 2), colour, gloss=0.2))
+        nd = g.uniform(0.06, 0.14)
+        parts.append(_Part(_ell(0, -0.46, nw, nd, 0, math.pi, 16), colour * 0.6))
+        parts.append(_Part(_ell(0, -0.46, nw, nd, 0, math.pi, 16), np.clip(colour * 1.1, 0, 1),
+                           width=g.uniform(2, 3.5) * px))
+        if g.random() < 0.4:  # a chest print
+            parts.append(_Part(_ell(g.uniform(-0.05, 0.05), -0.15, 0.08, 0.06), _colour(g, colour)))
+    fold = tuple(g.uniform([2, 0, 0, 0.03], [7, math.pi, 2 * math.pi, 0.08]))
+    return _Shape("garment", parts, "fabric", shine=0.0, fold=fold)
+
+
+_BUILDERS = {"bottle": _bottle, "box": _box, "can": _can, "shoe": _shoe, "mug": _mug, "garment": _garment}
+
+
+# ----------------------------------------------------------------------------- layout
+
+
+@dataclass
+class _Placed:
+    shape: _Shape
+    scale: float  # frame widths per local unit
+    rot: np.ndarray  # 2 x 2
+    shift: np.ndarray  # frame-relative position of the local origin
+
+
+def _layout(rng: np.random.Generator, index: int, seed: int, bg: np.ndarray) -> list[_Placed]:
+    """One object over most of the frame, or (sometimes) two objects side by side."""
+    cats = [category_of(index, seed)]
+    if rng.random() < 0.15:
+        cats.append(CATEGORIES[int(rng.integers(len(CATEGORIES)))])
+    regions = [(0.0, 1.0)] if len(cats) == 1 else [(0.0, 0.58), (0.42, 1.0)]
+    if len(cats) == 2 and rng.random() < 0.5:
+        regions = regions[::-1]
+    placed = []
+    for cat, (r0, r1) in zip(cats, regions):
+        geo = int(rng.integers(2**63))
+        target = rng.uniform(0.08, 0.7) if len(cats) == 1 else rng.uniform(0.06, 0.3)
+        if cat == "garment":
+            angle = rng.uniform(-30, 30)
+        elif rng.random() < 0.2:
+            angle = rng.uniform(-45, 45)
+        else:
+            angle = rng.normal(0, 5)
+        t = math.radians(angle)
+        rot = np.array([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]])
+        shape = _BUILDERS[cat](np.random.default_rng(geo), 0.01, bg)
+        scale = math.sqrt(target / _area(shape))
+        shape = _BUILDERS[cat](np.random.default_rng(geo), 1 / (128 * scale), bg)  # px-exact thin parts
+        pts = shape.points() @ rot.T
+        lo, hi = pts.min(0), pts.max(0)
+        margin = 0.03
+        room = np.array([r1 - r0, 1.0]) - 2 * margin
+        scale = min(scale, *(room / (hi - lo)))
+        shape = _BUILDERS[cat](np.random.default_rng(geo), 1 / (128 * scale), bg)
+        pts = shape.points() @ rot.T
+        lo, hi = pts.min(0) * scale, pts.max(0) * scale
+        span_lo = np.array([r0, 0.0]) + margin - lo
+        span_hi = np.array([r1, 1.0]) - margin - hi
+        shift = span_lo + (span_hi - span_lo) * np.clip(rng.normal(0.5, 0.2, 2), 0, 1)
+        placed.append(_Placed(shape, scale, rot, shift))
+    return placed
+
+
+def _area(shape: _Shape, res: int = 96) -> float:
+    """The area the shape covers, in squared local units (rasterised, coarse)."""
+    pts = shape.points()
+    lo = pts.min(0)
+    cell = (pts.max(0) - lo).max() / (res - 2)
+    grid = np.zeros((res, res), np.uint8)
+    for p in shape.parts:
+        q = [np.round((p.pts - lo) / cell * 16 + 8).astype(np.int32)]
+        if p.width == 0:
+            cv2.fillPoly(grid, q, 1, cv2.LINE_8, _SHIFT)
+        else:
+            cv2.polylines(grid, q, p.closed, 1, max(1, round(p.width / cell)), cv2.LINE_8, _SHIFT)
+    return max(float(grid.sum()), 1.0) * cell * cell
+
+
+# ----------------------------------------------------------------------------- drawing
+
+
+def _draw(obj: _Placed, n: int, light: tuple[float, float]) -> tuple[tuple[int, int], dict]:
+    """Rasterise one object in its bounding box: colour, coverage, opacity, tint and gloss layers."""
+    k = obj.scale * n
+    tf = [(p.pts @ obj.rot.T) * k + obj.shift * n for p in obj.shape.parts]
+    allp = np.concatenate(tf)
+    pad = 2 + max(p.width for p in obj.shape.parts) * k
+    x0, y0 = np.maximum(np.floor(allp.min(0) - pad).astype(int), 0)
+    x1, y1 = np.minimum(np.ceil(allp.max(0) + pad).astype(int), n)
+    h, w = y1 - y0, x1 - x0
+    colour = np.zeros((h, w, 3), np.float32)
+    alpha = np.zeros((h, w), np.float32)
+    glass = any(p.opacity < 1 for p in obj.shape.parts)
+    opacity = np.ones((h, w), np.float32) if glass else None
+    tint = np.ones((h, w, 3), np.float32) if glass else None
+    gloss = np.zeros((h, w), np.float32)
+    layer = np.zeros((h, w), np.uint8)
+    for part, pts in zip(obj.shape.parts, tf):
+        layer[:] = 0
+        q = [np.round((pts - [x0, y0]) * (1 << _SHIFT)).astype(np.int32)]
+        if part.width == 0:
+            cv2.fillPoly(layer, q, 255, cv2.LINE_AA, _SHIFT)
+        else:
+            cv2.polylines(layer, q, part.closed, 255, max(1, round(part.width * k)), cv2.LINE_AA, _SHIFT)
+        a = layer.astype(np.float32) / 255
+        colour += (part.colour - colour) * a[..., None]
+        alpha += (1 - alpha) * a
+        gloss += (part.gloss - gloss) * a
+        if glass:
+            opacity += (part.opacity - opacity) * a
+            tint += ((part.tint if part.tint is not None else 1.0) - tint) * a[..., None]
+    # local coordinates of every pixel, normalised to the shape's box: shading and highlights
+    loc_all = obj.shape.points()
+    c, half = (loc_all.max(0) + loc_all.min(0)) / 2, np.maximum((loc_all.max(0) - loc_all.min(0)) / 2, 1e-6)
+    yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+    gx, gy = (xx - obj.shift[0] * n) / k, (yy - obj.shift[1] * n) / k
+    r = obj.rot
+    u = ((r[0, 0] * gx + r[1, 0] * gy) - c[0]) / half[0]
+    v = ((r[0, 1] * gx + r[1, 1] * gy) - c[1]) / half[1]
+    lx, ly = -(r[0, 0] * light[0] + r[1, 0] * light[1]), -(r[0, 1] * light[0] + r[1, 1] * light[1])
+    shape = obj.shape
+    if glass:  # glass is clearer face-on than at the rims (Fresnel)
+        opacity += (1 - opacity) * (opacity < 1) * 0.75 * np.clip(np.abs(u), 0, 1) ** 6
+    if shape.shading == "cyl":
+        shade = 1.1 - 0.45 * (u - 0.35 * lx) ** 2
+        spec = np.exp(-(((u - 0.55 * lx) / 0.13) ** 2)) * np.clip((0.92 - np.abs(v)) * 6, 0, 1)
+    elif shape.shading == "fabric":
+        f, th, ph, amp = shape.fold
+        shade = 1 + 0.1 * (u * lx + v * ly) + amp * np.sin(f * (u * math.cos(th) + v * math.sin(th)) + ph)
+        spec = np.zeros_like(u)
+    else:
+        shade = 1 + 0.12 * (u * lx + v * ly)
+        spec = np.exp(-(((u - 0.45 * lx) / 0.35) ** 2 + ((v - 0.45 * ly) / 0.3) ** 2))
+    return (int(y0), int(x0)), {"colour": colour * shade[..., None], "spec": shape.shine * gloss * spec,
+                                "alpha": alpha, "opacity": opacity, "tint": tint}
+
+
+def _shadow(rng: np.random.Generator, canvas: np.ndarray, block: np.ndarray, size: int,
+            light: tuple[float, float]) -> None:
+    """Darken the backdrop with a soft drop shadow and a tight contact shadow (in place)."""
+    m = max(32, size // 2)
+    small = cv2.resize(block, (m, m), interpolation=cv2.INTER_AREA)
+    dist, soft, strength = rng.uniform(0.01, 0.05), rng.uniform(0.012, 0.04), rng.uniform(0.25, 0.55)
+    shift = np.float32([[1, 0, light[0] * dist * m], [0, 1, light[1] * dist * m]])
+    drop = cv2.GaussianBlur(cv2.warpAffine(small, shift, (m, m)), (0, 0), soft * m) * strength
+    contact = cv2.GaussianBlur(small, (0, 0), 0.008 * m + 0.5) * 0.3
+    shade = np.clip(drop + contact, 0, 0.8)
+    n = canvas.shape[0]
+    shade = cv2.resize(shade, (n, n), interpolation=cv2.INTER_LINEAR)
+    canvas *= (1 - shade)[..., None]
+
+
+def _composite(canvas: np.ndarray, y0: int, x0: int, layers: dict) -> None:
+    alpha = layers["alpha"]
+    h, w = alpha.shape
+    under = canvas[y0:y0 + h, x0:x0 + w]
+    colour = layers["colour"]
+    if layers["opacity"] is not None:  # glass: the backdrop shows through, tinted
+        op = layers["opacity"][..., None]
+        colour = colour * op + under * layers["tint"] * (1 - op)
+    colour = colour + layers["spec"][..., None]
+    canvas[y0:y0 + h, x0:x0 + w] = under + (np.clip(colour, 0, 1) - under) * alpha[..., None]

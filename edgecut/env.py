@@ -1,0 +1,82 @@
+"""Facts about this machine: CPU model and flags, threads, devices, installed backends.
+
+Used by ``edgecut doctor`` and as the environment fingerprint of benchmark records.
+Nothing here imports a heavy backend unless asked to (``probe_backends=True``).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from importlib import metadata
+from typing import Any
+
+from edgecut._optional import available
+
+CPU_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16",
+             "amx_tile", "amx_bf16", "amx_int8", "asimd", "asimddp", "sve", "bf16", "i8mm")
+BACKENDS = {  # import name -> distribution name
+    "torch": "torch", "torchvision": "torchvision", "onnx": "onnx", "onnxruntime": "onnxruntime",
+    "onnxslim": "onnxslim", "openvino": "openvino", "nncf": "nncf", "tensorrt": "tensorrt",
+    "torch_pruning": "torch-pruning",
+}
+
+
+def cpu_info() -> dict[str, Any]:
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key in ("model name", "Model", "CPU part") and model in ("", platform.machine()):
+                    model = value.strip()
+                elif key in ("flags", "Features"):
+                    flags.update(value.split())
+    except OSError:
+        pass
+    return {"model": model, "arch": platform.machine(), "cores": os.cpu_count(),
+            "flags": [f for f in CPU_FLAGS if f in flags]}
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def environment(probe_backends: bool = False) -> dict[str, Any]:
+    """A fingerprint of this machine; ``probe_backends`` also asks each backend for its devices."""
+    env: dict[str, Any] = {
+        "python": platform.python_version(), "platform": platform.platform(), "cpu": cpu_info(),
+        "edgecut": _version("edgecut"),
+        "backends": {name: _version(dist) for name, dist in BACKENDS.items() if available(name)},
+        "threads": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS") if k in os.environ},
+    }
+    if probe_backends:
+        env["devices"] = _devices()
+    return env
+
+
+def _devices() -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    import torch
+
+    out["torch"] = {"threads": torch.get_num_threads(), "cuda": [
+        torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
+        "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    if available("onnxruntime"):
+        import onnxruntime as ort
+
+        out["onnxruntime"] = ort.get_available_providers()
+    if available("openvino"):
+        try:
+            import openvino as ov
+
+            out["openvino"] = ov.Core().available_devices
+        except Exception as e:  # a broken install is worth reporting, not crashing on
+            out["openvino"] = f"error: {e}"
+    if available("tensorrt"):
+        out["tensorrt"] = "installed (needs a CUDA GPU)" if not out["torch"]["cuda"] else "installed"
+    return out

@@ -1,0 +1,263 @@
+"""Safe reading and atomic writing of images, weights and json.
+
+Reading never trusts a file: images are decoded with a pixel cap (decompression bombs),
+every mode is brought to 8-bit RGB, EXIF orientation is applied, and anything unreadable is
+one :class:`~edgecut.errors.InputError` naming the file. Weights are read from safetensors or
+with ``torch.load(weights_only=True)``: nothing the user did not write is ever unpickled.
+
+Writing is atomic: a temporary file in the same folder, then ``os.replace``. A reader sees
+the old file or the new one, never half of one, and an interrupted write loses nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from edgecut.errors import InputError, UnsafeFileError
+
+if TYPE_CHECKING:
+    import torch
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+MAX_PIXELS = 100_000_000  # 100 MP: above any camera photo, far below a decompression bomb
+
+
+# --------------------------------------------------------------------------- atomic writes
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; move it into place only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (flushed to disk before the rename)."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    return Path(path)
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    return write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Atomic, stable json: sorted keys, two-space indent, trailing newline."""
+    return write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(path, "file not found") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputError(path, f"not valid JSON ({e})", "restore it or re-create it") from None
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- images
+
+
+def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode any common image to an HxWx3 uint8 RGB array.
+
+    EXIF orientation is applied; grayscale, palette, CMYK and 16-bit images are converted;
+    an alpha channel is composited over white (transparent pixels often hold junk colour).
+    """
+    from PIL import Image, ImageOps
+
+    img = _open(path, max_pixels)
+    with img:
+        img = _exif_upright(ImageOps, img, path)
+        if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+            return np.repeat(_to_uint8_gray(img)[..., None], 3, axis=2)
+        if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+            rgba = img.convert("RGBA")
+            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            return np.array(Image.alpha_composite(white, rgba).convert("RGB"))
+        return np.array(img.convert("RGB"))
+
+
+def read_mask(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode a mask (or matte) to an HxW uint8 array, 0 background .. 255 foreground.
+
+    An RGBA file is read through its alpha channel; colour masks through their luminance.
+    """
+    img = _open(path, max_pixels)
+    with img:
+        if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+            return _to_uint8_gray(img)
+        if img.mode in ("RGBA", "LA", "PA"):
+            return np.array(img.getchannel("A"))
+        return np.array(img.convert("L"))
+
+
+def _open(path: str | os.PathLike, max_pixels: int):
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "file not found" if not path.exists() else "not a file")
+    try:
+        img = Image.open(path)
+    except UnidentifiedImageError:
+        raise InputError(path, "not an image file (unknown or corrupt format)") from None
+    except (OSError, ValueError) as e:
+        raise InputError(path, f"cannot read image ({e})") from None
+    w, h = img.size
+    if w * h > max_pixels:
+        img.close()
+        raise InputError(path, f"image is {w}x{h} = {w * h} pixels, above the cap of {max_pixels}",
+                         "resize it first, or raise max_pixels if you trust the file")
+    if w == 0 or h == 0:
+        img.close()
+        raise InputError(path, "image has zero size")
+    try:
+        img.load()
+    except (OSError, ValueError, SyntaxError) as e:
+        img.close()
+        raise InputError(path, f"corrupt or truncated image ({e})", "re-export or re-download it") from None
+    return img
+
+
+def _exif_upright(ImageOps, img, path):
+    try:
+        return ImageOps.exif_transpose(img)
+    except Exception:  # a broken EXIF block must not make a good image unreadable
+        return img
+
+
+def _to_uint8_gray(img) -> np.ndarray:
+    a = np.asarray(img)
+    if a.dtype == np.uint8:
+        return a
+    if a.dtype.kind == "f":
+        top = 1.0 if float(np.nanmax(a)) <= 1.0 else 255.0
+        return (np.clip(np.nan_to_num(a) / top, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    a = a.astype(np.int64)
+    top = 255 if a.max() <= 255 else 65535
+    return ((np.clip(a, 0, top) * 255 + top // 2) // top).astype(np.uint8)
+
+
+def encode_image(array: np.ndarray, suffix: str = ".png") -> bytes:
+    """Encode an RGB, RGBA or gray uint8 array; deterministic bytes for the same input."""
+    import cv2
+
+    a = np.ascontiguousarray(array)
+    if a.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 image, got {a.dtype}")
+    if a.ndim == 3 and a.shape[2] == 3:
+        a = cv2.cvtColor(a, cv2.COLOR_RGB2BGR)
+    elif a.ndim == 3 and a.shape[2] == 4:
+        a = cv2.cvtColor(a, cv2.COLOR_RGBA2BGRA)
+    suffix = suffix.lower()
+    params = [cv2.IMWRITE_PNG_COMPRESSION, 3] if suffix == ".png" else []
+    if suffix in (".jpg", ".jpeg"):
+        params = [cv2.IMWRITE_JPEG_QUALITY, 95]
+    ok, buf = cv2.imencode(suffix, a, params)
+    if not ok:
+        raise ValueError(f"could not encode image as {suffix}")
+    return buf.tobytes()
+
+
+def write_image(path: str | os.PathLike, array: np.ndarray) -> Path:
+    """Write an image atomically; the format follows the suffix (.png keeps alpha)."""
+    path = Path(path)
+    return write_bytes(path, encode_image(array, path.suffix or ".png"))
+
+
+def list_images(folder: str | os.PathLike) -> list[Path]:
+    """Image files directly inside ``folder``, sorted by name (hidden files skipped)."""
+    folder = Path(folder)
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+
+
+# --------------------------------------------------------------------------- weights
+
+
+def load_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read a state dict from .safetensors, or from a torch file without unpickling code.
+
+    A checkpoint dict holding ``state_dict``, ``model`` or ``ema`` is unwrapped.
+    """
+    import pickle
+
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "weights file not found")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path), device="cpu")
+        except (SafetensorError, OSError, ValueError) as e:
+            raise InputError(path, f"corrupt safetensors file ({e})") from None
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise UnsafeFileError(
+            path, "refused: this file would need arbitrary code to load "
+            f"({str(e).splitlines()[0][:200]})",
+            "re-save the weights as safetensors or a plain state_dict") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        raise InputError(path, f"not a readable torch weights file ({str(e).splitlines()[0][:200]})") from None
+    for key in ("state_dict", "model", "ema"):
+        if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
+            obj = obj[key]
+            break
+    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise InputError(path, "does not hold a state dict of tensors")
+    return dict(obj)
+
+
+def save_weights(path: str | os.PathLike, state_dict: Mapping[str, torch.Tensor],
+                 metadata: Mapping[str, str] | None = None) -> Path:
+    """Save a state dict as safetensors, atomically."""
+    from safetensors.torch import save
+
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
+    return write_bytes(path, save(tensors, metadata=dict(metadata) if metadata else None))

@@ -1,0 +1,108 @@
+"""Saving and loading torch models as artifacts, and loading a user's own model.
+
+A torch artifact is ``model.safetensors`` plus the architecture (registry name and keyword
+options) in ``edgecut.json``; modules are never pickled. A user's model comes in as one of:
+
+- an edgecut artifact directory;
+- a weights file (``.safetensors``, or a ``.pt``/``.pth`` state dict read with
+  ``weights_only=True``) plus an architecture name and options;
+- a TorchScript file, read by TorchScript's own loader.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from edgecut import io
+from edgecut.artifact import Artifact, Manifest, ModelSpec, Step, is_artifact, load_artifact, write_artifact
+from edgecut.errors import InputError, ModelError
+from edgecut.models.profile import count_macs, count_params
+from edgecut.models.registry import create_model
+
+WEIGHTS_FILE = "model.safetensors"
+
+
+@dataclass
+class LoadedModel:
+    module: nn.Module
+    spec: ModelSpec
+    arch: dict[str, Any] | None  # {"name", "kwargs"} when built from the registry
+    artifact: Artifact | None = None  # set when loaded from an artifact directory
+
+
+def build(arch: dict[str, Any]) -> nn.Module:
+    return create_model(arch["name"], **arch.get("kwargs", {}))
+
+
+def load_model(source: str | os.PathLike, arch: str | None = None, arch_kwargs: dict[str, Any] | None = None,
+               spec: ModelSpec | None = None) -> LoadedModel:
+    """Load an artifact, weights + architecture name, or a TorchScript file, in eval mode."""
+    source = Path(source)
+    if is_artifact(source):
+        return _from_artifact(load_artifact(source))
+    if source.is_dir():
+        raise InputError(source, "folder holds no edgecut.json", "give an artifact directory or a weights file")
+    if not source.is_file():
+        raise InputError(source, "model not found")
+    if _is_torchscript(source):
+        try:
+            module = torch.jit.load(str(source), map_location="cpu")
+        except RuntimeError as e:
+            raise InputError(source, f"corrupt TorchScript file ({str(e).splitlines()[0]})") from None
+        return LoadedModel(module.eval(), spec or ModelSpec(), None)
+    if arch is None:
+        raise InputError(source, "a weights file needs its architecture",
+                         "pass --arch NAME (see 'edgecut info --list-archs') or give an artifact directory")
+    arch_d = {"name": arch, "kwargs": dict(arch_kwargs or {})}
+    module = build(arch_d)
+    _load_state(module, io.load_weights(source), source)
+    return LoadedModel(module.eval(), spec or getattr(module, "default_spec", ModelSpec()), arch_d)
+
+
+def _from_artifact(art: Artifact) -> LoadedModel:
+    m = art.manifest
+    if m.format == "torchscript":
+        return LoadedModel(torch.jit.load(str(art.model_path), map_location="cpu").eval(), m.spec, None, art)
+    if m.format != "torch" or m.arch is None:
+        raise ModelError(f"{art.path}: a {m.format} artifact is not a torch model; "
+                         "run it through a Runner (edgecut.runtime.load) instead")
+    module = build(m.arch)
+    _load_state(module, io.load_weights(art.model_path), art.model_path)
+    return LoadedModel(module.eval(), m.spec, m.arch, art)
+
+
+def _load_state(module: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        raise InputError(path, f"weights do not fit the architecture: {' '.join(lines[1:3])[:300]}",
+                         "check --arch and its options (width, depth, ...)") from None
+
+
+def _is_torchscript(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as z:
+        return any(n.split("/", 2)[1:2] == ["code"] for n in z.namelist())
+
+
+def save_model(out: str | os.PathLike, module: nn.Module, arch: dict[str, Any], spec: ModelSpec,
+               lineage: Sequence[Step] = (), metrics: dict[str, Any] | None = None) -> Artifact:
+    """Write a torch model as an artifact: safetensors weights + architecture + manifest."""
+    state = {k: v for k, v in module.state_dict().items()}
+    manifest = Manifest(
+        format="torch", precision="fp32", model_file=WEIGHTS_FILE, arch=arch, spec=spec,
+        params=count_params(module), macs=count_macs(module, spec.input_size),
+        lineage=list(lineage), metrics=metrics or {},
+    )
+    data = io.save_weights(Path(out) / f".{WEIGHTS_FILE}.staged", state)
+    return write_artifact(out, manifest, {WEIGHTS_FILE: data})

@@ -1,0 +1,37 @@
+"""Runners: one way to execute a model on every backend.
+
+``load(artifact, device, threads) -> Runner``; ``runner(batch)`` takes a float32 NCHW numpy
+batch already normalised per the ModelSpec and returns the one-channel output (N x 1 x H x W)
+as numpy. Benchmarks, accuracy, parity checks and ``edgecut remove`` go through Runners only.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from edgecut.artifact import Artifact, ModelSpec, load_artifact
+from edgecut.errors import ModelError
+
+
+class Runner(Protocol):
+    backend: str
+    device: str
+    spec: ModelSpec
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray: ...
+
+
+def load(artifact: Artifact | str | os.PathLike, device: str = "cpu", threads: int | None = None,
+         backend: str | None = None) -> Runner:
+    """A Runner for ``artifact`` on ``device``; the backend follows the artifact's format."""
+    art = artifact if isinstance(artifact, Artifact) else load_artifact(Path(artifact))
+    backend = backend or {"torch": "torch", "torchscript": "torch"}.get(art.manifest.format, art.manifest.format)
+    if backend == "torch":
+        from edgecut.runtime.torch_runner import TorchRunner
+
+        return TorchRunner.from_artifact(art, device=device, threads=threads)
+    raise ModelError(f"{art.path}: no runner for format {art.manifest.format!r} with backend {backend!r}")

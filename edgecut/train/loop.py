@@ -1,0 +1,357 @@
+"""The one training loop: teacher training now, fine-tuning, distillation and QAT later.
+
+Explicit and short: AdamW, linear warm-up then cosine decay (per step), bf16 autocast on
+CPU and fp16/bf16 on CUDA, channels_last, gradient clipping, optional EMA, validation each
+epoch, ``last`` and ``best`` checkpoints written atomically, and exact resume: the model,
+optimizer, scheduler, scaler, EMA, RNG states and the position inside the epoch are saved,
+and the data order and augmentation are pure functions of (seed, epoch, index), so a run
+killed at any point and resumed ends with the same weights as one that never stopped.
+
+What is trained is given by an *objective*: ``objective(model, batch) -> (loss, logs)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import random
+import signal
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from edgecut import io
+from edgecut.data.transforms import EpochBatchSampler
+from edgecut.errors import EdgecutError, InputError
+from edgecut.train.losses import SegmentationObjective
+
+CHECKPOINT_DIR = "checkpoints"
+LAST = "last.pt"
+BEST = "best.safetensors"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 20
+    batch_size: int = 8
+    lr: float = 1e-3  # peak learning rate of AdamW
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 1.0  # linear warm-up length, then cosine decay to min_lr_ratio * lr
+    min_lr_ratio: float = 0.01
+    grad_clip: float | None = 1.0  # max global gradient norm; None: no clipping
+    ema_decay: float | None = None  # e.g. 0.999: validate and ship an exponential moving average
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # auto: bf16 on CPU, bf16/fp16 on CUDA
+    channels_last: bool = True
+    seed: int = 0
+    workers: int = 0  # data-loader processes
+    save_every: int = 0  # also checkpoint every N steps inside an epoch (0: by time only)
+    save_interval_s: float = 120.0  # checkpoint at least this often inside an epoch
+    select_metric: str = "iou"  # validation metric (higher is better) that picks the best weights
+    device: str = "auto"  # auto, cpu, cuda, cuda:1, ...
+
+    def resume_key(self) -> dict[str, Any]:
+        """Settings that must not change between a run and its resumption."""
+        keep = ("epochs", "batch_size", "lr", "weight_decay", "warmup_epochs", "min_lr_ratio", "grad_clip",
+                "ema_decay", "precision", "channels_last", "seed")
+        return {k: getattr(self, k) for k in keep}
+
+
+@dataclass
+class TrainState:
+    """Where training stands; passed to callbacks after every step."""
+
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+    steps_per_epoch: int = 0
+    best_metric: float = -math.inf
+    best_epoch: int = -1
+    history: list[dict[str, Any]] = field(default_factory=list)
+    last_logs: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class FitResult:
+    model: nn.Module  # the shipped weights (EMA when enabled), loaded with the best epoch's state
+    state: TrainState
+    best_metrics: dict[str, float]
+    wall_time_s: float
+
+
+class TrainingInterrupted(EdgecutError):
+    pass
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise EdgecutError(f"device {device!r} asked for, but no CUDA GPU is available here; use --device cpu")
+    return dev
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    if precision == "fp32":
+        return None
+    if precision == "fp16":
+        return torch.float16
+    if precision == "bf16" or device.type == "cpu":
+        return torch.bfloat16
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def lr_factor(step: int, total: int, warmup: int, min_ratio: float) -> float:
+    """Linear warm-up to 1, then cosine decay to ``min_ratio``."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]), "python_pos": random.getstate()[2]}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate((3, tuple(int(x) for x in state["python"]), state["python_pos"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+Callback = Callable[[TrainState], None]
+Validator = Callable[[nn.Module], dict[str, float]]
+
+
+def fit(model: nn.Module, train_set: Dataset, config: TrainConfig, out_dir: str | Path, *,
+        validate: Validator | None = None, objective: Callable[..., Any] | None = None,
+        resume: bool = False, progress: bool = True, callbacks: Sequence[Callback] = (),
+        extra_modules: Sequence[nn.Module] = ()) -> FitResult:
+    """Train ``model`` on ``train_set`` (items addressed by (epoch, index)) and return the result.
+
+    ``validate(model) -> metrics`` runs after each epoch; ``config.select_metric`` of its
+    output picks the best epoch. ``extra_modules`` are trained along (e.g. distillation
+    adapters) and checkpointed with the model, but not shipped.
+    """
+    out_dir = Path(out_dir)
+    ckpt_dir = out_dir / CHECKPOINT_DIR
+    last_path = ckpt_dir / LAST
+    if last_path.exists() and not resume:
+        raise InputError(out_dir, "already holds a training run",
+                         "pass --resume to continue it, or choose a new --out")
+    if resume and not last_path.exists():
+        raise InputError(last_path, "nothing to resume", "run without --resume to start training")
+
+    device = resolve_device(config.device)
+    seed_everything(config.seed)
+    objective = objective or SegmentationObjective()
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    model.to(device=device, memory_format=memory_format)
+    for m in extra_modules:
+        m.to(device=device, memory_format=memory_format)
+    params = [p for m in (model, *extra_modules) for p in m.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    steps_per_epoch = EpochBatchSampler(len(train_set), config.batch_size, 0).num_batches()
+    if steps_per_epoch == 0:
+        raise InputError(None, f"{len(train_set)} training images make no full batch of {config.batch_size}",
+                         "lower --batch or add images")
+    total = config.epochs * steps_per_epoch
+    warmup = int(round(config.warmup_epochs * steps_per_epoch))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, total, warmup, config.min_lr_ratio))
+    amp_dtype = autocast_dtype(config.precision, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=(amp_dtype == torch.float16))
+    ema = None
+    if config.ema_decay:
+        ema = torch.optim.swa_utils.AveragedModel(
+            model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(config.ema_decay), use_buffers=True)
+    state = TrainState(steps_per_epoch=steps_per_epoch)
+
+    def checkpoint() -> None:
+        payload = {
+            "model": model.state_dict(), "extra": [m.state_dict() for m in extra_modules],
+            "ema": ema.state_dict() if ema else None, "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": _rng_state(),
+            "state": dataclasses.asdict(state), "config": config.resume_key(),
+        }
+        with io.atomic_path(last_path) as tmp:
+            torch.save(payload, tmp)
+
+    if resume:
+        ck = _load_checkpoint(last_path)
+        if ck["config"] != config.resume_key():
+            diff = {k: (ck["config"].get(k), v) for k, v in config.resume_key().items() if ck["config"].get(k) != v}
+            raise InputError(last_path, f"checkpoint was made with other settings {diff} (saved, given)",
+                             "resume with the same options, or start a new --out")
+        model.load_state_dict(ck["model"])
+        for m, sd in zip(extra_modules, ck["extra"]):
+            m.load_state_dict(sd)
+        if ema is not None and ck["ema"] is not None:
+            ema.load_state_dict(ck["ema"])
+        optimizer.load_state_dict(ck["optimizer"])
+        scheduler.load_state_dict(ck["scheduler"])
+        scaler.load_state_dict(ck["scaler"])
+        _set_rng_state(ck["rng"])
+        state = TrainState(**ck["state"])
+
+    started = time.perf_counter()
+    shipped = ema.module if ema is not None else model
+    best_path = ckpt_dir / BEST
+    bar = _Progress(progress, config.epochs, steps_per_epoch)
+    interrupted = _SignalGuard()
+    try:
+        with bar, interrupted:
+            while state.epoch < config.epochs:
+                sampler = EpochBatchSampler(len(train_set), config.batch_size, state.epoch, config.seed,
+                                            start_batch=state.step_in_epoch)
+                loader = DataLoader(train_set, batch_sampler=sampler, num_workers=config.workers,
+                                    persistent_workers=False, pin_memory=device.type == "cuda")
+                bar.start_epoch(state.epoch, state.step_in_epoch)
+                model.train()
+                for m in extra_modules:
+                    m.train()
+                last_save = time.monotonic()
+                for batch in loader:
+                    batch = {k: (v.to(device, non_blocking=True, memory_format=memory_format) if v.ndim == 4
+                                 else v.to(device)) for k, v in batch.items() if isinstance(v, torch.Tensor)}
+                    with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                        loss, logs = objective(model, batch)
+                    if not torch.isfinite(loss):
+                        raise EdgecutError(f"loss became {float(loss)} at epoch {state.epoch} step "
+                                           f"{state.step_in_epoch}; lower --lr or use --precision fp32")
+                    optimizer.zero_grad(set_to_none=True)
+                    scaler.scale(loss).backward()
+                    if config.grad_clip:
+                        scaler.unscale_(optimizer)
+                        nn.utils.clip_grad_norm_(params, config.grad_clip)
+                    scaler.step(optimizer)
+                    scaler.update()
+                    scheduler.step()
+                    if ema is not None:
+                        ema.update_parameters(model)
+                    state.step_in_epoch += 1
+                    state.global_step += 1
+                    state.last_logs = {**logs, "lr": scheduler.get_last_lr()[0]}
+                    bar.step(state.last_logs)
+                    if (config.save_every and state.step_in_epoch % config.save_every == 0) or \
+                            time.monotonic() - last_save > config.save_interval_s:
+                        checkpoint()
+                        last_save = time.monotonic()
+                    for cb in callbacks:
+                        cb(state)
+                    if interrupted.hit:
+                        raise KeyboardInterrupt
+                record: dict[str, Any] = {"epoch": state.epoch, **state.last_logs}
+                if validate is not None:
+                    metrics = validate(shipped)
+                    record.update({f"val_{k}": v for k, v in metrics.items()})
+                    score = metrics[config.select_metric]
+                    if score > state.best_metric:
+                        state.best_metric, state.best_epoch = score, state.epoch
+                        io.save_weights(best_path, shipped.state_dict())
+                record["elapsed_s"] = round(time.perf_counter() - started, 2)
+                state.history.append(record)
+                bar.end_epoch(record)
+                state.epoch += 1
+                state.step_in_epoch = 0
+                checkpoint()
+    except KeyboardInterrupt:
+        checkpoint()
+        raise TrainingInterrupted(
+            f"interrupted at epoch {state.epoch + 1}, step {state.step_in_epoch}; "
+            f"checkpoint saved in {last_path}: add --resume to continue") from None
+    if best_path.exists():
+        shipped.load_state_dict(io.load_weights(best_path))
+        best = next(h for h in state.history if h["epoch"] == state.best_epoch)
+    else:
+        best = state.history[-1] if state.history else {}
+    best_metrics = {k[4:]: v for k, v in best.items() if k.startswith("val_")}
+    return FitResult(shipped.eval(), state, best_metrics, time.perf_counter() - started)
+
+
+def _load_checkpoint(path: Path) -> dict[str, Any]:
+    import pickle
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as e:
+        raise InputError(path, f"checkpoint is unreadable ({str(e).splitlines()[0][:200]})",
+                         "delete it to start over") from None
+
+
+class _SignalGuard:
+    """Turn SIGTERM into a clean stop at the end of the current step (Ctrl-C already is)."""
+
+    def __init__(self) -> None:
+        self.hit = False
+        self._old: Any = None
+
+    def __enter__(self) -> _SignalGuard:
+        with contextlib.suppress(ValueError):  # not the main thread
+            self._old = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, *_: Any) -> None:
+        self.hit = True
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGTERM, self._old)
+
+
+class _Progress:
+    """A rich progress bar over steps, one line printed per epoch."""
+
+    def __init__(self, enabled: bool, epochs: int, steps: int) -> None:
+        self.enabled, self.epochs, self.steps = enabled, epochs, steps
+        self.progress = None
+        if enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                     TimeRemainingColumn(), TextColumn("{task.fields[logs]}"))
+            self.task = None
+
+    def __enter__(self) -> _Progress:
+        if self.progress:
+            self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.progress:
+            self.progress.__exit__(*exc)
+
+    def start_epoch(self, epoch: int, done: int) -> None:
+        if self.progress:
+            if self.task is not None:
+                self.progress.remove_task(self.task)
+            self.task = self.progress.add_task(f"epoch {epoch + 1}/{self.epochs}", total=self.steps,
+                                               completed=done, logs="")
+
+    def step(self, logs: dict[str, float]) -> None:
+        if self.progress:
+            text = " ".join(f"{k} {v:.3g}" for k, v in logs.items())
+            self.progress.update(self.task, advance=1, logs=text)
+
+    def end_epoch(self, record: dict[str, Any]) -> None:
+        if self.progress:
+            text = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items())
+            self.progress.console.print(text)

@@ -1,0 +1,37 @@
+"""Shared fixtures: tiny models (a few thousand parameters) and tiny data sets (32-64 px)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+TINY_UNET = {"name": "unet", "kwargs": {"width": 4, "depth": 2}}
+
+
+@pytest.fixture(autouse=True)
+def _few_threads():
+    torch.set_num_threads(1)
+
+
+def make_tiny_artifact(out: Path, size: int = 32, seed: int = 0):
+    from edgecut.models.store import build, save_model
+
+    torch.manual_seed(seed)
+    model = build(TINY_UNET).eval()
+    return save_model(out, model, TINY_UNET, model.default_spec.with_size(size))
+
+
+@pytest.fixture(scope="session")
+def tiny_artifact(tmp_path_factory):
+    """An untrained tiny U-Net artifact (width 4, depth 2, 32 px spec)."""
+    return make_tiny_artifact(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="session")
+def synth_data(tmp_path_factory) -> Path:
+    """24 synthetic 32 px product shots with masks and train/val splits."""
+    from edgecut.data.synth import generate
+
+    return generate(tmp_path_factory.mktemp("synth") / "data", 24, 32, seed=3, progress=False)
