@@ -88,8 +88,8 @@ def _metrics_table(metrics: dict[str, float], title: str) -> Table:
 
 @app.command("eval")
 def eval_cmd(
+    data: Annotated[Path, typer.Option(help="Data set folder (images/ + masks/).")],
     model: Annotated[Optional[Path], typer.Argument(help="Artifact directory.")] = None,
-    data: Annotated[Path, typer.Option(help="Data set folder (images/ + masks/).")] = Path("."),
     split: Annotated[Optional[str], typer.Option(help="Split file (or name in data/splits/).")] = None,
     pred: Annotated[Optional[Path], typer.Option(help="Score a folder of saved prediction maps instead of a model.")] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write metrics and per-image scores here.")] = None,

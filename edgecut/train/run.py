@@ -24,7 +24,10 @@ from edgecut.train.loop import Callback, TrainConfig, fit, resolve_device, seed_
 
 def default_splits(root: Path) -> tuple[str | None, str | None]:
     """Use root/splits/train.txt and val.txt when they exist."""
-    has = lambda name: (root / "splits" / f"{name}.txt").is_file()  # noqa: E731
+    def has(name: str) -> bool:  # present and not empty
+        p = root / "splits" / f"{name}.txt"
+        return p.is_file() and bool(p.read_text(encoding="utf-8").strip())
+
     return ("train" if has("train") else None), ("val" if has("val") else None)
 
 

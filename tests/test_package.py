@@ -1,0 +1,55 @@
+"""The package as a user meets it: light import, README commands equal to CI's."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_import_edgecut_is_light():
+    code = ("import sys, edgecut; heavy = [m for m in ('torch', 'onnxruntime', 'openvino', 'tensorrt', 'onnx', "
+            "'cv2', 'torchvision') if m in sys.modules]; print(','.join(heavy))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == ""
+
+
+def test_public_api_resolves_lazily():
+    import edgecut
+
+    assert edgecut.ModelSpec().input_size == (320, 320)
+    assert "unet" in edgecut.list_models()
+    assert set(edgecut.__all__) >= {"train", "evaluate", "remove_background", "load_model", "ModelSpec"}
+
+
+def _bash_blocks(text: str) -> list[str]:
+    return [b.strip() for b in re.findall(r"```bash\n(.*?)```", text, flags=re.S)]
+
+
+def test_ci_runs_the_readme_test_command():
+    blocks = _bash_blocks((ROOT / "README.md").read_text())
+    assert len(blocks) >= 2, "README set-up is two commands: install + main job, install + tests"
+    test_command = blocks[1]
+    ci = [ln for ln in (ROOT / ".ci" / "run").read_text().splitlines() if ln and not ln.startswith(("#", "set ", "cd "))]
+    assert ci == [test_command]
+    assert "pytest" in test_command and "constraints.txt" in test_command and "constraints.txt" in blocks[0]
+
+
+def test_constraints_pin_the_tested_torch():
+    pins = dict(ln.split("==") for ln in (ROOT / "constraints.txt").read_text().splitlines()
+                if "==" in ln and not ln.startswith("#"))
+    assert pins["torch"] == "2.14.1" and pins["torchvision"] == "0.29.1"
+
+
+def test_cli_help_lists_every_command():
+    from typer.testing import CliRunner
+
+    from edgecut.cli import app
+
+    out = CliRunner().invoke(app, ["--help"])
+    assert out.exit_code == 0
+    for cmd in ("data", "train", "eval", "info", "remove", "doctor", "quickstart"):
+        assert cmd in out.output
