@@ -230,7 +230,7 @@ def quickstart(
     count: Annotated[int, typer.Option(help="Synthetic images to make.")] = 240,
     size: Annotated[int, typer.Option(help="Image and model input side.")] = 96,
     width: Annotated[int, typer.Option(help="Teacher width (64 is full size; small is quick).")] = 16,
-    epochs: Annotated[int, typer.Option()] = 6,
+    epochs: Annotated[int, typer.Option()] = 12,
 ) -> None:
     """The main job end to end on synthetic data: make data, train a small teacher, evaluate, cut out."""
     steps = [
