@@ -25,7 +25,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edgecut import io
-from edgecut.errors import InputError
+from edgecut.errors import InputError, UnsafeFileError
 
 MANIFEST = "edgecut.json"
 SCHEMA_VERSION = 1
@@ -190,6 +190,11 @@ def load_artifact(path: str | os.PathLike, verify: bool = False) -> Artifact:
     if manifest.schema_version > SCHEMA_VERSION:
         raise InputError(path / MANIFEST, f"written by a newer edgecut (schema {manifest.schema_version})",
                          "upgrade edgecut")
+    root = path.resolve()
+    for name in (manifest.model_file, *manifest.files):
+        if not (path / name).resolve().is_relative_to(root):
+            raise UnsafeFileError(path / MANIFEST, f"file {name!r} lies outside the artifact folder",
+                                  "an artifact's files must be inside its folder")
     art = Artifact(path, manifest)
     if not art.model_path.is_file():
         raise InputError(art.model_path, "model file named in edgecut.json is missing",

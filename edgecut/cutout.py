@@ -72,6 +72,7 @@ def remove_background(inputs: Sequence[str | os.PathLike], runner, out: str | os
 
     out = Path(out)
     files = expand_inputs(inputs)
+    sources = {f.resolve() for f in files}
     report = RemoveReport()
     used: set[str] = set()
     spec = runner.spec
@@ -82,8 +83,10 @@ def remove_background(inputs: Sequence[str | os.PathLike], runner, out: str | os
                 image = io.read_image(path)
                 prob = spec.to_probability(runner(spec.preprocess(image)))[0]
                 alpha = spec.resize_back(prob, image.shape[:2])
-                name = _unique(path.stem, used)
-                report.written.append(io.write_image(out / f"{name}.png", compose(image, alpha, fmt, bg)))
+                dest = out / f"{_unique(path.stem, used)}.png"
+                if dest.resolve() in sources:
+                    raise InputError(path, f"its cut-out would overwrite an input ({dest})", "choose another --out")
+                report.written.append(io.write_image(dest, compose(image, alpha, fmt, bg)))
             except InputError as e:
                 report.failed.append((path, str(e)))
                 if on_error:

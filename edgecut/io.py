@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     import torch
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+_WIDE_MODES = ("I;16", "I;16B", "I;16L", "I", "F")  # 16/32-bit integer and float images
 MAX_PIXELS = 100_000_000  # 100 MP: above any camera photo, far below a decompression bomb
 
 
@@ -87,6 +88,12 @@ def read_json(path: str | os.PathLike) -> Any:
         raise InputError(path, f"not valid JSON ({e})", "restore it or re-create it") from None
 
 
+def first_line(e: BaseException, limit: int = 200) -> str:
+    """The first non-empty line of an exception's message (or its type), for one-line errors."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return (lines[0] if lines else type(e).__name__)[:limit]
+
+
 def sha256_file(path: str | os.PathLike) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -109,7 +116,7 @@ def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndar
     img = _open(path, max_pixels)
     with img:
         img = _exif_upright(ImageOps, img, path)
-        if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        if img.mode in _WIDE_MODES:
             return np.repeat(_to_uint8_gray(img)[..., None], 3, axis=2)
         if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
             rgba = img.convert("RGBA")
@@ -125,10 +132,12 @@ def read_mask(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndarr
     """
     img = _open(path, max_pixels)
     with img:
-        if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        if img.mode in _WIDE_MODES:
             return _to_uint8_gray(img)
         if img.mode in ("RGBA", "LA", "PA"):
-            return np.array(img.getchannel("A"))
+            alpha = np.array(img.getchannel("A"))
+            if alpha.min() < 255:  # a cut-out: the alpha is the mask
+                return alpha
         return np.array(img.convert("L"))
 
 
@@ -175,7 +184,9 @@ def _to_uint8_gray(img) -> np.ndarray:
         top = 1.0 if float(np.nanmax(a)) <= 1.0 else 255.0
         return (np.clip(np.nan_to_num(a) / top, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     a = a.astype(np.int64)
-    top = 255 if a.max() <= 255 else 65535
+    # I;16 is 16-bit by definition; a 32-bit "I" image (PIL's name for some 16-bit PNGs) is
+    # taken as 8-bit data only when no value exceeds 255.
+    top = 65535 if img.mode.startswith("I;16") or a.max() > 255 else 255
     return ((np.clip(a, 0, top) * 255 + top // 2) // top).astype(np.uint8)
 
 
@@ -240,11 +251,10 @@ def load_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise UnsafeFileError(
-            path, "refused: this file would need arbitrary code to load "
-            f"({str(e).splitlines()[0][:200]})",
-            "re-save the weights as safetensors or a plain state_dict") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise InputError(path, f"not a readable torch weights file ({str(e).splitlines()[0][:200]})") from None
+            path, f"refused: not a plain weights file; loading it would run code or build unknown objects "
+            f"({first_line(e)})", "re-save the weights as safetensors or a plain state_dict") from None
+    except Exception as e:  # torch's unpickler raises KeyError, IndexError, EOFError, ... on junk
+        raise InputError(path, f"not a readable torch weights file ({first_line(e)})") from None
     for key in ("state_dict", "model", "ema"):
         if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
             obj = obj[key]

@@ -56,7 +56,7 @@ def load_model(source: str | os.PathLike, arch: str | None = None, arch_kwargs: 
         try:
             module = torch.jit.load(str(source), map_location="cpu")
         except RuntimeError as e:
-            raise InputError(source, f"corrupt TorchScript file ({str(e).splitlines()[0]})") from None
+            raise InputError(source, f"corrupt TorchScript file ({io.first_line(e)})") from None
         return LoadedModel(module.eval(), spec or ModelSpec(), None)
     if arch is None:
         raise InputError(source, "a weights file needs its architecture",

@@ -293,7 +293,7 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as e:
-        raise InputError(path, f"checkpoint is unreadable ({str(e).splitlines()[0][:200]})",
+        raise InputError(path, f"checkpoint is unreadable ({io.first_line(e)})",
                          "delete it to start over") from None
 
 
