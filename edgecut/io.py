@@ -51,13 +51,15 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
-def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (flushed to disk before the rename)."""
+def write_bytes(path: str | os.PathLike, data: bytes, fsync: bool = True) -> Path:
+    """Write ``data`` to ``path`` atomically; ``fsync`` also flushes it to disk before the
+    rename (turn it off for many small files that can be regenerated)."""
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
     return Path(path)
 
 
@@ -190,7 +192,7 @@ def _to_uint8_gray(img) -> np.ndarray:
     return ((np.clip(a, 0, top) * 255 + top // 2) // top).astype(np.uint8)
 
 
-def encode_image(array: np.ndarray, suffix: str = ".png") -> bytes:
+def encode_image(array: np.ndarray, suffix: str = ".png", png_compression: int = 3) -> bytes:
     """Encode an RGB, RGBA or gray uint8 array; deterministic bytes for the same input."""
     import cv2
 
@@ -202,7 +204,7 @@ def encode_image(array: np.ndarray, suffix: str = ".png") -> bytes:
     elif a.ndim == 3 and a.shape[2] == 4:
         a = cv2.cvtColor(a, cv2.COLOR_RGBA2BGRA)
     suffix = suffix.lower()
-    params = [cv2.IMWRITE_PNG_COMPRESSION, 3] if suffix == ".png" else []
+    params = [cv2.IMWRITE_PNG_COMPRESSION, png_compression] if suffix == ".png" else []
     if suffix in (".jpg", ".jpeg"):
         params = [cv2.IMWRITE_JPEG_QUALITY, 95]
     ok, buf = cv2.imencode(suffix, a, params)

@@ -33,11 +33,14 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
+from rich.progress import Progress
+
+from edgecut.io import encode_image, write_bytes
 
 CATEGORIES: tuple[str, ...] = ("bottle", "box", "can", "shoe", "mug", "garment")
 VERSION = 1
 MIN_SIZE, MAX_SIZE = 32, 2048
-_PNG = [cv2.IMWRITE_PNG_COMPRESSION, 6]
+_PNG_COMPRESSION = 6
 _SHIFT = 4  # cv2 fixed-point bits: sub-pixel vertex positions
 
 
@@ -101,16 +104,17 @@ def generate(out: str | os.PathLike, count: int, size: int = 128, seed: int = 0,
             "size": size, "seed": seed, "categories": list(CATEGORIES)}
     _claim(root, meta)
     names = [f"{i:05d}" for i in range(count)]
-    with _Progress(progress and count > 1, count, f"synth {size}px") as bar:
+    with Progress(transient=True, disable=not (progress and count > 1)) as bar:
+        task = bar.add_task(f"synth {size}px", total=count)
         for i, name in enumerate(names):
             img_path, mask_path = root / "images" / f"{name}.png", root / "masks" / f"{name}.png"
             if not (img_path.exists() and mask_path.exists()):
                 image, mask = render(i, size, seed)
                 if not img_path.exists():
-                    _write(img_path, _png(cv2.cvtColor(image, cv2.COLOR_RGB2BGR)))
+                    _write(img_path, encode_image(image, ".png", _PNG_COMPRESSION))
                 if not mask_path.exists():
-                    _write(mask_path, _png(mask))
-            bar.advance()
+                    _write(mask_path, encode_image(mask, ".png", _PNG_COMPRESSION))
+            bar.advance(task)
     train, val = _split(names, seed, val_fraction)
     for split, members in (("train", train), ("val", val)):
         path, data = root / "splits" / f"{split}.txt", "".join(f"{m}\n" for m in members).encode()
@@ -120,6 +124,10 @@ def generate(out: str | os.PathLike, count: int, size: int = 128, seed: int = 0,
 
 
 # ----------------------------------------------------------------------------- files
+
+
+def _write(path: pathlib.Path, data: bytes) -> None:
+    write_bytes(path, data, fsync=False)  # regenerated on demand: no need to wait for the disk
 
 
 def _int(name: str, value: object, lo: int, hi: int | None = None) -> int:
@@ -162,50 +170,6 @@ def _split(names: list[str], seed: int, val_fraction: float) -> tuple[list[str],
     keys = np.random.default_rng([seed, 2**32 - 1]).random(len(names))
     val = set(np.argsort(keys, kind="stable")[:n_val].tolist())
     return ([m for i, m in enumerate(names) if i not in val], [m for i, m in enumerate(names) if i in val])
-
-
-def _png(array: np.ndarray) -> bytes:
-    ok, buf = cv2.imencode(".png", array, _PNG)
-    if not ok:
-        raise RuntimeError("cv2 could not encode a PNG")
-    return buf.tobytes()
-
-
-def _write(path: pathlib.Path, data: bytes) -> None:
-    """Atomic write: a temporary file beside ``path``, then ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-class _Progress:
-    """A transient rich progress bar, or nothing."""
-
-    def __init__(self, show: bool, total: int, label: str) -> None:
-        self._bar = None
-        if show:
-            from rich.progress import Progress
-            self._bar = Progress(transient=True)
-            self._task = self._bar.add_task(label, total=total)
-
-    def __enter__(self) -> _Progress:
-        if self._bar is not None:
-            self._bar.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-
-    def advance(self) -> None:
-        if self._bar is not None:
-            self._bar.advance(self._task)
 
 
 # ----------------------------------------------------------------------------- colours
