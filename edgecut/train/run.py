@@ -22,6 +22,9 @@ from edgecut.models.store import save_model
 from edgecut.train.loop import Callback, TrainConfig, fit, resolve_device, seed_everything
 
 
+CACHE_MAX_IMAGES = 2000  # decoded 400x300 photos: about 0.7 GB
+
+
 def default_splits(root: Path) -> tuple[str | None, str | None]:
     """Use root/splits/train.txt and val.txt when they exist."""
     def has(name: str) -> bool:  # present and not empty
@@ -62,11 +65,12 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, arch: str = "unet"
           arch_kwargs: dict[str, Any] | None = None, size: int = 320, config: TrainConfig = TrainConfig(),
           train_split: str | None = None, val_split: str | None = None, resume: bool = False,
           progress: bool = True, callbacks: Sequence[Callback] = (), threads: int | None = None,
-          cache: bool = True) -> Artifact:
+          cache: bool | None = None) -> Artifact:
     """Train ``arch`` on the folder data set ``data``; write the artifact to ``out``.
 
     Splits default to ``data/splits/train.txt`` and ``val.txt`` when present; without a val
-    split there is no validation and the last weights are shipped.
+    split there is no validation and the last weights are shipped. ``cache`` keeps decoded
+    images in memory (default: when there are at most CACHE_MAX_IMAGES of them).
     """
     data, out = Path(data), Path(out)
     if threads:
@@ -74,6 +78,8 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, arch: str = "unet"
     auto_train, auto_val = default_splits(data)
     train_split, val_split = train_split or auto_train, val_split or auto_val
     train_samples = find_samples(data, train_split)
+    if cache is None:
+        cache = len(train_samples) <= CACHE_MAX_IMAGES
     arch_d = {"name": arch, "kwargs": dict(arch_kwargs or {})}
     seed_everything(config.seed)  # the initial weights are part of the run
     model = create_model(arch, **arch_d["kwargs"])
