@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "teacher-ecssd")
     ap.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results" / "teacher.json")
     ap.add_argument("--size", type=int, default=128)
-    ap.add_argument("--epochs", type=int, default=18)
+    ap.add_argument("--epochs", type=int, default=16)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--width", type=int, default=64)

@@ -117,3 +117,17 @@ def test_lr_schedule_warms_up_then_decays_to_floor():
 def test_too_few_images_for_a_batch_is_a_clear_error(synth_data, tmp_path):
     with pytest.raises(InputError, match="lower --batch"):
         _tiny_train(synth_data, tmp_path / "run", batch_size=64)
+
+
+def test_ema_forgets_the_initial_weights():
+    from edgecut.train.loop import ema_update
+
+    update = ema_update(0.998)
+    ema = [torch.zeros(3)]  # the "initial weights"
+    for n in range(1, 601):  # 600 steps of a model that sits at 1.0
+        update(ema, [torch.ones(3)], torch.tensor(n))
+    # a plain 0.998 EMA would be 1 - 0.998**600 = 0.70 here
+    assert float(ema[0][0]) > 0.95
+    counters = [torch.tensor(5)]
+    update(counters, [torch.tensor(9)], torch.tensor(3))
+    assert int(counters[0]) == 9
