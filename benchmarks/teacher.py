@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shlex
 import sys
 import time
@@ -24,6 +23,7 @@ import torch
 from edgecut import io, runtime
 from edgecut.bench.accuracy import evaluate
 from edgecut.data.folder import find_samples
+from edgecut.env import environment
 from edgecut.models.profile import count_macs
 from edgecut.models.store import load_model
 from edgecut.train.loop import LAST, CHECKPOINT_DIR, TrainConfig
@@ -79,8 +79,7 @@ def main(argv: list[str] | None = None) -> dict:
                 "metrics": result.metrics, "eval_wall_time_s": round(eval_s, 1),
                 "worst_iou": [{"name": r["name"], "iou": round(r["iou"], 4)} for r in result.worst(5)]},
         "history": history,
-        "machine": {"cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
-                    "threads": torch.get_num_threads()},
+        "machine": {**environment(), "torch_threads": torch.get_num_threads()},
         "artifact_sha256": art.sha256,
     }
     io.write_json(args.results, record)
