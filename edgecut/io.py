@@ -256,7 +256,8 @@ def load_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             path, f"refused: not a plain weights file; loading it would run code or build unknown objects "
             f"({first_line(e)})", "re-save the weights as safetensors or a plain state_dict") from None
     except Exception as e:  # torch's unpickler raises KeyError, IndexError, EOFError, ... on junk
-        raise InputError(path, f"not a readable torch weights file ({first_line(e)})") from None
+        raise InputError(path, f"not a readable torch weights file ({type(e).__name__}: {first_line(e)})",
+                         "give a .safetensors file or a state_dict saved with torch.save") from None
     for key in ("state_dict", "model", "ema"):
         if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
             obj = obj[key]
