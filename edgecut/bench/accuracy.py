@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from edgecut import io
+from edgecut.artifact import ModelSpec
 from edgecut.data.folder import Sample, load_pair
 from edgecut.errors import InputError
 from edgecut.metrics import MAX_F_CONVENTION, SegMetrics
@@ -84,8 +85,6 @@ def evaluate_predictions(pred_dir: str | os.PathLike, samples: Sequence[Sample],
             img, mask = load_pair(s)
             pred = io.read_mask(by_stem[s.name]).astype(np.float32) / 255.0
             if pred.shape != mask.shape:
-                from edgecut.artifact import ModelSpec
-
                 pred = np.clip(ModelSpec.resize_back(pred, mask.shape), 0.0, 1.0)
             acc.update(pred, mask, image=img if composites else None, name=s.name)
             prog.advance(task)
