@@ -140,11 +140,15 @@ def test_read_exif_rotated_jpeg_is_upright(tmp_path):
     assert out[:20].mean() > 200 and out[20:].mean() < 50
 
 
+def _truncate(path: pathlib.Path) -> None:
+    """Cut a file to its first half, as an interrupted download leaves it."""
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
 def test_read_truncated_jpeg_is_input_error_naming_file(tmp_path):
     p = tmp_path / "cut.jpg"
     Image.fromarray(_noise(64, 64)).save(p, quality=90)
-    data = p.read_bytes()
-    p.write_bytes(data[: len(data) // 2])
+    _truncate(p)
     with pytest.raises(InputError) as e:
         io.read_image(p)
     _assert_names(e, p)
@@ -411,8 +415,7 @@ def test_load_weights_corrupt_safetensors(tmp_path):
 
 def test_load_weights_truncated_safetensors(tmp_path):
     p = io.save_weights(tmp_path / "w.safetensors", _tiny_state())
-    data = p.read_bytes()
-    p.write_bytes(data[: len(data) // 2])
+    _truncate(p)
     with pytest.raises(InputError) as e:
         io.load_weights(p)
     _assert_names(e, p)
@@ -421,8 +424,7 @@ def test_load_weights_truncated_safetensors(tmp_path):
 def test_load_weights_truncated_torch_zip(tmp_path):
     p = tmp_path / "w.pt"
     torch.save(_tiny_state(), p)
-    data = p.read_bytes()
-    p.write_bytes(data[: len(data) // 2])
+    _truncate(p)
     with pytest.raises(InputError) as e:
         io.load_weights(p)
     _assert_names(e, p)
