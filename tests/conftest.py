@@ -8,6 +8,8 @@ import pytest
 import torch
 
 TINY_UNET = {"name": "unet", "kwargs": {"width": 4, "depth": 2}}
+# the smallest sensible student (~87 k params, 1.4 M MACs at 64 px); options as JSON stores them
+TINY_STUDENT = {"name": "mobilenet_v3_small_unet", "kwargs": {"width_mult": 0.25, "decoder_channels": [16, 8, 8, 8]}}
 
 
 @pytest.fixture(autouse=True)

@@ -57,6 +57,11 @@ class UNet(nn.Module):
         self.divisor = 2**depth
         self.default_spec = ModelSpec(size_divisor=self.divisor)
 
+    @property
+    def feature_taps(self) -> dict[int, str]:
+        """Stride -> submodule whose output is the feature map at that stride (feature distillation)."""
+        return {1: "inc", **{2 ** (i + 1): f"downs.{i}" for i in range(len(self.downs))}}
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
         pad_h, pad_w = (-h) % self.divisor, (-w) % self.divisor
