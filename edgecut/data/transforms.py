@@ -51,29 +51,33 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
 
 
 class SegmentationDataset(Dataset):
-    """Samples -> dict(image=float CHW normalised, mask=float 1xHxW in {0,1}, index=int).
+    """Samples -> dict(image=float CHW normalised, mask=float 1xHxW in {0,1}, index=int,
+    labeled=float 1 or 0).
 
     Items are addressed by (epoch, index) pairs from :class:`EpochBatchSampler`, so the
-    augmentation of a sample depends only on the seed, the epoch and the index.
+    augmentation of a sample depends only on the seed, the epoch and the index. With
+    ``unlabeled=True`` samples without a mask are allowed (distillation labels them with
+    its teachers): their mask is all zeros and ``labeled`` is 0.
     """
 
     def __init__(self, samples: Sequence[Sample], spec: ModelSpec, train: bool, seed: int = 0,
-                 aug: AugmentConfig = AugmentConfig(), cache: bool = False) -> None:
+                 aug: AugmentConfig = AugmentConfig(), cache: bool = False, unlabeled: bool = False) -> None:
         self.samples = list(samples)
         self.spec = spec
         self.train = train
         self.seed = seed
+        self.unlabeled = unlabeled
         self.transform = train_transform(spec, aug) if train else None
         self.cache: dict[int, tuple[np.ndarray, np.ndarray]] | None = {} if cache else None
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def _load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+    def _load(self, index: int) -> tuple[np.ndarray, np.ndarray | None]:
         if self.cache is not None and index in self.cache:
             return self.cache[index]
         image, mask = load_pair(self.samples[index])
-        if mask is None:
+        if mask is None and not self.unlabeled:
             raise ValueError(f"{self.samples[index].image}: no mask (training needs labelled data)")
         if self.cache is not None:
             self.cache[index] = (image, mask)
@@ -82,20 +86,23 @@ class SegmentationDataset(Dataset):
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor | int]:
         epoch, index = key if isinstance(key, tuple) else (0, key)
         image, mask = self._load(index)
+        labeled = torch.tensor(float(mask is not None))
+        if mask is None:
+            mask = np.zeros(image.shape[:2], np.uint8)
         if not self.train:
             x = torch.from_numpy(self.spec.preprocess(image)[0])
             h, w = self.spec.input_size
             import cv2
 
             m = cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST)
-            return {"image": x, "mask": torch.from_numpy(m > 127).float()[None], "index": index}
+            return {"image": x, "mask": torch.from_numpy(m > 127).float()[None], "index": index, "labeled": labeled}
         img_t = tv_tensors.Image(torch.from_numpy(image).permute(2, 0, 1))
         mask_t = tv_tensors.Mask(torch.from_numpy(mask)[None])
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(sample_seed(self.seed, epoch, index))
             img_t, mask_t = self.transform(img_t, mask_t)
         return {"image": img_t.as_subclass(torch.Tensor), "mask": (mask_t.as_subclass(torch.Tensor) > 127).float(),
-                "index": index}
+                "index": index, "labeled": labeled}
 
 
 class EpochBatchSampler(Sampler[list[tuple[int, int]]]):

@@ -8,13 +8,21 @@ and the data order and augmentation are pure functions of (seed, epoch, index), 
 killed at any point and resumed ends with the same weights as one that never stopped.
 
 What is trained is given by an *objective*: ``objective(model, batch) -> (loss, logs)``.
+
+Started by ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) the same loop trains with
+DistributedDataParallel: gloo on CPU, nccl on CUDA (one GPU per process, ``LOCAL_RANK``).
+Each rank reads its shard of every epoch; ``batch_size`` is per process. Only rank 0 writes
+checkpoints and validates (the metrics are broadcast, so every rank keeps the same state);
+the others wait. Batch-norm buffers are rank 0's (DDP broadcasts them before each forward).
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import dataclasses
 import math
+import os
 import random
 import signal
 import time
@@ -25,6 +33,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -91,12 +100,69 @@ class TrainingInterrupted(EdgecutError):
 
 
 def resolve_device(device: str) -> torch.device:
+    """``auto`` is CUDA when there is a GPU; under torchrun each process takes GPU ``LOCAL_RANK``."""
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise EdgecutError(f"device {device!r} asked for, but no CUDA GPU is available here; use --device cpu")
+    if dev.type == "cuda" and dev.index is None and world()[1] > 1:
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     return dev
+
+
+# ----------------------------------------------------------------------------- distributed
+
+
+def world() -> tuple[int, int]:
+    """(rank, world size) of this process: (0, 1) unless started by torchrun with WORLD_SIZE > 1."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def init_distributed(device: torch.device) -> tuple[int, int]:
+    """Join the process group torchrun described in the environment (once); (rank, world size)."""
+    rank, size = world()
+    if size > 1 and not dist.is_initialized():
+        if not dist.is_available():
+            raise EdgecutError("WORLD_SIZE > 1 but this torch build has no torch.distributed")
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        atexit.register(dist.destroy_process_group)
+        rank, size = world()
+    return rank, size
+
+
+def barrier() -> None:
+    """Wait for every rank (nothing to wait for in a single process)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def on_main_process(write: Callable[[], Any], read: Callable[[], Any]) -> Any:
+    """Run ``write`` on rank 0 only; the other ranks wait for it, then ``read`` what it wrote."""
+    if world()[1] == 1:
+        return write()
+    result = write() if world()[0] == 0 else None
+    barrier()
+    return result if world()[0] == 0 else read()
+
+
+def _any_rank(flag: bool, device: torch.device) -> bool:
+    t = torch.tensor([float(flag)], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def _average_gradients(params: Sequence[torch.Tensor], world_size: int) -> None:
+    """All-reduce the gradients of parameters that DDP does not own (the extra modules)."""
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        dist.all_reduce(p.grad)
+        p.grad.div_(world_size)
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -161,12 +227,13 @@ Validator = Callable[[nn.Module], dict[str, float]]
 def fit(model: nn.Module, train_set: Dataset, config: TrainConfig, out_dir: str | Path, *,
         validate: Validator | None = None, objective: Callable[..., Any] | None = None,
         resume: bool = False, progress: bool = True, callbacks: Sequence[Callback] = (),
-        extra_modules: Sequence[nn.Module] = ()) -> FitResult:
+        extra_modules: Sequence[nn.Module] = (), resume_key: dict[str, Any] | None = None) -> FitResult:
     """Train ``model`` on ``train_set`` (items addressed by (epoch, index)) and return the result.
 
     ``validate(model) -> metrics`` runs after each epoch; ``config.select_metric`` of its
     output picks the best epoch. ``extra_modules`` are trained along (e.g. distillation
-    adapters) and checkpointed with the model, but not shipped.
+    adapters) and checkpointed with the model, but not shipped. ``resume_key`` holds other
+    settings (plain values) that must not change on resume, such as distillation's.
     """
     out_dir = Path(out_dir)
     ckpt_dir = out_dir / CHECKPOINT_DIR
@@ -178,6 +245,8 @@ def fit(model: nn.Module, train_set: Dataset, config: TrainConfig, out_dir: str 
         raise InputError(last_path, "nothing to resume", "run without --resume to start training")
 
     device = resolve_device(config.device)
+    rank, world_size = init_distributed(device)
+    run_key = {**config.resume_key(), **(resume_key or {}), **({"world_size": world_size} if world_size > 1 else {})}
     seed_everything(config.seed)
     objective = objective or SegmentationObjective()
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
@@ -185,10 +254,13 @@ def fit(model: nn.Module, train_set: Dataset, config: TrainConfig, out_dir: str 
     for m in extra_modules:
         m.to(device=device, memory_format=memory_format)
     params = [p for m in (model, *extra_modules) for p in m.parameters() if p.requires_grad]
+    extra_params = [p for m in extra_modules for p in m.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    steps_per_epoch = EpochBatchSampler(len(train_set), config.batch_size, 0).num_batches()
+    steps_per_epoch = EpochBatchSampler(len(train_set), config.batch_size, 0, rank=rank,
+                                        world_size=world_size).num_batches()
     if steps_per_epoch == 0:
-        raise InputError(None, f"{len(train_set)} training images make no full batch of {config.batch_size}",
+        raise InputError(None, f"{len(train_set)} training images make no full batch of {config.batch_size}"
+                         + (f" on each of {world_size} processes" if world_size > 1 else ""),
                          "lower --batch or add images")
     total = config.epochs * steps_per_epoch
     warmup = int(round(config.warmup_epochs * steps_per_epoch))
@@ -202,19 +274,22 @@ def fit(model: nn.Module, train_set: Dataset, config: TrainConfig, out_dir: str 
     state = TrainState(steps_per_epoch=steps_per_epoch)
 
     def checkpoint() -> None:
+        if rank != 0:
+            return
         payload = {
             "model": model.state_dict(), "extra": [m.state_dict() for m in extra_modules],
             "ema": ema.state_dict() if ema else None, "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": _rng_state(),
-            "state": dataclasses.asdict(state), "config": config.resume_key(),
+            "state": dataclasses.asdict(state), "config": run_key,
         }
         with io.atomic_path(last_path) as tmp:
             torch.save(payload, tmp)
 
     if resume:
         ck = _load_checkpoint(last_path)
-        if ck["config"] != config.resume_key():
-            diff = {k: (ck["config"].get(k), v) for k, v in config.resume_key().items() if ck["config"].get(k) != v}
+        if ck["config"] != run_key:
+            diff = {k: (ck["config"].get(k), run_key.get(k)) for k in {**ck["config"], **run_key}
+                    if ck["config"].get(k) != run_key.get(k)}
             raise InputError(last_path, f"checkpoint was made with other settings {diff} (saved, given)",
                              "resume with the same options, or start a new --out")
         model.load_state_dict(ck["model"])
@@ -228,16 +303,20 @@ def fit(model: nn.Module, train_set: Dataset, config: TrainConfig, out_dir: str 
         _set_rng_state(ck["rng"])
         state = TrainState(**ck["state"])
 
+    train_model = model  # what the objective calls: the model itself, or its DDP wrapper
+    if world_size > 1:
+        train_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
     started = time.perf_counter()
     shipped = ema.module if ema is not None else model
     best_path = ckpt_dir / BEST
-    bar = _Progress(progress, config.epochs, steps_per_epoch)
+    bar = _Progress(progress and rank == 0, config.epochs, steps_per_epoch)
     interrupted = _SignalGuard()
     try:
         with bar, interrupted:
             while state.epoch < config.epochs:
                 sampler = EpochBatchSampler(len(train_set), config.batch_size, state.epoch, config.seed,
-                                            start_batch=state.step_in_epoch)
+                                            start_batch=state.step_in_epoch, rank=rank, world_size=world_size)
                 loader = DataLoader(train_set, batch_sampler=sampler, num_workers=config.workers,
                                     persistent_workers=False, pin_memory=device.type == "cuda")
                 bar.start_epoch(state.epoch, state.step_in_epoch)
@@ -249,12 +328,14 @@ def fit(model: nn.Module, train_set: Dataset, config: TrainConfig, out_dir: str 
                     batch = {k: (v.to(device, non_blocking=True, memory_format=memory_format) if v.ndim == 4
                                  else v.to(device)) for k, v in batch.items() if isinstance(v, torch.Tensor)}
                     with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                        loss, logs = objective(model, batch)
+                        loss, logs = objective(train_model, batch)
                     if not torch.isfinite(loss):
                         raise EdgecutError(f"loss became {float(loss)} at epoch {state.epoch} step "
                                            f"{state.step_in_epoch}; lower --lr or use --precision fp32")
                     optimizer.zero_grad(set_to_none=True)
                     scaler.scale(loss).backward()
+                    if world_size > 1 and extra_params:
+                        _average_gradients(extra_params, world_size)
                     if config.grad_clip:
                         scaler.unscale_(optimizer)
                         nn.utils.clip_grad_norm_(params, config.grad_clip)
@@ -273,16 +354,22 @@ def fit(model: nn.Module, train_set: Dataset, config: TrainConfig, out_dir: str 
                         last_save = time.monotonic()
                     for cb in callbacks:
                         cb(state)
-                    if interrupted.hit:
+                    stop = interrupted.hit if world_size == 1 else _any_rank(interrupted.hit, device)
+                    if stop:  # all ranks stop at the same step
                         raise KeyboardInterrupt
                 record: dict[str, Any] = {"epoch": state.epoch, **state.last_logs}
                 if validate is not None:
-                    metrics = validate(shipped)
+                    metrics = validate(shipped) if rank == 0 else {}
+                    if world_size > 1:  # every rank keeps the same history and best epoch
+                        shared = [metrics]
+                        dist.broadcast_object_list(shared, src=0)
+                        metrics = shared[0]
                     record.update({f"val_{k}": v for k, v in metrics.items()})
                     score = metrics[config.select_metric]
                     if score > state.best_metric:
                         state.best_metric, state.best_epoch = score, state.epoch
-                        io.save_weights(best_path, shipped.state_dict())
+                        if rank == 0:
+                            io.save_weights(best_path, shipped.state_dict())
                 record["elapsed_s"] = round(time.perf_counter() - started, 2)
                 state.history.append(record)
                 bar.end_epoch(record)
@@ -291,9 +378,11 @@ def fit(model: nn.Module, train_set: Dataset, config: TrainConfig, out_dir: str 
                 checkpoint()
     except KeyboardInterrupt:
         checkpoint()
+        barrier()  # the other ranks stop only once rank 0 has saved
         raise TrainingInterrupted(
             f"interrupted at epoch {state.epoch + 1}, step {state.step_in_epoch}; "
             f"checkpoint saved in {last_path}: add --resume to continue") from None
+    barrier()  # rank 0 has written the best weights
     if best_path.exists():
         shipped.load_state_dict(io.load_weights(best_path))
         best = next(h for h in state.history if h["epoch"] == state.best_epoch)

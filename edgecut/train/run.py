@@ -14,12 +14,12 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from edgecut import io
-from edgecut.artifact import Artifact, ModelSpec, Step
+from edgecut.artifact import Artifact, ModelSpec, Step, load_artifact
 from edgecut.data.folder import Sample, find_samples
 from edgecut.data.transforms import SegmentationDataset
 from edgecut.models.registry import create_model
 from edgecut.models.store import save_model
-from edgecut.train.loop import Callback, TrainConfig, fit, resolve_device, seed_everything
+from edgecut.train.loop import Callback, TrainConfig, fit, on_main_process, resolve_device, seed_everything
 
 
 CACHE_MAX_IMAGES = 2000  # decoded 400x300 photos: about 0.7 GB
@@ -91,12 +91,16 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, arch: str = "unet"
     train_set = SegmentationDataset(train_samples, spec, train=True, seed=config.seed, cache=cache)
     result = fit(model, train_set, config, out, validate=validate, resume=resume, progress=progress,
                  callbacks=callbacks)
-    io.write_json(out / "history.json", result.state.history)
-    step = Step(step="train", params={
-        "data": str(data), "train_split": train_split, "val_split": val_split, "train_images": len(train_samples),
-        "size": size, "arch": arch_d, **asdict(config), "best_epoch": result.state.best_epoch,
-        "wall_time_s": round(result.wall_time_s, 1),
-    })
-    metrics = {"val": result.best_metrics, "val_data": f"{data}:{val_split}"} if result.best_metrics else {}
-    return save_model(out, result.model.float().to("cpu", memory_format=torch.contiguous_format), arch_d, spec,
-                      lineage=[step], metrics=metrics)
+
+    def write() -> Artifact:
+        io.write_json(out / "history.json", result.state.history)
+        step = Step(step="train", params={
+            "data": str(data), "train_split": train_split, "val_split": val_split,
+            "train_images": len(train_samples), "size": size, "arch": arch_d, **asdict(config),
+            "best_epoch": result.state.best_epoch, "wall_time_s": round(result.wall_time_s, 1),
+        })
+        metrics = {"val": result.best_metrics, "val_data": f"{data}:{val_split}"} if result.best_metrics else {}
+        return save_model(out, result.model.float().to("cpu", memory_format=torch.contiguous_format), arch_d, spec,
+                          lineage=[step], metrics=metrics)
+
+    return on_main_process(write, lambda: load_artifact(out))  # under torchrun rank 0 writes

@@ -1,0 +1,348 @@
+"""``distill``: teach a small student from one or more trained teachers.
+
+Knowledge distillation (Hinton, Vinyals and Dean 2015; FitNets, Romero et al. 2015) for
+one-channel segmentation. The student learns from
+
+- the ground truth: BCE + Dice against the mask, or, for images that have none
+  (``unlabeled``), against the teachers' own mask (hard or soft, ``pseudo_label``);
+- the teachers' soft output: pixel-wise KD at temperature T (:func:`~edgecut.train.losses.kd_loss`);
+  several teachers, of any architectures, are averaged in probability;
+- optionally their features: at every stride both models tap (``feature_taps``), the student
+  feature goes through a 1x1 conv adapter to the teacher's channels and is compared with the
+  teacher's after per-channel standardisation; the adapters are trained along and
+  checkpointed, never shipped;
+- optionally an edge-band BCE that weighs pixels near the mask's borders more.
+
+    loss = (1 - alpha) * gt + alpha * kd + feature_weight * feat + boundary_weight * boundary
+
+Teachers run on the fly: frozen, in eval mode, under ``no_grad`` and inside the loop's
+autocast (bf16 on CPU), on the very batch the student sees (the same augmented crop at the
+student's resolution), re-normalised when their ModelSpec asks for other mean/std. Caching
+their outputs would save that forward, but every (epoch, index) is a new augmented image, so
+a cache would grow with epochs x images; on the fly is simple and exact. A teacher with a
+fixed input size (``dynamic_size=False``) sees the batch resized to its size, and its output is
+resized back.
+
+Under ``torchrun`` the student trains with DistributedDataParallel (see train/loop.py); each
+rank runs the teachers on its own shard.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from edgecut import io
+from edgecut.artifact import Artifact, ModelSpec, Step, is_artifact, load_artifact
+from edgecut.data.folder import Sample, find_samples
+from edgecut.data.transforms import SegmentationDataset
+from edgecut.errors import EdgecutError, InputError, ModelError
+from edgecut.models.registry import create_model
+from edgecut.models.store import load_model, save_model
+from edgecut.train.loop import (Callback, TrainConfig, fit, on_main_process, resolve_device, seed_everything,
+                                world)
+from edgecut.train.losses import (bce_dice_loss, boundary_loss, ensemble_probability, feature_loss, kd_loss)
+from edgecut.train.run import CACHE_MAX_IMAGES, default_splits, validator
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    temperature: float = 2.0  # softens both outputs in the KD term; 1 is plain, Hinton et al. used 2-20
+    alpha: float = 0.5  # weight of the KD term; (1 - alpha) weighs the ground-truth BCE + Dice
+    feature_kd: bool = False  # also match intermediate features (needs feature_taps on both models)
+    feature_weight: float = 1.0  # weight of the feature term when feature_kd is on
+    boundary_weight: float = 0.0  # weight of the edge-band BCE term (0: off)
+    boundary_width: int = 3  # half-width in pixels of the edge band at the training size
+    edge_gain: float = 4.0  # pixels in the edge band weigh 1 + edge_gain in the boundary term
+    pseudo_label: Literal["hard", "soft"] = "hard"  # teachers' mask for unlabelled images: thresholded or not
+    unlabeled_weight: float = 1.0  # weight of a teacher-labelled image against a labelled one in the gt terms
+
+    def __post_init__(self) -> None:
+        if self.temperature <= 0:
+            raise EdgecutError(f"temperature must be positive, got {self.temperature}")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise EdgecutError(f"alpha must lie in [0, 1], got {self.alpha}")
+        if min(self.feature_weight, self.boundary_weight, self.edge_gain, self.unlabeled_weight) < 0:
+            raise EdgecutError("feature_weight, boundary_weight, edge_gain and unlabeled_weight must not be negative")
+        if self.boundary_width < 1:
+            raise EdgecutError(f"boundary_width must be at least 1 pixel, got {self.boundary_width}")
+        if self.pseudo_label not in ("hard", "soft"):
+            raise EdgecutError(f"pseudo_label must be 'hard' or 'soft', got {self.pseudo_label!r}")
+
+
+@dataclass
+class Teacher:
+    module: nn.Module  # frozen, eval mode
+    spec: ModelSpec
+    source: str
+    sha256: str  # of its model file (the artifact manifest's entry)
+    arch: dict[str, Any] | None
+
+
+def load_teacher(source: str | os.PathLike) -> Teacher:
+    """An artifact directory or a TorchScript file, frozen in eval mode."""
+    loaded = load_model(source)
+    sha = loaded.artifact.sha256 if loaded.artifact is not None else io.sha256_file(source)
+    module = loaded.module.eval().requires_grad_(False)
+    return Teacher(module, loaded.spec, str(source), sha, loaded.arch)
+
+
+# ---------------------------------------------------------------------------- building blocks
+
+
+def renormalise(x: torch.Tensor, src: ModelSpec, dst: ModelSpec) -> torch.Tensor:
+    """A batch normalised as ``src`` says, re-normalised as ``dst`` expects (itself when they agree)."""
+    if (src.scale, src.mean, src.std) == (dst.scale, dst.mean, dst.std):
+        return x
+
+    def col(v: Sequence[float]) -> torch.Tensor:
+        return torch.tensor(v, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+
+    pixels = (x.float() * col(src.std) + col(src.mean)) / src.scale  # back to 0..255 units
+    return ((pixels * dst.scale - col(dst.mean)) / col(dst.std)).to(x.dtype)
+
+
+def as_logits(output: torch.Tensor, spec: ModelSpec) -> torch.Tensor:
+    """A model's one-channel output as float logits (a probability output is inverted)."""
+    out = output.float()
+    if spec.output == "probability":
+        p = out.clamp(1e-6, 1 - 1e-6)
+        return torch.log(p) - torch.log1p(-p)
+    return out
+
+
+def feature_taps(model: nn.Module, who: str) -> dict[int, str]:
+    """The model's stride -> submodule map, or a clear error when it has none."""
+    taps = getattr(model, "feature_taps", None)
+    if not taps:
+        raise ModelError(f"{who} ({type(model).__name__}) declares no feature_taps, so feature distillation "
+                         "cannot read its features; drop --feature-kd")
+    return dict(taps)
+
+
+@contextlib.contextmanager
+def capture_features(model: nn.Module, taps: Mapping[int, str]) -> Iterator[dict[int, torch.Tensor]]:
+    """Within the block, forward outputs of the tapped submodules land in the yielded dict
+    (stride -> tensor); the hooks are removed afterwards."""
+    feats: dict[int, torch.Tensor] = {}
+    handles = []
+    try:
+        for stride, name in taps.items():
+            try:
+                sub = model.get_submodule(name)
+            except AttributeError:
+                raise ModelError(f"feature tap {name!r} (stride {stride}) is not a submodule of "
+                                 f"{type(model).__name__}") from None
+            handles.append(sub.register_forward_hook(
+                lambda _m, _i, out, stride=stride: feats.__setitem__(stride, out)))
+        yield feats
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def feature_channels(model: nn.Module, taps: Mapping[int, str], input_size: tuple[int, int]) -> dict[int, int]:
+    """Channels of each tapped feature, from one forward of a blank image in eval mode."""
+    was_training = model.training
+    device = next(model.parameters()).device
+    model.eval()
+    with torch.no_grad(), capture_features(model, taps) as feats:
+        model(torch.zeros(1, 3, *input_size, device=device))
+    model.train(was_training)
+    return {s: int(f.shape[1]) for s, f in feats.items()}
+
+
+def make_adapters(student: nn.Module, teachers: Sequence[Teacher],
+                  input_size: tuple[int, int]) -> tuple[nn.ModuleDict, list[list[int]]]:
+    """1x1 conv adapters student channels -> teacher channels, one per (teacher, shared stride),
+    keyed ``"{teacher}_{stride}"``; and the shared strides of each teacher."""
+    s_taps = feature_taps(student, "the student")
+    s_ch = feature_channels(student, s_taps, input_size)
+    adapters, strides = nn.ModuleDict(), []
+    for i, t in enumerate(teachers):
+        t_taps = feature_taps(t.module, f"teacher {t.source}")
+        shared = sorted(set(s_taps) & set(t_taps))
+        if not shared:
+            raise ModelError(f"teacher {t.source} taps strides {sorted(t_taps)} and the student {sorted(s_taps)}: "
+                             "no stride in common for feature distillation; drop --feature-kd")
+        t_ch = feature_channels(t.module, {s: t_taps[s] for s in shared}, _teacher_size(t, input_size))
+        for s in shared:
+            adapters[f"{i}_{s}"] = nn.Conv2d(s_ch[s], t_ch[s], kernel_size=1)
+        strides.append(shared)
+    return adapters, strides
+
+
+def _teacher_size(teacher: Teacher, size: tuple[int, int]) -> tuple[int, int]:
+    return size if teacher.spec.dynamic_size else tuple(teacher.spec.input_size)  # type: ignore[return-value]
+
+
+# ---------------------------------------------------------------------------- the objective
+
+
+class DistillObjective:
+    """``objective(model, batch) -> (loss, logs)`` for the training loop (see module docstring)."""
+
+    def __init__(self, teachers: Sequence[Teacher], spec: ModelSpec, config: DistillConfig,
+                 adapters: nn.ModuleDict | None = None, strides: Sequence[Sequence[int]] = (),
+                 student_taps: Mapping[int, str] | None = None) -> None:
+        self.teachers, self.spec, self.config = list(teachers), spec, config
+        self.adapters, self.strides = adapters, [list(s) for s in strides]
+        self.student_taps = dict(student_taps or {})
+        if config.feature_kd and (adapters is None or not self.student_taps):
+            raise ValueError("feature_kd needs adapters, strides and student_taps (see make_adapters)")
+
+    def teach(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[dict[int, torch.Tensor]]]:
+        """Every teacher's logits at x's size and, with feature_kd, its features at the shared strides."""
+        logits, feats = [], []
+        with torch.no_grad():
+            for i, t in enumerate(self.teachers):
+                xt = renormalise(x, self.spec, t.spec)
+                size = _teacher_size(t, tuple(x.shape[-2:]))  # type: ignore[arg-type]
+                if size != tuple(x.shape[-2:]):
+                    xt = F.interpolate(xt, size=size, mode="bilinear", align_corners=False)
+                taps = {s: t.module.feature_taps[s] for s in self.strides[i]} if self.config.feature_kd else {}
+                with capture_features(t.module, taps) as f:
+                    out = as_logits(t.module(xt), t.spec)
+                if out.shape[-2:] != x.shape[-2:]:
+                    out = F.interpolate(out, size=x.shape[-2:], mode="bilinear", align_corners=False)
+                logits.append(out)
+                feats.append(dict(f))
+        return logits, feats
+
+    def __call__(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        cfg = self.config
+        x = batch["image"]
+        t_logits, t_feats = self.teach(x)
+        student = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+        with capture_features(student, self.student_taps if cfg.feature_kd else {}) as s_feats:
+            logits = model(x)
+
+        labeled = batch.get("labeled", torch.ones(x.shape[0], device=x.device)).float()
+        teacher_p = ensemble_probability(t_logits)
+        pseudo = (teacher_p > self.spec.threshold).float() if cfg.pseudo_label == "hard" else teacher_p
+        target = torch.where(labeled.view(-1, 1, 1, 1) > 0, batch["mask"].float(), pseudo)
+        weight = labeled + (1 - labeled) * cfg.unlabeled_weight
+
+        gt = bce_dice_loss(logits, target, sample_weight=weight)
+        kd = kd_loss(logits, ensemble_probability(t_logits, cfg.temperature), cfg.temperature)
+        loss = (1 - cfg.alpha) * gt + cfg.alpha * kd
+        logs = {"gt": float(gt.detach()), "kd": float(kd.detach())}
+        if cfg.feature_kd:
+            terms = [feature_loss(self.adapters[f"{i}_{s}"](s_feats[s]), t_feats[i][s])  # type: ignore[index]
+                     for i in range(len(self.teachers)) for s in self.strides[i]]
+            feat = torch.stack(terms).mean()
+            loss = loss + cfg.feature_weight * feat
+            logs["feat"] = float(feat.detach())
+        if cfg.boundary_weight:
+            edge = boundary_loss(logits, target, cfg.boundary_width, cfg.edge_gain, sample_weight=weight)
+            loss = loss + cfg.boundary_weight * edge
+            logs["edge"] = float(edge.detach())
+        return loss, {"loss": float(loss.detach()), **logs}
+
+
+# ---------------------------------------------------------------------------- front function
+
+
+def _student(student: str | os.PathLike, kwargs: dict[str, Any] | None):
+    """A registered architecture name (fresh weights) or a torch artifact (its weights: e.g. a
+    pruned model to recover); (module, arch, spec, artifact or None)."""
+    if is_artifact(student):
+        if kwargs:
+            raise EdgecutError(f"student {student} is an artifact: its options are fixed, drop the width options")
+        loaded = load_model(student)
+        if loaded.arch is None:
+            raise ModelError(f"student {student}: a {loaded.artifact.manifest.format} artifact cannot be trained; "
+                             "give a registered architecture or a torch artifact")
+        return loaded.module.train(), loaded.arch, loaded.spec, loaded.artifact
+    if os.sep in str(student) or Path(student).exists():
+        raise InputError(student, "is no artifact directory (no edgecut.json)",
+                         "give an artifact or a registered architecture name (edgecut info --list-archs)")
+    arch = {"name": str(student), "kwargs": dict(kwargs or {})}
+    module = create_model(arch["name"], **arch["kwargs"])
+    return module, arch, module.default_spec, None
+
+
+def distill(teachers: Sequence[str | os.PathLike], student_arch: str | os.PathLike,
+            data: str | os.PathLike | None, out: str | os.PathLike, *,
+            config: DistillConfig = DistillConfig(), train_config: TrainConfig = TrainConfig(),
+            student_kwargs: dict[str, Any] | None = None, size: int = 320,
+            unlabeled: str | os.PathLike | None = None, train_split: str | None = None,
+            val_split: str | None = None, resume: bool = False, progress: bool = True,
+            callbacks: Sequence[Callback] = (), threads: int | None = None, cache: bool | None = None) -> Artifact:
+    """Distill ``teachers`` (artifact directories) into ``student_arch`` (a registered name, or a
+    torch artifact to start from) on the folder data set ``data`` and/or the images of
+    ``unlabeled``; write the student artifact to ``out``.
+
+    Splits of ``data`` default to ``splits/train.txt`` and ``val.txt`` as in ``train``; the
+    val split picks the best epoch and gives the artifact its metrics. Every image of
+    ``unlabeled`` (its masks, if any, are ignored) is labelled by the teachers.
+    """
+    out = Path(out)
+    if threads:
+        torch.set_num_threads(threads)
+    if not teachers:
+        raise EdgecutError("give at least one teacher (--teacher MODEL)")
+    if data is None and unlabeled is None:
+        raise EdgecutError("give --data (images and masks), --unlabeled (images only), or both")
+    loaded = [load_teacher(t) for t in teachers]
+
+    train_samples: list[Sample] = []
+    val_samples = None
+    if data is not None:
+        data = Path(data)
+        auto_train, auto_val = default_splits(data)
+        train_split, val_split = train_split or auto_train, val_split or auto_val
+        train_samples = find_samples(data, train_split)
+        val_samples = find_samples(data, val_split) if val_split else None
+    extra = [Sample(s.name, s.image, None) for s in find_samples(unlabeled, masks=False)] if unlabeled else []
+    if cache is None:
+        cache = len(train_samples) + len(extra) <= CACHE_MAX_IMAGES
+
+    seed_everything(train_config.seed)  # the initial weights and adapters are part of the run
+    student, arch, base_spec, init = _student(student_arch, student_kwargs)
+    divisor = math.lcm(base_spec.size_divisor, *(t.spec.size_divisor for t in loaded if t.spec.dynamic_size))
+    spec = base_spec.with_size(-(-size // divisor) * divisor)  # every model gets a size it accepts
+    adapters, strides, s_taps = None, [], None
+    if config.feature_kd:
+        adapters, strides = make_adapters(student, loaded, spec.input_size)
+        s_taps = feature_taps(student, "the student")
+    device = resolve_device(train_config.device)
+    memory_format = torch.channels_last if train_config.channels_last else torch.contiguous_format
+    for t in loaded:
+        t.module.to(device=device, memory_format=memory_format)
+    objective = DistillObjective(loaded, spec, config, adapters, strides, s_taps)
+    validate = validator(val_samples, spec, device, train_config.batch_size, cache=cache) if val_samples else None
+    train_set = SegmentationDataset(train_samples + extra, spec, train=True, seed=train_config.seed, cache=cache,
+                                    unlabeled=True)
+    key = {"distill": asdict(config), "teachers": [t.sha256 for t in loaded], "student": arch,
+           "student_init": init.sha256 if init else None, "size": list(spec.input_size)}
+    result = fit(student, train_set, train_config, out, validate=validate, objective=objective, resume=resume,
+                 progress=progress, callbacks=callbacks, extra_modules=[adapters] if adapters is not None else [],
+                 resume_key=key)
+
+    def write() -> Artifact:
+        io.write_json(out / "history.json", result.state.history)
+        step = Step(step="distill", parent_sha256=init.sha256 if init else loaded[0].sha256, params={
+            "teachers": [{"source": t.source, "sha256": t.sha256, "arch": t.arch} for t in loaded],
+            "student": arch, "student_init": str(student_arch) if init else None,
+            "data": str(data) if data is not None else None, "train_split": train_split, "val_split": val_split,
+            "train_images": len(train_samples), "unlabeled": str(unlabeled) if unlabeled else None,
+            "unlabeled_images": len(extra), "size": list(spec.input_size), **asdict(config), **asdict(train_config),
+            "world_size": world()[1], "best_epoch": result.state.best_epoch,
+            "wall_time_s": round(result.wall_time_s, 1),
+        })
+        metrics = {"val": result.best_metrics, "val_data": f"{data}:{val_split}"} if result.best_metrics else {}
+        lineage = [*(init.manifest.lineage if init else []), step]
+        return save_model(out, result.model.float().to("cpu", memory_format=torch.contiguous_format), arch, spec,
+                          lineage=lineage, metrics=metrics)
+
+    return on_main_process(write, lambda: load_artifact(out))  # under torchrun rank 0 writes
