@@ -133,6 +133,87 @@ def distill(
                   + (f"; best val {summary}" if summary else ""))
 
 
+@app.command()
+def prune(
+    model: Annotated[Path, typer.Argument(help="Torch artifact to prune (teacher, student, pruned model).")],
+    out: Annotated[Path, typer.Option(help="Folder for the pruned artifact (or the sensitivity tables).")],
+    ratio: Annotated[Optional[float], typer.Option(help="Share of channels removed (per group, or overall with --scope global).")] = None,
+    target_macs: Annotated[Optional[float], typer.Option(help="Instead of --ratio: prune to at most this many GMACs at the model's input size.")] = None,
+    plan: Annotated[Optional[Path], typer.Option(help="Per-layer ratios: a plan.json from --sensitivity --max-drop.")] = None,
+    importance: Annotated[str, typer.Option(help="l1 | l2 | bn | taylor (taylor needs --data).")] = "l2",
+    scope: Annotated[str, typer.Option(help="uniform: the same ratio per group; global: rank all channels together.")] = "uniform",
+    steps: Annotated[int, typer.Option(help="Iterative schedule: prune (and fine-tune) this many times.")] = 1,
+    round_to: Annotated[int, typer.Option(help="Keep channel counts a multiple of this (1: no rounding).")] = 8,
+    ignore: Annotated[Optional[list[str]], typer.Option(help="Layer whose output channels stay whole (repeatable).")] = None,
+    data: Annotated[Optional[Path], typer.Option(help="Data set: fine-tuning, validation, sensitivity, taylor.")] = None,
+    finetune_epochs: Annotated[int, typer.Option(help="Fine-tuning epochs after each pruning step (needs --data).")] = 0,
+    batch: Annotated[int, typer.Option(help="Fine-tuning batch size.")] = 8,
+    lr: Annotated[float, typer.Option(help="Fine-tuning peak learning rate.")] = 3e-4,
+    ema: Annotated[Optional[float], typer.Option(help="Fine-tuning EMA decay, e.g. 0.998.")] = None,
+    train_split: Annotated[Optional[str], typer.Option(help="Split file or name (default: splits/train.txt if present).")] = None,
+    val_split: Annotated[Optional[str], typer.Option(help="Split file or name (default: splits/val.txt if present).")] = None,
+    sensitivity: Annotated[bool, typer.Option("--sensitivity", help="Measure each group's metric drop instead of pruning.")] = False,
+    ratios: Annotated[str, typer.Option(help="Sensitivity: ratios tried per group, comma separated.")] = "0.25,0.5,0.75",
+    images: Annotated[int, typer.Option(help="Sensitivity: held-out images scored per trial.")] = 100,
+    max_drop: Annotated[Optional[float], typer.Option(help="Sensitivity: write plan.json keeping each group's drop under this.")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="Torch CPU threads (training and latency).")] = None,
+    no_latency: Annotated[bool, typer.Option("--no-latency", help="Skip the before/after CPU latency.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the pruning run in --out.")] = False,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Structured channel pruning (Torch-Pruning dependency graph), with fine-tuning and sensitivity analysis."""
+    from edgecut.compress.prune import PruneConfig, read_plan
+
+    if sensitivity:
+        from edgecut.compress.prune_run import sensitivity_artifact
+
+        if data is None:
+            raise EdgecutError("--sensitivity needs --data DIR (held-out images to score each trial on)")
+        try:
+            ratio_list = tuple(float(r) for r in ratios.split(","))
+        except ValueError:
+            raise EdgecutError(f"--ratios {ratios!r}: expected numbers separated by commas, e.g. 0.25,0.5,0.75") from None
+        res = sensitivity_artifact(model, out, data, ratios=ratio_list, importance=importance,
+                                   round_to=round_to if round_to > 1 else None, ignore=tuple(ignore or ()),
+                                   split=train_split, images=images, max_drop=max_drop, threads=threads)
+        worst = sorted(res["rows"], key=lambda r: -r.drop)[:5]
+        console.print(f"baseline IoU {res['baseline']:.4f} on {res['images']} images of {res['data']}; most sensitive: "
+                      + ", ".join(f"{r.layer}@{r.ratio:g} {r.drop:+.4f}" for r in worst))
+        if res["plan"] is not None:
+            console.print(f"plan: {len(res['plan'])} groups pruned within a drop of {max_drop}")
+        console.print("wrote " + ", ".join(str(f) for f in res["files"]))
+        return
+
+    from edgecut.compress.prune_run import FinetuneConfig, prune_artifact
+    from edgecut.train.loop import TrainConfig
+
+    layer_ratios = read_plan(plan) if plan else {}
+    if ratio is None and target_macs is None and not layer_ratios:
+        raise EdgecutError("say how much to prune: --ratio R, --target-macs G or --plan FILE")
+    config = PruneConfig(ratio=ratio if ratio is not None else (None if target_macs or layer_ratios else 0.5),
+                         target_macs=target_macs, importance=importance, scope=scope, steps=steps,  # type: ignore[arg-type]
+                         round_to=round_to if round_to > 1 else None, layer_ratios=layer_ratios,
+                         ignore=tuple(ignore or ()))
+    finetune = FinetuneConfig(data=str(data) if data else None, epochs=finetune_epochs, train_split=train_split,
+                              val_split=val_split)
+    train_config = TrainConfig(batch_size=batch, lr=lr, ema_decay=ema, seed=seed, warmup_epochs=0.2)
+    art, report = prune_artifact(model, out, config, finetune=finetune, train_config=train_config, resume=resume,
+                                 threads=threads, latency=not no_latency)
+    table = Table(title=f"pruned {model} -> {art.path}")
+    for col in ("", "before", "after", "change"):
+        table.add_column(col, justify="right")
+    b, a = report["before"], report["after"]
+    table.add_row("params", f"{b['params']:,}", f"{a['params']:,}", f"{b['params'] / a['params']:.2f}x fewer")
+    table.add_row("GMACs", f"{b['macs'] / 1e9:.3f}", f"{a['macs'] / 1e9:.3f}", f"{b['macs'] / a['macs']:.2f}x fewer")
+    if "latency" in a:
+        table.add_row("torch CPU p50 ms", f"{b['latency']['p50_ms']:.2f}", f"{a['latency']['p50_ms']:.2f}",
+                      f"{report['speedup_p50']:.2f}x" + (" faster" if report["speedup_p50"] >= 1 else " (slower)"))
+    for k in ("iou", "mae", "s_measure"):
+        if k in b.get("val", {}) and k in a.get("val", {}):
+            table.add_row(f"val {k}", f"{b['val'][k]:.4f}", f"{a['val'][k]:.4f}", f"{a['val'][k] - b['val'][k]:+.4f}")
+    console.print(table)
+
+
 def _metrics_table(metrics: dict[str, float], title: str) -> Table:
     table = Table(title=title)
     table.add_column("metric")

@@ -214,8 +214,10 @@ def test_info_json_and_size(tiny_artifact):
 def test_info_list_archs():
     r = invoke("info", "--list-archs")
     assert r.exit_code == 0
-    assert r.stdout.splitlines()[0].startswith("unet")
-    assert "width" in r.stdout
+    names = [line.split()[0] for line in r.stdout.splitlines() if line.strip()]
+    assert {"unet", "mobilenet_v3_large_unet", "mobilenet_v3_small_unet", "mobilenet_v2_unet",
+            "mobilenet_v3_large_lraspp"} <= set(names)
+    assert "width" in r.stdout and "width_mult" in r.stdout
 
 
 def test_info_errors(monkeypatch, capsys, tmp_path):

@@ -38,8 +38,20 @@ class LoadedModel:
     artifact: Artifact | None = None  # set when loaded from an artifact directory
 
 
-def build(arch: dict[str, Any]) -> nn.Module:
-    return create_model(arch["name"], **arch.get("kwargs", {}))
+def build(arch: dict[str, Any], pretrained: bool = True) -> nn.Module:
+    """The module an architecture description names: registry name, options and, for a
+    pruned model, the channel configuration (models/channels.py). ``pretrained=False``
+    skips ImageNet backbone weights (``weights_backbone``): for models whose trained
+    weights are loaded next, so a saved student loads where the ImageNet file is absent."""
+    kwargs = dict(arch.get("kwargs", {}))
+    if not pretrained and kwargs.get("weights_backbone") is not None:
+        kwargs["weights_backbone"] = None
+    module = create_model(arch["name"], **kwargs)
+    if arch.get("channels"):
+        from edgecut.models.channels import apply_channels
+
+        apply_channels(module, arch["channels"])
+    return module
 
 
 def load_model(source: str | os.PathLike, arch: str | None = None, arch_kwargs: dict[str, Any] | None = None,
@@ -62,7 +74,7 @@ def load_model(source: str | os.PathLike, arch: str | None = None, arch_kwargs: 
         raise InputError(source, "a weights file needs its architecture",
                          "pass --arch NAME (see 'edgecut info --list-archs') or give an artifact directory")
     arch_d = {"name": arch, "kwargs": dict(arch_kwargs or {})}
-    module = build(arch_d)
+    module = build(arch_d, pretrained=False)
     _load_state(module, io.load_weights(source), source)
     return LoadedModel(module.eval(), spec or getattr(module, "default_spec", ModelSpec()), arch_d)
 
@@ -74,7 +86,7 @@ def _from_artifact(art: Artifact) -> LoadedModel:
     if m.format != "torch" or m.arch is None:
         raise ModelError(f"{art.path}: a {m.format} artifact is not a torch model; "
                          "run it through a Runner (edgecut.runtime.load) instead")
-    module = build(m.arch)
+    module = build(m.arch, pretrained=False)
     _load_state(module, io.load_weights(art.model_path), art.model_path)
     return LoadedModel(module.eval(), m.spec, m.arch, art)
 
