@@ -147,6 +147,7 @@ def prune(
     ignore: Annotated[Optional[list[str]], typer.Option(help="Layer whose output channels stay whole (repeatable).")] = None,
     data: Annotated[Optional[Path], typer.Option(help="Data set: fine-tuning, validation, sensitivity, taylor.")] = None,
     finetune_epochs: Annotated[int, typer.Option(help="Fine-tuning epochs after each pruning step (needs --data).")] = 0,
+    recalibrate_bn: Annotated[int, typer.Option(help="Re-estimate batch-norm statistics on N training batches after each pruning step (needs --data).")] = 0,
     batch: Annotated[int, typer.Option(help="Fine-tuning batch size.")] = 8,
     lr: Annotated[float, typer.Option(help="Fine-tuning peak learning rate.")] = 3e-4,
     ema: Annotated[Optional[float], typer.Option(help="Fine-tuning EMA decay, e.g. 0.998.")] = None,
@@ -195,7 +196,7 @@ def prune(
                          round_to=round_to if round_to > 1 else None, layer_ratios=layer_ratios,
                          ignore=tuple(ignore or ()))
     finetune = FinetuneConfig(data=str(data) if data else None, epochs=finetune_epochs, train_split=train_split,
-                              val_split=val_split)
+                              val_split=val_split, bn_batches=recalibrate_bn)
     train_config = TrainConfig(batch_size=batch, lr=lr, ema_decay=ema, seed=seed, warmup_epochs=0.2)
     art, report = prune_artifact(model, out, config, finetune=finetune, train_config=train_config, resume=resume,
                                  threads=threads, latency=not no_latency)

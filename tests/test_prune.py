@@ -14,7 +14,7 @@ from torch import nn
 
 from conftest import TINY_STUDENT, TINY_UNET
 from edgecut.compress.prune import (PruneConfig, plan_from_sensitivity, prunable_groups, prune, read_plan,
-                                    sensitivity, write_sensitivity)
+                                    recalibrate_batchnorm, sensitivity, write_sensitivity)
 from edgecut.errors import EdgecutError, ModelError
 from edgecut.models.channels import channel_config
 from edgecut.models.profile import count_macs
@@ -162,6 +162,21 @@ def test_pruned_model_reloads_in_a_fresh_process(tmp_path):
     np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), model(x).detach().numpy())
 
 
+def test_batchnorm_recalibration_matches_the_batch_statistics():
+    model, x = tiny(), x_of()
+    prune(model, x[:1], PruneConfig(ratio=0.5, round_to=None))
+    bn = model.inc[1]
+    momentum = bn.momentum
+    assert recalibrate_batchnorm(model, [x[:1], x[1:]]) == 2
+    assert not model.training and not bn.training and bn.momentum == momentum
+    with torch.no_grad():  # the first BN's mean is the mean over both images of its input
+        feats = model.inc[0](x)
+    torch.testing.assert_close(bn.running_mean, feats.mean(dim=(0, 2, 3)), rtol=1e-4, atol=1e-5)
+    w = bn.weight.detach().clone()
+    recalibrate_batchnorm(model, [x])
+    assert torch.equal(bn.weight, w)  # weights untouched
+
+
 class Scaled(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -236,11 +251,12 @@ def _cli(*args):
 
 def test_cli_prune_finetune_steps_and_resume(tiny_artifact, synth_data, tmp_path):
     args = ["--ratio", "0.5", "--round-to", "1", "--steps", "2", "--data", synth_data, "--finetune-epochs", "1",
-            "--batch", "4", "--no-latency"]
+            "--batch", "4", "--no-latency", "--recalibrate-bn", "2"]
     res = _cli("prune", tiny_artifact.path, "--out", tmp_path / "a", *args)
     assert res.exit_code == 0, res.output
     report = json.loads((tmp_path / "a" / "prune_report.json").read_text())
     assert report["macs_reduction"] > 2.5 and "val" in report["after"]
+    assert report["steps"]["1"]["bn_recalibration_images"] == 8 and "val_before_finetune" in report["steps"]["2"]
     manifest = json.loads((tmp_path / "a" / "edgecut.json").read_text())
     assert manifest["lineage"][-1]["step"] == "prune"
     assert manifest["lineage"][-1]["parent_sha256"] == tiny_artifact.sha256

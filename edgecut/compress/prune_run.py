@@ -24,7 +24,7 @@ from edgecut import io
 from edgecut.artifact import Artifact, ModelSpec, Step
 from edgecut.bench.latency import LatencyConfig, measure
 from edgecut.compress.prune import (PruneConfig, PruneStats, plan_from_sensitivity, prunable_groups, prune,
-                                    sensitivity, write_sensitivity)
+                                    recalibrate_batchnorm, sensitivity, write_sensitivity)
 from edgecut.data.folder import Sample, find_samples
 from edgecut.data.transforms import SegmentationDataset
 from edgecut.errors import InputError
@@ -46,6 +46,7 @@ class FinetuneConfig:
     epochs: int = 0  # fine-tuning epochs after each pruning step
     train_split: str | None = None  # default: splits/train.txt when present
     val_split: str | None = None  # default: splits/val.txt when present
+    bn_batches: int = 0  # after each pruning step, re-estimate batch-norm statistics on this many training batches
 
 
 def example_input(spec: ModelSpec) -> torch.Tensor:
@@ -122,12 +123,17 @@ def prune_artifact(source: str | os.PathLike, out: str | os.PathLike, config: Pr
     steps_log: dict[int, dict[str, Any]] = {}
 
     def finetune_step(k: int, model: nn.Module) -> None:
-        if not (finetune.epochs and train_set is not None):
+        if train_set is None:
             return
         step_dir = out / STEPS_DIR / str(k)
         log = steps_log.setdefault(k, {"macs": count_macs(model, spec.input_size)})
+        if finetune.bn_batches:
+            log["bn_recalibration_images"] = recalibrate_batchnorm(
+                model, augmented_images(train_set, train_config, finetune.bn_batches, k))
         if validate is not None:  # what pruning alone costs, before fine-tuning wins it back
             log["val_before_finetune"] = validate(model)
+        if not finetune.epochs:
+            return
         cfg = dataclasses.replace(train_config, epochs=finetune.epochs)
         result = fit(model, train_set, cfg, step_dir, validate=validate, progress=progress,
                      resume=(step_dir / "checkpoints" / "last.pt").exists())
@@ -196,8 +202,9 @@ def sensitivity_artifact(source: str | os.PathLike, out: str | os.PathLike, data
 
 def _data(finetune: FinetuneConfig, spec: ModelSpec, train_config: TrainConfig, need_grads: bool):
     if finetune.data is None:
-        if finetune.epochs:
-            raise InputError(None, "fine-tuning needs data", "pass --data DIR with --finetune-epochs")
+        if finetune.epochs or finetune.bn_batches:
+            raise InputError(None, "fine-tuning and batch-norm recalibration need data",
+                             "pass --data DIR with --finetune-epochs or --recalibrate-bn")
         return None, None, [], None
     root = Path(finetune.data)
     auto_train, auto_val = default_splits(root)
@@ -211,6 +218,17 @@ def _data(finetune: FinetuneConfig, spec: ModelSpec, train_config: TrainConfig, 
                              cache=cache)
     grads = _grad_batches(train_samples, spec) if need_grads else []
     return train_set, validate, grads, f"{root}:{val_split}" if val_split else None
+
+
+def augmented_images(train_set: SegmentationDataset, config: TrainConfig, batches: int, step: int):
+    """The first ``batches`` training batches of a reproducible shuffle, as fine-tuning sees them."""
+    from edgecut.data.transforms import EpochBatchSampler
+
+    sampler = EpochBatchSampler(len(train_set), config.batch_size, epoch=10_000 + step, seed=config.seed)
+    for b, keys in enumerate(sampler):
+        if b == batches:
+            return
+        yield torch.stack([train_set[key]["image"] for key in keys])
 
 
 def _grad_batches(samples: list[Sample], spec: ModelSpec, count: int = 32, batch: int = 8):
