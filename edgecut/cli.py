@@ -215,6 +215,67 @@ def prune(
     console.print(table)
 
 
+@app.command("export")
+def export_cmd(
+    model: Annotated[Path, typer.Argument(help="Torch artifact (or an fp32 ONNX artifact, for fp16 / int8).")],
+    out: Annotated[Path, typer.Option(help="Folder for the exported artifact.")],
+    format: Annotated[str, typer.Option(help="Export format: onnx.")] = "onnx",
+    precision: Annotated[str, typer.Option(help="fp32 | fp16 | int8")] = "fp32",
+    calib: Annotated[Optional[Path], typer.Option(help="INT8: calibration images (a folder, or a data set with images/); default: synthetic photos.")] = None,
+    calib_count: Annotated[int, typer.Option(help="INT8: images drawn (seeded) from --calib.")] = 64,
+    calib_method: Annotated[str, typer.Option(help="INT8: minmax | entropy | percentile")] = "minmax",
+    exclude: Annotated[Optional[list[str]], typer.Option(help="INT8: node name kept in float (repeatable).")] = None,
+    exclude_op: Annotated[Optional[list[str]], typer.Option(help="INT8: op type kept in float, e.g. Resize (repeatable).")] = None,
+    dynamic: Annotated[bool, typer.Option("--dynamic", help="Let H and W vary (batch always does).")] = False,
+    opset: Annotated[Optional[int], typer.Option(help="ONNX opset (default 18).")] = None,
+    no_simplify: Annotated[bool, typer.Option("--no-simplify", help="Skip onnxslim.")] = False,
+    parity_data: Annotated[Optional[Path], typer.Option(help="Images the export is compared with its parent on (default: synthetic photos).")] = None,
+    parity_count: Annotated[Optional[int], typer.Option(help="Use this many of --parity-data's images (seeded).")] = None,
+    tolerance: Annotated[Optional[list[str]], typer.Option(help="Lower the parity bar: KEY=VALUE with max_abs_diff, mask_iou or metric_drop (repeatable).")] = None,
+    require_faster: Annotated[bool, typer.Option("--require-faster", help="Refuse an export slower than its parent on this machine.")] = False,
+    device: Annotated[str, typer.Option(help="cpu | cuda[:N] | tensorrt[:N] (parity and speed checks).")] = "cpu",
+    threads: Annotated[Optional[int], typer.Option(help="Threads of both runners during the checks.")] = None,
+    seed: Annotated[int, typer.Option(help="Picks the calibration and parity images.")] = 0,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty --out.")] = False,
+) -> None:
+    """Export a model (ONNX fp32 / fp16 / int8), check parity with its parent, write an artifact."""
+    from edgecut.export import export
+    from edgecut.export.parity import parse_tolerances
+
+    art = export(model, format, precision, out, calib=calib, calib_count=calib_count, calib_method=calib_method,
+                 exclude=tuple(exclude or ()), exclude_op_types=tuple(exclude_op or ()), dynamic=dynamic, opset=opset,
+                 simplify=not no_simplify, parity_data=parity_data, parity_count=parity_count,
+                 tolerances=parse_tolerances(tolerance or []), require_faster=require_faster, device=device,
+                 threads=threads, seed=seed, overwrite=overwrite)
+    m = art.manifest
+    cal = m.metrics.get("calibration")
+    if cal:
+        c, e = cal["calibration"], cal.get("eval")
+        table = Table(title=f"calibration: {len(cal['names'])} of {cal['available']} images from {cal['source']} ({cal['method']})")
+        for col in ("", "calibration", "evaluation"):
+            table.add_column(col, justify="right")
+        fg = lambda d: "-" if not d or not d["foreground_fraction"] else f"{d['foreground_fraction']['mean']:.3f}"  # noqa: E731
+        hw = lambda d: "-" if not d else f"{d['size']['height']['median']:.0f}x{d['size']['width']['median']:.0f}"  # noqa: E731
+        table.add_row("mean brightness", f"{c['brightness']['mean']:.3f}", f"{e['brightness']['mean']:.3f}" if e else "-")
+        table.add_row("mean foreground fraction", fg(c), fg(e))
+        table.add_row("median size", hw(c), hw(e))
+        console.print(table)
+    for note in m.lineage[-1].params.get("notes", []):
+        err.print(f"[yellow]note[/yellow] {note}", highlight=False)
+    p = m.metrics["parity"]
+    line = (f"parity on {p['images']} image(s) ({p['data']}): max abs diff {p['max_abs_diff']:.3g} "
+            f"({p['max_abs_diff_image']}), min mask IoU {p['mask_iou_min']:.4f} ({p['mask_iou_min_image']})")
+    if "metric" in p:
+        line += f", IoU vs masks {p['metric']['parent']:.4f} -> {p['metric']['export']:.4f} ({-p['metric']['drop']:+.4f})"
+    console.print(line)
+    if "speed_vs_parent" in m.metrics:
+        s = m.metrics["speed_vs_parent"]
+        console.print(f"p50 {s['parent_p50_ms']:.3f} ms -> {s['p50_ms']:.3f} ms ({s['speedup']:.2f}x) on {s['device']}")
+    size = sum(f.size for f in m.files.values())
+    console.print(f"artifact {art.path}: {m.format} {m.precision}, {size / 1e6:.2f} MB, input {m.spec.input_size}"
+                  + (" (H, W dynamic)" if m.spec.dynamic_size else ""))
+
+
 def _metrics_table(metrics: dict[str, float], title: str) -> Table:
     table = Table(title=title)
     table.add_column("metric")

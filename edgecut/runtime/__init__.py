@@ -17,6 +17,9 @@ from edgecut.artifact import Artifact, ModelSpec, load_artifact
 from edgecut.errors import ModelError
 
 
+BACKENDS = {"torch": "torch", "torchscript": "torch", "onnx": "onnxruntime"}  # artifact format -> default backend
+
+
 class Runner(Protocol):
     backend: str
     device: str
@@ -27,11 +30,21 @@ class Runner(Protocol):
 
 def load(artifact: Artifact | str | os.PathLike, device: str = "cpu", threads: int | None = None,
          backend: str | None = None) -> Runner:
-    """A Runner for ``artifact`` on ``device``; the backend follows the artifact's format."""
+    """A Runner for ``artifact`` on ``device``; the backend follows the artifact's format.
+
+    A bare ``.onnx`` file written by edgecut (its spec in ``metadata_props``) also loads."""
+    if not isinstance(artifact, Artifact) and Path(artifact).suffix == ".onnx" and Path(artifact).is_file():
+        from edgecut.runtime.onnxruntime_runner import OnnxRuntimeRunner
+
+        return OnnxRuntimeRunner(artifact, device=device, threads=threads)
     art = artifact if isinstance(artifact, Artifact) else load_artifact(Path(artifact))
-    backend = backend or {"torch": "torch", "torchscript": "torch"}.get(art.manifest.format, art.manifest.format)
+    backend = backend or BACKENDS.get(art.manifest.format, art.manifest.format)
     if backend == "torch":
         from edgecut.runtime.torch_runner import TorchRunner
 
         return TorchRunner.from_artifact(art, device=device, threads=threads)
+    if backend == "onnxruntime":
+        from edgecut.runtime.onnxruntime_runner import OnnxRuntimeRunner
+
+        return OnnxRuntimeRunner.from_artifact(art, device=device, threads=threads)
     raise ModelError(f"{art.path}: no runner for format {art.manifest.format!r} with backend {backend!r}")

@@ -1,0 +1,281 @@
+"""ONNX export: a torch artifact -> ``model.onnx`` in FP32, FP16 or INT8 (static QDQ).
+
+Exporter: ``torch.onnx.export(dynamo=False)``, the TorchScript tracer. On torch 2.14, once
+simplified, it gives the dynamo exporter's graph node for node (the U-Net: 11 Conv,
+2 ConvTranspose, 10 Relu, 2 MaxPool, 2 Concat; the student: 160 nodes, its squeeze-excite
+pooling a GlobalAveragePool here and a ReduceMean there), matches the eager model to ~3e-8,
+and takes 0.1-0.2 s instead of 5-12 s for the tiny test models; the dynamo exporter also
+needs ``onnxscript``, which edgecut does not install. The tracer bakes Python-level shape branches in at the trace
+size, so exported models need inputs that are multiples of ``spec.size_divisor`` (the Runner
+checks). Batch is always dynamic; ``dynamic=True`` frees H and W too.
+
+Then: onnxslim simplification when installed (the ``onnx`` extra; skipped with a note if
+not), the precision conversion, the ModelSpec written into ``metadata_props`` under
+``edgecut.spec`` (a bare .onnx says how to feed it), and ``onnx.checker.check_model(
+full_check=True)``.
+
+- FP16: ``onnxruntime.transformers.float16.convert_float_to_float16(keep_io_types=True)``,
+  shipped inside onnxruntime (no onnxconverter-common); inputs and outputs stay float32. It
+  appends its input Casts at the end of the node list, so the graph is re-sorted before the
+  checker sees it.
+- INT8: ``onnxruntime.quantization.quantize_static`` in QDQ format, per-channel symmetric
+  int8 weights, asymmetric int8 activations (S8S8, ORT's recommended first choice for QDQ).
+  Activation ranges come from calibration images run through the ModelSpec's preprocessing,
+  computed with ``create_calibrator`` (MinMax, Entropy or Percentile) and handed to
+  quantize_static as its ranges cache: quantize_static cannot set the histogram size, and
+  with its 128-bin default Entropy has a single candidate threshold and equals MinMax.
+  Nodes or op types can stay in float. ``quant_pre_process`` is not run: its symbolic shape
+  inference fails on these graphs ("Incomplete symbolic shape inference": dynamic H/W, and
+  the MobileNetV3 student even at a fixed size), and its optimisation pass repeats onnxslim's
+  work while splitting each HardSwish into HardSigmoid + Mul (18 more tensors to quantise in
+  the student); quantize_static runs ONNX shape inference itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io as _io
+import logging
+import shutil
+import tempfile
+import warnings
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgecut._optional import available, require
+from edgecut.errors import EdgecutError, ModelError
+from edgecut.io import first_line as io_first_line
+from edgecut.runtime.onnxruntime_runner import PRECISION_KEY, SPEC_KEY
+
+if TYPE_CHECKING:
+    from edgecut.artifact import Artifact, ModelSpec
+    from edgecut.export import CalibConfig, Exported, ExportOptions
+
+MODEL_FILE = "model.onnx"
+INPUT_NAME = "input"
+DEFAULT_OPSET = 18  # Resize-18, reductions with axes as inputs; run by onnxruntime >= 1.14, TensorRT 10, OpenVINO
+MIN_OPSET = 17  # the oldest opset edgecut tests (LayerNormalization-17 and later)
+MAX_OPSET = 20  # the TorchScript exporter's ceiling on torch 2.14
+CALIB_METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
+CALIBRATOR_OPTIONS: dict[str, dict[str, Any]] = {  # onnxruntime.quantization.create_calibrator settings
+    "minmax": {"symmetric": False},  # the observed min and max of every activation
+    # KL divergence over a 512-bin histogram merged into 128 levels; ORT's 128/128 default leaves
+    # one candidate threshold (the full range), making entropy identical to minmax; 2048 bins
+    # (TensorRT's choice) costs ~1 min per 160 activations in ORT's pure-Python search
+    "entropy": {"symmetric": False, "num_bins": 512, "num_quantized_bins": 128},
+    # 99.999th percentile of |x| over 2048 bins, then clipped to the observed min / max
+    "percentile": {"symmetric": True, "num_bins": 2048},
+}
+
+
+def export_onnx(parent: Artifact, workdir: Path, options: ExportOptions) -> Exported:
+    """The ``onnx`` row of the format table: write ``workdir/model.onnx`` at ``options.precision``."""
+    from edgecut.export import Exported
+
+    onnx = require("onnx", "ONNX export")
+    notes: list[str] = []
+    fp32 = workdir / "model.fp32.onnx"
+    opset = options.opset or DEFAULT_OPSET
+    if parent.manifest.format == "onnx":  # re-precision an FP32 ONNX artifact
+        if parent.manifest.precision != "fp32":
+            raise EdgecutError(f"{parent.path}: convert from an fp32 ONNX artifact, not {parent.manifest.precision}")
+        if options.dynamic and not parent.spec.dynamic_size:
+            raise EdgecutError(f"{parent.path} was exported with fixed H and W; export its torch parent with "
+                               "--dynamic instead")
+        shutil.copyfile(parent.model_path, fp32)
+        spec = parent.spec
+        params: dict[str, Any] = {"from": "onnx"}
+    else:
+        if not MIN_OPSET <= opset <= MAX_OPSET:
+            raise EdgecutError(f"opset {opset}: edgecut exports opset {MIN_OPSET} to {MAX_OPSET}")
+        if options.dynamic and not parent.spec.dynamic_size:
+            raise EdgecutError(f"{parent.path}: its spec fixes the input size (dynamic_size false); "
+                               "export without --dynamic")
+        spec = parent.spec.model_copy(update={"dynamic_size": options.dynamic})
+        torch_to_onnx(parent, fp32, spec, opset)
+        params = {"exporter": "torch.onnx.export(dynamo=False)", "opset": opset, "dynamic": options.dynamic}
+    model = onnx.load(str(fp32))
+    model, slim_note = simplify(model, options.simplify) if parent.manifest.format != "onnx" else (model, None)
+    if slim_note:
+        notes.append(slim_note)
+    params["simplified"] = slim_note is None and parent.manifest.format != "onnx"
+    metrics: dict[str, Any] = {}
+    if options.precision == "fp16":
+        model = to_fp16(model)
+    elif options.precision == "int8":
+        onnx.save(model, str(fp32))
+        model, report = to_int8(fp32, workdir / "model.int8.onnx", model, spec, options.calib, options.eval_data)
+        metrics["calibration"] = report
+        notes.extend(report["warnings"])
+    stamp(model, spec, options.precision, parent.sha256)
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except Exception as e:  # onnx raises ValidationError or InferenceError
+        raise ModelError(f"the exported ONNX model fails onnx.checker: {str(e).strip()[:400]}") from None
+    params["nodes"] = dict(sorted(Counter(n.op_type for n in model.graph.node).items()))
+    dest = workdir / MODEL_FILE
+    onnx.save(model, str(dest))
+    for tmp in workdir.glob("model.*.onnx"):
+        tmp.unlink()
+    tools = ("onnxslim",) if params["simplified"] else ()
+    return Exported(files={MODEL_FILE: dest}, model_file=MODEL_FILE, spec=spec, params=params, metrics=metrics,
+                    notes=notes, tools=tools)
+
+
+def torch_to_onnx(parent: Artifact, path: Path, spec: ModelSpec, opset: int) -> None:
+    """Trace the parent's torch module at ``spec.input_size`` and write FP32 ONNX to ``path``."""
+    import torch
+
+    from edgecut.models.store import load_model
+
+    module = load_model(parent.path).module.float().cpu().eval()
+    x = torch.randn(1, 3, *spec.input_size, generator=torch.Generator().manual_seed(0))
+    axes = {0: "batch", 2: "height", 3: "width"} if spec.dynamic_size else {0: "batch"}
+    with warnings.catch_warnings():  # scoped: the tracer's notes on shape branches and its own deprecation
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
+        warnings.filterwarnings("ignore", message=".*feature will be removed.*")
+        try:
+            torch.onnx.export(module, (x,), str(path), dynamo=False, opset_version=opset, do_constant_folding=True,
+                              input_names=[INPUT_NAME], output_names=[spec.output],
+                              dynamic_axes={INPUT_NAME: axes, spec.output: axes})
+        except Exception as e:  # the tracer's errors name the unsupported op
+            raise ModelError(f"{parent.path}: torch.onnx.export failed: {io_first_line(e, 300)}") from None
+
+
+def simplify(model, enabled: bool = True) -> tuple[Any, str | None]:
+    """onnxslim's constant folding and dead-node removal; a note when it did not run."""
+    if not enabled:
+        return model, "graph not simplified (simplify=False)"
+    if not available("onnxslim"):
+        return model, "onnxslim is not installed: graph not simplified (pip install 'edgecut[onnx]')"
+    import onnxslim
+
+    try:
+        with contextlib.redirect_stdout(_io.StringIO()):
+            return onnxslim.slim(model), None
+    except Exception as e:  # a simplifier bug must not lose the export; the unsimplified graph is valid
+        return model, f"onnxslim failed ({str(e).strip()[:200]}); graph not simplified"
+
+
+def to_fp16(model):
+    """Weights and compute in float16; inputs and outputs stay float32."""
+    require("onnxruntime", "FP16 conversion")
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    with warnings.catch_warnings():  # it warns once per weight it clamps into the fp16 range
+        warnings.simplefilter("ignore", UserWarning)
+        half = convert_float_to_float16(model, keep_io_types=True)
+    _topological_sort(half.graph)  # the converter appends its input casts at the end
+    return half
+
+
+def _topological_sort(graph) -> None:
+    """Reorder ``graph.node`` so every node follows the producers of its inputs (stable)."""
+    ready = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    pending, ordered, passes = list(graph.node), [], 0
+    while pending:
+        passes += 1
+        rest = []
+        for node in pending:
+            if all(i in ready for i in node.input):
+                ordered.append(node)
+                ready.update(node.output)
+            else:
+                rest.append(node)
+        if len(rest) == len(pending):
+            raise ModelError(f"ONNX graph has a cycle or a missing input near node {rest[0].name!r}")
+        pending = rest
+    if passes > 1:  # something had to move
+        copies = [type(n)() for n in ordered]
+        for copy, node in zip(copies, ordered):
+            copy.CopyFrom(node)
+        del graph.node[:]
+        graph.node.extend(copies)
+
+
+def to_int8(fp32: Path, dest: Path, model, spec: ModelSpec, calib: CalibConfig, eval_data: Path | None):
+    """Static QDQ quantisation of ``fp32`` calibrated on ``calib``; returns (model, calibration report)."""
+    import numpy as np
+    import onnx
+
+    q = require("onnxruntime.quantization", "INT8 quantisation")
+    from edgecut.export import calibration
+
+    names = {n.name for n in model.graph.node}
+    unknown = [n for n in calib.exclude_nodes if n not in names]
+    if unknown:
+        sample = ", ".join(sorted(names)[:5])
+        raise EdgecutError(f"--exclude: no node named {', '.join(map(repr, unknown))} in the graph "
+                           f"(names look like {sample}; see them with netron or onnx)")
+    ops = None  # None: every op type onnxruntime can quantise
+    if calib.exclude_op_types:
+        ops = sorted({n.op_type for n in model.graph.node} - set(calib.exclude_op_types))
+
+    cset = calibration.load_set(calib.data, spec, calib.count, calib.seed)
+    report = calibration.report(cset, eval_data, calib.seed)
+
+    class Reader(q.CalibrationDataReader):
+        def __init__(self) -> None:
+            self._batches = cset.batches(spec)
+
+        def get_next(self):
+            batch = next(self._batches, None)
+            return None if batch is None else {INPUT_NAME: np.ascontiguousarray(batch)}
+
+    method = getattr(q.CalibrationMethod, CALIB_METHODS[calib.method])
+    options = {**CALIBRATOR_OPTIONS[calib.method], **({"percentile": calib.percentile}
+                                                       if calib.method == "percentile" else {})}
+    hint = _DropLog("pre-process")  # its advice to run quant_pre_process: declined on purpose (see above)
+    logging.getLogger().addFilter(hint)
+    try:
+        with tempfile.TemporaryDirectory(prefix=".calib-", dir=dest.parent) as tmp, \
+                contextlib.redirect_stdout(_io.StringIO()):  # the histogram calibrators print progress
+            # calibrate here rather than inside quantize_static, which cannot set the histogram size
+            calibrator = q.create_calibrator(fp32, ops, augmented_model_path=str(Path(tmp) / "augmented.onnx"),
+                                             calibrate_method=method, providers=["CPUExecutionProvider"],
+                                             extra_options=options)
+            calibrator.collect_data(Reader())
+            ranges = calibrator.compute_data()
+            del calibrator
+            cache = Path(tmp) / "ranges.json"
+            q.save_tensors_data(ranges, cache)
+            q.quantize_static(str(fp32), str(dest), None, quant_format=q.QuantFormat.QDQ, per_channel=True,
+                              activation_type=q.QuantType.QInt8, weight_type=q.QuantType.QInt8,
+                              calibrate_method=method, nodes_to_exclude=list(calib.exclude_nodes),
+                              op_types_to_quantize=ops, calibration_cache_path=cache,
+                              extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
+    except ValueError as e:
+        if "bins" in str(e):  # numpy cannot split a near-constant float32 activation into histogram bins
+            raise ModelError(f"{calib.method} calibration failed inside onnxruntime's histogram: an activation is "
+                             "constant to float32 precision (typical of untrained or heavily pruned models); "
+                             "use --calib-method minmax, or --exclude the node") from None
+        raise
+    finally:
+        logging.getLogger().removeFilter(hint)
+    quantized = onnx.load(str(dest))
+    report["method"] = calib.method
+    report["quantized_tensors"] = sum(1 for n in quantized.graph.node if n.op_type == "QuantizeLinear")
+    return quantized, report
+
+
+class _DropLog(logging.Filter):
+    """Drops log records containing ``text`` while it is attached."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()
+
+
+def stamp(model, spec: ModelSpec, precision: str, parent_sha256: str) -> None:
+    """Write the ModelSpec (and precision, parent) into ``metadata_props``."""
+    values = {SPEC_KEY: spec.model_dump_json(), PRECISION_KEY: precision, "edgecut.parent_sha256": parent_sha256}
+    keep = [(p.key, p.value) for p in model.metadata_props if p.key not in values]
+    del model.metadata_props[:]
+    for key, value in [*keep, *values.items()]:
+        prop = model.metadata_props.add()
+        prop.key, prop.value = key, value
