@@ -31,6 +31,7 @@ _API = {
     "prune_artifact": "edgecut.compress.prune_run",
     "DistillConfig": "edgecut.compress.distill",
     "distill": "edgecut.compress.distill",
+    "export": "edgecut.export",
     "evaluate": "edgecut.bench.accuracy",
     "remove_background": "edgecut.cutout",
     "SegMetrics": "edgecut.metrics",
