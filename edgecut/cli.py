@@ -215,11 +215,63 @@ def prune(
     console.print(table)
 
 
+@app.command()
+def qat(
+    model: Annotated[Path, typer.Argument(help="Float torch artifact to fine-tune with fake INT8 quantization.")],
+    data: Annotated[Path, typer.Option(help="Data set folder (images/ + masks/, optional splits/).")],
+    out: Annotated[Path, typer.Option(help="Run folder; becomes the INT8 ONNX artifact.")],
+    epochs: Annotated[int, typer.Option()] = 3,
+    lr: Annotated[float, typer.Option(help="Peak AdamW learning rate (fine-tuning: small).")] = 1e-4,
+    calib_count: Annotated[int, typer.Option(help="Training images that set the initial ranges.")] = 64,
+    batch: Annotated[int, typer.Option()] = 8,
+    signed_activations: Annotated[bool, typer.Option("--signed-activations", help="int8 activations everywhere (TensorRT needs it); default uint8 after ReLU.")] = False,
+    dynamic: Annotated[bool, typer.Option("--dynamic", help="Let H and W vary in the ONNX model (batch always does).")] = False,
+    parity_data: Annotated[Optional[Path], typer.Option(help="Images the INT8 model is compared with its parent on (default: synthetic photos).")] = None,
+    parity_count: Annotated[Optional[int], typer.Option(help="Use this many of --parity-data's images (seeded).")] = None,
+    tolerance: Annotated[Optional[list[str]], typer.Option(help="Lower the parity bar: KEY=VALUE with max_abs_diff, mask_iou or metric_drop (repeatable).")] = None,
+    device: Annotated[str, typer.Option(help="Training device: auto | cpu | cuda | cuda:N")] = "auto",
+    threads: Annotated[Optional[int], typer.Option(help="Torch CPU threads.")] = None,
+    train_split: Annotated[Optional[str], typer.Option(help="Split file or name (default: splits/train.txt if present).")] = None,
+    val_split: Annotated[Optional[str], typer.Option(help="Split file or name (default: splits/val.txt if present).")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    save_every: Annotated[int, typer.Option(help="Also checkpoint every N steps inside an epoch.")] = 0,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out exactly where it stopped.")] = False,
+) -> None:
+    """Quantization-aware training (NNCF fake quantization): fine-tune, then write an INT8 QDQ ONNX artifact."""
+    import dataclasses
+
+    from edgecut.compress.qat import QAT_TRAIN, QATConfig
+    from edgecut.compress.qat import qat as qat_fn
+    from edgecut.export.parity import parse_tolerances
+
+    config = QATConfig(calib_count=calib_count, signed_activations=signed_activations, dynamic=dynamic)
+    train_config = dataclasses.replace(QAT_TRAIN, epochs=epochs, lr=lr, batch_size=batch, device=device, seed=seed,
+                                       save_every=save_every)
+    art = qat_fn(model, data, out, config=config, train_config=train_config, train_split=train_split,
+                 val_split=val_split, parity_data=parity_data, parity_count=parity_count,
+                 tolerances=parse_tolerances(tolerance or []), resume=resume, threads=threads)
+    m = art.manifest
+    p, f = m.metrics["parity"], m.metrics["export_fidelity"]
+    val = m.metrics.get("val", {})
+    if val:
+        console.print("best val (fake-quantised, torch): "
+                      + ", ".join(f"{k} {val[k]:.4f}" for k in ("iou", "mae", "s_measure") if k in val))
+    line = (f"parity vs the float parent on {p['images']} image(s) ({p['data']}): max abs diff {p['max_abs_diff']:.3g}, "
+            f"min mask IoU {p['mask_iou_min']:.4f}")
+    if "metric" in p:
+        line += f", IoU vs masks {p['metric']['parent']:.4f} -> {p['metric']['export']:.4f} ({-p['metric']['drop']:+.4f})"
+    console.print(line)
+    console.print(f"ONNX vs the fake-quantised torch model: max abs diff {f['max_abs_diff']:.3g}, "
+                  f"min mask IoU {f['mask_iou_min']:.4f}")
+    size = sum(e.size for e in m.files.values())
+    console.print(f"artifact {art.path}: {m.format} {m.precision} (QDQ), {size / 1e6:.2f} MB, input {m.spec.input_size}")
+
+
 @app.command("export")
 def export_cmd(
     model: Annotated[Path, typer.Argument(help="Torch artifact (or an fp32 ONNX artifact, for fp16 / int8).")],
     out: Annotated[Path, typer.Option(help="Folder for the exported artifact.")],
-    format: Annotated[str, typer.Option(help="Export format: onnx.")] = "onnx",
+    format: Annotated[str, typer.Option(help="Export format: onnx | openvino | tensorrt (built on this CUDA GPU; needs --device cuda).")] = "onnx",
     precision: Annotated[str, typer.Option(help="fp32 | fp16 | int8")] = "fp32",
     calib: Annotated[Optional[Path], typer.Option(help="INT8: calibration images (a folder, or a data set with images/); default: synthetic photos.")] = None,
     calib_count: Annotated[int, typer.Option(help="INT8: images drawn (seeded) from --calib.")] = 64,
@@ -233,12 +285,15 @@ def export_cmd(
     parity_count: Annotated[Optional[int], typer.Option(help="Use this many of --parity-data's images (seeded).")] = None,
     tolerance: Annotated[Optional[list[str]], typer.Option(help="Lower the parity bar: KEY=VALUE with max_abs_diff, mask_iou or metric_drop (repeatable).")] = None,
     require_faster: Annotated[bool, typer.Option("--require-faster", help="Refuse an export slower than its parent on this machine.")] = False,
-    device: Annotated[str, typer.Option(help="cpu | cuda[:N] | tensorrt[:N] (parity and speed checks).")] = "cpu",
+    device: Annotated[str, typer.Option(help="cpu | cuda[:N] | tensorrt[:N] (parity and speed checks; a TensorRT engine runs on cuda).")] = "cpu",
     threads: Annotated[Optional[int], typer.Option(help="Threads of both runners during the checks.")] = None,
     seed: Annotated[int, typer.Option(help="Picks the calibration and parity images.")] = 0,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty --out.")] = False,
+    preset: Annotated[Optional[str], typer.Option(help="OpenVINO INT8: mixed | performance (default mixed).")] = None,
+    max_drop: Annotated[Optional[float], typer.Option(help="OpenVINO INT8 with accuracy control: largest drop of mean mask IoU (absolute, e.g. 0.01); layers fall back to float until it holds.")] = None,
+    val_data: Annotated[Optional[Path], typer.Option(help="OpenVINO --max-drop: images + masks the IoU is measured on (default: --parity-data, else synthetic).")] = None,
 ) -> None:
-    """Export a model (ONNX fp32 / fp16 / int8), check parity with its parent, write an artifact."""
+    """Export a model (ONNX or OpenVINO; fp32 / fp16 / int8), check parity with its parent, write an artifact."""
     from edgecut.export import export
     from edgecut.export.parity import parse_tolerances
 
@@ -246,7 +301,7 @@ def export_cmd(
                  exclude=tuple(exclude or ()), exclude_op_types=tuple(exclude_op or ()), dynamic=dynamic, opset=opset,
                  simplify=not no_simplify, parity_data=parity_data, parity_count=parity_count,
                  tolerances=parse_tolerances(tolerance or []), require_faster=require_faster, device=device,
-                 threads=threads, seed=seed, overwrite=overwrite)
+                 threads=threads, seed=seed, overwrite=overwrite, preset=preset, max_drop=max_drop, val_data=val_data)
     m = art.manifest
     cal = m.metrics.get("calibration")
     if cal:
@@ -268,6 +323,11 @@ def export_cmd(
     if "metric" in p:
         line += f", IoU vs masks {p['metric']['parent']:.4f} -> {p['metric']['export']:.4f} ({-p['metric']['drop']:+.4f})"
     console.print(line)
+    if "accuracy_control" in m.metrics:
+        a = m.metrics["accuracy_control"]
+        reverted = "?" if a["reverted_ops"] is None else a["reverted_ops"]
+        console.print(f"accuracy control on {a['images']} image(s): IoU {a['fp32']:.4f} -> {a['int8']:.4f} "
+                      f"(drop {a['drop']:.4f} <= {a['max_drop']:g}), {reverted} operation(s) left in float")
     if "speed_vs_parent" in m.metrics:
         s = m.metrics["speed_vs_parent"]
         console.print(f"p50 {s['parent_p50_ms']:.3f} ms -> {s['p50_ms']:.3f} ms ({s['speedup']:.2f}x) on {s['device']}")
@@ -456,7 +516,9 @@ def main() -> None:
     try:
         app(standalone_mode=True)
     except EdgecutError as e:
-        err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        from rich.markup import escape
+
+        err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)  # "edgecut[onnx]" is no tag
         sys.exit(2)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import edgecut
 
 # top to bottom; a package or module may import only what comes after it (or itself)
-LAYERS = ["cli", "recipe", "report", "export", "compress", "bench", "targets", "cutout", "runtime", "train",
+LAYERS = ["cli", "recipe", "report", "compress", "export", "bench", "targets", "cutout", "runtime", "train",
           "models", "data", "metrics", "artifact", "env", "io", "_optional", "errors"]
 PACKAGE = Path(edgecut.__file__).parent
 

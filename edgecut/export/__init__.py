@@ -52,6 +52,15 @@ class CalibConfig:
 
 
 @dataclass(frozen=True)
+class OpenVinoOptions:
+    """OpenVINO INT8 (NNCF) settings; see :mod:`edgecut.export.openvino`."""
+
+    preset: str = "mixed"  # mixed: symmetric weights, asymmetric activations | performance: symmetric both
+    max_drop: float | None = None  # accuracy control: largest absolute drop of mean mask IoU; None: plain PTQ
+    val_data: Path | None = None  # images + masks the drop is measured on; None: the parity folder, else synthetic
+
+
+@dataclass(frozen=True)
 class ExportOptions:
     """What every format function is told; format-specific settings live in their own group."""
 
@@ -61,6 +70,7 @@ class ExportOptions:
     simplify: bool = True  # run the format's graph simplifier when installed (onnxslim for ONNX)
     calib: CalibConfig = field(default_factory=CalibConfig)
     eval_data: Path | None = None  # folder the calibration images are compared with in the report
+    openvino: OpenVinoOptions = field(default_factory=OpenVinoOptions)
 
 
 @dataclass
@@ -88,6 +98,7 @@ class ExportFormat:
     modules: tuple[str, ...]  # import names that must be present to export
     fn: Callable[[Artifact, Path, ExportOptions], Exported]
     parents: tuple[str, ...] = ("torch",)  # formats it converts from
+    accepts: tuple[str, ...] = ()  # format-specific export() options it understands (others are refused)
 
 
 def _onnx(parent: Artifact, workdir: Path, options: ExportOptions) -> Exported:
@@ -96,9 +107,28 @@ def _onnx(parent: Artifact, workdir: Path, options: ExportOptions) -> Exported:
     return export_onnx(parent, workdir, options)
 
 
+def _openvino(parent: Artifact, workdir: Path, options: ExportOptions) -> Exported:
+    from edgecut.export.openvino import export_openvino
+
+    return export_openvino(parent, workdir, options)
+
+
+def _tensorrt(parent: Artifact, workdir: Path, options: ExportOptions) -> Exported:
+    from edgecut.export.tensorrt import export_tensorrt
+
+    return export_tensorrt(parent, workdir, options)
+
+
 FORMATS: dict[str, ExportFormat] = {
     "onnx": ExportFormat("onnx", ".onnx", ("fp32", "fp16", "int8"), ("cpu", "cuda", "tensorrt"), "onnx",
                          ("onnx", "onnxruntime"), _onnx, parents=("torch", "onnx")),
+    # via the fp32 ONNX; int8 also needs nncf (checked when quantising: fp32 / fp16 do without it)
+    "openvino": ExportFormat("openvino", ".xml", ("fp32", "fp16", "int8"), ("cpu",), "openvino",
+                             ("onnx", "openvino"), _openvino, parents=("torch", "onnx"),
+                             accepts=("preset", "max_drop", "val_data")),
+    # an engine built on this machine's CUDA GPU from the (fp32 or Q/DQ int8) ONNX; parity runs with --device cuda
+    "tensorrt": ExportFormat("tensorrt", ".engine", ("fp32", "fp16", "int8"), ("cuda",), "tensorrt",
+                             ("tensorrt",), _tensorrt, parents=("torch", "onnx")),
 }
 
 
@@ -108,13 +138,16 @@ def export(artifact: Artifact | str | os.PathLike, format: str = "onnx", precisi
            dynamic: bool = False, opset: int | None = None, simplify: bool = True,
            parity_data: str | os.PathLike | None = None, parity_count: int | None = None,
            tolerances: Mapping[str, float] | None = None, require_faster: bool = False, device: str = "cpu",
-           threads: int | None = None, seed: int = 0, overwrite: bool = False) -> Artifact:
+           threads: int | None = None, seed: int = 0, overwrite: bool = False, preset: str | None = None,
+           max_drop: float | None = None, val_data: str | os.PathLike | None = None) -> Artifact:
     """Export ``artifact`` to ``format`` at ``precision``; return the new, parity-checked artifact.
 
     ``calib*`` and ``exclude*`` drive INT8 calibration; ``parity_data`` is the image folder the
     export is compared with its parent on (default: a few synthetic product photos);
     ``tolerances`` overrides the precision's defaults (see :data:`parity.DEFAULT_TOLERANCES`).
-    ``out`` defaults to ``<parent>-<format>-<precision>`` beside the parent.
+    ``out`` defaults to ``<parent>-<format>-<precision>`` beside the parent. OpenVINO only:
+    ``preset`` (mixed | performance) and ``max_drop`` (INT8 with accuracy control: the largest
+    drop of mean mask IoU on ``val_data``, absolute).
     """
     from edgecut import _optional
     from edgecut.export import parity
@@ -132,9 +165,16 @@ def export(artifact: Artifact | str | os.PathLike, format: str = "onnx", precisi
         raise EdgecutError(f"calibration method {calib_method!r}: use {', '.join(CALIB_METHODS)}")
     if calib_count < 1:
         raise EdgecutError(f"calib_count must be at least 1, got {calib_count}")
+    specific = {"preset": preset, "max_drop": max_drop, "val_data": val_data}
+    foreign = [k for k, v in specific.items() if v is not None and k not in fmt.accepts]
+    if foreign:
+        raise EdgecutError(f"{', '.join(foreign)}: not an option of format {format}")
     tol = parity.resolve_tolerances(precision, tolerances)
     for module in fmt.modules:
         _optional.require(module, f"exporting to {format}")
+    if device.partition(":")[0] == "cpu" and "cpu" not in fmt.devices:  # before a long build, not after it
+        raise EdgecutError(f"a {format} model runs on {', '.join(fmt.devices)}, not the CPU: its parity check "
+                           f"needs --device {fmt.devices[0]}")
     out = Path(out) if out is not None else parent.path.parent / f"{parent.path.name}-{format}-{precision}"
     _check_out(out, parent, overwrite)
 
@@ -143,6 +183,8 @@ def export(artifact: Artifact | str | os.PathLike, format: str = "onnx", precisi
         calib=CalibConfig(data=Path(calib) if calib else None, count=calib_count, method=calib_method, seed=seed,
                           exclude_nodes=tuple(exclude), exclude_op_types=tuple(exclude_op_types)),
         eval_data=Path(parity_data) if parity_data else None,
+        openvino=OpenVinoOptions(preset=preset or "mixed", max_drop=max_drop,
+                                 val_data=Path(val_data) if val_data else None),
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
@@ -219,5 +261,5 @@ def _require_faster(parent_runner, runner, image) -> dict[str, Any]:
     return speed
 
 
-__all__ = ["FORMATS", "PRECISIONS", "CALIB_METHODS", "CalibConfig", "ExportOptions", "ExportFormat", "Exported",
-           "export"]
+__all__ = ["FORMATS", "PRECISIONS", "CALIB_METHODS", "CalibConfig", "OpenVinoOptions", "ExportOptions", "ExportFormat",
+           "Exported", "export"]

@@ -125,11 +125,16 @@ def export_onnx(parent: Artifact, workdir: Path, options: ExportOptions) -> Expo
 
 def torch_to_onnx(parent: Artifact, path: Path, spec: ModelSpec, opset: int) -> None:
     """Trace the parent's torch module at ``spec.input_size`` and write FP32 ONNX to ``path``."""
-    import torch
-
     from edgecut.models.store import load_model
 
-    module = load_model(parent.path).module.float().cpu().eval()
+    trace(load_model(parent.path).module.float().cpu().eval(), path, spec, opset, str(parent.path))
+
+
+def trace(module, path: Path, spec: ModelSpec, opset: int, who: str) -> None:
+    """Trace ``module`` (eval mode, CPU) at ``spec.input_size`` and write its ONNX graph to ``path``;
+    a fake-quantised module set to export Q/DQ pairs writes a QDQ graph. ``who`` names it in errors."""
+    import torch
+
     x = torch.randn(1, 3, *spec.input_size, generator=torch.Generator().manual_seed(0))
     axes = {0: "batch", 2: "height", 3: "width"} if spec.dynamic_size else {0: "batch"}
     with warnings.catch_warnings():  # scoped: the tracer's notes on shape branches and its own deprecation
@@ -141,7 +146,7 @@ def torch_to_onnx(parent: Artifact, path: Path, spec: ModelSpec, opset: int) -> 
                               input_names=[INPUT_NAME], output_names=[spec.output],
                               dynamic_axes={INPUT_NAME: axes, spec.output: axes})
         except Exception as e:  # the tracer's errors name the unsupported op
-            raise ModelError(f"{parent.path}: torch.onnx.export failed: {io_first_line(e, 300)}") from None
+            raise ModelError(f"{who}: torch.onnx.export failed: {io_first_line(e, 300)}") from None
 
 
 def simplify(model, enabled: bool = True) -> tuple[Any, str | None]:
@@ -195,8 +200,10 @@ def _topological_sort(graph) -> None:
         graph.node.extend(copies)
 
 
-def to_int8(fp32: Path, dest: Path, model, spec: ModelSpec, calib: CalibConfig, eval_data: Path | None):
-    """Static QDQ quantisation of ``fp32`` calibrated on ``calib``; returns (model, calibration report)."""
+def to_int8(fp32: Path, dest: Path, model, spec: ModelSpec, calib: CalibConfig, eval_data: Path | None,
+            tensorrt: bool = False):
+    """Static QDQ quantisation of ``fp32`` calibrated on ``calib``; returns (model, calibration report).
+    ``tensorrt``: Q/DQ as TensorRT's explicit quantization takes it (every zero point 0, float biases)."""
     import numpy as np
     import onnx
 
@@ -245,7 +252,8 @@ def to_int8(fp32: Path, dest: Path, model, spec: ModelSpec, calib: CalibConfig, 
                               activation_type=q.QuantType.QInt8, weight_type=q.QuantType.QInt8,
                               calibrate_method=method, nodes_to_exclude=list(calib.exclude_nodes),
                               op_types_to_quantize=ops, calibration_cache_path=cache,
-                              extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
+                              extra_options={"ActivationSymmetric": tensorrt, "WeightSymmetric": True,
+                                             "QuantizeBias": not tensorrt})
     except ValueError as e:
         if "bins" in str(e):  # numpy cannot split a near-constant float32 activation into histogram bins
             raise ModelError(f"{calib.method} calibration failed inside onnxruntime's histogram: an activation is "

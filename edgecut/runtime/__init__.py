@@ -17,7 +17,9 @@ from edgecut.artifact import Artifact, ModelSpec, load_artifact
 from edgecut.errors import ModelError
 
 
-BACKENDS = {"torch": "torch", "torchscript": "torch", "onnx": "onnxruntime"}  # artifact format -> default backend
+# artifact format -> default backend
+BACKENDS = {"torch": "torch", "torchscript": "torch", "onnx": "onnxruntime", "openvino": "openvino",
+            "tensorrt": "tensorrt"}
 
 
 class Runner(Protocol):
@@ -32,11 +34,16 @@ def load(artifact: Artifact | str | os.PathLike, device: str = "cpu", threads: i
          backend: str | None = None) -> Runner:
     """A Runner for ``artifact`` on ``device``; the backend follows the artifact's format.
 
-    A bare ``.onnx`` file written by edgecut (its spec in ``metadata_props``) also loads."""
+    A bare ``.onnx`` file written by edgecut (its spec in ``metadata_props``) also loads, and so
+    does a bare OpenVINO ``.xml`` (its spec in ``rt_info``, its ``.bin`` beside it)."""
     if not isinstance(artifact, Artifact) and Path(artifact).suffix == ".onnx" and Path(artifact).is_file():
         from edgecut.runtime.onnxruntime_runner import OnnxRuntimeRunner
 
         return OnnxRuntimeRunner(artifact, device=device, threads=threads)
+    if not isinstance(artifact, Artifact) and Path(artifact).suffix == ".xml" and Path(artifact).is_file():
+        from edgecut.runtime.openvino_runner import OpenVinoRunner
+
+        return OpenVinoRunner(artifact, device=device, threads=threads)
     art = artifact if isinstance(artifact, Artifact) else load_artifact(Path(artifact))
     backend = backend or BACKENDS.get(art.manifest.format, art.manifest.format)
     if backend == "torch":
@@ -47,4 +54,12 @@ def load(artifact: Artifact | str | os.PathLike, device: str = "cpu", threads: i
         from edgecut.runtime.onnxruntime_runner import OnnxRuntimeRunner
 
         return OnnxRuntimeRunner.from_artifact(art, device=device, threads=threads)
+    if backend == "openvino" and art.manifest.format == "openvino":
+        from edgecut.runtime.openvino_runner import OpenVinoRunner
+
+        return OpenVinoRunner.from_artifact(art, device=device, threads=threads)
+    if backend == "tensorrt" and art.manifest.format == "tensorrt":
+        from edgecut.runtime.tensorrt_runner import TensorRTRunner
+
+        return TensorRTRunner.from_artifact(art, device=device, threads=threads)
     raise ModelError(f"{art.path}: no runner for format {art.manifest.format!r} with backend {backend!r}")

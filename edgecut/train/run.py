@@ -35,8 +35,9 @@ def default_splits(root: Path) -> tuple[str | None, str | None]:
 
 
 def validator(samples: Sequence[Sample], spec: ModelSpec, device: torch.device, batch_size: int = 8,
-              workers: int = 0, cache: bool = True):
-    """A function model -> val metrics at the model's input size (IoU, MAE, S-measure, ...)."""
+              workers: int = 0, cache: bool = True, amp: bool = True):
+    """A function model -> val metrics at the model's input size (IoU, MAE, S-measure, ...);
+    on CPU under bf16 autocast unless ``amp`` is False (fake-quantised models are scored in fp32)."""
     from edgecut.metrics import SegMetrics
 
     ds = SegmentationDataset(samples, spec, train=False, cache=cache)
@@ -47,10 +48,9 @@ def validator(samples: Sequence[Sample], spec: ModelSpec, device: torch.device, 
         was_training = model.training
         model.eval()
         acc = SegMetrics()
-        amp = device.type == "cpu"
         for batch in loader:
             x = batch["image"].to(device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cpu"):
                 logits = model(x)
             prob = spec.to_probability(logits.float().cpu().numpy())
             for p, m in zip(prob, batch["mask"][:, 0].numpy()):

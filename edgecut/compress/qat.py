@@ -1,0 +1,301 @@
+"""``qat``: quantization-aware training: a float torch artifact in, an INT8 QDQ ONNX artifact out.
+
+Post-training INT8 (``edgecut export --precision int8``) fixes every range from calibration
+images and leaves the weights as they are; QAT fine-tunes the weights *and* the ranges with
+the rounding in the loop, which wins back what PTQ loses on small students and sharp edges.
+
+The fake quantization comes from NNCF (``nncf.quantize`` on the torch model, the route of
+NNCF's own QAT examples), not from PyTorch's PT2E flow: torch 2.14 no longer ships
+``torch.ao.quantization.quantize_pt2e`` (it moved to torchao, a further dependency whose
+ONNX route needs the dynamo exporter and onnxscript, neither of which edgecut installs),
+while NNCF is already the OpenVINO extra's quantiser, leaves the model the same
+``nn.Module`` (quantizers hooked in), so it trains in the one training loop unchanged, and
+its quantizers trace to ONNX ``QuantizeLinear`` / ``DequantizeLinear`` pairs through the very
+``torch.onnx.export`` call the ONNX exporter uses. The steps:
+
+1. batch norms are folded into the convolutions before them, so the weights that are
+   fake-quantised are the weights that are deployed (an unfolded batch norm would stay a
+   float op between an int8 convolution and its output quantizer);
+2. ``nncf.quantize`` with the performance preset: per-channel symmetric int8 weights,
+   symmetric activations (uint8 after a ReLU unless ``signed_activations``), initial ranges
+   from ``calib_count`` training images (unaugmented, through the ModelSpec's
+   preprocessing), fast bias correction;
+3. :func:`~edgecut.train.loop.fit` fine-tunes weights and quantizer scales in fp32 (bf16
+   autocast would round the dequantized values again: 8 significant bits cannot hold the
+   int8 grid the kernels will use), validating the fake-quantised model each epoch;
+4. export: quantizers in Q/DQ export mode, traced as in :mod:`edgecut.export.onnx`, onnxslim,
+   then the exact rewrites of :mod:`edgecut.export.qdq` (int8 weight initializers, DQ moved
+   after skip concatenations), the ModelSpec stamped in, ``onnx.checker``;
+5. parity against the float parent with INT8 tolerances (the gate, as for every export) and
+   against the fake-quantised torch model (recorded: how faithful the ONNX is to what was
+   trained); nothing is written unless the first passes.
+
+``out`` is the run folder and becomes the artifact (like ``train``): ``checkpoints/`` from the
+training loop, ``qat_setup.json`` (where NNCF put its quantizers, as ``nncf.torch.get_config``
+gives it, and the calibration images), ``history.json``, ``model.onnx``, ``edgecut.json``. An
+interrupted run resumes from the setup and the loop's checkpoint with ``resume=True``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgecut import io
+from edgecut._optional import require
+from edgecut.artifact import Artifact, Manifest, ModelSpec, Step, load_artifact, tool_versions, write_artifact
+from edgecut.data.folder import Sample, find_samples, load_pair
+from edgecut.data.transforms import SegmentationDataset
+from edgecut.errors import EdgecutError, InputError, ModelError
+from edgecut.models.store import load_model
+from edgecut.train.loop import CHECKPOINT_DIR, LAST, Callback, TrainConfig, fit, resolve_device
+from edgecut.train.run import CACHE_MAX_IMAGES, default_splits, validator
+
+SETUP_FILE = "qat_setup.json"
+PARITY_COUNT = 32  # images of the training data set the parity check runs on when no folder is given
+MODEL_FILE = "model.onnx"
+# fine-tuning a trained model: a small learning rate, fp32 (see the module docstring), no weight
+# decay (it would shrink the quantizer scales too), a short warm-up
+QAT_TRAIN = TrainConfig(epochs=3, lr=1e-4, weight_decay=0.0, warmup_epochs=0.1, precision="fp32")
+
+
+@dataclass(frozen=True)
+class QATConfig:
+    calib_count: int = 64  # training images (unaugmented, seeded pick) that set the initial ranges
+    signed_activations: bool = False  # int8 activations everywhere (TensorRT takes no uint8); else uint8 after ReLU
+    fold_batchnorm: bool = True  # fold Conv2d + BatchNorm2d pairs before quantizing
+    dynamic: bool = False  # batch is always dynamic; True also lets H and W vary in the ONNX model
+    opset: int = 18  # of the exported ONNX model (QuantizeLinear with int8 / uint8 and per-axis scales)
+
+    def validate(self) -> None:
+        if self.calib_count < 1:
+            raise EdgecutError(f"calib_count must be at least 1, got {self.calib_count}")
+        if not 13 <= self.opset <= 20:  # per-axis QuantizeLinear came with opset 13
+            raise EdgecutError(f"opset {self.opset}: QAT exports opset 13 to 20")
+
+
+def fold_batchnorm(model: nn.Module) -> int:
+    """Fold every ``BatchNorm2d`` that directly follows a ``Conv2d`` in an ``nn.Sequential`` into
+    it (eval statistics), leaving an ``nn.Identity``; return how many were folded."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    folded = 0
+    for parent in list(model.modules()):
+        if not isinstance(parent, nn.Sequential):
+            continue
+        names = list(parent._modules)
+        for a, b in zip(names, names[1:]):
+            conv, bn = parent._modules[a], parent._modules[b]
+            if type(conv) is nn.Conv2d and type(bn) is nn.BatchNorm2d and bn.track_running_stats:
+                parent._modules[a] = fuse_conv_bn_eval(conv.eval(), bn.eval())
+                parent._modules[b] = nn.Identity()
+                folded += 1
+    return folded
+
+
+def calibration_images(samples: Sequence[Sample], spec: ModelSpec, count: int,
+                       seed: int) -> tuple[list[str], list[torch.Tensor]]:
+    """``count`` samples drawn reproducibly (sorted by position), each as a 1 x 3 x H x W batch."""
+    idx = range(len(samples))
+    if count < len(samples):
+        idx = sorted(int(i) for i in np.random.default_rng(seed).choice(len(samples), size=count, replace=False))
+    chosen = [samples[i] for i in idx]
+    return [s.name for s in chosen], [torch.from_numpy(spec.preprocess(load_pair(s)[0])) for s in chosen]
+
+
+def prepare(model: nn.Module, images: Sequence[torch.Tensor] | None, config: QATConfig,
+            setup: Mapping[str, Any] | None = None) -> nn.Module:
+    """Fold batch norms, then insert NNCF's quantizers: calibrated on ``images``, or placed as a
+    saved ``setup`` (``nncf.torch.get_config``) says, for a resumed run whose checkpoint holds the
+    trained values."""
+    nncf = require("nncf", "quantization-aware training")
+    model = model.float().cpu().eval()
+    if config.fold_batchnorm:
+        fold_batchnorm(model)
+    if setup is not None:
+        import nncf.torch
+
+        return nncf.torch.load_from_config(model, dict(setup))
+    from nncf.torch.quantization.layers import SymmetricQuantizer
+
+    try:
+        model = nncf.quantize(model, nncf.Dataset(list(images or ())), subset_size=len(images or ()),
+                              preset=nncf.QuantizationPreset.PERFORMANCE)
+    except Exception as e:  # NNCF's tracer names the op it cannot handle
+        raise ModelError(f"NNCF could not insert quantizers into {type(model).__name__}: {io.first_line(e, 300)}") \
+            from None
+    if config.signed_activations:  # same range, 127 levels instead of 255 above zero; NNCF's own
+        for m in model.modules():  # signedness_to_force conflicts with its hardware config for activations
+            if isinstance(m, SymmetricQuantizer) and not m.signed:
+                m.signed = True  # kept in the state dict (signed_tensor), so a resumed run gets it back
+    return model
+
+
+def to_onnx(model: nn.Module, spec: ModelSpec, dest: Path, parent_sha256: str, opset: int = 18,
+            simplify: bool = True) -> dict[str, Any]:
+    """Write the fake-quantised ``model`` as an INT8 QDQ ONNX file; return what the export did."""
+    onnx = require("onnx", "ONNX export")
+    from nncf.torch.quantization.layers import BaseQuantizer, QuantizerExportMode
+
+    from edgecut.export import onnx as onnx_export
+    from edgecut.export import qdq
+
+    model = model.float().cpu().to(memory_format=torch.contiguous_format).eval()
+    for m in model.modules():
+        if isinstance(m, BaseQuantizer):
+            m.set_export_mode(QuantizerExportMode.ONNX_QUANTIZE_DEQUANTIZE_PAIRS)
+    raw = dest.with_suffix(".traced.onnx")
+    onnx_export.trace(model, raw, spec, opset, "the QAT model")
+    graph = onnx.load(str(raw))
+    raw.unlink()
+    graph, note = onnx_export.simplify(graph, simplify)
+    folded = qdq.fold_weight_quantizers(graph)
+    sunk = qdq.sink_concat_dequantize(graph)
+    onnx_export.stamp(graph, spec, "int8", parent_sha256)
+    try:
+        onnx.checker.check_model(graph, full_check=True)
+    except Exception as e:  # onnx raises ValidationError or InferenceError
+        raise ModelError(f"the QAT ONNX model fails onnx.checker: {str(e).strip()[:400]}") from None
+    onnx.save(graph, str(dest))
+    return {"opset": opset, "simplified": note is None, "notes": [note] if note else [],
+            "folded_weight_quantizers": folded, "concat_dequantize_sunk": sunk, "qdq": qdq.summary(graph),
+            "nodes": dict(sorted(Counter(n.op_type for n in graph.graph.node).items()))}
+
+
+def qat(artifact: Artifact | str | os.PathLike, data: str | os.PathLike, out: str | os.PathLike, *,
+        config: QATConfig = QATConfig(), train_config: TrainConfig = QAT_TRAIN, train_split: str | None = None,
+        val_split: str | None = None, parity_data: str | os.PathLike | None = None,
+        parity_count: int | None = None, tolerances: Mapping[str, float] | None = None, resume: bool = False,
+        progress: bool = True, callbacks: Sequence[Callback] = (), threads: int | None = None,
+        cache: bool | None = None) -> Artifact:
+    """Fine-tune the float torch ``artifact`` with fake INT8 quantization on the folder data set
+    ``data``; write the INT8 QDQ ONNX artifact (format onnx, precision int8, lineage step
+    ``qat``) to ``out`` once it passes parity against ``artifact``.
+
+    Splits default to ``splits/train.txt`` and ``val.txt`` as in ``train``; the calibration
+    images come from the training split. ``parity_data`` / ``parity_count`` / ``tolerances``
+    work as in :func:`edgecut.export.export` (INT8 defaults), except that without a folder the
+    parity check runs on ``PARITY_COUNT`` images of ``data`` (its masks give the IoU change).
+    A failed check keeps the training: ``resume=True`` with other tolerances exports it again.
+    """
+    from edgecut.export import parity
+
+    config.validate()
+    out = Path(out)
+    if threads:
+        torch.set_num_threads(threads)
+    parent = artifact if isinstance(artifact, Artifact) else load_artifact(artifact)
+    if parent.manifest.format != "torch":
+        raise ModelError(f"{parent.path}: QAT fine-tunes a torch artifact, not {parent.manifest.format} "
+                         "(give the model that was exported)")
+    spec = parent.spec.model_copy(update={"dynamic_size": config.dynamic})
+    if config.dynamic and not parent.spec.dynamic_size:
+        raise EdgecutError(f"{parent.path}: its spec fixes the input size (dynamic_size false); drop --dynamic")
+    tol = parity.resolve_tolerances("int8", tolerances)
+    if not resume and ((out / "edgecut.json").exists() or (out / CHECKPOINT_DIR / LAST).exists()):
+        raise InputError(out, "already holds a QAT run", "pass --resume to continue it, or choose a new --out")
+
+    data = Path(data)
+    auto_train, auto_val = default_splits(data)
+    train_split, val_split = train_split or auto_train, val_split or auto_val
+    train_samples = find_samples(data, train_split)
+    if cache is None:
+        cache = len(train_samples) <= CACHE_MAX_IMAGES
+    setup_path = out / SETUP_FILE
+    module = load_model(parent.path).module
+    if resume:
+        if not setup_path.exists():
+            raise InputError(setup_path, "nothing to resume", "run without --resume to start QAT")
+        setup = io.read_json(setup_path)
+        if setup["parent_sha256"] != parent.sha256 or setup["qat"] != _jsonable(asdict(config)):
+            raise InputError(setup_path, "this QAT run was made from another model or with other QAT settings",
+                             "resume with the same model and options, or choose a new --out")
+        model = prepare(module, None, config, setup["nncf"])
+        calib_names = setup["calibration"]
+    else:
+        calib_names, images = calibration_images(train_samples, spec, config.calib_count, train_config.seed)
+        model = prepare(module, images, config)
+        import nncf.torch
+
+        io.write_json(setup_path, {"parent_sha256": parent.sha256, "qat": asdict(config),
+                                   "calibration": calib_names, "nncf": nncf.torch.get_config(model)})
+
+    device = resolve_device(train_config.device)
+    validate = None
+    if val_split:
+        validate = validator(find_samples(data, val_split), spec, device, train_config.batch_size, cache=cache,
+                             amp=False)
+    train_set = SegmentationDataset(train_samples, spec, train=True, seed=train_config.seed, cache=cache)
+    key = {"qat": _jsonable(asdict(config)), "parent": parent.sha256}
+    result = fit(model, train_set, train_config, out, validate=validate, resume=resume, progress=progress,
+                 callbacks=callbacks, resume_key=key)
+    io.write_json(out / "history.json", result.state.history)
+    model = result.model.float().to("cpu", memory_format=torch.contiguous_format).eval()
+
+    staging = Path(tempfile.mkdtemp(prefix=".qat-export-", dir=out))
+    try:
+        exported = to_onnx(model, spec, staging / MODEL_FILE, parent.sha256, config.opset)
+        step = Step(step="qat", parent_sha256=parent.sha256, params={
+            "data": str(data), "train_split": train_split, "val_split": val_split,
+            "train_images": len(train_samples), **asdict(config), "train": asdict(train_config),
+            "quantizer": "nncf.quantize (performance preset)", "best_epoch": result.state.best_epoch,
+            "wall_time_s": round(result.wall_time_s, 1), **exported,
+        })
+        metrics: dict[str, Any] = {"calibration": {"source": f"{data}:{train_split or 'all'}", "names": calib_names}}
+        if result.best_metrics:
+            metrics.update(val=result.best_metrics, val_data=f"{data}:{val_split}")
+        manifest = Manifest(format="onnx", precision="int8", model_file=MODEL_FILE, arch=parent.manifest.arch,
+                            spec=spec, params=parent.manifest.params, macs=parent.manifest.macs,
+                            lineage=[*parent.manifest.lineage, step], metrics=metrics,
+                            tools=tool_versions("nncf", *(("onnxslim",) if exported["simplified"] else ())))
+        if parity_data is None:
+            parity_data, parity_count = data, parity_count or PARITY_COUNT
+        report, fidelity = _check(parent, model, Artifact(staging, manifest), tol, parity_data, parity_count,
+                                  train_config.seed, threads)
+        manifest.metrics.update(parity=report, export_fidelity=fidelity)
+        try:
+            parity.ensure(report, what=f"QAT int8 model of {parent.path}")
+        except parity.ParityError as e:
+            raise parity.ParityError(f"{e}. The fine-tuned weights are kept in {out / CHECKPOINT_DIR}: add --resume "
+                                     "(with the new --tolerance) to export them without training again") from None
+        return write_artifact(out, manifest, {MODEL_FILE: staging / MODEL_FILE})
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _check(parent: Artifact, model: nn.Module, candidate: Artifact, tol: Mapping[str, float],
+           parity_data: str | os.PathLike | None, parity_count: int | None, seed: int,
+           threads: int | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Parity of the ONNX model against the float parent (the gate), and against the
+    fake-quantised torch model it was traced from (recorded, without per-image rows)."""
+    from edgecut import runtime
+    from edgecut.export import parity
+    from edgecut.runtime.torch_runner import TorchRunner
+
+    runner = runtime.load(candidate, device="cpu", threads=threads)
+    images = parity.load_images(parity_data, candidate.spec, count=parity_count, seed=seed)
+    source = str(parity_data or "synthetic")
+    report = parity.check(runtime.load(parent, device="cpu", threads=threads), runner, images, tol, data=source)
+    fake = TorchRunner(model, candidate.spec, device="cpu", threads=threads)
+    fidelity = parity.check(fake, runner, images, tol, data=source)
+    fidelity.pop("per_image")
+    return report, fidelity
+
+
+def _jsonable(obj: Any) -> Any:
+    """``obj`` as it reads back from JSON (tuples become lists), so saved and given settings compare."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    return obj

@@ -1,0 +1,349 @@
+"""Export to OpenVINO IR (fp32 / fp16 / int8 via NNCF, accuracy control), the OpenVINO Runner, the CLI."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from conftest import TINY_STUDENT, TINY_UNET
+from edgecut import _optional, io, runtime
+from edgecut.artifact import load_artifact
+from edgecut.cli import app
+from edgecut.errors import EdgecutError, InputError, MissingBackendError, ModelError
+from edgecut.export import export
+from edgecut.models.store import build, load_model, save_model
+
+ov = pytest.importorskip("openvino", reason="OpenVINO is not installed: pip install 'edgecut[openvino]'")
+from edgecut.runtime.openvino_runner import OpenVinoRunner  # noqa: E402
+
+pytestmark = pytest.mark.openvino
+LOW_BAR = {"mask_iou": 0.8}  # tiny 32 px masks of a barely trained model: one flipped pixel costs ~0.003 IoU
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _no_telemetry():
+    """OpenVINO's converter and NNCF send usage telemetry unless told they run in CI: tests send none."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CI", "true")
+        yield
+
+
+@pytest.fixture(scope="module")
+def nncf():
+    return pytest.importorskip("nncf", reason="NNCF is not installed: pip install 'edgecut[openvino]'")
+
+
+def _torch_out(art, batch: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return load_model(art.path).module(torch.from_numpy(batch)).numpy()
+
+
+def _batch(h: int, w: int, n: int = 1, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, 3, h, w)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """TINY_UNET fitted for 120 steps on synthetic 32 px photos (as in test_export): its masks have edges."""
+    from edgecut.data.synth import render
+
+    torch.set_num_threads(1)  # module fixtures run before the autouse one: same weights on every machine
+    torch.manual_seed(0)
+    model = build(TINY_UNET)
+    spec = model.default_spec.with_size(32)
+    pairs = [render(i, 32, seed=5) for i in range(32)]
+    x = torch.from_numpy(spec.preprocess([p[0] for p in pairs]))
+    y = torch.from_numpy(np.stack([p[1] for p in pairs])[:, None] / 255.0).float()
+    opt = torch.optim.Adam(model.parameters(), 1e-2)
+    model.train()
+    for _ in range(120):
+        idx = torch.randint(0, len(pairs), (8,))
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return save_model(tmp_path_factory.mktemp("trained") / "unet", model.eval(), TINY_UNET, spec)
+
+
+@pytest.fixture(scope="module")
+def ov_fp32(trained, tmp_path_factory):
+    return export(trained, "openvino", "fp32", tmp_path_factory.mktemp("ov") / "fp32", threads=1)
+
+
+def _op_types(xml: Path) -> list[str]:
+    return [op.get_type_name() for op in ov.Core().read_model(str(xml)).get_ordered_ops()]
+
+
+def _const_types(xml: Path, min_size: int = 1) -> set[str]:
+    """Element types of the IR's constants holding at least ``min_size`` values."""
+    return {op.get_element_type().get_type_name() for op in ov.Core().read_model(str(xml)).get_ordered_ops()
+            if op.get_type_name() == "Constant" and np.prod(op.get_output_shape(0)) >= min_size}
+
+
+# --------------------------------------------------------------------------- fp32
+
+
+@pytest.mark.parametrize("arch,size", [(TINY_UNET, 32), (TINY_STUDENT, 64)], ids=["unet", "student"])
+def test_fp32_export_matches_torch(arch, size, tmp_path):
+    torch.manual_seed(0)
+    model = build(arch, pretrained=False).eval()
+    parent = save_model(tmp_path / "torch", model, arch, model.default_spec.with_size(size))
+    art = export(parent, "openvino", "fp32", tmp_path / "ov", threads=1)
+
+    m = art.manifest
+    assert (m.format, m.precision, m.model_file) == ("openvino", "fp32", "model.xml")
+    assert set(m.files) == {"model.xml", "model.bin"} and all(len(f.sha256) == 64 for f in m.files.values())
+    assert sorted(p.name for p in art.path.iterdir()) == ["edgecut.json", "model.bin", "model.xml"]
+    assert (m.params, m.macs) == (parent.manifest.params, parent.manifest.macs)
+    step = m.lineage[-1]
+    assert step.step == "export" and step.parent_sha256 == parent.sha256
+    assert step.params["via"] == "onnx" and step.params["converter"] == "openvino.convert_model"
+    assert "Convolution" in step.params["ops"] and "FakeQuantize" not in step.params["ops"]
+    assert "openvino" in m.tools
+    assert _const_types(art.model_path) <= {"f32", "i64", "i32"}  # save_model's fp16 default was declined
+    parity = m.metrics["parity"]
+    assert parity["passed"] and parity["max_abs_diff"] <= 1e-4 and parity["images"] == 8
+    art.verify()
+
+    runner = runtime.load(art, threads=1)
+    assert isinstance(runner, OpenVinoRunner) and runner.backend == "openvino" and runner.device == "cpu"
+    assert runner.config == {"INFERENCE_NUM_THREADS": 1, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1,
+                             "INFERENCE_PRECISION_HINT": "f32"}
+    assert runner.compiled.get_property("INFERENCE_NUM_THREADS") == 1
+    assert runner.compiled.get_property("NUM_STREAMS") == 1 and runner.inference_precision == "f32"
+    x = _batch(size, size, n=2)  # batch is always dynamic
+    np.testing.assert_allclose(runner(x), _torch_out(parent, x), atol=1e-4)
+    with pytest.raises(ModelError, match="exported for"):
+        runner(_batch(size * 2, size))
+
+
+def test_fp32_runs_in_f32_even_where_the_cpu_defaults_to_bf16(ov_fp32, trained):
+    core = ov.Core()
+    default = core.get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name()
+    runner = runtime.load(ov_fp32, threads=1)
+    assert runner.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name() == "f32"
+    x = trained.spec.preprocess(np.random.default_rng(1).integers(0, 255, (32, 32, 3), dtype=np.uint8))
+    np.testing.assert_allclose(runner(x), _torch_out(trained, x), atol=1e-4)
+    if default == "bf16":  # AVX-512 BF16 / AMX CPUs: without the hint the same IR drifts past the fp32 bar
+        plain = core.compile_model(str(ov_fp32.model_path), "CPU", {"INFERENCE_NUM_THREADS": 1})
+        assert np.abs(plain(x)[0] - _torch_out(trained, x)).max() > 1e-4
+
+
+def test_dynamic_export_runs_at_other_sizes(trained, tmp_path):
+    art = export(trained, "openvino", "fp32", tmp_path / "dyn", dynamic=True, threads=1)
+    assert art.spec.dynamic_size
+    parity = art.manifest.metrics["parity"]
+    assert parity["sizes"] == [[32, 32], [40, 36]] and parity["max_abs_diff"] <= 1e-4
+    runner = runtime.load(art, threads=1)
+    x = _batch(48, 20, n=3)
+    np.testing.assert_allclose(runner(x), _torch_out(trained, x), atol=1e-4)
+    with pytest.raises(ModelError, match="multiple of 4"):
+        runner(_batch(30, 32))
+
+
+def test_bare_xml_carries_its_spec(ov_fp32, tmp_path):
+    for name in ("model.xml", "model.bin"):
+        shutil.copyfile(ov_fp32.path / name, tmp_path / name)
+    runner = runtime.load(tmp_path / "model.xml", threads=1)
+    assert isinstance(runner, OpenVinoRunner) and runner.spec == ov_fp32.spec and runner.precision == "fp32"
+    x = _batch(32, 32)
+    np.testing.assert_allclose(runner(x), runtime.load(ov_fp32, threads=1)(x), atol=0)
+
+
+# --------------------------------------------------------------------------- fp16 / int8
+
+
+def test_fp16_and_int8_reload_in_a_fresh_process(nncf, trained, ov_fp32, synth_data, tmp_path):
+    fp16 = export(trained, "openvino", "fp16", tmp_path / "fp16", tolerances={"mask_iou": 0.99}, threads=1)
+    int8 = export(trained, "openvino", "int8", tmp_path / "int8", calib=synth_data, calib_count=6,
+                  parity_data=synth_data, tolerances=LOW_BAR, threads=1)
+
+    assert _const_types(fp16.model_path, min_size=2) == {"f16"}  # only the last conv's scalar bias stays f32
+    bin32, bin16 = (a.manifest.files["model.bin"].size for a in (ov_fp32, fp16))
+    assert bin16 < 0.6 * bin32  # half-precision weights
+    assert any("computes in f32" in n for n in fp16.manifest.lineage[-1].params["notes"])
+    ops = _op_types(int8.model_path)
+    assert ops.count("FakeQuantize") >= 10 and "i8" in _const_types(int8.model_path)  # int8 weights
+    assert int8.manifest.files["model.bin"].size < 0.4 * bin32
+    step = int8.manifest.lineage[-1].params
+    assert step["nncf"] == {"preset": "mixed", "subset_size": 6, "range_estimator": "MINMAX", "ignored_scope": None,
+                            "bias_correction": "full", "target_device": "ANY"}
+    assert step["calib"]["count"] == 6 and "nncf" in int8.manifest.tools
+    cal = int8.manifest.metrics["calibration"]
+    assert cal["method"] == "minmax" and len(cal["names"]) == 6 and cal["available"] == 24
+    assert cal["quantizers"] == ops.count("FakeQuantize") and cal["eval"]["source"] == str(synth_data)
+
+    for art, precision in ((fp16, "fp16"), (int8, "int8")):
+        assert art.manifest.precision == precision
+        parity = art.manifest.metrics["parity"]
+        assert parity["passed"] and parity["mask_iou_mean"] > 0.95
+    assert int8.manifest.metrics["parity"]["metric"]["drop"] < 0.02  # IoU against the masks barely moves
+
+    from edgecut.data.synth import render
+
+    x = trained.spec.preprocess([render(i, 32, seed=9)[0] for i in range(2)])
+    np.save(tmp_path / "x.npy", x)
+    code = ("import sys, numpy as np; from edgecut import runtime; x = np.load(sys.argv[1]); "
+            "[np.save(p + '/y.npy', runtime.load(p, threads=1)(x)) for p in sys.argv[2:]]")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "x.npy"), str(fp16.path), str(int8.path)],
+                   check=True, capture_output=True, text=True)
+    ref = trained.spec.to_probability(_torch_out(trained, x))
+    for art, atol in ((fp16, 0.01), (int8, 0.5)):
+        y = np.load(art.path / "y.npy")
+        assert y.dtype == np.float32 and y.shape == (2, 1, 32, 32)
+        np.testing.assert_allclose(y, runtime.load(art, threads=1)(x), atol=1e-6)  # same in both processes
+        assert np.abs(trained.spec.to_probability(y) - ref).max() < atol
+
+
+def test_int8_settings_that_cannot_work_are_refused(nncf, trained, tmp_path):
+    checks = [  # nothing is left behind; all but the last two are refused before any work is done
+        (dict(precision="int8", calib_method="entropy"), "not available for OpenVINO"),
+        (dict(precision="fp32", max_drop=0.01), "max_drop .* is for int8"),
+        (dict(precision="int8", max_drop=1.5), "max_drop 1.5"),
+        (dict(precision="int8", preset="fast"), "preset 'fast'"),
+        (dict(precision="int8", val_data="somewhere"), "give max_drop too"),
+        (dict(precision="int8", exclude=("nope",), calib_count=2), "no node named 'nope'"),
+        (dict(precision="int8", exclude_op_types=("Softmax",), calib_count=2), "--exclude-op 'Softmax'"),
+    ]
+    for kwargs, match in checks:
+        with pytest.raises(EdgecutError, match=match):
+            export(trained, "openvino", out=tmp_path / "bad", threads=1, **kwargs)
+    with pytest.raises(EdgecutError, match="max_drop: not an option of format onnx"):
+        export(trained, "onnx", "int8", tmp_path / "bad", max_drop=0.01)
+    assert not (tmp_path / "bad").exists() and not [p for p in tmp_path.iterdir() if ".staging" in p.name]
+
+
+def test_accuracy_control_reverts_layers_until_the_drop_holds(nncf, trained, synth_data, tmp_path):
+    # validation masks are the float model's own: fp32 scores IoU 1 and every int8 error is a drop
+    val = tmp_path / "val"
+    spec = trained.spec
+    for i, path in enumerate(io.list_images(synth_data / "images")[:8]):
+        image = io.read_image(path)
+        prob = spec.to_probability(_torch_out(trained, spec.preprocess(image)))[0]
+        io.write_image(val / "images" / f"{i}.png", image)
+        io.write_image(val / "masks" / f"{i}.png", ((prob >= spec.threshold) * 255).astype(np.uint8))
+    art = export(trained, "openvino", "int8", tmp_path / "ac", calib=synth_data, calib_count=4, max_drop=0.005,
+                 val_data=val, parity_data=synth_data, tolerances=LOW_BAR, threads=1)
+
+    ac = art.manifest.metrics["accuracy_control"]
+    assert ac["data"] == str(val) and ac["images"] == 8 and ac["drop_type"] == "absolute"
+    assert ac["fp32"] == pytest.approx(1.0) and ac["met"] and ac["drop"] <= 0.005 and ac["int8"] >= 0.995
+    assert ac["drop_before_restoring"] > 0.005  # plain PTQ missed the bar ...
+    assert ac["reverted_ops"] >= 1 and len(ac["reverted"]) == ac["reverted_ops"]  # ... so layers went back to float
+    assert ac["quantized_ops"] > ac["reverted_ops"]
+    fq = _op_types(art.model_path).count("FakeQuantize")
+    assert 0 < fq < 13  # the plain int8 U-Net carries 13 quantisers
+    step = art.manifest.lineage[-1].params["nncf"]
+    assert step["max_drop"] == 0.005 and step["drop_type"] == "absolute"
+    assert art.manifest.metrics["parity"]["passed"]
+    with pytest.raises(InputError, match="needs ground-truth masks"):  # a folder without masks cannot score IoU
+        export(trained, "openvino", "int8", tmp_path / "nomask", calib=synth_data, calib_count=2, max_drop=0.02,
+               val_data=val / "images", threads=1)
+    assert not (tmp_path / "nomask").exists()
+
+
+def test_nncf_info_and_progress_stay_off_the_terminal(nncf, capsys):
+    import io as _io
+    import logging
+
+    from nncf.common.logging import nncf_logger
+
+    from edgecut.export.openvino import _nncf_quiet
+
+    terminal = _io.StringIO()
+    handler = logging.StreamHandler(terminal)  # stands for NNCF's own stdout handler
+    handler.setLevel(logging.INFO)
+    nncf_logger.addHandler(handler)
+    try:
+        with _nncf_quiet() as log:
+            nncf_logger.info("Accuracy drop: 0.5 (absolute)")
+            nncf_logger.warning("something to read")
+            print("Statistics collection 100%")  # NNCF's rich progress bars write to stdout
+        assert handler.level == logging.INFO  # restored
+    finally:
+        nncf_logger.removeHandler(handler)
+    assert log == ["Accuracy drop: 0.5 (absolute)", "something to read"]
+    assert terminal.getvalue() == "something to read\n"  # warnings still reach the user
+    assert "Statistics" not in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- the runner refuses bad files
+
+
+def test_corrupt_and_truncated_files_give_one_clear_error(ov_fp32, tmp_path):
+    xml, weights = (ov_fp32.path / "model.xml").read_bytes(), (ov_fp32.path / "model.bin").read_bytes()
+
+    def copy(name: str, xml_bytes: bytes = xml, bin_bytes: bytes | None = weights, manifest: bool = True) -> Path:
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "model.xml").write_bytes(xml_bytes)
+        if bin_bytes is not None:
+            (folder / "model.bin").write_bytes(bin_bytes)
+        if manifest:
+            (folder / "edgecut.json").write_bytes((ov_fp32.path / "edgecut.json").read_bytes())
+        return folder
+
+    flipped = bytearray(weights)
+    flipped[len(flipped) // 2] ^= 0xFF
+    cases = [  # (folder or .xml to load, the file the error must name, what it says)
+        (copy("cut-bin", bin_bytes=weights[:-100]), "model.bin", "truncated or modified"),
+        (copy("flip-bin", bin_bytes=bytes(flipped)), "model.bin", "sha256"),
+        (copy("cut-xml", xml_bytes=xml[: len(xml) // 2]), "model.xml", "truncated or modified"),
+        (copy("no-bin", bin_bytes=None), "model.bin", "missing"),
+        (copy("bare-cut-bin", bin_bytes=weights[: len(weights) // 2], manifest=False) / "model.xml", "model.bin",
+         "corrupt or truncated"),
+        (copy("bare-cut-xml", xml_bytes=xml[: len(xml) // 2], manifest=False) / "model.xml", "model.xml",
+         "corrupt or truncated"),
+        (copy("junk-xml", xml_bytes=b"\x08\x07not an IR at all" * 20, manifest=False) / "model.xml", "model.xml",
+         "not an OpenVINO IR"),
+    ]
+    for target, name, says in cases:
+        folder = target.parent if target.suffix == ".xml" else target
+        with pytest.raises(InputError, match=says) as e:
+            runtime.load(target, threads=1)
+        assert str(e.value).startswith(f"{folder / name}: ") and "\n" not in str(e.value), str(e.value)
+
+
+def test_missing_openvino_names_the_extra(monkeypatch, trained, ov_fp32, tmp_path):
+    real = _optional.available
+    monkeypatch.setattr(_optional, "available", lambda m: m != "openvino" and real(m))
+    with pytest.raises(MissingBackendError, match=r"edgecut\[openvino\]"):
+        export(trained, "openvino", "fp32", tmp_path / "no-ov")
+    with pytest.raises(MissingBackendError, match=r"edgecut\[openvino\]"):
+        runtime.load(ov_fp32)
+    monkeypatch.setattr(_optional, "available", lambda m: m != "nncf" and real(m))
+    with pytest.raises(MissingBackendError, match=r"nncf is needed for OpenVINO INT8.*edgecut\[openvino\]"):
+        export(trained, "openvino", "int8", tmp_path / "no-nncf")
+    assert not (tmp_path / "no-ov").exists() and not (tmp_path / "no-nncf").exists()
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def test_cli_export_openvino(nncf, trained, synth_data, tmp_path):
+    out = tmp_path / "cli-ov"
+    res = CliRunner().invoke(app, [
+        "export", str(trained.path), "--out", str(out), "--format", "openvino", "--precision", "int8",
+        "--calib", str(synth_data), "--calib-count", "4", "--calib-method", "percentile", "--preset", "performance",
+        "--exclude-op", "ConvTranspose", "--parity-data", str(synth_data), "--parity-count", "8",
+        "--tolerance", "mask_iou=0.8", "--threads", "1"])
+    assert res.exit_code == 0, res.output
+    assert "calibration: 4 of 24 images" in res.output and "parity on 8 image(s)" in res.output
+    assert "openvino int8" in res.output
+    art = load_artifact(out, verify=True)
+    assert (art.manifest.format, art.manifest.precision) == ("openvino", "int8")
+    step = art.manifest.lineage[-1].params["nncf"]
+    assert step["preset"] == "performance" and step["range_estimator"].startswith("MEAN_QUANTILE(outlier_prob=1e-05")
+    assert step["ignored_scope"] == {"names": [], "types": ["ConvolutionBackpropData"]}  # the ONNX name, mapped
+    model = ov.Core().read_model(str(art.model_path))
+    for op in model.get_ordered_ops():
+        if op.get_type_name() == "ConvolutionBackpropData":  # left in float: no quantiser feeds it
+            assert op.input_value(0).get_node().get_type_name() != "FakeQuantize"
+    assert any(op.get_type_name() == "FakeQuantize" for op in model.get_ordered_ops())

@@ -1,0 +1,236 @@
+"""Quantization-aware training: NNCF fake quantization fine-tuned in the one loop, INT8 QDQ ONNX out."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from conftest import TINY_UNET
+from edgecut import io, runtime
+from edgecut.artifact import load_artifact
+from edgecut.cli import app
+from edgecut.errors import EdgecutError, InputError, ModelError
+from edgecut.export import qdq
+from edgecut.models.store import build, save_model
+from edgecut.runtime.onnxruntime_runner import OnnxRuntimeRunner
+from edgecut.train.loop import TrainingInterrupted
+
+pytest.importorskip("nncf")
+
+from edgecut.compress.qat import QAT_TRAIN, QATConfig, fold_batchnorm, qat  # noqa: E402
+
+LOW_BAR = {"mask_iou": 0.8}  # a barely trained 32 px model after one QAT epoch: a few flipped pixels
+
+
+def _cfg(**kw):
+    return dataclasses.replace(QAT_TRAIN, **{"epochs": 1, "batch_size": 4, "device": "cpu", **kw})
+
+
+def _qat(parent, data, out, config=QATConfig(calib_count=8), **kw):
+    train = _cfg(**kw.pop("train", {}))
+    return qat(parent, data, out, config=config, train_config=train, parity_data=data, parity_count=8,
+               tolerances=LOW_BAR, progress=False, threads=1, **kw)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """TINY_UNET fitted for 80 steps on synthetic 32 px photos: its masks have edges."""
+    from edgecut.data.synth import render
+
+    torch.manual_seed(0)
+    model = build(TINY_UNET)
+    spec = model.default_spec.with_size(32)
+    pairs = [render(i, 32, seed=5) for i in range(32)]
+    x = torch.from_numpy(spec.preprocess([p[0] for p in pairs]))
+    y = torch.from_numpy(np.stack([p[1] for p in pairs])[:, None] / 255.0).float()
+    opt = torch.optim.Adam(model.parameters(), 1e-2)
+    model.train()
+    for _ in range(80):
+        idx = torch.randint(0, len(pairs), (8,))
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return save_model(tmp_path_factory.mktemp("trained") / "unet", model.eval(), TINY_UNET, spec)
+
+
+@pytest.fixture(scope="module")
+def qat_art(trained, synth_data, tmp_path_factory):
+    return _qat(trained, synth_data, tmp_path_factory.mktemp("qat") / "q")
+
+
+def test_qat_writes_an_int8_qdq_onnx_artifact(qat_art, trained):
+    art = load_artifact(qat_art.path, verify=True)
+    m = art.manifest
+    assert (m.format, m.precision, m.model_file) == ("onnx", "int8", "model.onnx")
+    step = m.lineage[-1]
+    assert step.step == "qat" and step.parent_sha256 == trained.sha256
+    assert step.params["calib_count"] == 8 and step.params["train"]["epochs"] == 1
+    assert step.params["train"]["precision"] == "fp32"  # the fine-tuning ran without autocast
+    assert "nncf" in m.tools and (m.params, m.macs) == (trained.manifest.params, trained.manifest.macs)
+
+    model = onnx.load(str(art.model_path))
+    ops = {n.op_type for n in model.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops and "BatchNormalization" not in ops  # folded before QAT
+    summary = qdq.summary(model)
+    assert summary["int8_weights"] == 13 and summary["float_weights_quantized_at_run_time"] == 0  # 11 Conv + 2 ConvT
+    assert summary["symmetric"] and summary["zero_point_types"]["uint8"] > 0  # unsigned after ReLU by default
+    assert onnx.TensorProto.INT8 in {t.data_type for t in model.graph.initializer}
+    assert step.params["concat_dequantize_sunk"] == 2  # the U-Net's two skip concatenations
+
+    parity = m.metrics["parity"]
+    assert parity["passed"] and parity["tolerances"] == LOW_BAR and parity["images"] == 8
+    assert "metric" in parity and parity["metric"]["drop"] < 0.05
+    fidelity = m.metrics["export_fidelity"]  # the ONNX model is what was trained, to rounding
+    assert fidelity["max_abs_diff"] < 0.05 and fidelity["mask_iou_min"] > 0.95  # one-level rounding flips
+    assert set(m.metrics["val"]) >= {"iou", "mae"} and len(m.metrics["calibration"]["names"]) == 8
+    assert (art.path / "qat_setup.json").is_file() and (art.path / "checkpoints" / "last.pt").is_file()
+
+
+def test_qat_model_runs_through_runtime_load_with_int8_kernels(qat_art, tmp_path):
+    import onnxruntime as ort
+
+    runner = runtime.load(qat_art, threads=1)
+    assert isinstance(runner, OnnxRuntimeRunner) and runner.precision == "int8"
+    x = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    y = runner(x)
+    assert y.shape == (2, 1, 32, 32) and y.dtype == np.float32 and np.isfinite(y).all()
+    so = ort.SessionOptions()
+    so.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(qat_art.model_path), so, providers=["CPUExecutionProvider"])
+    fused = [n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node]
+    assert fused.count("QLinearConv") >= 6  # ORT's QDQ fusion runs those convolutions on int8 kernels
+
+
+def test_interrupted_qat_resumes_to_the_same_model(trained, synth_data, tmp_path):
+    train = {"epochs": 2}
+    full = _qat(trained, synth_data, tmp_path / "full", train=train)
+
+    def stop(state):
+        if state.global_step == 6:  # epoch 2, step 2 of 4
+            raise KeyboardInterrupt
+
+    with pytest.raises(TrainingInterrupted, match="--resume"):
+        _qat(trained, synth_data, tmp_path / "cut", train=train, callbacks=[stop])
+    assert not (tmp_path / "cut" / "edgecut.json").exists()
+    with pytest.raises(InputError, match="--resume"):  # no silent restart over a run
+        _qat(trained, synth_data, tmp_path / "cut", train=train)
+    with pytest.raises(InputError, match="other QAT settings"):
+        _qat(trained, synth_data, tmp_path / "cut", QATConfig(calib_count=4), train=train, resume=True)
+    resumed = _qat(trained, synth_data, tmp_path / "cut", train=train, resume=True)
+
+    a = torch.load(tmp_path / "full" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "cut" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    assert a.keys() == b.keys() and any("scale" in k for k in a)  # the quantizer scales are trained state too
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    wa = {t.name: t.SerializeToString() for t in onnx.load(str(full.model_path)).graph.initializer}
+    wb = {t.name: t.SerializeToString() for t in onnx.load(str(resumed.model_path)).graph.initializer}
+    assert wa == wb
+    assert io.read_json(tmp_path / "full" / "history.json")[-1]["val_iou"] == \
+        io.read_json(tmp_path / "cut" / "history.json")[-1]["val_iou"]
+
+
+def test_failed_parity_keeps_the_training_for_a_resumed_export(trained, synth_data, tmp_path):
+    from edgecut.export.parity import ParityError
+
+    out = tmp_path / "strict"
+    with pytest.raises(ParityError, match="--resume") as e:
+        qat(trained, synth_data, out, config=QATConfig(calib_count=4), train_config=_cfg(), progress=False,
+            tolerances={"max_abs_diff": 1e-9}, threads=1)
+    assert "max_abs_diff=1e-09" in str(e.value)
+    assert not (out / "edgecut.json").exists() and not list(out.glob(".qat-export-*"))
+    art = qat(trained, synth_data, out, config=QATConfig(calib_count=4), train_config=_cfg(), progress=False,
+              tolerances=LOW_BAR, threads=1, resume=True)
+    assert art.manifest.metrics["parity"]["passed"] and len(io.read_json(out / "history.json")) == 1
+
+
+def test_signed_activations_make_a_tensorrt_ready_graph(qat_art, trained, synth_data, tmp_path):
+    unsigned = onnx.load(str(qat_art.model_path))
+    assert "--signed-activations" in qdq.tensorrt_compatible(unsigned)
+    art = _qat(trained, synth_data, tmp_path / "signed", QATConfig(calib_count=4, signed_activations=True, dynamic=True))
+    model = onnx.load(str(art.model_path))
+    assert qdq.summary(model)["zero_point_types"] == {"int8": 26} and qdq.tensorrt_compatible(model) is None
+    assert art.spec.dynamic_size and art.manifest.metrics["parity"]["sizes"] == [[32, 32], [40, 36]]
+
+
+def test_batchnorm_folding_keeps_the_function():
+    torch.manual_seed(0)
+    model = build(TINY_UNET)
+    for m in model.modules():  # non-trivial running statistics
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.5, 2)
+    model.eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        before = model(x)
+        assert fold_batchnorm(model) == 10
+        after = model(x)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    torch.testing.assert_close(after, before, atol=1e-5, rtol=1e-5)
+
+
+def test_qdq_rewrites_are_exact():
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = np.asarray([[0.5, -0.25], [1.3, -2.0]], np.float32)  # row 0: 1 and -0.5 (rounds to 0); row 1 saturates
+    scale, zp = np.asarray([0.5, 0.01], np.float32), np.asarray([0, 0], np.int8)
+    s1, z1 = np.asarray(0.1, np.float32), np.asarray(0, np.int8)
+    nodes = [
+        helper.make_node("QuantizeLinear", ["w", "ws", "wz"], ["wq"], axis=0),
+        helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["wd"], axis=0),
+        helper.make_node("QuantizeLinear", ["a", "s", "z"], ["aq"]),
+        helper.make_node("QuantizeLinear", ["b", "s", "z"], ["bq"]),
+        helper.make_node("DequantizeLinear", ["aq", "s", "z"], ["ad"]),
+        helper.make_node("DequantizeLinear", ["bq", "s", "z"], ["bd"]),
+        helper.make_node("Concat", ["ad", "bd"], ["c"], axis=1),
+        helper.make_node("MatMul", ["c", "wd"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2, 1]) for n in ("a", "b")],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 2])],
+        [numpy_helper.from_array(v, n) for n, v in (("w", w), ("ws", scale), ("wz", zp), ("s", s1), ("z", z1))])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
+    feeds = {"a": np.asarray([[0.33], [-5.0]], np.float32), "b": np.asarray([[0.05], [20.0]], np.float32)}
+
+    import onnxruntime as ort
+
+    def run(m):
+        return ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+
+    before = run(model)
+    assert qdq.fold_weight_quantizers(model) == 1 and qdq.sink_concat_dequantize(model) == 1
+    onnx.checker.check_model(model, full_check=True)
+    np.testing.assert_array_equal(run(model), before)
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    assert "w" not in inits and inits["wq"].tolist() == [[1, 0], [127, -128]]  # -0.5 to even, saturated
+    assert [n.op_type for n in model.graph.node].count("DequantizeLinear") == 2  # weight + after the concat
+
+
+def test_qat_refusals(trained, synth_data, tmp_path, qat_art):
+    with pytest.raises(ModelError, match="torch artifact"):
+        qat(qat_art, synth_data, tmp_path / "x", train_config=_cfg(), progress=False)
+    with pytest.raises(InputError, match="already holds a QAT run"):
+        _qat(trained, synth_data, qat_art.path)
+    with pytest.raises(EdgecutError, match="calib_count"):
+        _qat(trained, synth_data, tmp_path / "y", QATConfig(calib_count=0))
+    with pytest.raises(InputError, match="nothing to resume"):
+        _qat(trained, synth_data, tmp_path / "z", resume=True)
+
+
+def test_cli_qat(trained, synth_data, tmp_path):
+    out = tmp_path / "cli"
+    res = CliRunner().invoke(app, [
+        "qat", str(trained.path), "--data", str(synth_data), "--out", str(out), "--epochs", "1", "--batch", "4",
+        "--calib-count", "4", "--lr", "5e-5", "--device", "cpu", "--threads", "1", "--tolerance", "mask_iou=0.8"])
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())  # rich wraps long lines
+    assert "parity vs the float parent on 24 image(s)" in text  # default: the data set, whose masks give an IoU
+    assert "IoU vs masks" in text and "onnx int8 (QDQ)" in text
+    params = load_artifact(out).manifest.lineage[-1].params
+    assert (params["train"]["lr"], params["calib_count"], params["train"]["epochs"]) == (5e-5, 4, 1)
