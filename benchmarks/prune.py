@@ -1,0 +1,171 @@
+"""Prune the trained teacher at several ratios, fine-tune each on ECSSD train, measure on ECSSD val.
+
+A script, not a test. For the teacher and each pruned model it records params, MACs (at the
+training size and at 320x320), batch-1 fp32 torch CPU latency at the model's input size
+(measured in this one run, so the ratios compare), and the ECSSD val metrics at each image's
+own resolution, plus the val IoU right after pruning (before fine-tuning). It also runs the
+per-group sensitivity analysis on 100 training images and writes its table, plot and plan.
+
+    python benchmarks/prune.py --no-progress             # the recorded run (needs benchmarks/teacher.py first)
+    python benchmarks/prune.py --ratios 0.5 --finetune-epochs 1 --sens-ratios 0.5 --sens-images 16 --round-to 1 \\
+        --out /tmp/prune-smoke --results /tmp/prune.json  # a quick smoke run
+
+Interrupted runs resume: run the same command again (finished models are kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from edgecut import io, runtime
+from edgecut.bench.accuracy import evaluate
+from edgecut.compress.prune import PruneConfig, SensitivityRow, prune, recalibrate_batchnorm
+from edgecut.compress.prune_run import (STATE_FILE, FinetuneConfig, augmented_images, example_input,
+                                        prune_artifact, sensitivity_artifact, torch_latency)
+from edgecut.data.transforms import SegmentationDataset
+from edgecut.data.folder import find_samples
+from edgecut.env import environment
+from edgecut.models.profile import count_macs
+from edgecut.models.store import load_model
+from edgecut.train.loop import TrainConfig
+from edgecut.train.run import validator
+
+ROOT = Path(__file__).resolve().parents[1]
+ECSSD = ROOT.parent / "shared" / "data" / "ecssd"
+KEEP = ("iou", "dice", "mae", "max_f", "s_measure", "e_measure", "weighted_f", "boundary_f")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--teacher", type=Path, default=ROOT / "runs" / "teacher-ecssd")
+    ap.add_argument("--data", type=Path, default=ECSSD)
+    ap.add_argument("--out", type=Path, default=ROOT / "runs" / "prune-ecssd")
+    ap.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results" / "prune.json")
+    ap.add_argument("--ratios", default="0.3,0.5,0.7")
+    ap.add_argument("--importance", default="l2")
+    ap.add_argument("--finetune-epochs", type=int, default=4)
+    ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--sens-ratios", default="0.25,0.5,0.75")
+    ap.add_argument("--sens-images", type=int, default=100)
+    ap.add_argument("--max-drop", type=float, default=0.01)
+    ap.add_argument("--round-to", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args(argv)
+    progress = not args.no_progress
+
+    torch.set_num_threads(args.threads)
+    teacher = load_model(args.teacher)
+    spec = teacher.spec
+    val = find_samples(args.data, "val")
+    previous = {r["name"]: r for r in io.read_json(args.results)["rows"]} if args.results.exists() else {}
+    rows = [measure("teacher", args.teacher, val, args.threads, progress)]
+    pruned_only = prune_only(args, teacher.spec)
+    for ratio in (float(r) for r in args.ratios.split(",")):
+        out = args.out / f"ratio-{ratio:g}"
+        t0 = time.perf_counter()
+        wall = None
+        if not (out / "edgecut.json").exists():
+            config = PruneConfig(ratio=ratio, importance=args.importance, round_to=args.round_to)
+            finetune = FinetuneConfig(data=str(args.data), epochs=args.finetune_epochs, train_split="train",
+                                      val_split="val")
+            train_config = TrainConfig(batch_size=args.batch, lr=args.lr, warmup_epochs=0.2, seed=0)
+            prune_artifact(args.teacher, out, config, finetune=finetune, train_config=train_config,
+                           resume=(out / STATE_FILE).exists(), progress=progress, threads=args.threads,
+                           latency=False)
+            wall = round(time.perf_counter() - t0, 1)
+        name = f"pruned {ratio:g}"
+        row = measure(name, out, val, args.threads, progress)
+        row["ratio"] = ratio
+        row["val_iou_at_128_pruned_only"] = pruned_only[ratio]
+        row["prune_and_finetune_s"] = wall if wall is not None else previous.get(name, {}).get("prune_and_finetune_s")
+        rows.append(row)
+        print(json.dumps({k: row[k] for k in ("name", "params", "macs", "latency_p50_ms", "val")}), flush=True)
+
+    t0 = time.perf_counter()
+    sens_dir = args.out / "sensitivity"
+    reused = (sens_dir / "sensitivity.json").exists()
+    if reused:  # finished earlier: re-running only re-measures the models
+        saved = io.read_json(sens_dir / "sensitivity.json")
+        sens = {"baseline": saved["baseline"], "rows": [SensitivityRow(**r) for r in saved["rows"]],
+                "plan": io.read_json(sens_dir / "plan.json")["layer_ratios"], "images": args.sens_images,
+                "data": f"{args.data}:train", "files": sorted(sens_dir.iterdir())}
+    else:
+        sens = sensitivity_artifact(args.teacher, sens_dir, args.data,
+                                    ratios=tuple(float(r) for r in args.sens_ratios.split(",")),
+                                    importance=args.importance, round_to=args.round_to, split="train",
+                                    images=args.sens_images, max_drop=args.max_drop, progress=progress,
+                                    threads=args.threads)
+    sens_s = None if reused else round(time.perf_counter() - t0, 1)  # None: made by an earlier run
+    results = args.results.parent
+    for f in sens["files"]:
+        if f.suffix in (".md", ".png", ".csv") or f.name == "plan.json":
+            shutil.copyfile(f, results / f"prune_{f.name}")
+
+    base = rows[0]
+    for r in rows:
+        r["macs_reduction"] = round(base["macs"] / r["macs"], 3)
+        r["speedup_p50"] = round(base["latency_p50_ms"] / r["latency_p50_ms"], 3)
+        r["iou_change"] = round(r["val"]["iou"] - base["val"]["iou"], 4)
+    record = {
+        "command": "python benchmarks/prune.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
+        "teacher_sha256": teacher.artifact.sha256,
+        "input_size": list(spec.input_size),
+        "prune": {"importance": args.importance, "scope": "uniform", "round_to": args.round_to, "steps": 1,
+                  "finetune": {"data": "ecssd/splits/train.txt", "epochs": args.finetune_epochs, "lr": args.lr,
+                               "batch": args.batch, "precision": "bf16 autocast, channels_last",
+                               "selection": "best val IoU epoch (as the teacher)"}},
+        "latency": {"backend": "torch eager fp32", "device": "cpu", "threads": args.threads, "batch": 1,
+                    "size": list(spec.input_size)},
+        "val": {"data": "ecssd/splits/val.txt", "images": len(val), "resolution": "each image's own"},
+        "rows": rows,
+        "sensitivity": {"data": sens["data"], "images": sens["images"], "metric": "iou (at 128 px)",
+                        "baseline": sens["baseline"], "wall_time_s": sens_s,
+                        "max_drop": args.max_drop, "plan": sens["plan"],
+                        "rows": [r.__dict__ for r in sens["rows"]]},
+        "machine": {**environment(), "torch_threads": torch.get_num_threads()},
+    }
+    io.write_json(args.results, record)
+    return record
+
+
+def prune_only(args: argparse.Namespace, spec) -> dict[float, dict[str, float]]:
+    """Val IoU (at the input size, as fine-tuning validates) right after pruning: as is, and
+    with batch-norm statistics re-estimated on 8 augmented training batches."""
+    res = {}
+    validate = validator(find_samples(args.data, "val"), spec, torch.device("cpu"))
+    train_set = SegmentationDataset(find_samples(args.data, "train"), spec, train=True, seed=0)
+    for ratio in (float(r) for r in args.ratios.split(",")):
+        module = load_model(args.teacher).module
+        prune(module, example_input(spec), PruneConfig(ratio=ratio, importance=args.importance,
+                                                       round_to=args.round_to))
+        as_is = validate(module)["iou"]
+        recalibrate_batchnorm(module, augmented_images(train_set, TrainConfig(batch_size=args.batch), 8, 1))
+        res[ratio] = {"as_is": round(as_is, 4), "bn_recalibrated": round(validate(module)["iou"], 4)}
+        print(json.dumps({"ratio": ratio, "val_iou_at_128_pruned_only": res[ratio]}), flush=True)
+    return res
+
+
+def measure(name: str, path: Path, val: list, threads: int, progress: bool) -> dict:
+    loaded = load_model(path)
+    runner = runtime.load(path, device="cpu", threads=threads)
+    result = evaluate(runner, val, progress=progress)
+    lat = torch_latency(loaded.module, loaded.spec, threads)
+    return {"name": name, "artifact": str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path),
+            "params": loaded.artifact.manifest.params, "macs": loaded.artifact.manifest.macs,
+            "macs_at_320": count_macs(loaded.module, (320, 320)),
+            "latency_p50_ms": round(lat["p50_ms"], 3), "latency": lat,
+            "val": {k: round(result.metrics[k], 4) for k in KEEP}}
+
+
+if __name__ == "__main__":
+    main()
