@@ -288,3 +288,15 @@ def test_cli_sensitivity_then_plan(tiny_artifact, synth_data, tmp_path):
                "--round-to", "1", "--no-latency")
     assert res.exit_code == 0, res.output
     assert load_model(tmp_path / "p").module(torch.zeros(1, 3, 32, 32)).shape == (1, 1, 32, 32)
+
+
+def test_pruned_student_exports_to_onnx_with_parity(tmp_path, synth_data):
+    from edgecut.export import export
+
+    model = tiny(TINY_STUDENT)
+    prune(model, x_of(64)[:1], PruneConfig(ratio=0.5, round_to=None))
+    arch = {**TINY_STUDENT, "channels": channel_config(model, build(TINY_STUDENT))}
+    save_model(tmp_path / "pruned", model, arch, model.default_spec.with_size(64))
+    onnx_art = export(tmp_path / "pruned", "onnx", "fp32", tmp_path / "onnx", parity_data=synth_data, threads=1)
+    assert onnx_art.manifest.format == "onnx"
+    assert onnx_art.manifest.metrics["parity"]["max_abs_diff"] <= 1e-4
