@@ -13,7 +13,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from conftest import TINY_STUDENT, TINY_UNET
+from conftest import TINY_STUDENT, TINY_UNET, train_tiny
 from edgecut import _optional, runtime
 from edgecut.artifact import ModelSpec, load_artifact
 from edgecut.cli import app
@@ -37,24 +37,8 @@ def _batch(h: int, w: int, n: int = 1, seed: int = 0) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """TINY_UNET fitted for 120 steps on synthetic 32 px photos (IoU ~0.8): its masks have edges."""
-    from edgecut.data.synth import render
-
-    torch.manual_seed(0)
-    model = build(TINY_UNET)
-    spec = model.default_spec.with_size(32)
-    pairs = [render(i, 32, seed=5) for i in range(32)]
-    x = torch.from_numpy(spec.preprocess([p[0] for p in pairs]))
-    y = torch.from_numpy(np.stack([p[1] for p in pairs])[:, None] / 255.0).float()
-    opt = torch.optim.Adam(model.parameters(), 1e-2)
-    model.train()
-    for _ in range(120):
-        idx = torch.randint(0, len(pairs), (8,))
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x[idx]), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return save_model(tmp_path_factory.mktemp("trained") / "unet", model.eval(), TINY_UNET, spec)
+    """TINY_UNET fitted for 120 steps on synthetic 32 px photos (conftest.train_tiny)."""
+    return train_tiny(tmp_path_factory.mktemp("trained") / "unet", steps=120)
 
 
 @pytest.fixture(scope="module")

@@ -10,13 +10,13 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from conftest import TINY_UNET
+from conftest import TINY_UNET, train_tiny
 from edgecut import io, runtime
 from edgecut.artifact import load_artifact
 from edgecut.cli import app
 from edgecut.errors import EdgecutError, InputError, ModelError
 from edgecut.export import qdq
-from edgecut.models.store import build, save_model
+from edgecut.models.store import build
 from edgecut.runtime.onnxruntime_runner import OnnxRuntimeRunner
 from edgecut.train.loop import TrainingInterrupted
 
@@ -39,24 +39,8 @@ def _qat(parent, data, out, config=QATConfig(calib_count=8), **kw):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """TINY_UNET fitted for 80 steps on synthetic 32 px photos: its masks have edges."""
-    from edgecut.data.synth import render
-
-    torch.manual_seed(0)
-    model = build(TINY_UNET)
-    spec = model.default_spec.with_size(32)
-    pairs = [render(i, 32, seed=5) for i in range(32)]
-    x = torch.from_numpy(spec.preprocess([p[0] for p in pairs]))
-    y = torch.from_numpy(np.stack([p[1] for p in pairs])[:, None] / 255.0).float()
-    opt = torch.optim.Adam(model.parameters(), 1e-2)
-    model.train()
-    for _ in range(80):
-        idx = torch.randint(0, len(pairs), (8,))
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x[idx]), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return save_model(tmp_path_factory.mktemp("trained") / "unet", model.eval(), TINY_UNET, spec)
+    """TINY_UNET fitted for 80 steps on synthetic 32 px photos (conftest.train_tiny)."""
+    return train_tiny(tmp_path_factory.mktemp("trained") / "unet", steps=80)
 
 
 @pytest.fixture(scope="module")
