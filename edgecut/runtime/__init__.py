@@ -22,6 +22,23 @@ BACKENDS = {"torch": "torch", "torchscript": "torch", "onnx": "onnxruntime", "op
             "tensorrt": "tensorrt"}
 
 
+def checked_batch(batch: np.ndarray, path: os.PathLike | str, spec: ModelSpec,
+                  fixed_hw: tuple[int | None, int | None] = (None, None)) -> np.ndarray:
+    """``batch`` as contiguous float32 N x 3 x H x W that the exported model at ``path`` accepts:
+    its fixed input size if it has one, else multiples of the spec's size divisor."""
+    x = np.ascontiguousarray(batch, dtype=np.float32)
+    if x.ndim != 4 or x.shape[1] != 3:
+        raise ModelError(f"expected a N x 3 x H x W batch, got shape {x.shape}")
+    h, w = x.shape[2:]
+    if fixed_hw != (None, None) and (h, w) != fixed_hw:
+        raise ModelError(f"{path} was exported for {fixed_hw[0]}x{fixed_hw[1]} inputs only, "
+                         f"got {h}x{w} (export with --dynamic for other sizes)")
+    d = spec.size_divisor
+    if h % d or w % d:
+        raise ModelError(f"{path}: input {h}x{w} is not a multiple of {d} (spec.size_divisor)")
+    return x
+
+
 class Runner(Protocol):
     backend: str
     device: str

@@ -26,6 +26,7 @@ from edgecut import io
 from edgecut._optional import require
 from edgecut.artifact import Artifact, ModelSpec
 from edgecut.errors import InputError, ModelError, UnsafeFileError
+from edgecut.runtime import checked_batch
 
 SPEC_KEY = "edgecut.spec"  # metadata_props key holding the ModelSpec as JSON
 PRECISION_KEY = "edgecut.precision"
@@ -169,15 +170,6 @@ class OnnxRuntimeRunner:
         return cls(path, art.spec, device=device, threads=threads, precision=art.manifest.precision)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(batch, dtype=np.float32)
-        if x.ndim != 4 or x.shape[1] != 3:
-            raise ModelError(f"expected a N x 3 x H x W batch, got shape {x.shape}")
-        h, w = x.shape[2:]
-        if self._fixed_hw != (None, None) and (h, w) != self._fixed_hw:
-            raise ModelError(f"{self.path} was exported for {self._fixed_hw[0]}x{self._fixed_hw[1]} inputs only, "
-                             f"got {h}x{w} (export with --dynamic for other sizes)")
-        d = self.spec.size_divisor
-        if h % d or w % d:
-            raise ModelError(f"{self.path}: input {h}x{w} is not a multiple of {d} (spec.size_divisor)")
+        x = checked_batch(batch, self.path, self.spec, self._fixed_hw)
         out = self.session.run(None, {self.input_name: x})[0]
         return np.asarray(out, dtype=np.float32)
