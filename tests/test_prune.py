@@ -202,6 +202,7 @@ def test_sensitivity_rows_and_plan(tmp_path):
     model, x = tiny(), x_of()
     y = model(x).detach()
 
+    @torch.no_grad()
     def agreement(m):  # higher is better: 1 - mean abs change of the output
         return 1.0 - float((torch.sigmoid(m(x)) - torch.sigmoid(y)).abs().mean())
 
