@@ -25,7 +25,7 @@ from edgecut.artifact import Artifact, ModelSpec, Step
 from edgecut.bench.latency import LatencyConfig, measure
 from edgecut.compress.prune import (PruneConfig, PruneStats, plan_from_sensitivity, prunable_groups, prune,
                                     recalibrate_batchnorm, sensitivity, write_sensitivity)
-from edgecut.data.folder import Sample, find_samples
+from edgecut.data.folder import Sample, find_samples, subset
 from edgecut.data.transforms import SegmentationDataset
 from edgecut.errors import InputError
 from edgecut.models.channels import channel_config
@@ -86,14 +86,14 @@ def prune_artifact(source: str | os.PathLike, out: str | os.PathLike, config: Pr
         torch.set_num_threads(threads)
     parent = _loaded(source)
     spec = parent.spec
-    settings = {"config": _jsonable(asdict(config)), "finetune": asdict(finetune), "parent": parent.artifact.sha256,
+    settings = {"config": io.jsonable(asdict(config)), "finetune": asdict(finetune), "parent": parent.artifact.sha256,
                 "train": train_config.resume_key() if finetune.epochs else None}
     state_path = out / STATE_FILE
     if resume:
         if not state_path.exists():
             raise InputError(state_path, "nothing to resume", "run without --resume to start pruning")
         saved = io.read_json(state_path)
-        if saved != _jsonable(settings):
+        if saved != io.jsonable(settings):
             raise InputError(state_path, "the pruning run in this folder used other settings or another model",
                              "resume with the same options, or choose a new --out")
     elif (out / "edgecut.json").exists() or state_path.exists():
@@ -184,7 +184,7 @@ def sensitivity_artifact(source: str | os.PathLike, out: str | os.PathLike, data
     spec = parent.spec
     data = Path(data)
     split = split or default_splits(data)[0]
-    samples = _pick(find_samples(data, split), images)
+    samples = subset(find_samples(data, split), images)
     evaluate_all = validator(samples, spec, torch.device("cpu"))
 
     def evaluate(model: nn.Module) -> float:
@@ -233,24 +233,7 @@ def augmented_images(train_set: SegmentationDataset, config: TrainConfig, batche
 
 def _grad_batches(samples: list[Sample], spec: ModelSpec, count: int = 32, batch: int = 8):
     """A few un-augmented (image, mask) batches for gradient-based importance."""
-    ds = SegmentationDataset(_pick(samples, count), spec, train=False)
+    ds = SegmentationDataset(subset(samples, count), spec, train=False)
     items = [ds[i] for i in range(len(ds))]
     return [(torch.stack([it["image"] for it in items[i:i + batch]]),
              torch.stack([it["mask"] for it in items[i:i + batch]])) for i in range(0, len(items), batch)]
-
-
-def _pick(samples: list[Sample], count: int) -> list[Sample]:
-    """``count`` samples chosen reproducibly (seed 0), in their original order."""
-    if count >= len(samples):
-        return samples
-    idx = np.sort(np.random.default_rng(0).choice(len(samples), size=count, replace=False))
-    return [samples[i] for i in idx]
-
-
-def _jsonable(obj: Any) -> Any:
-    """``obj`` as it reads back from JSON (tuples become lists), so saved and given settings compare."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    return obj

@@ -47,14 +47,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from edgecut import io
 from edgecut._optional import require
 from edgecut.artifact import Artifact, Manifest, ModelSpec, Step, load_artifact, tool_versions, write_artifact
-from edgecut.data.folder import Sample, find_samples, load_pair
+from edgecut.data.folder import Sample, find_samples, load_pair, subset
 from edgecut.data.transforms import SegmentationDataset
 from edgecut.errors import EdgecutError, InputError, ModelError
 from edgecut.models.store import load_model
@@ -106,10 +105,7 @@ def fold_batchnorm(model: nn.Module) -> int:
 def calibration_images(samples: Sequence[Sample], spec: ModelSpec, count: int,
                        seed: int) -> tuple[list[str], list[torch.Tensor]]:
     """``count`` samples drawn reproducibly (sorted by position), each as a 1 x 3 x H x W batch."""
-    idx = range(len(samples))
-    if count < len(samples):
-        idx = sorted(int(i) for i in np.random.default_rng(seed).choice(len(samples), size=count, replace=False))
-    chosen = [samples[i] for i in idx]
+    chosen = subset(samples, count, seed)
     return [s.name for s in chosen], [torch.from_numpy(spec.preprocess(load_pair(s)[0])) for s in chosen]
 
 
@@ -217,7 +213,7 @@ def qat(artifact: Artifact | str | os.PathLike, data: str | os.PathLike, out: st
         if not setup_path.exists():
             raise InputError(setup_path, "nothing to resume", "run without --resume to start QAT")
         setup = io.read_json(setup_path)
-        if setup["parent_sha256"] != parent.sha256 or setup["qat"] != _jsonable(asdict(config)):
+        if setup["parent_sha256"] != parent.sha256 or setup["qat"] != io.jsonable(asdict(config)):
             raise InputError(setup_path, "this QAT run was made from another model or with other QAT settings",
                              "resume with the same model and options, or choose a new --out")
         model = prepare(module, None, config, setup["nncf"])
@@ -236,7 +232,7 @@ def qat(artifact: Artifact | str | os.PathLike, data: str | os.PathLike, out: st
         validate = validator(find_samples(data, val_split), spec, device, train_config.batch_size, cache=cache,
                              amp=False)
     train_set = SegmentationDataset(train_samples, spec, train=True, seed=train_config.seed, cache=cache)
-    key = {"qat": _jsonable(asdict(config)), "parent": parent.sha256}
+    key = {"qat": io.jsonable(asdict(config)), "parent": parent.sha256}
     result = fit(model, train_set, train_config, out, validate=validate, resume=resume, progress=progress,
                  callbacks=callbacks, resume_key=key)
     io.write_json(out / "history.json", result.state.history)
@@ -290,12 +286,3 @@ def _check(parent: Artifact, model: nn.Module, candidate: Artifact, tol: Mapping
     fidelity = parity.check(fake, runner, images, tol, data=source)
     fidelity.pop("per_image")
     return report, fidelity
-
-
-def _jsonable(obj: Any) -> Any:
-    """``obj`` as it reads back from JSON (tuples become lists), so saved and given settings compare."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    return obj

@@ -13,10 +13,14 @@ reported together in one error that names them.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
+
+T = TypeVar("T")
 
 from edgecut import io
 from edgecut.errors import InputError
@@ -117,3 +121,12 @@ def load_pair(sample: Sample) -> tuple[np.ndarray, np.ndarray | None]:
                          f"{sample.image.name} is {image.shape[1]}x{image.shape[0]}",
                          "masks must have their image's size")
     return image, mask
+
+
+def subset(items: Sequence[T], count: int | None, seed: int = 0) -> list[T]:
+    """``count`` of ``items`` drawn reproducibly (numpy's generator seeded with ``seed``), kept in
+    their original order; all of them when ``count`` is None or not smaller than their number."""
+    if count is None or count >= len(items):
+        return list(items)
+    idx = sorted(int(i) for i in np.random.default_rng(seed).choice(len(items), size=count, replace=False))
+    return [items[i] for i in idx]

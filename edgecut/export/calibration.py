@@ -47,13 +47,6 @@ class CalibSet:
             yield spec.preprocess(image)
 
 
-def pick(n: int, count: int, seed: int) -> list[int]:
-    """``count`` of ``range(n)`` drawn reproducibly (sorted), or all of them."""
-    if count >= n:
-        return list(range(n))
-    return sorted(int(i) for i in np.random.default_rng(seed).choice(n, size=count, replace=False))
-
-
 def load_set(folder: str | os.PathLike | None, spec: ModelSpec, count: int, seed: int = 0) -> CalibSet:
     """The calibration images: ``count`` drawn from ``folder``, or synthetic ones."""
     if folder is None:
@@ -67,11 +60,11 @@ def load_set(folder: str | os.PathLike | None, spec: ModelSpec, count: int, seed
 
 
 def _from_folder(folder: str | os.PathLike, count: int, seed: int) -> CalibSet:
-    from edgecut.data.folder import load_pair
+    from edgecut.data.folder import load_pair, subset
     from edgecut.export.parity import image_samples
 
     samples = image_samples(folder)
-    chosen = [samples[i] for i in pick(len(samples), count, seed)]
+    chosen = subset(samples, count, seed)
     pairs = [load_pair(s) for s in chosen]
     masks = [m for _, m in pairs]
     return CalibSet(str(folder), [s.name for s in chosen], [img for img, _ in pairs],

@@ -88,12 +88,9 @@ def load_images(folder: str | os.PathLike | None, spec: ModelSpec, count: int | 
             image, mask = render(i, side, seed=SYNTHETIC_SEED)
             out.append(ParityImage(f"synthetic-{i:03d}", image, mask))
         return out
-    from edgecut.data.folder import load_pair
+    from edgecut.data.folder import load_pair, subset
 
-    samples = image_samples(folder)
-    if count is not None and count < len(samples):
-        pick = np.random.default_rng(seed).choice(len(samples), size=count, replace=False)
-        samples = [samples[i] for i in sorted(pick)]
+    samples = subset(image_samples(folder), count, seed)
     return [ParityImage(s.name, *load_pair(s)) for s in samples]
 
 
