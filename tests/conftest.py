@@ -52,6 +52,26 @@ def train_tiny(out: Path, steps: int = 120):
 
 
 @pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """TINY_UNET fitted for 120 steps on synthetic 32 px photos (train_tiny): masks with edges."""
+    return train_tiny(tmp_path_factory.mktemp("trained") / "unet", steps=120)
+
+
+def torch_out(art, batch):
+    """The torch parent's raw output for a float32 NCHW numpy batch."""
+    from edgecut.models.store import load_model
+
+    with torch.no_grad():
+        return load_model(art.path).module(torch.from_numpy(batch)).numpy()
+
+
+def random_batch(h: int, w: int, n: int = 1, seed: int = 0):
+    import numpy as np
+
+    return np.random.default_rng(seed).standard_normal((n, 3, h, w)).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
 def tiny_artifact(tmp_path_factory):
     """An untrained tiny U-Net artifact (width 4, depth 2, 32 px spec)."""
     return make_tiny_artifact(tmp_path_factory.mktemp("tiny") / "model")

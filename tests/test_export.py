@@ -13,32 +13,17 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from conftest import TINY_STUDENT, TINY_UNET, train_tiny
+from conftest import TINY_STUDENT, TINY_UNET, random_batch, torch_out
 from edgecut import _optional, runtime
 from edgecut.artifact import ModelSpec, load_artifact
 from edgecut.cli import app
 from edgecut.errors import EdgecutError, InputError, MissingBackendError, ModelError, UnsafeFileError
 from edgecut.export import calibration, export
 from edgecut.export.parity import ParityError, parse_tolerances, resolve_tolerances
-from edgecut.models.store import build, load_model, save_model
+from edgecut.models.store import build, save_model
 from edgecut.runtime.onnxruntime_runner import SPEC_KEY, OnnxRuntimeRunner, read_spec
 
 LOW_BAR = {"mask_iou": 0.8}  # tiny 32 px masks of a barely trained model: one flipped pixel costs ~0.003 IoU
-
-
-def _torch_out(art, batch: np.ndarray) -> np.ndarray:
-    with torch.no_grad():
-        return load_model(art.path).module(torch.from_numpy(batch)).numpy()
-
-
-def _batch(h: int, w: int, n: int = 1, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).standard_normal((n, 3, h, w)).astype(np.float32)
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """TINY_UNET fitted for 120 steps on synthetic 32 px photos (conftest.train_tiny)."""
-    return train_tiny(tmp_path_factory.mktemp("trained") / "unet", steps=120)
 
 
 @pytest.fixture(scope="module")
@@ -70,10 +55,10 @@ def test_fp32_export_matches_torch(arch, size, tmp_path):
 
     runner = runtime.load(art, threads=1)
     assert isinstance(runner, OnnxRuntimeRunner) and runner.threads == 1
-    x = _batch(size, size, n=2)  # batch is always dynamic
-    np.testing.assert_allclose(runner(x), _torch_out(parent, x), atol=1e-4)
+    x = random_batch(size, size, n=2)  # batch is always dynamic
+    np.testing.assert_allclose(runner(x), torch_out(parent, x), atol=1e-4)
     with pytest.raises(ModelError, match="exported for"):
-        runner(_batch(size * 2, size))
+        runner(random_batch(size * 2, size))
 
 
 def test_dynamic_export_runs_at_other_sizes(trained, tmp_path):
@@ -82,10 +67,10 @@ def test_dynamic_export_runs_at_other_sizes(trained, tmp_path):
     parity = art.manifest.metrics["parity"]
     assert parity["sizes"] == [[32, 32], [40, 36]] and parity["max_abs_diff"] <= 1e-4
     runner = runtime.load(art, threads=1)
-    x = _batch(48, 20, n=3)
-    np.testing.assert_allclose(runner(x), _torch_out(trained, x), atol=1e-4)
+    x = random_batch(48, 20, n=3)
+    np.testing.assert_allclose(runner(x), torch_out(trained, x), atol=1e-4)
     with pytest.raises(ModelError, match="multiple of 4"):
-        runner(_batch(30, 32))
+        runner(random_batch(30, 32))
 
 
 def test_spec_travels_in_metadata_props(onnx_fp32, tmp_path):
@@ -98,7 +83,7 @@ def test_spec_travels_in_metadata_props(onnx_fp32, tmp_path):
     bare.write_bytes(onnx_fp32.model_path.read_bytes())
     runner = runtime.load(bare, threads=1)
     assert runner.spec == onnx_fp32.spec
-    x = _batch(32, 32)
+    x = random_batch(32, 32)
     np.testing.assert_allclose(runner(x), runtime.load(onnx_fp32, threads=1)(x), atol=0)
 
 
@@ -135,7 +120,7 @@ def test_fp16_and_int8_reload_in_a_fresh_process(trained, synth_data, tmp_path):
             "[np.save(p + '/y.npy', runtime.load(p, threads=1)(x)) for p in sys.argv[2:]]")
     subprocess.run([sys.executable, "-c", code, str(tmp_path / "x.npy"), str(fp16.path), str(int8.path)],
                    check=True, capture_output=True, text=True)
-    ref = trained.spec.to_probability(_torch_out(trained, x))
+    ref = trained.spec.to_probability(torch_out(trained, x))
     for art, atol in ((fp16, 0.01), (int8, 0.2)):
         y = np.load(art.path / "y.npy")
         assert y.dtype == np.float32 and y.shape == (2, 1, 32, 32)

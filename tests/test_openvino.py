@@ -12,13 +12,13 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from conftest import TINY_STUDENT, TINY_UNET, train_tiny
+from conftest import TINY_STUDENT, TINY_UNET, random_batch, torch_out
 from edgecut import _optional, io, runtime
 from edgecut.artifact import load_artifact
 from edgecut.cli import app
 from edgecut.errors import EdgecutError, InputError, MissingBackendError, ModelError
 from edgecut.export import export
-from edgecut.models.store import build, load_model, save_model
+from edgecut.models.store import build, save_model
 
 ov = pytest.importorskip("openvino", reason="OpenVINO is not installed: pip install 'edgecut[openvino]'")
 from edgecut.runtime.openvino_runner import OpenVinoRunner  # noqa: E402
@@ -38,21 +38,6 @@ def _no_telemetry():
 @pytest.fixture(scope="module")
 def nncf():
     return pytest.importorskip("nncf", reason="NNCF is not installed: pip install 'edgecut[openvino]'")
-
-
-def _torch_out(art, batch: np.ndarray) -> np.ndarray:
-    with torch.no_grad():
-        return load_model(art.path).module(torch.from_numpy(batch)).numpy()
-
-
-def _batch(h: int, w: int, n: int = 1, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).standard_normal((n, 3, h, w)).astype(np.float32)
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """TINY_UNET fitted for 120 steps on synthetic 32 px photos (conftest.train_tiny)."""
-    return train_tiny(tmp_path_factory.mktemp("trained") / "unet", steps=120)
 
 
 @pytest.fixture(scope="module")
@@ -101,10 +86,10 @@ def test_fp32_export_matches_torch(arch, size, tmp_path):
                              "INFERENCE_PRECISION_HINT": "f32"}
     assert runner.compiled.get_property("INFERENCE_NUM_THREADS") == 1
     assert runner.compiled.get_property("NUM_STREAMS") == 1 and runner.inference_precision == "f32"
-    x = _batch(size, size, n=2)  # batch is always dynamic
-    np.testing.assert_allclose(runner(x), _torch_out(parent, x), atol=1e-4)
+    x = random_batch(size, size, n=2)  # batch is always dynamic
+    np.testing.assert_allclose(runner(x), torch_out(parent, x), atol=1e-4)
     with pytest.raises(ModelError, match="exported for"):
-        runner(_batch(size * 2, size))
+        runner(random_batch(size * 2, size))
 
 
 def test_fp32_runs_in_f32_even_where_the_cpu_defaults_to_bf16(ov_fp32, trained):
@@ -113,10 +98,10 @@ def test_fp32_runs_in_f32_even_where_the_cpu_defaults_to_bf16(ov_fp32, trained):
     runner = runtime.load(ov_fp32, threads=1)
     assert runner.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name() == "f32"
     x = trained.spec.preprocess(np.random.default_rng(1).integers(0, 255, (32, 32, 3), dtype=np.uint8))
-    np.testing.assert_allclose(runner(x), _torch_out(trained, x), atol=1e-4)
+    np.testing.assert_allclose(runner(x), torch_out(trained, x), atol=1e-4)
     if default == "bf16":  # AVX-512 BF16 / AMX CPUs: without the hint the same IR drifts past the fp32 bar
         plain = core.compile_model(str(ov_fp32.model_path), "CPU", {"INFERENCE_NUM_THREADS": 1})
-        assert np.abs(plain(x)[0] - _torch_out(trained, x)).max() > 1e-4
+        assert np.abs(plain(x)[0] - torch_out(trained, x)).max() > 1e-4
 
 
 def test_dynamic_export_runs_at_other_sizes(trained, tmp_path):
@@ -125,10 +110,10 @@ def test_dynamic_export_runs_at_other_sizes(trained, tmp_path):
     parity = art.manifest.metrics["parity"]
     assert parity["sizes"] == [[32, 32], [40, 36]] and parity["max_abs_diff"] <= 1e-4
     runner = runtime.load(art, threads=1)
-    x = _batch(48, 20, n=3)
-    np.testing.assert_allclose(runner(x), _torch_out(trained, x), atol=1e-4)
+    x = random_batch(48, 20, n=3)
+    np.testing.assert_allclose(runner(x), torch_out(trained, x), atol=1e-4)
     with pytest.raises(ModelError, match="multiple of 4"):
-        runner(_batch(30, 32))
+        runner(random_batch(30, 32))
 
 
 def test_bare_xml_carries_its_spec(ov_fp32, tmp_path):
@@ -136,7 +121,7 @@ def test_bare_xml_carries_its_spec(ov_fp32, tmp_path):
         shutil.copyfile(ov_fp32.path / name, tmp_path / name)
     runner = runtime.load(tmp_path / "model.xml", threads=1)
     assert isinstance(runner, OpenVinoRunner) and runner.spec == ov_fp32.spec and runner.precision == "fp32"
-    x = _batch(32, 32)
+    x = random_batch(32, 32)
     np.testing.assert_allclose(runner(x), runtime.load(ov_fp32, threads=1)(x), atol=0)
 
 
@@ -177,7 +162,7 @@ def test_fp16_and_int8_reload_in_a_fresh_process(nncf, trained, ov_fp32, synth_d
             "[np.save(p + '/y.npy', runtime.load(p, threads=1)(x)) for p in sys.argv[2:]]")
     subprocess.run([sys.executable, "-c", code, str(tmp_path / "x.npy"), str(fp16.path), str(int8.path)],
                    check=True, capture_output=True, text=True)
-    ref = trained.spec.to_probability(_torch_out(trained, x))
+    ref = trained.spec.to_probability(torch_out(trained, x))
     for art, atol in ((fp16, 0.01), (int8, 0.5)):
         y = np.load(art.path / "y.npy")
         assert y.dtype == np.float32 and y.shape == (2, 1, 32, 32)
@@ -209,7 +194,7 @@ def test_accuracy_control_reverts_layers_until_the_drop_holds(nncf, trained, syn
     spec = trained.spec
     for i, path in enumerate(io.list_images(synth_data / "images")[:8]):
         image = io.read_image(path)
-        prob = spec.to_probability(_torch_out(trained, spec.preprocess(image)))[0]
+        prob = spec.to_probability(torch_out(trained, spec.preprocess(image)))[0]
         io.write_image(val / "images" / f"{i}.png", image)
         io.write_image(val / "masks" / f"{i}.png", ((prob >= spec.threshold) * 255).astype(np.uint8))
     art = export(trained, "openvino", "int8", tmp_path / "ac", calib=synth_data, calib_count=4, max_drop=0.005,
