@@ -55,4 +55,4 @@ def create_model(name: str, **kwargs: Any):
 
 def _import_builders() -> None:
     # Importing the modules runs their @register_model decorators.
-    from edgecut.models import students, unet  # noqa: F401
+    from edgecut.models import students, u2net, unet  # noqa: F401
