@@ -15,7 +15,7 @@ from edgecut import io, runtime
 from edgecut.artifact import load_artifact
 from edgecut.cli import app
 from edgecut.errors import EdgecutError, InputError, ModelError
-from edgecut.export import qdq
+from edgecut.export import export, qdq
 from edgecut.models.store import build
 from edgecut.runtime.onnxruntime_runner import OnnxRuntimeRunner
 from edgecut.train.loop import TrainingInterrupted
@@ -89,6 +89,21 @@ def test_qat_model_runs_through_runtime_load_with_int8_kernels(qat_art, tmp_path
     ort.InferenceSession(str(qat_art.model_path), so, providers=["CPUExecutionProvider"])
     fused = [n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node]
     assert fused.count("QLinearConv") >= 6  # ORT's QDQ fusion runs those convolutions on int8 kernels
+
+
+def test_qat_model_converts_to_openvino_int8_with_its_own_scales(qat_art, synth_data, tmp_path):
+    pytest.importorskip("openvino")
+    art = export(qat_art, "openvino", "int8", tmp_path / "ov", parity_data=synth_data / "images", parity_count=4)
+    m = art.manifest
+    assert (m.format, m.precision) == ("openvino", "int8") and m.lineage[-1].parent_sha256 == qat_art.sha256
+    assert m.lineage[-1].params["int8_source"] == "qdq" and "calibration" not in m.metrics
+    assert m.lineage[-1].params["qdq"]["int8_weights"] == 13
+    assert m.lineage[-1].params["ops"].get("FakeQuantize", 0) > 0  # Q/DQ pairs became OpenVINO int8 ops
+    assert m.metrics["parity"]["passed"] and m.metrics["parity"]["mask_iou_min"] > 0.95
+    with pytest.raises(EdgecutError, match="precision int8"):
+        export(qat_art, "openvino", "fp32", tmp_path / "ov32")
+    with pytest.raises(EdgecutError, match="already quantized"):
+        export(qat_art, "openvino", "int8", tmp_path / "ovc", calib=synth_data / "images")
 
 
 def test_interrupted_qat_resumes_to_the_same_model(trained, synth_data, tmp_path):

@@ -28,6 +28,9 @@ shape arithmetic is folded), which gives NNCF a clean graph and names close to t
   lifts the mean mask IoU against the float model from 0.957 to 0.989 (worst image 0.85 ->
   0.91), and it costs 1.0x (MobileNetV3 student) to 1.5x (full U-Net, 30 -> 47 s at 320 px,
   32 images) the quantisation time of the fast one.
+- INT8 from an INT8 Q/DQ ONNX artifact (QAT's output, or ONNX Runtime's static quantization):
+  the graph is converted as it is; OpenVINO turns every QuantizeLinear / DequantizeLinear pair
+  into a FakeQuantize and runs the int8 kernels with the parent's scales. No calibration.
 - INT8 with accuracy control (``max_drop``): ``nncf.quantize_with_accuracy_control``. The metric is
   the mean mask IoU against ground-truth masks at the spec's input size, computed through
   OpenVINO (f32) on a validation folder (images + masks; default: the parity folder, else
@@ -110,7 +113,17 @@ def export_openvino(parent: Artifact, workdir: Path, options: ExportOptions) -> 
         raise EdgecutError(f"calibration method {options.calib.method!r} is not available for OpenVINO (NNCF has "
                            f"no KL-entropy range estimator): use {' or '.join(CALIB_METHODS)}")
 
-    base = export_onnx(parent, workdir, replace(options, precision="fp32"))  # writes workdir/model.onnx
+    m = parent.manifest
+    if m.format == "onnx" and m.precision == "int8":  # a Q/DQ model (QAT, or ONNX Runtime PTQ): convert as it is
+        if options.precision != "int8":
+            raise EdgecutError(f"{parent.path} is an INT8 Q/DQ ONNX model: export it with precision int8 "
+                               f"(OpenVINO runs its QuantizeLinear/DequantizeLinear pairs as int8), not "
+                               f"{options.precision}")
+        if options.calib.data is not None or vino.max_drop is not None:
+            raise EdgecutError(f"{parent.path} is already quantized (Q/DQ): calibration and max_drop do not apply")
+        base = _from_qdq(parent, workdir, options)
+    else:
+        base = export_onnx(parent, workdir, replace(options, precision="fp32"))  # writes workdir/model.onnx
     onnx_path = workdir / ONNX_FILE
     spec = base.spec
     try:
@@ -126,6 +139,9 @@ def export_openvino(parent: Artifact, workdir: Path, options: ExportOptions) -> 
     if options.precision == "fp16":
         notes.append("fp16 IR: weights stored in half precision; OpenVINO's x86 CPU plugin computes in f32 "
                      "(edgecut's Runner asks for f32 explicitly)")
+    elif options.precision == "int8" and "qdq" in base.params:
+        params["int8_source"] = "qdq"  # OpenVINO turns each Q/DQ pair into a FakeQuantize and runs int8 kernels
+        notes.append("int8 from the parent's Q/DQ nodes: its scales are kept, no NNCF calibration")
     elif options.precision == "int8":
         model, report = to_int8(model, spec, options)
         metrics["calibration"] = report
@@ -146,6 +162,24 @@ def export_openvino(parent: Artifact, workdir: Path, options: ExportOptions) -> 
                                         if op.get_type_name() not in NOT_COUNTED).items()))
     return Exported(files={MODEL_FILE: xml, WEIGHTS_FILE: workdir / WEIGHTS_FILE}, model_file=MODEL_FILE,
                     spec=spec, params=params, metrics=metrics, notes=notes, tools=tuple(tools))
+
+
+def _from_qdq(parent: Artifact, workdir: Path, options: ExportOptions) -> Exported:
+    """An INT8 Q/DQ ONNX parent, copied as it is to ``workdir/model.onnx`` for ``convert_model``."""
+    import shutil
+
+    from edgecut.export import Exported
+    from edgecut.export.onnx import MODEL_FILE as ONNX_FILE
+    from edgecut.export.qdq import summary
+
+    onnx = require("onnx", "OpenVINO export")
+    if options.dynamic and not parent.spec.dynamic_size:
+        raise EdgecutError(f"{parent.path} was exported with fixed H and W; export its torch parent with "
+                           "--dynamic instead")
+    shutil.copyfile(parent.model_path, workdir / ONNX_FILE)
+    qdq = summary(onnx.load(str(workdir / ONNX_FILE), load_external_data=False))
+    return Exported(files={}, model_file=ONNX_FILE, spec=parent.spec, params={"from": "onnx", "qdq": qdq},
+                    tools=("onnx",))
 
 
 def stamp(model, spec: ModelSpec, precision: str, parent_sha256: str) -> None:
