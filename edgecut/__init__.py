@@ -33,6 +33,10 @@ _API = {
     "distill": "edgecut.compress.distill",
     "export": "edgecut.export",
     "evaluate": "edgecut.bench.accuracy",
+    "BenchConfig": "edgecut.bench.run",
+    "bench": "edgecut.bench.run",
+    "read_records": "edgecut.bench.record",
+    "compare": "edgecut.report",
     "remove_background": "edgecut.cutout",
     "SegMetrics": "edgecut.metrics",
 }

@@ -80,3 +80,18 @@ def _devices() -> dict[str, Any]:
     if available("tensorrt"):
         out["tensorrt"] = "installed (needs a CUDA GPU)" if not out["torch"]["cuda"] else "installed"
     return out
+
+
+def fingerprint(target: str = "local") -> dict[str, Any]:
+    """The environment fingerprint of a benchmark record: :func:`environment` plus the GPUs and the target."""
+    env = environment()
+    gpus: list[str] = []
+    if available("torch"):
+        import torch
+
+        if torch.cuda.is_available():
+            gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        env["threads"]["torch"] = torch.get_num_threads()
+    env["gpus"] = gpus
+    env["target"] = target
+    return env

@@ -51,5 +51,6 @@ def test_cli_help_lists_every_command():
 
     out = CliRunner().invoke(app, ["--help"])
     assert out.exit_code == 0
-    for cmd in ("data", "train", "eval", "info", "remove", "doctor", "quickstart"):
+    for cmd in ("data", "train", "distill", "prune", "qat", "export", "eval", "bench", "compare", "info", "remove",
+                "doctor", "quickstart"):
         assert cmd in out.output

@@ -8,7 +8,7 @@ is resized back to the image's own size and scored there with every metric of
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,8 +44,12 @@ def _progress(enabled: bool, total: int, what: str):
 
 
 def evaluate(runner, samples: Sequence[Sample], *, batch_size: int = 1, composites: bool = True,
-             progress: bool = True) -> EvalResult:
-    """Run every sample through ``runner`` and score it at the image's own resolution."""
+             progress: bool = True, on_output: Callable[[Sample, np.ndarray], None] | None = None) -> EvalResult:
+    """Run every sample through ``runner`` and score it at the image's own resolution.
+
+    ``on_output(sample, probability)`` sees each prediction at the model's input size (e.g. to
+    compare it with a reference model's) without a second pass.
+    """
     spec = runner.spec
     acc = SegMetrics(threshold=spec.threshold)
     prog, task = _progress(progress, len(samples), "evaluating")
@@ -57,6 +61,8 @@ def evaluate(runner, samples: Sequence[Sample], *, batch_size: int = 1, composit
             for s, (img, mask), prob in zip(chunk, pairs, probs):
                 if mask is None:
                     raise InputError(s.image, "has no mask", "evaluation needs masks/ beside images/")
+                if on_output is not None:
+                    on_output(s, prob)
                 pred = spec.resize_back(prob, img.shape[:2])
                 acc.update(pred, mask, image=img if composites else None, name=s.name)
             prog.advance(task, len(chunk))

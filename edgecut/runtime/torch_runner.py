@@ -17,6 +17,7 @@ class TorchRunner:
                  precision: str = "fp32") -> None:
         if threads:
             torch.set_num_threads(threads)
+        self.threads = torch.get_num_threads()  # what the CPU ops use (set above, or torch's default)
         self.device = str(resolve_device(device))
         self.spec = spec
         self.precision = precision

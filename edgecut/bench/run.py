@@ -1,0 +1,346 @@
+"""``bench``: measure artifacts through their Runners and write one :class:`BenchRecord` each.
+
+For every model (and every thread count asked for) one record:
+
+- **latency, isolated**: a fresh worker process (:mod:`edgecut.bench.worker`) loads the model
+  and times it, so the first inference is really cold, the peak RSS is this model's (Linux:
+  the process's high-water mark, reset after start-up, so it counts the interpreter and the
+  backend's libraries as a deployment would) and no other model's threads or allocations are
+  around. It measures the model alone on one batch, the throughput at each extra batch size,
+  and the end-to-end cut-out of one image file (decode, preprocess, infer, postprocess, encode
+  an RGBA PNG): what a user of ``edgecut remove`` waits for.
+- **accuracy**, in this process: every image of the data folder at the record's input size,
+  scored at its own resolution with every metric; the worst images are kept by name and their
+  cut-outs saved beside the records file, for the html report.
+- **agreement** with a reference artifact (``reference``): mask IoU and max abs difference of
+  probabilities per image, the reference's outputs computed once per run.
+
+Records are appended to the ``.jsonl`` file as each model finishes, so an interrupted run
+keeps what it measured; ``resume=True`` skips measurements the file already holds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgecut import io
+from edgecut.artifact import Artifact, ModelSpec, load_artifact
+from edgecut.bench.latency import LatencyConfig
+from edgecut.bench.record import (Accuracy, Agreement, BenchRecord, Latency, Memory, Throughput, WorstImage,
+                                  append_records, machine_id, new_run_id, read_records)
+from edgecut.errors import EdgecutError, InputError
+
+# format -> the backends that can run it (the first is the default)
+FORMAT_BACKENDS = {"torch": ("torch",), "torchscript": ("torch",), "onnx": ("onnxruntime",),
+                   "openvino": ("openvino",), "tensorrt": ("tensorrt",)}
+BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """How every model of one ``bench`` call is measured."""
+
+    backend: str | None = None  # None: the artifact format's own backend
+    device: str = "cpu"
+    threads: tuple[int | None, ...] = (None,)  # one record per entry; None: the backend's default (all CPUs)
+    batch: int = 1  # batch of the latency measurement
+    batches: tuple[int, ...] = ()  # throughput also at these batch sizes
+    size: tuple[int, int] | None = None  # input (H, W); None: each model's ModelSpec size
+    latency: LatencyConfig = LatencyConfig()
+    end_to_end: bool = True  # also time the whole cut-out of one image file
+    accuracy_batch: int = 1
+    worst: int = 6  # worst images kept per record (their cut-outs saved)
+    isolate: bool = True  # latency in a fresh process per record (False: in this process; tests, debugging)
+    target: str = "local"
+
+    def validate(self) -> None:
+        if self.backend is not None and self.backend not in BACKENDS:
+            raise EdgecutError(f"backend {self.backend!r}: use one of {', '.join(BACKENDS)}")
+        if self.batch < 1 or any(b < 1 for b in self.batches):
+            raise EdgecutError("batch sizes must be at least 1")
+        if any(t is not None and t < 1 for t in self.threads):
+            raise EdgecutError(f"threads must be at least 1, got {self.threads}")
+        if self.size is not None and min(self.size) < 1:
+            raise EdgecutError(f"input size must be positive, got {self.size}")
+
+
+@dataclass
+class BenchResult:
+    records: list[BenchRecord] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # already in the file (resume)
+
+
+class AtSize:
+    """A Runner seen through another ModelSpec (the same model at another input size)."""
+
+    def __init__(self, runner, spec: ModelSpec) -> None:
+        self._runner, self.spec = runner, spec
+        self.backend, self.device = runner.backend, runner.device
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return self._runner(batch)
+
+
+def backend_for(art: Artifact, backend: str | None) -> str:
+    fmt = art.manifest.format
+    allowed = FORMAT_BACKENDS.get(fmt, (fmt,))
+    if backend is None:
+        return allowed[0]
+    if backend not in allowed:
+        raise EdgecutError(f"{art.path}: a {fmt} artifact runs on {', '.join(allowed)}, not {backend}; export it "
+                           f"first (edgecut export {art.path} --format ...) or drop --backend")
+    return backend
+
+
+def spec_at(art: Artifact, size: tuple[int, int] | None) -> ModelSpec:
+    spec = art.spec
+    if size is None or tuple(size) == tuple(spec.input_size):
+        return spec
+    if not spec.dynamic_size:
+        raise EdgecutError(f"{art.path} was exported for {spec.input_size[0]}x{spec.input_size[1]} only; bench it "
+                           "at that size (drop --size) or export with --dynamic")
+    d = spec.size_divisor
+    if size[0] % d or size[1] % d:
+        raise EdgecutError(f"--size {size[0]}x{size[1]}: {art.path} takes multiples of {d}")
+    return spec.with_size(size)
+
+
+def model_size_mb(art: Artifact) -> float:
+    """The model file plus the other files of its manifest (weights .bin, external data), in MiB."""
+    files = {art.manifest.model_file, *art.manifest.files}
+    return sum((art.path / f).stat().st_size for f in files if (art.path / f).is_file()) / 2**20
+
+
+def scaled_macs(art: Artifact, spec: ModelSpec) -> int | None:
+    """MACs at ``spec``'s size: the manifest's count scaled by the pixel ratio (convolutions scale exactly)."""
+    macs = art.manifest.macs
+    if macs is None:
+        return None
+    h0, w0 = art.spec.input_size
+    h, w = spec.input_size
+    return int(round(macs * (h * w) / (h0 * w0)))
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")[:80] or "model"
+
+
+# --------------------------------------------------------------------------- latency (isolated)
+
+
+def measure_latency(art: Artifact, backend: str, device: str, threads: int | None, spec: ModelSpec, batch: int,
+                    batches: Sequence[int], config: LatencyConfig, e2e_image: Path | None,
+                    isolate: bool = True) -> dict[str, Any]:
+    """Latency, throughput, end-to-end and peak memory of one model, in a fresh process unless told not to."""
+    job = {"artifact": str(art.path), "backend": backend, "device": device, "threads": threads,
+           "size": list(spec.input_size), "batch": batch, "batches": list(batches), "latency": asdict(config),
+           "e2e_image": str(e2e_image) if e2e_image else None}
+    if not isolate:
+        from edgecut.bench.worker import run_job
+
+        return run_job(job)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run([sys.executable, "-m", "edgecut.bench.worker"], input=json.dumps(job), text=True,
+                          capture_output=True, env=env)
+    if proc.returncode != 0:
+        lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+        raise EdgecutError(f"{art.path}: the latency worker failed: {lines[-1] if lines else 'no message'}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# --------------------------------------------------------------------------- accuracy and agreement
+
+
+def _probabilities(runner, spec: ModelSpec, images: Sequence[np.ndarray], batch_size: int) -> list[np.ndarray]:
+    out: list[np.ndarray] = []
+    for start in range(0, len(images), batch_size):
+        chunk = images[start : start + batch_size]
+        out.extend(spec.to_probability(runner(spec.preprocess(list(chunk)))))
+    return out
+
+
+def measure_accuracy(runner, spec: ModelSpec, samples, data_name: str, *, batch_size: int, worst: int,
+                     cutout_dir: Path | None, cutout_rel: Path | None, reference: dict[str, Any] | None,
+                     progress: bool) -> tuple[Accuracy, Agreement | None]:
+    """Every metric at each image's own resolution, the worst images (cut-outs saved) and the agreement."""
+    from edgecut.bench.accuracy import evaluate
+    from edgecut.cutout import compose
+    from edgecut.data.folder import load_pair
+
+    ious: list[float] = []
+    diffs: list[float] = []
+
+    def agree(sample, prob: np.ndarray) -> None:
+        ref = reference["probs"][sample.name]
+        diffs.append(float(np.abs(prob - ref).max()))
+        a, b = prob >= spec.threshold, ref >= spec.threshold
+        union = np.logical_or(a, b).sum()
+        ious.append(1.0 if union == 0 else float(np.logical_and(a, b).sum() / union))
+
+    result = evaluate(AtSize(runner, spec), samples, batch_size=batch_size, progress=progress,
+                      on_output=agree if reference is not None else None)
+    by_name = {s.name: s for s in samples}
+    worst_rows: list[WorstImage] = []
+    for row in result.worst(worst):
+        entry = WorstImage(name=row["name"], iou=float(row["iou"]), mae=row.get("mae"),
+                           image=str(by_name[row["name"]].image))
+        if cutout_dir is not None:
+            image, _ = load_pair(by_name[row["name"]])
+            prob = _probabilities(runner, spec, [image], 1)[0]
+            alpha = spec.resize_back(prob, image.shape[:2])
+            dest = cutout_dir / f"{_slug(row['name'])}.png"
+            io.write_image(dest, compose(image, alpha, "rgba"))
+            entry.cutout = str(cutout_rel / dest.name) if cutout_rel is not None else str(dest)
+        worst_rows.append(entry)
+    accuracy = Accuracy(data=data_name, count=result.count, input_size=tuple(spec.input_size),
+                        metrics={k: float(v) for k, v in result.metrics.items()}, worst=worst_rows)
+    agreement = None
+    if reference is not None:
+        agreement = Agreement(reference=reference["name"], reference_sha256=reference["sha256"], count=len(ious),
+                              mask_iou_mean=float(np.mean(ious)), mask_iou_min=float(np.min(ious)),
+                              max_abs_diff=float(np.max(diffs)))
+    return accuracy, agreement
+
+
+# --------------------------------------------------------------------------- the front function
+
+
+def bench(models: Sequence[str | os.PathLike | Artifact], out: str | os.PathLike, config: BenchConfig = BenchConfig(),
+          *, data: str | os.PathLike | None = None, split: str | None = None, limit: int | None = None,
+          reference: str | os.PathLike | Artifact | None = None, names: Sequence[str] | None = None,
+          run_id: str | None = None, resume: bool = False, progress: bool = True,
+          on_record: Callable[[BenchRecord], None] | None = None) -> BenchResult:
+    """Measure every model; append one record per (model, threads) to the ``.jsonl`` file ``out``.
+
+    ``data`` (images/ + masks/, optionally a ``split``; ``limit`` keeps the first N) adds
+    accuracy; ``reference`` adds agreement with that artifact; ``names`` are display names
+    (default: each artifact folder's name). ``resume`` skips measurements ``out`` already holds
+    (same model file, backend, device, precision, size, batch, threads, machine).
+    """
+    from edgecut.env import fingerprint
+
+    config.validate()
+    out = Path(out)
+    if out.suffix != ".jsonl":
+        raise EdgecutError(f"--out {out}: records are JSON lines; give a .jsonl file")
+    if out.exists() and not resume and out.stat().st_size > 0:
+        raise InputError(out, "already holds records", "pass --resume to add to it (finished measurements are "
+                                                      "skipped), or choose a new file")
+    arts = [m if isinstance(m, Artifact) else load_artifact(m) for m in models]
+    if not arts:
+        raise EdgecutError("give at least one model to bench")
+    if names is not None and len(names) != len(arts):
+        raise EdgecutError(f"{len(names)} names for {len(arts)} models")
+    display = list(names) if names is not None else [a.path.name for a in arts]
+    plans = []
+    for art, name in zip(arts, display):  # every refusal before the first measurement
+        backend = backend_for(art, config.backend)
+        plans.append((art, name, backend, spec_at(art, config.size)))
+
+    env = fingerprint(config.target)
+    done = {r.key for r in read_records(out)} if resume and out.exists() else set()
+    run_id = run_id or new_run_id()
+    samples, data_name = _samples(data, split, limit)
+    e2e_image = samples[0].image if samples and config.end_to_end else None
+    if config.end_to_end and e2e_image is None:
+        e2e_image = _synthetic_image(out)
+    cut_root = out.with_name(out.stem + "-cutouts")
+    ref = _reference(reference, config, samples, plans, progress) if reference is not None and samples else None
+    if reference is not None and not samples:
+        raise EdgecutError("--reference compares outputs on the --data images: give --data too")
+
+    result = BenchResult()
+    for art, name, backend, spec in plans:
+        for threads in config.threads:
+            rec = _record(art, name, backend, spec, threads, config, env, run_id, out)
+            if rec.key in done:
+                result.skipped.append(f"{name} ({backend}, {threads or 'default'} threads)")
+                continue
+            got = measure_latency(art, backend, config.device, threads, spec, config.batch, config.batches,
+                                  config.latency, e2e_image, config.isolate)
+            rec.threads = got["threads"]
+            rec.latency = Latency(**got["latency"])
+            rec.throughput = [Throughput(**t) for t in got["throughput"]]
+            rec.end_to_end = Latency(**got["end_to_end"]) if got.get("end_to_end") else None
+            rec.memory = Memory(**got["memory"])
+            rec.notes.extend(got.get("notes", []))
+            if samples:
+                from edgecut import runtime
+
+                runner = runtime.load(art, device=config.device, threads=threads, backend=backend)
+                slug = _slug(f"{name}-{backend}-{rec.precision}-{spec.input_size[0]}x{spec.input_size[1]}")
+                accuracy, agreement = measure_accuracy(
+                    runner, spec, samples, data_name, batch_size=config.accuracy_batch, worst=config.worst,
+                    cutout_dir=cut_root / slug, cutout_rel=Path(cut_root.name) / slug,
+                    reference=ref if ref is not None and ref["sha256"] != art.sha256 else None, progress=progress)
+                rec.accuracy, rec.agreement = accuracy, agreement
+            append_records(out, [rec])
+            result.records.append(rec)
+            if on_record is not None:
+                on_record(rec)
+            done.add(rec.key)
+    return result
+
+
+def _record(art: Artifact, name: str, backend: str, spec: ModelSpec, threads: int | None, config: BenchConfig,
+            env: dict[str, Any], run_id: str, out: Path) -> BenchRecord:
+    from edgecut.runtime.onnxruntime_runner import default_threads
+
+    arch = art.manifest.arch.get("name") if art.manifest.arch else None
+    return BenchRecord(run_id=run_id, name=name, artifact=str(art.path), sha256=art.sha256, arch=arch,
+                       format=art.manifest.format, precision=art.manifest.precision, backend=backend,
+                       device=config.device, target=config.target, input_size=tuple(spec.input_size),
+                       batch=config.batch, threads=threads or (default_threads() if config.device == "cpu" else None),
+                       params=art.manifest.params, macs=scaled_macs(art, spec), size_mb=model_size_mb(art), env=env)
+
+
+def _samples(data, split, limit):
+    if data is None:
+        if split is not None or limit is not None:
+            raise EdgecutError("--split and --limit choose images of --data: give --data too")
+        return [], None
+    from edgecut.data.folder import find_samples
+
+    samples = find_samples(data, split)
+    if limit is not None:
+        samples = samples[:limit]
+    if not samples:
+        raise InputError(Path(data), "holds no image/mask pairs" + (f" in split {split}" if split else ""))
+    name = Path(data).name + (f"/{Path(split).stem}" if split else "")
+    return samples, name
+
+
+def _synthetic_image(out: Path) -> Path:
+    """One synthetic product photo as a JPEG beside the records, for the end-to-end timing without --data."""
+    from edgecut.data.synth import render
+
+    dest = out.with_name(out.stem + "-e2e.jpg")
+    if not dest.is_file():
+        image, _ = render(0, 400, seed=7)
+        io.write_bytes(dest, io.encode_image(image, ".jpg"))
+    return dest
+
+
+def _reference(reference, config: BenchConfig, samples, plans, progress: bool) -> dict[str, Any]:
+    """The reference's probabilities on every image, once per run (at the first model's input size)."""
+    from edgecut import runtime
+    from edgecut.data.folder import load_pair
+
+    art = reference if isinstance(reference, Artifact) else load_artifact(reference)
+    sizes = {tuple(spec.input_size) for *_, spec in plans}
+    if len(sizes) > 1:
+        raise EdgecutError(f"--reference needs one input size for every model, got {sorted(sizes)}; pass --size")
+    spec = spec_at(art, next(iter(sizes)))
+    runner = runtime.load(art, device=config.device, threads=config.threads[0])
+    probs = {s.name: _probabilities(runner, spec, [load_pair(s)[0]], 1)[0] for s in samples}
+    return {"name": art.path.name, "sha256": art.sha256, "probs": probs}

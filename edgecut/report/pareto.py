@@ -1,0 +1,153 @@
+"""The Pareto plot: p50 latency against IoU, one point per record, the frontier as a step line.
+
+Only points measured on the baseline's machine and scored on the reference images can be on
+the frontier; the others are drawn hollow with their footnote mark. Records without accuracy
+(a latency-only measurement) are ticks along the bottom; records without latency are named in
+the caption. Nothing is dropped silently.
+
+matplotlib is an optional extra (``edgecut[plot]``); :func:`plot_pareto` returns ``None``
+without it. The figure is drawn on a bare :class:`matplotlib.figure.Figure` (no pyplot, no
+process-wide backend switch) and rendered to PNG bytes, which the caller writes atomically
+and embeds in the html page.
+"""
+
+from __future__ import annotations
+
+import io as _stdio
+from collections.abc import Sequence
+
+from edgecut._optional import available
+from edgecut.report.table import OTHER_DATA_MARK, UNSTABLE_MARK, Report, Row
+
+PRECISION_MARKERS = {"fp32": "o", "fp16": "s", "bf16": "P", "int8": "^", "int4": "v"}
+LOG_RANGE = 8.0  # a log latency axis when the slowest point is this many times the fastest
+
+
+def frontier(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the Pareto-optimal points (lower x, higher y), by increasing x."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+    best, out = float("-inf"), []
+    for i in order:
+        if points[i][1] > best:
+            out.append(i)
+            best = points[i][1]
+    return out
+
+
+def _iou(row: Row) -> float | None:
+    acc = row.record.accuracy
+    return acc.metrics.get("iou") if acc is not None else None
+
+
+def _unstable(row: Row) -> bool:
+    return row.record.latency is not None and row.record.latency.unstable
+
+
+def _mark(row: Row, report: Report) -> str:
+    """The footnote mark a hollow point carries: its machine's dagger, or the other-data mark."""
+    if row.machine_mark:
+        return row.machine_mark
+    return OTHER_DATA_MARK if report.accuracy_ref is not None and not row.same_data else ""
+
+
+def plot_pareto(report: Report, dpi: int = 110) -> bytes | None:
+    """The plot as PNG bytes, or ``None`` when matplotlib is not installed."""
+    if not available("matplotlib"):
+        return None
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import FuncFormatter
+
+    rows = report.rows
+    scored = [r for r in rows if r.latency_ms is not None and _iou(r) is not None]
+    rug = [r for r in rows if r.latency_ms is not None and _iou(r) is None]
+    unplaced = [r for r in rows if r.latency_ms is None]
+    if report.accuracy_ref is not None:
+        comparable = [r for r in scored if r.same_machine and r.same_data]
+    else:  # no reference: the most common data set stands in for it
+        keys = [(r.record.accuracy.data, r.record.accuracy.count) for r in scored]
+        common = max(set(keys), key=keys.count) if keys else None
+        comparable = [r for r in scored if r.same_machine
+                      and (r.record.accuracy.data, r.record.accuracy.count) == common]
+    front = [comparable[i] for i in frontier([(r.latency_ms, _iou(r)) for r in comparable])]
+
+    fig = Figure(figsize=(8.5, 5.8))
+    ax = fig.add_subplot()
+    backends = list(dict.fromkeys(r.record.backend for r in rows))
+    palette = [f"C{i % 10}" for i in range(len(backends))]
+    colour = dict(zip(backends, palette))
+
+    for r in scored:
+        solid = r in comparable
+        c = colour[r.record.backend]
+        ax.scatter([r.latency_ms], [_iou(r)], marker=PRECISION_MARKERS.get(r.record.precision, "D"), s=50,
+                   facecolors=c if solid else "none", edgecolors=c, linewidths=1.2, zorder=3)
+        marks = [m for m in ("" if solid else _mark(r, report), UNSTABLE_MARK if _unstable(r) else "") if m]
+        ax.annotate(" ".join([r.label, *marks]), (r.latency_ms, _iou(r)), textcoords="offset points",
+                    xytext=(5, 4), fontsize=7, zorder=4)
+    if front:
+        xs, ys = [r.latency_ms for r in front], [_iou(r) for r in front]
+        ax.step(xs, ys, where="post", color="0.3", lw=1.0, zorder=2)
+        ax.scatter(xs, ys, s=160, facecolors="none", edgecolors="crimson", linewidths=1.4, zorder=2)
+    base = next((r for r in rows if r.is_baseline), None)
+    if base is not None and base in scored:
+        ax.scatter([base.latency_ms], [_iou(base)], marker="*", s=260, facecolors="none", edgecolors="black",
+                   linewidths=1.0, zorder=5)
+    for r in rug:  # latency without accuracy: a tick on the x axis, named
+        ax.plot([r.latency_ms], [0.0], marker="|", markersize=16, mew=2, color=colour[r.record.backend],
+                transform=ax.get_xaxis_transform(), clip_on=False, zorder=3)
+        text = f"{r.label} {UNSTABLE_MARK}" if _unstable(r) else r.label
+        ax.annotate(text, (r.latency_ms, 0.03), xycoords=ax.get_xaxis_transform(), rotation=90, fontsize=6,
+                    va="bottom", ha="right", color="0.25")
+
+    xs_all = [r.latency_ms for r in scored + rug]
+    if xs_all and min(xs_all) > 0 and max(xs_all) / min(xs_all) > LOG_RANGE:
+        ax.set_xscale("log")
+        plain = FuncFormatter(lambda v, _: f"{v:g}")
+        ax.xaxis.set_major_formatter(plain)
+        ax.xaxis.set_minor_formatter(plain)
+        ax.tick_params(axis="x", which="both", labelsize=8)
+    if xs_all and len(set(xs_all)) == 1:
+        ax.set_xlim(xs_all[0] * 0.8, xs_all[0] * 1.2)
+    ys_all = [_iou(r) for r in scored]
+    if ys_all:
+        lo, hi = min(ys_all), max(ys_all)
+        pad = max(hi - lo, 0.01)
+        ax.set_ylim(lo - 0.35 * pad if rug else lo - 0.1 * pad, hi + 0.12 * pad)
+    elif rug:
+        ax.set_yticks([])
+    if not xs_all:
+        ax.text(0.5, 0.5, "no record has both latency and accuracy", ha="center", va="center",
+                transform=ax.transAxes)
+
+    b = report.baseline
+    per = "per image" if report.per_image else f"batch {b.batch}"
+    ax.set_xlabel(f"p50 latency, {per} (ms{', log scale' if ax.get_xscale() == 'log' else ''})")
+    ref = report.accuracy_ref.accuracy if report.accuracy_ref is not None else None
+    ax.set_ylabel(f"IoU on {ref.data} ({ref.count} images)" if ref else "IoU")
+    ax.set_title(report.title, fontsize=11)
+    ax.grid(alpha=0.3, which="both")
+
+    handles = [Line2D([], [], ls="", marker="o", color=colour[k], label=k) for k in backends]
+    precisions = list(dict.fromkeys(r.record.precision for r in scored))
+    handles += [Line2D([], [], ls="", marker=PRECISION_MARKERS.get(p, "D"), color="0.4", label=p) for p in precisions]
+    if front:
+        handles.append(Line2D([], [], color="0.3", marker="o", mfc="none", mec="crimson", label="Pareto frontier"))
+    if base is not None and base in scored:
+        handles.append(Line2D([], [], ls="", marker="*", mfc="none", mec="black", markersize=12, label="baseline"))
+    if rug:
+        handles.append(Line2D([], [], ls="", marker="|", color="0.3", markersize=10, mew=2,
+                              label="latency only (no accuracy)"))
+    ax.legend(handles=handles, fontsize=7, loc="best", framealpha=0.85)
+
+    caption = []
+    if len(comparable) < len(scored):
+        caption.append("hollow: measured on another machine or scored on other images (never on the frontier)")
+    if unplaced:
+        caption.append("no latency, not drawn: " + ", ".join(r.label for r in unplaced))
+    if caption:
+        fig.text(0.01, 0.01, "; ".join(caption), fontsize=7, color="0.3", ha="left", va="bottom", wrap=True)
+    fig.tight_layout(rect=(0, 0.04 if caption else 0, 1, 1))
+    buf = _stdio.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
