@@ -35,6 +35,19 @@ MAX_PIXELS = 100_000_000  # 100 MP: above any camera photo, far below a decompre
 # --------------------------------------------------------------------------- atomic writes
 
 
+def umask() -> int:
+    """This process's umask (read without changing it for longer than two calls)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def private_dir_made_public(path: Path) -> Path:
+    """Give a ``tempfile.mkdtemp`` folder (mode 0700) the mode a plain ``mkdir`` would have."""
+    os.chmod(path, 0o777 & ~umask())
+    return path
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; move it into place only if the block succeeds."""
@@ -43,6 +56,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     tmp_path = Path(tmp)
+    os.chmod(tmp_path, 0o666 & ~umask())  # mkstemp makes it private; a finished file gets the usual mode
     try:
         yield tmp_path
         os.replace(tmp_path, path)

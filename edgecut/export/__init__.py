@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgecut import io
 from edgecut.artifact import Artifact, Manifest, ModelSpec, Step, load_artifact, tool_versions, write_artifact
 from edgecut.errors import EdgecutError, InputError
 
@@ -187,7 +188,7 @@ def export(artifact: Artifact | str | os.PathLike, format: str = "onnx", precisi
                                  val_data=Path(val_data) if val_data else None),
     )
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
+    staging = io.private_dir_made_public(Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent)))
     try:
         result = fmt.fn(parent, staging, options)
         params = {"format": format, "precision": precision, **result.params}
