@@ -290,6 +290,18 @@ def test_defaults_and_explicit_tolerances():
             parse_tolerances(bad)
 
 
+def test_mask_iou_bounds_the_mean_and_mask_iou_min_the_worst_image():
+    from edgecut.export.parity import _failures
+
+    report = {"max_abs_diff": 0.3, "max_abs_diff_image": "a", "mask_iou_mean": 0.989, "mask_iou_min": 0.971,
+              "mask_iou_min_image": "0921", "checks": 64}
+    assert _failures(report, resolve_tolerances("int8")) == []  # one edgy image does not refuse a good export
+    (msg,) = _failures(report, {"mask_iou": 0.99})
+    assert "mean mask IoU" in msg and "0.9890" in msg and "'0921'" in msg
+    (msg,) = _failures(report, resolve_tolerances("int8", {"mask_iou_min": 0.98}))
+    assert "0.9710 on image '0921'" in msg and "mask_iou_min=0.98" in msg
+
+
 def _fake_measure(parent_ms: float, export_ms: float):
     """A stand-in for latency.measure: the parent is timed first, then the export."""
     from edgecut.bench import latency

@@ -10,8 +10,16 @@ A dynamic-size export is also checked at a second size, (H + 2d, W + d) with d t
 divisor, on its first :data:`ALT_SIZE_IMAGES` images: that path is what ``dynamic`` promises.
 
 Default tolerances per precision (:data:`DEFAULT_TOLERANCES`); a user lowers the bar only
-explicitly, by key: ``max_abs_diff`` (upper bound), ``mask_iou`` (lower bound on the worst
-image), ``metric_drop`` (upper bound on the drop of mean IoU against the truth).
+explicitly, by key: ``max_abs_diff`` (upper bound, worst pixel of any image), ``mask_iou``
+(lower bound on the mean over the images of the mask IoU against the parent), ``mask_iou_min``
+(lower bound on the worst image; no default), ``metric_drop`` (upper bound on the drop of mean
+IoU against the truth). The worst image is always reported by name.
+
+``mask_iou`` bounds the mean, not the worst image, because on real photographs a few pixels on
+one thin edge flip at any reduced precision: on 64 ECSSD val images at 128 px the full-size
+U-Net's FP16 ONNX export agrees at 0.9987 on its worst image, and its INT8 export (mean 0.989,
+no drop of IoU against the masks) at 0.971. A per-image bound at the mean's level would refuse
+both; users who want one set ``mask_iou_min``.
 """
 
 from __future__ import annotations
@@ -33,7 +41,7 @@ DEFAULT_TOLERANCES: dict[str, dict[str, float]] = {
     "fp16": {"mask_iou": 0.999},  # half precision moves probabilities by ~1e-3; masks must not move
     "int8": {"mask_iou": 0.98},  # quantisation moves edges a little; the metric drop is reported
 }
-TOLERANCE_KEYS = ("max_abs_diff", "mask_iou", "metric_drop")
+TOLERANCE_KEYS = ("max_abs_diff", "mask_iou", "mask_iou_min", "metric_drop")
 SYNTHETIC_COUNT = 8  # synthetic product photos checked when no folder is given
 SYNTHETIC_SEED = 2  # a set of its own: calibration draws from another one
 ALT_SIZE_IMAGES = 2  # images also checked at a second size for dynamic exports
@@ -171,9 +179,13 @@ def _failures(report: Mapping[str, Any], tol: Mapping[str, float]) -> list[str]:
     if "max_abs_diff" in tol and report["max_abs_diff"] > tol["max_abs_diff"]:
         out.append(f"max abs diff of probabilities {report['max_abs_diff']:.3g} on image "
                    f"{report['max_abs_diff_image']!r} is above max_abs_diff={tol['max_abs_diff']:g}")
-    if "mask_iou" in tol and report["mask_iou_min"] < tol["mask_iou"]:
+    if "mask_iou" in tol and report["mask_iou_mean"] < tol["mask_iou"]:
+        out.append(f"mean mask IoU against the parent {report['mask_iou_mean']:.4f} over {report['checks']} "
+                   f"check(s) is below mask_iou={tol['mask_iou']:g} (worst image {report['mask_iou_min_image']!r}: "
+                   f"{report['mask_iou_min']:.4f})")
+    if "mask_iou_min" in tol and report["mask_iou_min"] < tol["mask_iou_min"]:
         out.append(f"mask IoU against the parent {report['mask_iou_min']:.4f} on image "
-                   f"{report['mask_iou_min_image']!r} is below mask_iou={tol['mask_iou']:g}")
+                   f"{report['mask_iou_min_image']!r} is below mask_iou_min={tol['mask_iou_min']:g}")
     if "metric_drop" in tol:
         if "metric" not in report:
             out.append("metric_drop was asked for but the parity images have no masks")
