@@ -252,3 +252,12 @@ def test_without_matplotlib_the_tables_are_still_written(tmp_path, monkeypatch):
     result = compare(fixture_records()[:3], tmp_path)
     assert [p.name for p in result.paths] == ["report.md", "report.csv", "report.html"]
     assert "edgecut[plot]" in (tmp_path / "report.html").read_text()
+
+
+def test_metric_named_like_a_column_gets_its_own_csv_column(tmp_path):
+    r = rec("teacher", 10.0, 0.8, macs=5e9)
+    r.accuracy.metrics["precision"] = 0.25  # SegMetrics reports pixel precision; the csv also has the model precision
+    append_records(tmp_path / "r.jsonl", [r])
+    compare(tmp_path / "r.jsonl", tmp_path / "out")
+    (row,) = csv.DictReader((tmp_path / "out" / "report.csv").open())
+    assert row["precision"] == "fp32" and float(row["metric_precision"]) == 0.25

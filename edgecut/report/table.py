@@ -256,8 +256,8 @@ def build_report(records: Sequence[BenchRecord], baseline: str | None = None, ti
     rows.sort(key=lambda row: (not row.is_baseline, order[row.record.machine],
                                row.latency_ms is None, row.latency_ms or 0.0, row.record.name))
 
-    metric_keys = list(MAIN_METRICS) + sorted({k for r in records if r.accuracy for k in r.accuracy.metrics}
-                                              - set(MAIN_METRICS))
+    metric_keys = list(MAIN_METRICS) + sorted({metric_column(k) for r in records if r.accuracy
+                                               for k in r.accuracy.metrics} - set(MAIN_METRICS))
     return Report(
         title=title or "edgecut benchmark report", baseline=base, accuracy_ref=ref, rows=rows,
         columns=_visible_columns(records), summary=_summary(records, machines, labels, machine_mark),
@@ -298,8 +298,13 @@ def _values(r: BenchRecord, base: BenchRecord, same_machine: bool, same_run: boo
     for key in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "cov", "first_ms", "unstable"):
         values[key] = getattr(lat, key) if lat else None
     for key, v in (acc.metrics if acc else {}).items():
-        values[key] = v
+        values[metric_column(key)] = v
     return values
+
+
+def metric_column(key: str) -> str:
+    """The csv column of a metric: its name, unless that is already a column ("precision", "count")."""
+    return key if key in MAIN_METRICS or key not in CSV_COLUMNS else f"metric_{key}"
 
 
 def _visible_columns(records: Sequence[BenchRecord]) -> list[Column]:
