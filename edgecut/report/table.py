@@ -57,6 +57,7 @@ COLUMNS = (
     Column("p50", "p50 ms"),
     Column("p90", "p90 ms"),
     Column("speedup", "speed-up"),
+    Column("e2e", "cut-out ms"),  # optional: when any record has the end-to-end time
     Column("data", "data", numeric=False),  # optional: when records were scored on different data sets
     Column("iou", "IoU"),
     Column("mae", "MAE"),
@@ -275,6 +276,8 @@ def _cells(r: BenchRecord) -> dict[str, str]:
         "params": _opt(r.params, lambda p: sig(p / 1e6)),
         "macs": _opt(r.macs, lambda m: sig(m / 1e9)),
         "p50": _opt(lat and lat.p50_ms, sig), "p90": _opt(lat and lat.p90_ms, sig),
+        "e2e": _opt(r.end_to_end and r.end_to_end.p50_ms, sig)
+        + (f" {UNSTABLE_MARK}" if r.end_to_end and r.end_to_end.unstable else ""),
         "data": f"{acc.data} ({acc.count})" if acc else MISSING,
         **{k: _opt(metrics.get(k), lambda v: f"{v:.4f}") for k in MAIN_METRICS},
     }
@@ -318,6 +321,7 @@ def _visible_columns(records: Sequence[BenchRecord]) -> list[Column]:
         "batch": varies(lambda r: r.batch),
         "input": varies(lambda r: tuple(r.input_size)),
         "data": len({_data_key(r) for r in records if r.accuracy}) > 1,
+        "e2e": any(r.end_to_end is not None for r in records),
     }
     return [c for c in COLUMNS if show.get(c.key, True)]
 
@@ -363,7 +367,9 @@ def _summary(records: Sequence[BenchRecord], machines: list[str], labels: dict[s
 def _how_to_read(per_image: bool) -> str:
     what = "per-image p50 (p50 / batch; batches differ)" if per_image else "p50"
     return (f"speed-up = baseline {what} / row {what}, both measured on the same machine in one run (marks say "
-            f"otherwise); ΔIoU = row IoU - reference IoU on the same images; {MISSING} = not measured or not comparable.")
+            f"otherwise); p50 / p90 are the model alone, cut-out ms the whole cut-out of one image file (decode, "
+            f"preprocess, infer, resize back, encode RGBA PNG); ΔIoU = row IoU - reference IoU on the same images; "
+            f"{MISSING} = not measured or not comparable.")
 
 
 def _describe(r: BenchRecord) -> str:

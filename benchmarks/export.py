@@ -1,0 +1,261 @@
+"""Export the trained teacher and student to every CPU format and precision; record file size,
+parity against torch and ECSSD val accuracy of each, and QAT beside post-training INT8.
+
+A script, not a test. For the teacher (full-size U-Net) and the student (MobileNetV3-Large
+U-Net, trained on masks only) it writes ONNX FP32 / FP16 / INT8 (ONNX Runtime static QDQ) and
+OpenVINO FP32 / FP16 / INT8 (NNCF) / accuracy-controlled INT8 (NNCF, at most 0.01 IoU lost on
+train images). The student is also fine-tuned with QAT (NNCF fake quantization) and exported
+to INT8 ONNX and, from that, to OpenVINO INT8. Every export passes edgecut's parity gate
+against its parent on ECSSD val images, or is recorded as refused (with the numbers) and then
+exported again with the bar lowered explicitly, so its accuracy is still known.
+
+Calibration and accuracy control draw from the train split only; accuracy is measured on the
+200 val images at each image's own resolution, by ``edgecut eval`` in a fresh process (which
+also shows that each artifact reloads through its Runner). Results go to
+``benchmarks/results/export.json`` and ``export.md``.
+
+    python benchmarks/export.py                           # the recorded run (needs teacher.py and distill.py first)
+    python benchmarks/export.py --only student --qat-epochs 1 --out /tmp/exp --results /tmp/exp.json
+
+Interrupted runs resume: finished exports and evaluations are kept and reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from edgecut import io
+from edgecut.artifact import load_artifact
+from edgecut.data.folder import find_samples
+from edgecut.env import environment
+from edgecut.errors import EdgecutError
+from edgecut.export import export
+from edgecut.export.parity import ParityError
+
+ROOT = Path(__file__).resolve().parents[1]
+ECSSD = ROOT.parent / "shared" / "data" / "ecssd"
+KEEP = ("iou", "mae", "s_measure", "max_f", "e_measure", "boundary_f")
+LOWERED = {"fp16": {"mask_iou": 0.99}, "int8": {"mask_iou": 0.8}}  # the explicit lower bar after a refusal
+VARIANTS = (  # (label, format, precision, options)
+    ("onnx-fp32", "onnx", "fp32", {}),
+    ("onnx-fp16", "onnx", "fp16", {}),
+    ("onnx-int8", "onnx", "int8", {"calib": True}),
+    ("openvino-fp32", "openvino", "fp32", {}),
+    ("openvino-fp16", "openvino", "fp16", {}),
+    ("openvino-int8", "openvino", "int8", {"calib": True}),
+    ("openvino-int8-ac", "openvino", "int8", {"calib": True, "max_drop": 0.01}),
+)
+
+
+def split_folder(data: Path, split: str, dest: Path) -> Path:
+    """A data set folder of symlinks to one split (images/ + masks/), for options that take a folder."""
+    if (dest / "images").is_dir():
+        return dest
+    tmp = dest.with_name(dest.name + ".tmp")
+    for sub in ("images", "masks"):
+        (tmp / sub).mkdir(parents=True, exist_ok=True)
+    for s in find_samples(data, split):
+        os.symlink(s.image.resolve(), tmp / "images" / s.image.name)
+        os.symlink(s.mask.resolve(), tmp / "masks" / s.mask.name)
+    os.replace(tmp, dest)
+    return dest
+
+
+def size_mb(path: Path) -> float:
+    art = load_artifact(path)
+    return round(sum(e.size for e in art.manifest.files.values()) / 2**20, 3)
+
+
+def evaluate_fresh(art: Path, data: Path, json_path: Path, threads: int) -> dict:
+    """``edgecut eval`` in a new process: the artifact reloads through its Runner from disk."""
+    if not json_path.is_file():
+        cmd = [str(Path(sys.executable).with_name("edgecut")), "eval", str(art), "--data", str(data),
+               "--split", "val", "--json", str(json_path), "--threads", str(threads), "--worst", "0"]
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    result = io.read_json(json_path)
+    return {"backend": result["backend"], "images": result["count"],
+            **{k: round(result["metrics"][k], 4) for k in KEEP}}
+
+
+def do_export(parent: Path, out: Path, fmt: str, precision: str, opts: dict, *, calib: Path, acval: Path,
+              val: Path, parity_count: int, threads: int) -> dict:
+    """One export through edgecut's front function; a parity refusal is recorded, then retried with a lower bar."""
+    row: dict = {"format": fmt, "precision": precision, "parent": str(parent.relative_to(ROOT))}
+    kw = {"parity_data": val, "parity_count": parity_count, "threads": threads}
+    if opts.get("calib"):
+        kw |= {"calib": calib, "calib_count": 64}
+    if "max_drop" in opts:
+        kw |= {"max_drop": opts["max_drop"], "val_data": acval}
+    if not (out / "edgecut.json").is_file():
+        t0 = time.perf_counter()
+        try:
+            export(parent, fmt, precision, out, **kw)
+        except ParityError as e:
+            row["refused"] = str(e)
+            io.write_text(out.with_name(out.name + ".refused.txt"), str(e))
+            export(parent, fmt, precision, out, tolerances=LOWERED[precision], **kw)
+        row["export_s"] = round(time.perf_counter() - t0, 1)
+        io.write_json(out.with_name(out.name + ".timing.json"), {k: row[k] for k in ("export_s",) if k in row})
+    else:
+        refused = out.with_name(out.name + ".refused.txt")
+        if refused.is_file():
+            row["refused"] = refused.read_text()
+        timing = out.with_name(out.name + ".timing.json")
+        if timing.is_file():
+            row |= io.read_json(timing)
+    return row
+
+
+def describe(path: Path) -> dict:
+    """File size, parity report and INT8 details from an artifact's manifest."""
+    m = load_artifact(path).manifest
+    p = m.metrics.get("parity", {})
+    out = {"size_mb": size_mb(path), "parity": {
+        "vs": "parent", "images": p.get("images"), "data": p.get("data"), "tolerances": p.get("tolerances"),
+        "passed": p.get("passed"), "max_abs_diff": _r(p.get("max_abs_diff")), "mask_iou_mean": _r(p.get("mask_iou_mean")),
+        "mask_iou_min": _r(p.get("mask_iou_min")), "iou_drop_on_parity_images": _r(p.get("metric", {}).get("drop"))}}
+    ac = m.metrics.get("accuracy_control")
+    if ac:
+        out["accuracy_control"] = {k: _r(ac.get(k)) for k in ("max_drop", "images", "fp32", "int8", "drop",
+                                                              "reverted_ops") if k in ac}
+    step = m.lineage[-1].params
+    if "qdq" in step:
+        out["qdq"] = step["qdq"]
+    return out
+
+
+def _r(v):
+    return float(f"{v:.4g}") if isinstance(v, float) else v  # four significant digits: 2.9e-06 stays itself
+
+
+def markdown(record: dict) -> str:
+    lines = ["# Export benchmark: ECSSD val (200 images, each at its own resolution)", "",
+             f"`{record['command']}`; input {record['size']} px; parity on {record['parity_images']} val images "
+             "against the parent (torch, or the QAT ONNX for its OpenVINO conversion).", "",
+             "| model | artifact | size MB | parity max abs diff | parity mask IoU mean | parity mask IoU min | val IoU | "
+             "ΔIoU vs torch | MAE | S-measure | note |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for model, rows in record["models"].items():
+        base = rows["torch"]["val"]["iou"]
+        for label, r in rows.items():
+            v, p = r["val"], r.get("parity", {})
+            note = []
+            if r.get("refused"):
+                note.append("refused at default tolerance; bar lowered to " + json.dumps(LOWERED[r["precision"]]))
+            if "accuracy_control" in r:
+                ac = r["accuracy_control"]
+                note.append(f"accuracy control: {ac.get('reverted_ops')} ops back to float, drop {ac.get('drop')}")
+            mad = f"{p['max_abs_diff']:.2e}" if p.get("max_abs_diff") is not None else "—"
+            miou = f"{p['mask_iou_min']:.4f}" if p.get("mask_iou_min") is not None else "—"
+            mean = f"{p['mask_iou_mean']:.4f}" if p.get("mask_iou_mean") is not None else "—"
+            lines.append(f"| {model} | {label} | {r['size_mb']:.2f} | {mad} | {mean} | {miou} | {v['iou']:.4f} | "
+                         f"{v['iou'] - base:+.4f} | {v['mae']:.4f} | {v['s_measure']:.4f} | {'; '.join(note)} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--teacher", type=Path, default=ROOT / "runs" / "teacher-ecssd")
+    ap.add_argument("--student", type=Path, default=ROOT / "runs" / "distill-ecssd" / "masks-only")
+    ap.add_argument("--only", choices=("teacher", "student"), default=None)
+    ap.add_argument("--data", type=Path, default=ECSSD)
+    ap.add_argument("--out", type=Path, default=ROOT / "runs" / "export-ecssd")
+    ap.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results" / "export.json")
+    ap.add_argument("--parity-count", type=int, default=64)
+    ap.add_argument("--qat-epochs", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args(argv)
+
+    data_dir = args.out / "data"
+    train_dir = split_folder(args.data, "train", data_dir / "ecssd-train")
+    val_dir = split_folder(args.data, "val", data_dir / "ecssd-val")
+    models = {"teacher": args.teacher, "student": args.student}
+    if args.only:
+        models = {args.only: models[args.only]}
+
+    results: dict = {}
+    for name, path in models.items():
+        rows = {"torch": {"format": "torch", "precision": "fp32", "size_mb": size_mb(path),
+                          "val": evaluate_fresh(path, args.data, args.out / f"{name}.val.json", args.threads)}}
+        for label, fmt, precision, opts in VARIANTS:
+            out = args.out / f"{name}-{label}"
+            print(f"{name}: {label}", flush=True)
+            row = do_export(path, out, fmt, precision, opts, calib=train_dir, acval=train_dir, val=val_dir,
+                            parity_count=args.parity_count, threads=args.threads)
+            row |= describe(out)
+            row["val"] = evaluate_fresh(out, args.data, args.out / f"{name}-{label}.val.json", args.threads)
+            rows[label] = row
+        if name == "student":
+            rows |= qat_rows(path, args, train_dir, val_dir)
+        results[name] = rows
+
+    first = next(iter(results.values()))
+    record = {
+        "command": "python benchmarks/export.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
+        "size": load_artifact(next(iter(models.values()))).spec.input_size[0],
+        "parity_images": args.parity_count, "calibration": "64 seeded images of ecssd train",
+        "accuracy_control": "max_drop 0.01 absolute mean IoU on up to 100 seeded ecssd train images",
+        "val": {"data": "ecssd/splits/val.txt", "images": first["torch"]["val"]["images"],
+                "resolution": "each image's own"},
+        "default_tolerances": {"fp32": "max abs diff <= 1e-4", "fp16": "mask IoU >= 0.999",
+                               "int8": "mask IoU >= 0.98"},
+        "lowered_tolerances_after_refusal": LOWERED,
+        "models": results, "machine": environment(),
+    }
+    io.write_json(args.results, record)
+    io.write_text(args.results.with_suffix(".md"), markdown(record))
+    print(markdown(record))
+    return record
+
+
+def qat_rows(student: Path, args, train_dir: Path, val_dir: Path) -> dict:
+    """QAT of the student on ECSSD train, then its INT8 ONNX and the OpenVINO conversion of that."""
+    from edgecut.compress.qat import QAT_TRAIN, QATConfig, qat
+
+    out = args.out / "student-qat-onnx-int8"
+    rows: dict = {}
+    if not (out / "edgecut.json").is_file():
+        t0 = time.perf_counter()
+        train = dataclasses.replace(QAT_TRAIN, epochs=args.qat_epochs, batch_size=8)
+        resume = (out / "checkpoints" / "last.pt").is_file()
+        try:
+            qat(student, args.data, out, config=QATConfig(calib_count=64), train_config=train, train_split="train",
+                val_split="val", parity_data=val_dir, parity_count=args.parity_count, threads=args.threads,
+                resume=resume)
+        except ParityError as e:
+            io.write_text(out.with_name(out.name + ".refused.txt"), str(e))
+            qat(student, args.data, out, config=QATConfig(calib_count=64), train_config=train, train_split="train",
+                val_split="val", parity_data=val_dir, parity_count=args.parity_count, threads=args.threads,
+                resume=True, tolerances=LOWERED["int8"])
+        io.write_json(out.with_name(out.name + ".timing.json"), {"qat_s": round(time.perf_counter() - t0, 1)})
+    row = {"format": "onnx", "precision": "int8", "parent": str(student.relative_to(ROOT)), "qat": {
+        "epochs": args.qat_epochs, "lr": QAT_TRAIN.lr, "precision": "fp32", "calib_count": 64}}
+    timing = out.with_name(out.name + ".timing.json")
+    if timing.is_file():
+        row |= io.read_json(timing)
+    refused = out.with_name(out.name + ".refused.txt")
+    if refused.is_file():
+        row["refused"] = refused.read_text()
+    rows["qat-onnx-int8"] = row | describe(out) | {
+        "val": evaluate_fresh(out, args.data, args.out / "student-qat-onnx-int8.val.json", args.threads)}
+    ov = args.out / "student-qat-openvino-int8"
+    row = do_export(out, ov, "openvino", "int8", {}, calib=train_dir, acval=train_dir, val=val_dir,
+                    parity_count=args.parity_count, threads=args.threads)
+    rows["qat-openvino-int8"] = row | describe(ov) | {
+        "val": evaluate_fresh(ov, args.data, args.out / "student-qat-openvino-int8.val.json", args.threads)}
+    return rows
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except EdgecutError as e:
+        sys.exit(f"error: {e}")
