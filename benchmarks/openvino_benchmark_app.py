@@ -1,0 +1,97 @@
+"""Is edgecut's latency measurement right? Compare it with OpenVINO's own ``benchmark_app``.
+
+One OpenVINO model, the same threads, batch 1, one stream (benchmark_app: ``-hint none``, its rule for
+setting ``-nthreads`` and ``-nstreams``; edgecut: the LATENCY hint with the same two), the synchronous
+API and f32 inference precision (edgecut's Runner pins f32; benchmark_app would otherwise run
+bf16 on a CPU with AVX-512 BF16 or AMX). benchmark_app gets the model as it is (batch dynamic,
+as edgecut exports it) with ``-data_shape``, not ``-shape``, which would reshape it to a
+static model and compare two different compiled models. The two tools alternate for ``--rounds`` rounds so a
+drift of the machine hits both; the script prints both medians per round and their ratio and
+writes ``benchmarks/results/benchmark_app.json``. Run it on an idle machine.
+
+edgecut's number is ``edgecut bench``'s model-only p50 (a fresh worker process, warm-up,
+then timed calls through the Runner: numpy in, numpy out); benchmark_app's is its "Median"
+latency of ``infer()`` on a request whose input it filled once. The difference between them is
+the Runner's Python and copying overhead, plus noise.
+
+    python benchmarks/openvino_benchmark_app.py                      # the student's OpenVINO FP32 export
+    python benchmarks/openvino_benchmark_app.py --model runs/export-ecssd/teacher-openvino-fp32
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shlex
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from edgecut import io
+from edgecut.artifact import load_artifact
+from edgecut.bench.latency import LatencyConfig
+from edgecut.bench.run import BenchConfig, bench
+from edgecut.env import environment
+
+ROOT = Path(__file__).resolve().parents[1]
+MEDIAN = re.compile(r"Median:\s+([0-9.]+)\s*ms")
+
+
+def benchmark_app(xml: Path, shape: tuple[int, int], threads: int, seconds: float) -> tuple[float, list[str]]:
+    exe = Path(sys.executable).with_name("benchmark_app")
+    cmd = [str(exe), "-m", str(xml), "-d", "CPU", "-hint", "none", "-api", "sync", "-nstreams", "1",
+           "-nthreads", str(threads), "-infer_precision", "f32", "-data_shape", f"[1,3,{shape[0]},{shape[1]}]",
+           "-t", str(max(1, round(seconds)))]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"benchmark_app failed: {proc.stderr.strip()[-500:] or proc.stdout.strip()[-500:]}")
+    found = MEDIAN.findall(proc.stdout)
+    if not found:
+        sys.exit("benchmark_app printed no 'Median:' latency:\n" + proc.stdout[-1000:])
+    return float(found[0]), cmd
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", type=Path, default=ROOT / "runs" / "export-ecssd" / "student-openvino-fp32")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results" / "benchmark_app.json")
+    args = ap.parse_args(argv)
+
+    art = load_artifact(args.model)
+    if art.manifest.format != "openvino":
+        sys.exit(f"{args.model} is a {art.manifest.format} artifact; give an OpenVINO one")
+    shape = tuple(art.spec.input_size)
+    config = BenchConfig(threads=(args.threads,), end_to_end=False,
+                         latency=LatencyConfig(warmup_s=2.0, warmup_min=10, min_time_s=args.seconds, min_iters=50))
+    rounds = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for k in range(args.rounds):
+            (rec,) = bench([art], Path(tmp) / f"round{k}.jsonl", config, progress=False).records
+            app_ms, cmd = benchmark_app(art.model_path, shape, args.threads, args.seconds)
+            row = {"edgecut_p50_ms": round(rec.latency.p50_ms, 4), "edgecut_cov": round(rec.latency.cov, 4),
+                   "edgecut_iterations": rec.latency.iterations, "benchmark_app_median_ms": app_ms,
+                   "ratio": round(rec.latency.p50_ms / app_ms, 4)}
+            rounds.append(row)
+            print(f"round {k + 1}: edgecut p50 {row['edgecut_p50_ms']:.3f} ms   benchmark_app median "
+                  f"{app_ms:.3f} ms   edgecut / benchmark_app {row['ratio']:.3f}", flush=True)
+    ratios = sorted(r["ratio"] for r in rounds)
+    median_ratio = ratios[len(ratios) // 2]
+    record = {
+        "command": "python benchmarks/openvino_benchmark_app.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
+        "model": str(args.model.relative_to(ROOT)) if args.model.is_relative_to(ROOT) else str(args.model),
+        "input": [1, 3, *shape], "threads": args.threads, "seconds_per_measurement": args.seconds,
+        "benchmark_app_command": shlex.join(cmd), "rounds": rounds, "median_ratio": median_ratio,
+        "within_10_percent": abs(median_ratio - 1) <= 0.10, "machine": environment(),
+    }
+    io.write_json(args.results, record)
+    print(f"median ratio {median_ratio:.3f} ({'within' if record['within_10_percent'] else 'NOT within'} 10%); "
+          f"wrote {args.results}")
+    return record
+
+
+if __name__ == "__main__":
+    main()
