@@ -412,6 +412,7 @@ def bench(
     min_iters: Annotated[int, typer.Option()] = 20,
     e2e: Annotated[bool, typer.Option("--e2e/--no-e2e", help="Also time the whole cut-out of one image file.")] = True,
     isolate: Annotated[bool, typer.Option("--isolate/--in-process", help="Time each model in a fresh process.")] = True,
+    repeats: Annotated[int, typer.Option(help="Worker runs per model; the median is kept, disagreeing runs are flagged.")] = 1,
     worst: Annotated[int, typer.Option(help="Worst images kept per record (cut-outs saved for the html report).")] = 6,
     resume: Annotated[bool, typer.Option("--resume", help="Add to an existing records file; skip what it holds.")] = False,
 ) -> None:
@@ -423,7 +424,7 @@ def bench(
     config = BenchConfig(backend=backend, device=device, threads=_ints(threads, "--threads") or (None,), batch=batch,
                          batches=_ints(batches, "--batches"), size=(size, size) if size else None,
                          latency=LatencyConfig(warmup_s=warmup, min_time_s=min_time, min_iters=min_iters),
-                         end_to_end=e2e, worst=worst, isolate=isolate)
+                         end_to_end=e2e, worst=worst, isolate=isolate, repeats=repeats)
 
     def show(rec) -> None:
         lat = rec.latency

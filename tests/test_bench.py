@@ -36,6 +36,31 @@ def test_summary_statistics_by_hand():
     assert not summarize([0.010, 0.0101, 0.0099], 0.02, 1).unstable
 
 
+def test_a_few_spikes_do_not_make_a_steady_measurement_unstable():
+    s = summarize([0.001] * 95 + [0.030] * 5, first_s=0.01, warmup=1)  # scheduler hiccups on a busy machine
+    assert s.cov > 1.0 and s.robust_cov == 0.0 and not s.unstable and s.p99_ms == pytest.approx(30.0)
+    wide = summarize(list(np.linspace(0.001, 0.002, 50)), first_s=0.01, warmup=1)  # a wide middle
+    assert wide.robust_cov > 0.1 and wide.unstable
+
+
+def test_repeated_worker_runs_keep_the_median_and_flag_disagreement(onnx_art, tmp_path, monkeypatch):
+    from edgecut.bench import run
+
+    real, p50s = run.measure_latency, iter([3.0, 1.0, 2.0, 1.0, 1.01, 1.02])
+
+    def fake(*args, **kw):
+        got = real(*args, **kw)
+        got["latency"]["p50_ms"] = next(p50s)
+        return got
+
+    monkeypatch.setattr(run, "measure_latency", fake)
+    (a,) = bench([onnx_art], tmp_path / "a.jsonl", cfg(repeats=3, end_to_end=False), progress=False).records
+    assert a.latency_runs_ms == [1.0, 2.0, 3.0] and a.latency.p50_ms == 2.0 and a.latency.unstable
+    assert "spread by 100.0%" in a.notes[0]
+    (b,) = bench([onnx_art], tmp_path / "b.jsonl", cfg(repeats=3, end_to_end=False), progress=False).records
+    assert b.latency_runs_ms == [1.0, 1.01, 1.02] and b.latency.p50_ms == 1.01 and not b.notes
+
+
 def test_measure_warms_up_then_times_at_least_the_minimum():
     calls = []
     s = measure(lambda: calls.append(1), LatencyConfig(warmup_s=0.0, warmup_min=4, min_time_s=0.0, min_iters=7))

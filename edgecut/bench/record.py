@@ -42,6 +42,7 @@ class Latency(BaseModel):
     std_ms: float
     min_ms: float
     cov: float
+    robust_cov: float | None = None  # 1.4826 * MAD / median (what the unstable flag uses)
     first_ms: float
     warmup: int
     iterations: int
@@ -122,7 +123,8 @@ class BenchRecord(BaseModel):
     params: int | None = None
     macs: int | None = None  # per image at input_size
     size_mb: float  # model file(s) on disk, MiB
-    latency: Latency | None = None  # model only, one batch of ``batch`` images
+    latency: Latency | None = None  # model only, one batch of ``batch`` images (the median run when repeated)
+    latency_runs_ms: list[float] = Field(default_factory=list)  # p50 of each worker run (--repeats)
     throughput: list[Throughput] = Field(default_factory=list)
     end_to_end: Latency | None = None  # decode + preprocess + infer + postprocess + encode RGBA, one image
     memory: Memory = Field(default_factory=Memory)

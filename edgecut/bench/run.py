@@ -2,7 +2,7 @@
 
 For every model (and every thread count asked for) one record:
 
-- **latency, isolated**: a fresh worker process (:mod:`edgecut.bench.worker`) loads the model
+- **latency, isolated**: a fresh worker process (``repeats`` of them, the median kept) (:mod:`edgecut.bench.worker`) loads the model
   and times it, so the first inference is really cold, the peak RSS is this model's (Linux:
   the process's high-water mark, reset after start-up, so it counts the interpreter and the
   backend's libraries as a deployment would) and no other model's threads or allocations are
@@ -44,6 +44,7 @@ from edgecut.errors import EdgecutError, InputError
 FORMAT_BACKENDS = {"torch": ("torch",), "torchscript": ("torch",), "onnx": ("onnxruntime",),
                    "openvino": ("openvino",), "tensorrt": ("tensorrt",)}
 BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
+REPEAT_SPREAD = 0.05  # (max - min) / median of the repeated runs' p50 above this flags the record unstable
 
 
 @dataclass(frozen=True)
@@ -61,11 +62,14 @@ class BenchConfig:
     accuracy_batch: int = 1
     worst: int = 6  # worst images kept per record (their cut-outs saved)
     isolate: bool = True  # latency in a fresh process per record (False: in this process; tests, debugging)
+    repeats: int = 1  # worker runs per record; the median run is kept, and runs apart by > REPEAT_SPREAD flag it
     target: str = "local"
 
     def validate(self) -> None:
         if self.backend is not None and self.backend not in BACKENDS:
             raise EdgecutError(f"backend {self.backend!r}: use one of {', '.join(BACKENDS)}")
+        if self.repeats < 1:
+            raise EdgecutError(f"repeats must be at least 1, got {self.repeats}")
         if self.batch < 1 or any(b < 1 for b in self.batches):
             raise EdgecutError("batch sizes must be at least 1")
         if any(t is not None and t < 1 for t in self.threads):
@@ -266,10 +270,18 @@ def bench(models: Sequence[str | os.PathLike | Artifact], out: str | os.PathLike
             if rec.key in done:
                 result.skipped.append(f"{name} ({backend}, {threads or 'default'} threads)")
                 continue
-            got = measure_latency(art, backend, config.device, threads, spec, config.batch, config.batches,
-                                  config.latency, e2e_image, config.isolate)
+            runs = [measure_latency(art, backend, config.device, threads, spec, config.batch, config.batches,
+                                    config.latency, e2e_image, config.isolate) for _ in range(config.repeats)]
+            runs.sort(key=lambda g: g["latency"]["p50_ms"])
+            got = runs[len(runs) // 2]  # the median run (the upper one of an even count)
             rec.threads = got["threads"]
             rec.latency = Latency(**got["latency"])
+            if len(runs) > 1:
+                rec.latency_runs_ms = [g["latency"]["p50_ms"] for g in runs]
+                spread = (rec.latency_runs_ms[-1] - rec.latency_runs_ms[0]) / rec.latency.p50_ms
+                if spread > REPEAT_SPREAD:
+                    rec.latency.unstable = True
+                    rec.notes.append(f"the p50 of {len(runs)} worker runs spread by {spread:.1%}")
             rec.throughput = [Throughput(**t) for t in got["throughput"]]
             rec.end_to_end = Latency(**got["end_to_end"]) if got.get("end_to_end") else None
             rec.memory = Memory(**got["memory"])

@@ -3,7 +3,7 @@
 Fairness rules (DESIGN.md, "Measurement rules"): a speed-up is a ratio of p50 latencies measured
 on one machine, ideally in one run. So a row measured on another machine gets no speed-up and a
 dagger naming the machine; a row of the same machine but another run keeps its ratio with a
-``*``; a latency whose coefficient of variation is above ``UNSTABLE_COV`` is marked ``⚠``. A
+``*``; a latency flagged unstable by ``edgecut bench`` is marked ``⚠``. A
 ΔIoU compares two records scored on the same images only (same data set name and count).
 
 Everything here is plain data: :func:`build_report` turns records into a :class:`Report` whose
@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edgecut.bench.latency import UNSTABLE_COV
+from edgecut.bench.run import REPEAT_SPREAD
 from edgecut.bench.record import BenchRecord, machine_label
 from edgecut.errors import EdgecutError
 
@@ -229,8 +230,9 @@ def build_report(records: Sequence[BenchRecord], baseline: str | None = None, ti
                             "(ratios compare one machine only)")
             cells["name"] += f" {mark}"
         if r.latency is not None and r.latency.unstable:
-            notes.add(UNSTABLE_MARK, f"unstable latency: its coefficient of variation (std / mean) is above "
-                                     f"{UNSTABLE_COV:.0%}; re-measure on a quiet machine before trusting it")
+            notes.add(UNSTABLE_MARK, f"unstable latency: the middle of its distribution is wide (1.4826 MAD / "
+                                     f"median above {UNSTABLE_COV:.0%}) or repeated runs disagreed by more than "
+                                     f"{REPEAT_SPREAD:.0%}; re-measure on a quiet machine before trusting it")
             cells["p50"] += f" {UNSTABLE_MARK}"
             cells["p90"] += f" {UNSTABLE_MARK}"
         if speedup is None:
