@@ -46,7 +46,7 @@ def test_a_few_spikes_do_not_make_a_steady_measurement_unstable():
 def test_repeated_worker_runs_keep_the_median_and_flag_disagreement(onnx_art, tmp_path, monkeypatch):
     from edgecut.bench import run
 
-    real, p50s = run.measure_latency, iter([3.0, 1.0, 2.0, 1.0, 1.01, 1.02])
+    real, p50s = run.measure_latency, iter([3.0, 1.0, 2.0, 1.0, 1.01, 1.02, 1.0, 1.02, 1.5])
 
     def fake(*args, **kw):
         got = real(*args, **kw)
@@ -56,9 +56,12 @@ def test_repeated_worker_runs_keep_the_median_and_flag_disagreement(onnx_art, tm
     monkeypatch.setattr(run, "measure_latency", fake)
     (a,) = bench([onnx_art], tmp_path / "a.jsonl", cfg(repeats=3, end_to_end=False), progress=False).records
     assert a.latency_runs_ms == [1.0, 2.0, 3.0] and a.latency.p50_ms == 2.0 and a.latency.unstable
-    assert "spread by 100.0%" in a.notes[0]
+    assert "worker runs disagree: p50 1, 2, 3 ms" in a.notes[0]
     (b,) = bench([onnx_art], tmp_path / "b.jsonl", cfg(repeats=3, end_to_end=False), progress=False).records
     assert b.latency_runs_ms == [1.0, 1.01, 1.02] and b.latency.p50_ms == 1.01 and not b.notes
+    (c,) = bench([onnx_art], tmp_path / "c.jsonl", cfg(repeats=3, end_to_end=False), progress=False).records
+    assert c.latency.p50_ms == 1.02 and "an outlier run" in c.notes[0]  # one slow run of three: the median holds
+    assert "disagree" not in c.notes[0]
 
 
 def test_measure_warms_up_then_times_at_least_the_minimum():
