@@ -231,8 +231,9 @@ def build_report(records: Sequence[BenchRecord], baseline: str | None = None, ti
             cells["name"] += f" {mark}"
         if r.latency is not None and r.latency.unstable:
             notes.add(UNSTABLE_MARK, f"unstable latency: the middle of its distribution is wide (1.4826 MAD / "
-                                     f"median above {UNSTABLE_COV:.0%}) or repeated runs disagreed by more than "
-                                     f"{REPEAT_SPREAD:.0%}; re-measure on a quiet machine before trusting it")
+                                     f"median above {UNSTABLE_COV:.0%}) or no other repeated run came within "
+                                     f"{REPEAT_SPREAD:.0%} of the kept one; re-measure on a quiet machine "
+                                     "before trusting it")
             cells["p50"] += f" {UNSTABLE_MARK}"
             cells["p90"] += f" {UNSTABLE_MARK}"
         if speedup is None:

@@ -1,0 +1,215 @@
+"""Commands that compress and convert a model: ``prune``, ``qat``, ``export``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from edgecut.cli import app, console, err
+from edgecut.errors import EdgecutError
+
+
+@app.command()
+def prune(
+    model: Annotated[Path, typer.Argument(help="Torch artifact to prune (teacher, student, pruned model).")],
+    out: Annotated[Path, typer.Option(help="Folder for the pruned artifact (or the sensitivity tables).")],
+    ratio: Annotated[Optional[float], typer.Option(help="Share of channels removed (per group, or overall with --scope global).")] = None,
+    target_macs: Annotated[Optional[float], typer.Option(help="Instead of --ratio: prune to at most this many GMACs at the model's input size.")] = None,
+    plan: Annotated[Optional[Path], typer.Option(help="Per-layer ratios: a plan.json from --sensitivity --max-drop.")] = None,
+    importance: Annotated[str, typer.Option(help="l1 | l2 | bn | taylor (taylor needs --data).")] = "l2",
+    scope: Annotated[str, typer.Option(help="uniform: the same ratio per group; global: rank all channels together.")] = "uniform",
+    steps: Annotated[int, typer.Option(help="Iterative schedule: prune (and fine-tune) this many times.")] = 1,
+    round_to: Annotated[int, typer.Option(help="Keep channel counts a multiple of this (1: no rounding).")] = 8,
+    ignore: Annotated[Optional[list[str]], typer.Option(help="Layer whose output channels stay whole (repeatable).")] = None,
+    data: Annotated[Optional[Path], typer.Option(help="Data set: fine-tuning, validation, sensitivity, taylor.")] = None,
+    finetune_epochs: Annotated[int, typer.Option(help="Fine-tuning epochs after each pruning step (needs --data).")] = 0,
+    recalibrate_bn: Annotated[int, typer.Option(help="Re-estimate batch-norm statistics on N training batches after each pruning step (needs --data).")] = 0,
+    batch: Annotated[int, typer.Option(help="Fine-tuning batch size.")] = 8,
+    lr: Annotated[float, typer.Option(help="Fine-tuning peak learning rate.")] = 3e-4,
+    ema: Annotated[Optional[float], typer.Option(help="Fine-tuning EMA decay, e.g. 0.998.")] = None,
+    train_split: Annotated[Optional[str], typer.Option(help="Split file or name (default: splits/train.txt if present).")] = None,
+    val_split: Annotated[Optional[str], typer.Option(help="Split file or name (default: splits/val.txt if present).")] = None,
+    sensitivity: Annotated[bool, typer.Option("--sensitivity", help="Measure each group's metric drop instead of pruning.")] = False,
+    ratios: Annotated[str, typer.Option(help="Sensitivity: ratios tried per group, comma separated.")] = "0.25,0.5,0.75",
+    images: Annotated[int, typer.Option(help="Sensitivity: held-out images scored per trial.")] = 100,
+    max_drop: Annotated[Optional[float], typer.Option(help="Sensitivity: write plan.json keeping each group's drop under this.")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="Torch CPU threads (training and latency).")] = None,
+    no_latency: Annotated[bool, typer.Option("--no-latency", help="Skip the before/after CPU latency.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the pruning run in --out.")] = False,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Structured channel pruning (Torch-Pruning dependency graph), with fine-tuning and sensitivity analysis."""
+    from edgecut.compress.prune import PruneConfig, read_plan
+
+    if sensitivity:
+        from edgecut.compress.prune_run import sensitivity_artifact
+
+        if data is None:
+            raise EdgecutError("--sensitivity needs --data DIR (held-out images to score each trial on)")
+        try:
+            ratio_list = tuple(float(r) for r in ratios.split(","))
+        except ValueError:
+            raise EdgecutError(f"--ratios {ratios!r}: expected numbers separated by commas, e.g. 0.25,0.5,0.75") from None
+        res = sensitivity_artifact(model, out, data, ratios=ratio_list, importance=importance,
+                                   round_to=round_to if round_to > 1 else None, ignore=tuple(ignore or ()),
+                                   split=train_split, images=images, max_drop=max_drop, threads=threads)
+        worst = sorted(res["rows"], key=lambda r: -r.drop)[:5]
+        console.print(f"baseline IoU {res['baseline']:.4f} on {res['images']} images of {res['data']}; most sensitive: "
+                      + ", ".join(f"{r.layer}@{r.ratio:g} {r.drop:+.4f}" for r in worst))
+        if res["plan"] is not None:
+            console.print(f"plan: {len(res['plan'])} groups pruned within a drop of {max_drop}")
+        console.print("wrote " + ", ".join(str(f) for f in res["files"]))
+        return
+
+    from edgecut.compress.prune_run import FinetuneConfig, prune_artifact
+    from edgecut.train.loop import TrainConfig
+
+    layer_ratios = read_plan(plan) if plan else {}
+    if ratio is None and target_macs is None and not layer_ratios:
+        raise EdgecutError("say how much to prune: --ratio R, --target-macs G or --plan FILE")
+    config = PruneConfig(ratio=ratio if ratio is not None else (None if target_macs or layer_ratios else 0.5),
+                         target_macs=target_macs, importance=importance, scope=scope, steps=steps,  # type: ignore[arg-type]
+                         round_to=round_to if round_to > 1 else None, layer_ratios=layer_ratios,
+                         ignore=tuple(ignore or ()))
+    finetune = FinetuneConfig(data=str(data) if data else None, epochs=finetune_epochs, train_split=train_split,
+                              val_split=val_split, bn_batches=recalibrate_bn)
+    train_config = TrainConfig(batch_size=batch, lr=lr, ema_decay=ema, seed=seed, warmup_epochs=0.2)
+    art, report = prune_artifact(model, out, config, finetune=finetune, train_config=train_config, resume=resume,
+                                 threads=threads, latency=not no_latency)
+    table = Table(title=f"pruned {model} -> {art.path}")
+    for col in ("", "before", "after", "change"):
+        table.add_column(col, justify="right")
+    b, a = report["before"], report["after"]
+    table.add_row("params", f"{b['params']:,}", f"{a['params']:,}", f"{b['params'] / a['params']:.2f}x fewer")
+    table.add_row("GMACs", f"{b['macs'] / 1e9:.3f}", f"{a['macs'] / 1e9:.3f}", f"{b['macs'] / a['macs']:.2f}x fewer")
+    if "latency" in a:
+        table.add_row("torch CPU p50 ms", f"{b['latency']['p50_ms']:.2f}", f"{a['latency']['p50_ms']:.2f}",
+                      f"{report['speedup_p50']:.2f}x" + (" faster" if report["speedup_p50"] >= 1 else " (slower)"))
+    for k in ("iou", "mae", "s_measure"):
+        if k in b.get("val", {}) and k in a.get("val", {}):
+            table.add_row(f"val {k}", f"{b['val'][k]:.4f}", f"{a['val'][k]:.4f}", f"{a['val'][k] - b['val'][k]:+.4f}")
+    console.print(table)
+
+
+@app.command()
+def qat(
+    model: Annotated[Path, typer.Argument(help="Float torch artifact to fine-tune with fake INT8 quantization.")],
+    data: Annotated[Path, typer.Option(help="Data set folder (images/ + masks/, optional splits/).")],
+    out: Annotated[Path, typer.Option(help="Run folder; becomes the INT8 ONNX artifact.")],
+    epochs: Annotated[int, typer.Option()] = 3,
+    lr: Annotated[float, typer.Option(help="Peak AdamW learning rate (fine-tuning: small).")] = 1e-4,
+    calib_count: Annotated[int, typer.Option(help="Training images that set the initial ranges.")] = 64,
+    batch: Annotated[int, typer.Option()] = 8,
+    signed_activations: Annotated[bool, typer.Option("--signed-activations", help="int8 activations everywhere (TensorRT needs it); default uint8 after ReLU.")] = False,
+    dynamic: Annotated[bool, typer.Option("--dynamic", help="Let H and W vary in the ONNX model (batch always does).")] = False,
+    parity_data: Annotated[Optional[Path], typer.Option(help="Images the INT8 model is compared with its parent on (default: synthetic photos).")] = None,
+    parity_count: Annotated[Optional[int], typer.Option(help="Use this many of --parity-data's images (seeded).")] = None,
+    tolerance: Annotated[Optional[list[str]], typer.Option(help="Lower the parity bar: KEY=VALUE with max_abs_diff, mask_iou (mean), mask_iou_min (worst image) or metric_drop (repeatable).")] = None,
+    device: Annotated[str, typer.Option(help="Training device: auto | cpu | cuda | cuda:N")] = "auto",
+    threads: Annotated[Optional[int], typer.Option(help="Torch CPU threads.")] = None,
+    train_split: Annotated[Optional[str], typer.Option(help="Split file or name (default: splits/train.txt if present).")] = None,
+    val_split: Annotated[Optional[str], typer.Option(help="Split file or name (default: splits/val.txt if present).")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    save_every: Annotated[int, typer.Option(help="Also checkpoint every N steps inside an epoch.")] = 0,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out exactly where it stopped.")] = False,
+) -> None:
+    """Quantization-aware training (NNCF fake quantization): fine-tune, then write an INT8 QDQ ONNX artifact."""
+    import dataclasses
+
+    from edgecut.compress.qat import QAT_TRAIN, QATConfig
+    from edgecut.compress.qat import qat as qat_fn
+    from edgecut.export.parity import parse_tolerances
+
+    config = QATConfig(calib_count=calib_count, signed_activations=signed_activations, dynamic=dynamic)
+    train_config = dataclasses.replace(QAT_TRAIN, epochs=epochs, lr=lr, batch_size=batch, device=device, seed=seed,
+                                       save_every=save_every)
+    art = qat_fn(model, data, out, config=config, train_config=train_config, train_split=train_split,
+                 val_split=val_split, parity_data=parity_data, parity_count=parity_count,
+                 tolerances=parse_tolerances(tolerance or []), resume=resume, threads=threads)
+    m = art.manifest
+    p, f = m.metrics["parity"], m.metrics["export_fidelity"]
+    val = m.metrics.get("val", {})
+    if val:
+        console.print("best val (fake-quantised, torch): "
+                      + ", ".join(f"{k} {val[k]:.4f}" for k in ("iou", "mae", "s_measure") if k in val))
+    line = (f"parity vs the float parent on {p['images']} image(s) ({p['data']}): max abs diff {p['max_abs_diff']:.3g}, "
+            f"min mask IoU {p['mask_iou_min']:.4f}")
+    if "metric" in p:
+        line += f", IoU vs masks {p['metric']['parent']:.4f} -> {p['metric']['export']:.4f} ({-p['metric']['drop']:+.4f})"
+    console.print(line)
+    console.print(f"ONNX vs the fake-quantised torch model: max abs diff {f['max_abs_diff']:.3g}, "
+                  f"min mask IoU {f['mask_iou_min']:.4f}")
+    size = sum(e.size for e in m.files.values())
+    console.print(f"artifact {art.path}: {m.format} {m.precision} (QDQ), {size / 1e6:.2f} MB, input {m.spec.input_size}")
+
+
+@app.command("export")
+def export_cmd(
+    model: Annotated[Path, typer.Argument(help="Torch artifact (or an fp32 ONNX artifact, for fp16 / int8).")],
+    out: Annotated[Path, typer.Option(help="Folder for the exported artifact.")],
+    format: Annotated[str, typer.Option(help="Export format: onnx | openvino | tensorrt (built on this CUDA GPU; needs --device cuda).")] = "onnx",
+    precision: Annotated[str, typer.Option(help="fp32 | fp16 | int8")] = "fp32",
+    calib: Annotated[Optional[Path], typer.Option(help="INT8: calibration images (a folder, or a data set with images/); default: synthetic photos.")] = None,
+    calib_count: Annotated[int, typer.Option(help="INT8: images drawn (seeded) from --calib.")] = 64,
+    calib_method: Annotated[str, typer.Option(help="INT8: minmax | entropy | percentile")] = "minmax",
+    exclude: Annotated[Optional[list[str]], typer.Option(help="INT8: node name kept in float (repeatable).")] = None,
+    exclude_op: Annotated[Optional[list[str]], typer.Option(help="INT8: op type kept in float, e.g. Resize (repeatable).")] = None,
+    dynamic: Annotated[bool, typer.Option("--dynamic", help="Let H and W vary (batch always does).")] = False,
+    opset: Annotated[Optional[int], typer.Option(help="ONNX opset (default 18).")] = None,
+    no_simplify: Annotated[bool, typer.Option("--no-simplify", help="Skip onnxslim.")] = False,
+    parity_data: Annotated[Optional[Path], typer.Option(help="Images the export is compared with its parent on (default: synthetic photos).")] = None,
+    parity_count: Annotated[Optional[int], typer.Option(help="Use this many of --parity-data's images (seeded).")] = None,
+    tolerance: Annotated[Optional[list[str]], typer.Option(help="Lower the parity bar: KEY=VALUE with max_abs_diff, mask_iou (mean), mask_iou_min (worst image) or metric_drop (repeatable).")] = None,
+    require_faster: Annotated[bool, typer.Option("--require-faster", help="Refuse an export slower than its parent on this machine.")] = False,
+    device: Annotated[str, typer.Option(help="cpu | cuda[:N] | tensorrt[:N] (parity and speed checks; a TensorRT engine runs on cuda).")] = "cpu",
+    threads: Annotated[Optional[int], typer.Option(help="Threads of both runners during the checks.")] = None,
+    seed: Annotated[int, typer.Option(help="Picks the calibration and parity images.")] = 0,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty --out.")] = False,
+    preset: Annotated[Optional[str], typer.Option(help="OpenVINO INT8: mixed | performance (default mixed).")] = None,
+    max_drop: Annotated[Optional[float], typer.Option(help="OpenVINO INT8 with accuracy control: largest drop of mean mask IoU (absolute, e.g. 0.01); layers fall back to float until it holds.")] = None,
+    val_data: Annotated[Optional[Path], typer.Option(help="OpenVINO --max-drop: images + masks the IoU is measured on (default: --parity-data, else synthetic).")] = None,
+) -> None:
+    """Export a model (ONNX or OpenVINO; fp32 / fp16 / int8), check parity with its parent, write an artifact."""
+    from edgecut.export import export
+    from edgecut.export.parity import parse_tolerances
+
+    art = export(model, format, precision, out, calib=calib, calib_count=calib_count, calib_method=calib_method,
+                 exclude=tuple(exclude or ()), exclude_op_types=tuple(exclude_op or ()), dynamic=dynamic, opset=opset,
+                 simplify=not no_simplify, parity_data=parity_data, parity_count=parity_count,
+                 tolerances=parse_tolerances(tolerance or []), require_faster=require_faster, device=device,
+                 threads=threads, seed=seed, overwrite=overwrite, preset=preset, max_drop=max_drop, val_data=val_data)
+    m = art.manifest
+    cal = m.metrics.get("calibration")
+    if cal:
+        c, e = cal["calibration"], cal.get("eval")
+        table = Table(title=f"calibration: {len(cal['names'])} of {cal['available']} images from {cal['source']} ({cal['method']})")
+        for col in ("", "calibration", "evaluation"):
+            table.add_column(col, justify="right")
+        fg = lambda d: "-" if not d or not d["foreground_fraction"] else f"{d['foreground_fraction']['mean']:.3f}"  # noqa: E731
+        hw = lambda d: "-" if not d else f"{d['size']['height']['median']:.0f}x{d['size']['width']['median']:.0f}"  # noqa: E731
+        table.add_row("mean brightness", f"{c['brightness']['mean']:.3f}", f"{e['brightness']['mean']:.3f}" if e else "-")
+        table.add_row("mean foreground fraction", fg(c), fg(e))
+        table.add_row("median size", hw(c), hw(e))
+        console.print(table)
+    for note in m.lineage[-1].params.get("notes", []):
+        err.print(f"[yellow]note[/yellow] {note}", highlight=False)
+    p = m.metrics["parity"]
+    line = (f"parity on {p['images']} image(s) ({p['data']}): max abs diff {p['max_abs_diff']:.3g} "
+            f"({p['max_abs_diff_image']}), min mask IoU {p['mask_iou_min']:.4f} ({p['mask_iou_min_image']})")
+    if "metric" in p:
+        line += f", IoU vs masks {p['metric']['parent']:.4f} -> {p['metric']['export']:.4f} ({-p['metric']['drop']:+.4f})"
+    console.print(line)
+    if "accuracy_control" in m.metrics:
+        a = m.metrics["accuracy_control"]
+        reverted = "?" if a["reverted_ops"] is None else a["reverted_ops"]
+        console.print(f"accuracy control on {a['images']} image(s): IoU {a['fp32']:.4f} -> {a['int8']:.4f} "
+                      f"(drop {a['drop']:.4f} <= {a['max_drop']:g}), {reverted} operation(s) left in float")
+    if "speed_vs_parent" in m.metrics:
+        s = m.metrics["speed_vs_parent"]
+        console.print(f"p50 {s['parent_p50_ms']:.3f} ms -> {s['p50_ms']:.3f} ms ({s['speedup']:.2f}x) on {s['device']}")
+    size = sum(f.size for f in m.files.values())
+    console.print(f"artifact {art.path}: {m.format} {m.precision}, {size / 1e6:.2f} MB, input {m.spec.input_size}"
+                  + (" (H, W dynamic)" if m.spec.dynamic_size else ""))

@@ -1,0 +1,150 @@
+"""Commands that measure: ``eval``, ``bench``, ``compare``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from edgecut.cli import app, console
+from edgecut.errors import EdgecutError
+
+
+def _metrics_table(metrics: dict[str, float], title: str) -> Table:
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for k, v in metrics.items():
+        table.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))
+    return table
+
+
+@app.command("eval")
+def eval_cmd(
+    data: Annotated[Path, typer.Option(help="Data set folder (images/ + masks/).")],
+    model: Annotated[Optional[Path], typer.Argument(help="Artifact directory.")] = None,
+    split: Annotated[Optional[str], typer.Option(help="Split file (or name in data/splits/).")] = None,
+    pred: Annotated[Optional[Path], typer.Option(help="Score a folder of saved prediction maps instead of a model.")] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write metrics and per-image scores here.")] = None,
+    threads: Annotated[Optional[int], typer.Option()] = None,
+    device: Annotated[str, typer.Option()] = "cpu",
+    batch: Annotated[int, typer.Option()] = 1,
+    worst: Annotated[int, typer.Option(help="List this many lowest-IoU images.")] = 5,
+) -> None:
+    """Score a model (or saved prediction maps) on a data set at each image's own resolution."""
+    from edgecut import io
+    from edgecut.bench.accuracy import evaluate, evaluate_predictions
+    from edgecut.data.folder import find_samples
+
+    if (model is None) == (pred is None):
+        raise EdgecutError("give either MODEL (an artifact directory) or --pred DIR, not both or neither")
+    samples = find_samples(data, split)
+    if pred is not None:
+        result = evaluate_predictions(pred, samples)
+        source = {"pred": str(pred)}
+    else:
+        from edgecut import runtime
+
+        runner = runtime.load(model, device=device, threads=threads)
+        result = evaluate(runner, samples, batch_size=batch)
+        source = {"model": str(model), "backend": runner.backend, "device": runner.device}
+    console.print(_metrics_table(result.metrics, f"{result.count} images from {data}" + (f" ({split})" if split else "")))
+    if worst:
+        console.print("lowest IoU: " + ", ".join(f"{r['name']} {r['iou']:.3f}" for r in result.worst(worst)))
+    if json_out:
+        io.write_json(json_out, result.to_json(data=str(data), split=split, **source))
+        console.print(f"wrote {json_out}")
+
+
+def _ints(text: str | None, what: str) -> tuple[int, ...]:
+    """'1,2,4' -> (1, 2, 4)."""
+    if not text:
+        return ()
+    try:
+        return tuple(int(x) for x in text.replace(" ", "").split(",") if x)
+    except ValueError:
+        raise EdgecutError(f"{what} {text!r}: give integers separated by commas, e.g. 1,2,4") from None
+
+
+@app.command()
+def bench(
+    models: Annotated[list[Path], typer.Argument(help="Artifact directories to measure.")],
+    out: Annotated[Path, typer.Option(help="Records file (.jsonl); one JSON line per measurement.")],
+    data: Annotated[Optional[Path], typer.Option(help="Data set (images/ + masks/) for accuracy; omit for latency only.")] = None,
+    split: Annotated[Optional[str], typer.Option(help="Split file (or name in data/splits/).")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="Score only the first N images.")] = None,
+    backend: Annotated[Optional[str], typer.Option(help="torch | onnxruntime | openvino | tensorrt (default: the format's own).")] = None,
+    device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
+    threads: Annotated[Optional[str], typer.Option(help="Intra-op threads; a list (1,2,4) sweeps them. Default: all CPUs.")] = None,
+    batch: Annotated[int, typer.Option(help="Batch of the latency measurement.")] = 1,
+    batches: Annotated[Optional[str], typer.Option(help="Also measure throughput at these batch sizes, e.g. 1,4,8.")] = None,
+    size: Annotated[Optional[int], typer.Option(help="Input side in pixels (default: each model's spec).")] = None,
+    reference: Annotated[Optional[Path], typer.Option(help="Artifact whose outputs every model is compared with.")] = None,
+    name: Annotated[Optional[list[str]], typer.Option("--name", help="Display name per model, in order.")] = None,
+    warmup: Annotated[float, typer.Option(help="Warm-up seconds (at least 5 calls).")] = 1.0,
+    min_time: Annotated[float, typer.Option(help="Timed seconds (at least --min-iters calls).")] = 3.0,
+    min_iters: Annotated[int, typer.Option()] = 20,
+    e2e: Annotated[bool, typer.Option("--e2e/--no-e2e", help="Also time the whole cut-out of one image file.")] = True,
+    isolate: Annotated[bool, typer.Option("--isolate/--in-process", help="Time each model in a fresh process.")] = True,
+    repeats: Annotated[int, typer.Option(help="Worker runs per model; the median is kept, disagreeing runs are flagged.")] = 1,
+    worst: Annotated[int, typer.Option(help="Worst images kept per record (cut-outs saved for the html report).")] = 6,
+    resume: Annotated[bool, typer.Option("--resume", help="Add to an existing records file; skip what it holds.")] = False,
+) -> None:
+    """Measure latency (and accuracy on --data) of every model through its Runner; append one record each."""
+    from edgecut.bench.latency import LatencyConfig
+    from edgecut.bench.run import BenchConfig
+    from edgecut.bench.run import bench as bench_fn
+
+    config = BenchConfig(backend=backend, device=device, threads=_ints(threads, "--threads") or (None,), batch=batch,
+                         batches=_ints(batches, "--batches"), size=(size, size) if size else None,
+                         latency=LatencyConfig(warmup_s=warmup, min_time_s=min_time, min_iters=min_iters),
+                         end_to_end=e2e, worst=worst, isolate=isolate, repeats=repeats)
+
+    def show(rec) -> None:
+        lat = rec.latency
+        line = (f"{rec.name}  {rec.backend} {rec.precision} {rec.input_size[0]}x{rec.input_size[1]} b{rec.batch} "
+                f"t{rec.threads}: p50 {lat.p50_ms:.2f} ms  p90 {lat.p90_ms:.2f} ms" + ("  (unstable)" if lat.unstable else ""))
+        if rec.end_to_end:
+            line += f"  cut-out {rec.end_to_end.p50_ms:.1f} ms"
+        if rec.accuracy:
+            line += f"  IoU {rec.accuracy.metrics['iou']:.4f}"
+        console.print(line, highlight=False)
+
+    result = bench_fn(models, out, config, data=data, split=split, limit=limit, reference=reference, names=name,
+                      resume=resume, on_record=show)
+    for s in result.skipped:
+        console.print(f"[dim]already in {out}: {s}[/dim]")
+    console.print(f"wrote {len(result.records)} record(s) to {out}; compare them with 'edgecut compare {out} --out DIR'")
+
+
+
+@app.command()
+def compare(
+    records: Annotated[list[Path], typer.Argument(help="Records files (.jsonl) written by 'edgecut bench'.")],
+    out: Annotated[Path, typer.Option(help="Folder for report.md, report.csv, report.html and pareto.png.")],
+    baseline: Annotated[Optional[str], typer.Option(help="Record name to compare against (default: the fp32 record with the most MACs, torch first).")] = None,
+    title: Annotated[Optional[str], typer.Option(help="Report title.")] = None,
+) -> None:
+    """Compare bench records: speed-ups and accuracy deltas against a baseline (md, csv, html) and a Pareto plot."""
+    from rich.markup import escape
+
+    from edgecut.report import compare as compare_fn
+
+    result = compare_fn(records, out, baseline=baseline, title=title)
+    columns = list(result.columns)  # the terminal drops the least telling columns that do not fit; report.md has all
+    for key in ("mae", "s_measure", "p90", "params", "macs", "format", "size_mb", "data", "target", "input",
+                "precision"):
+        if 1 + sum(3 + max([len(c.header)] + [len(r.cells[c.key]) for r in result.rows]) for c in columns) <= console.width:
+            break
+        columns = [c for c in columns if c.key != key]
+    table = Table(title=escape(title or f"against {result.baseline.name} ({result.baseline.backend})"))
+    for col in columns:
+        table.add_column(escape(col.header), justify="right" if col.numeric else "left", no_wrap=col.key == "name")
+    for row in result.rows:
+        table.add_row(*(escape(row.cells[col.key]) for col in columns), style="bold" if row.is_baseline else None)
+    console.print(table)
+    for line in result.notes + [f"{mark} {text}" for mark, text in result.footnotes]:
+        console.print(escape(line), highlight=False)
+    console.print("wrote " + ", ".join(str(p) for p in result.paths), highlight=False, soft_wrap=True)

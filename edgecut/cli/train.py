@@ -1,0 +1,123 @@
+"""Commands that make models: ``data synth``, ``train``, ``distill``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from edgecut.cli import app, console, data_app
+from edgecut.errors import EdgecutError
+
+
+@data_app.command("synth")
+def data_synth(
+    out: Annotated[Path, typer.Option(help="Folder to write images/, masks/, splits/ into.")],
+    count: Annotated[int, typer.Option(help="Number of images.")] = 256,
+    size: Annotated[int, typer.Option(help="Image side in pixels.")] = 256,
+    seed: Annotated[int, typer.Option(help="Same seed, same bytes.")] = 0,
+    val_fraction: Annotated[float, typer.Option(help="Share of images listed in splits/val.txt.")] = 0.2,
+) -> None:
+    """Generate synthetic studio product photos with exact masks (deterministic by seed)."""
+    from edgecut.data.synth import generate
+
+    try:
+        generate(out, count, size, seed, val_fraction=val_fraction, progress=True)
+    except (ValueError, FileExistsError) as e:
+        raise EdgecutError(str(e)) from None
+    console.print(f"wrote {count} images and masks to {out}")
+
+
+@app.command()
+def train(
+    data: Annotated[Path, typer.Option(help="Data set folder (images/ + masks/, optional splits/).")],
+    out: Annotated[Path, typer.Option(help="Run folder; becomes the model artifact.")],
+    arch: Annotated[str, typer.Option(help="Registered architecture.")] = "unet",
+    width: Annotated[Optional[int], typer.Option(help="Base width (unet: 64 is the full-size teacher).")] = None,
+    depth: Annotated[Optional[int], typer.Option(help="Number of down stages (unet: 4).")] = None,
+    size: Annotated[int, typer.Option(help="Training input side in pixels.")] = 320,
+    epochs: Annotated[int, typer.Option()] = 20,
+    batch: Annotated[int, typer.Option()] = 8,
+    lr: Annotated[float, typer.Option(help="Peak AdamW learning rate.")] = 1e-3,
+    ema: Annotated[Optional[float], typer.Option(help="EMA decay, e.g. 0.999.")] = None,
+    precision: Annotated[str, typer.Option(help="auto | bf16 | fp16 | fp32 (autocast).")] = "auto",
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
+    threads: Annotated[Optional[int], typer.Option(help="Torch CPU threads.")] = None,
+    workers: Annotated[int, typer.Option(help="Data-loader processes.")] = 0,
+    train_split: Annotated[Optional[str], typer.Option(help="Split file or name (default: splits/train.txt if present).")] = None,
+    val_split: Annotated[Optional[str], typer.Option(help="Split file or name (default: splits/val.txt if present).")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    save_every: Annotated[int, typer.Option(help="Also checkpoint every N steps inside an epoch.")] = 0,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out exactly where it stopped.")] = False,
+) -> None:
+    """Train a model (the U-Net teacher by default) with BCE + Dice; the result is an artifact."""
+    from edgecut.train.loop import TrainConfig
+    from edgecut.train.run import train as train_fn
+
+    kwargs = {k: v for k, v in {"width": width, "depth": depth}.items() if v is not None}
+    config = TrainConfig(epochs=epochs, batch_size=batch, lr=lr, ema_decay=ema, precision=precision,  # type: ignore[arg-type]
+                         device=device, workers=workers, seed=seed, save_every=save_every)
+    art = train_fn(data, out, arch=arch, arch_kwargs=kwargs, size=size, config=config, train_split=train_split,
+                   val_split=val_split, resume=resume, threads=threads)
+    m = art.manifest
+    val = m.metrics.get("val", {})
+    summary = ", ".join(f"{k} {val[k]:.4f}" for k in ("iou", "mae", "s_measure") if k in val)
+    console.print(f"artifact {art.path}: {m.params:,} params, {m.macs / 1e9:.2f} GMACs at {m.spec.input_size}"
+                  + (f"; best val {summary}" if summary else ""))
+
+
+@app.command()
+def distill(
+    teacher: Annotated[list[Path], typer.Option(help="Teacher artifact; repeat for several (their probabilities are averaged).")],
+    student: Annotated[str, typer.Option(help="Student architecture (see info --list-archs), or a torch artifact to start from.")],
+    out: Annotated[Path, typer.Option(help="Run folder; becomes the student artifact.")],
+    data: Annotated[Optional[Path], typer.Option(help="Labelled data set folder (images/ + masks/, optional splits/).")] = None,
+    unlabeled: Annotated[Optional[Path], typer.Option(help="Folder with images/ only: the teachers label them.")] = None,
+    width_mult: Annotated[Optional[float], typer.Option(help="Student width multiplier (MobileNet students).")] = None,
+    width: Annotated[Optional[int], typer.Option(help="Student base width (unet).")] = None,
+    depth: Annotated[Optional[int], typer.Option(help="Student down stages (unet).")] = None,
+    size: Annotated[int, typer.Option(help="Training input side in pixels.")] = 320,
+    epochs: Annotated[int, typer.Option()] = 20,
+    batch: Annotated[int, typer.Option(help="Batch size (per process under torchrun).")] = 8,
+    lr: Annotated[float, typer.Option(help="Peak AdamW learning rate.")] = 1e-3,
+    temperature: Annotated[Optional[float], typer.Option(help="KD temperature T (default 2).")] = None,
+    alpha: Annotated[Optional[float], typer.Option(help="Weight of the KD term; 1 - alpha weighs the labels (default 0.5).")] = None,
+    feature_kd: Annotated[bool, typer.Option("--feature-kd", help="Also match features at shared strides.")] = False,
+    feature_weight: Annotated[Optional[float], typer.Option(help="Weight of the feature term (default 1; implies --feature-kd).")] = None,
+    boundary_weight: Annotated[Optional[float], typer.Option(help="Weight of the edge-band BCE term (default 0: off).")] = None,
+    ema: Annotated[Optional[float], typer.Option(help="EMA decay, e.g. 0.999.")] = None,
+    precision: Annotated[str, typer.Option(help="auto | bf16 | fp16 | fp32 (autocast).")] = "auto",
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
+    threads: Annotated[Optional[int], typer.Option(help="Torch CPU threads.")] = None,
+    workers: Annotated[int, typer.Option(help="Data-loader processes.")] = 0,
+    train_split: Annotated[Optional[str], typer.Option(help="Split file or name (default: splits/train.txt if present).")] = None,
+    val_split: Annotated[Optional[str], typer.Option(help="Split file or name (default: splits/val.txt if present).")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    save_every: Annotated[int, typer.Option(help="Also checkpoint every N steps inside an epoch.")] = 0,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out exactly where it stopped.")] = False,
+) -> None:
+    """Distill one or more teachers into a small student (KD, optional feature and edge terms).
+
+    Runs under torchrun (python -m torch.distributed.run --nproc_per_node N -m edgecut.cli distill ...)."""
+    from edgecut.compress.distill import DistillConfig
+    from edgecut.compress.distill import distill as distill_fn
+    from edgecut.train.loop import TrainConfig, world
+
+    given = {"temperature": temperature, "alpha": alpha, "feature_weight": feature_weight,
+             "boundary_weight": boundary_weight}
+    dconfig = DistillConfig(feature_kd=feature_kd or feature_weight is not None,
+                            **{k: v for k, v in given.items() if v is not None})
+    kwargs = {k: v for k, v in {"width_mult": width_mult, "width": width, "depth": depth}.items() if v is not None}
+    config = TrainConfig(epochs=epochs, batch_size=batch, lr=lr, ema_decay=ema, precision=precision,  # type: ignore[arg-type]
+                         device=device, workers=workers, seed=seed, save_every=save_every)
+    art = distill_fn(teacher, student, data, out, config=dconfig, train_config=config, student_kwargs=kwargs,
+                     size=size, unlabeled=unlabeled, train_split=train_split, val_split=val_split, resume=resume,
+                     threads=threads)
+    if world()[0] != 0:  # under torchrun rank 0 speaks
+        return
+    m = art.manifest
+    val = m.metrics.get("val", {})
+    summary = ", ".join(f"{k} {val[k]:.4f}" for k in ("iou", "mae", "s_measure") if k in val)
+    console.print(f"artifact {art.path}: {m.params:,} params, {m.macs / 1e9:.2f} GMACs at {m.spec.input_size}"
+                  + (f"; best val {summary}" if summary else ""))

@@ -1,0 +1,143 @@
+"""Commands that inspect and use a model: ``info``, ``remove``, ``doctor``, ``quickstart``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from edgecut.cli import app, console, err
+from edgecut.errors import EdgecutError
+
+
+@app.command()
+def info(
+    model: Annotated[Optional[Path], typer.Argument(help="Artifact directory.")] = None,
+    json_flag: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
+    size: Annotated[Optional[int], typer.Option(help="Count MACs at this input side instead of the spec's.")] = None,
+    list_archs: Annotated[bool, typer.Option("--list-archs", help="List registered architectures.")] = False,
+) -> None:
+    """Show an artifact's manifest: format, precision, spec, params, MACs, lineage, files."""
+    from edgecut.artifact import load_artifact
+
+    if list_archs:
+        from edgecut.models.registry import builder_options, list_models
+
+        for name in list_models():
+            console.print(f"{name}  {builder_options(name)}")
+        return
+    if model is None:
+        raise EdgecutError("give MODEL (an artifact directory), or --list-archs")
+    art = load_artifact(model)
+    m = art.manifest.model_dump(mode="json")
+    if size is not None:
+        if art.manifest.format != "torch":
+            raise EdgecutError(f"--size recounts MACs of torch artifacts only; {model} is {art.manifest.format}")
+        from edgecut.models.profile import count_macs
+        from edgecut.models.store import load_model
+
+        spec = art.spec.with_size(size)
+        m["macs"] = count_macs(load_model(art.path).module, spec.input_size)
+        m["macs_input_size"] = list(spec.input_size)
+    else:
+        m["macs_input_size"] = list(art.spec.input_size)
+    if json_flag:
+        print(json.dumps(m, indent=2, sort_keys=True))
+        return
+    table = Table(title=str(model), show_header=False)
+    for key in ("format", "precision", "model_file", "params", "macs", "macs_input_size"):
+        val = m.get(key)
+        if key == "macs" and val is not None:
+            val = f"{val / 1e9:.3f} G"
+        elif key == "params" and val is not None:
+            val = f"{val:,}"
+        table.add_row(key, str(val))
+    table.add_row("arch", json.dumps(m["arch"]))
+    table.add_row("spec", json.dumps(m["spec"]))
+    for step in m["lineage"]:
+        table.add_row("lineage", f"{step['step']} at {step['time']}")
+    for k, v in m.get("metrics", {}).get("val", {}).items():
+        table.add_row(f"val {k}", f"{v:.4f}")
+    console.print(table)
+
+
+@app.command()
+def remove(
+    inputs: Annotated[list[Path], typer.Argument(help="Image files or folders of images.")],
+    model: Annotated[Path, typer.Option(help="Artifact directory.")],
+    out: Annotated[Path, typer.Option(help="Output folder (one PNG per input).")],
+    format: Annotated[str, typer.Option(help="rgba | mask | composite")] = "rgba",
+    bg: Annotated[str, typer.Option(help="Background for --format composite: name, #RRGGBB or R,G,B.")] = "white",
+    threads: Annotated[Optional[int], typer.Option()] = None,
+    device: Annotated[str, typer.Option()] = "cpu",
+) -> None:
+    """Cut out backgrounds: files or folders in, PNGs at the original size out."""
+    from edgecut import runtime
+    from edgecut.cutout import parse_color, remove_background
+
+    if format not in ("rgba", "mask", "composite"):
+        raise EdgecutError(f"--format {format!r}: use rgba, mask or composite")
+    color = parse_color(bg)
+    runner = runtime.load(model, device=device, threads=threads)
+    report = remove_background(inputs, runner, out, fmt=format, bg=color,  # type: ignore[arg-type]
+                               on_error=lambda p, msg: err.print(f"[red]error[/red] {msg}", highlight=False))
+    console.print(f"wrote {len(report.written)} cut-out(s) to {out}"
+                  + (f"; {len(report.failed)} input(s) failed" if report.failed else ""))
+    if report.failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def doctor(json_flag: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """What this machine offers: backends, devices, CPU flags, threads."""
+    from edgecut.env import environment
+
+    env = environment(probe_backends=True)
+    if json_flag:
+        print(json.dumps(env, indent=2, sort_keys=True))
+        return
+    cpu = env["cpu"]
+    console.print(f"python {env['python']} on {env['platform']}")
+    console.print(f"cpu    {cpu['model']} ({cpu['arch']}, {cpu['cores']} logical cores)")
+    console.print(f"flags  {' '.join(cpu['flags']) or '-'}")
+    console.print(f"torch  {env['devices']['torch']}")
+    table = Table("backend", "version", "devices / providers")
+    from edgecut.env import BACKENDS
+
+    for name in BACKENDS:
+        ver = env["backends"].get(name)
+        dev = env["devices"].get(name, "")
+        table.add_row(name, ver or "[dim]not installed[/dim]", str(dev) if ver else "")
+    console.print(table)
+
+
+@app.command()
+def quickstart(
+    out: Annotated[Path, typer.Option(help="Folder for the data, the model and the cut-outs.")] = Path("runs/quickstart"),
+    count: Annotated[int, typer.Option(help="Synthetic images to make.")] = 240,
+    size: Annotated[int, typer.Option(help="Image and model input side.")] = 96,
+    width: Annotated[int, typer.Option(help="Teacher width (64 is full size; small is quick).")] = 16,
+    epochs: Annotated[int, typer.Option()] = 12,
+) -> None:
+    """The main job end to end on synthetic data: make data, train a small teacher, evaluate, cut out."""
+    steps = [
+        ["data", "synth", "--out", f"{out}/data", "--count", str(count), "--size", str(size), "--seed", "0"],
+        ["train", "--data", f"{out}/data", "--arch", "unet", "--width", str(width), "--size", str(size),
+         "--epochs", str(epochs), "--batch", "8", "--out", f"{out}/teacher"]
+        + (["--resume"] if (out / "teacher" / "checkpoints" / "last.pt").exists() else []),
+        ["eval", f"{out}/teacher", "--data", f"{out}/data", "--split", "val", "--json", f"{out}/teacher-val.json"],
+        ["info", f"{out}/teacher"],
+        ["remove", f"{out}/data/images/00000.png", f"{out}/data/images/00001.png", f"{out}/data/images/00002.png",
+         "--model", f"{out}/teacher", "--out", f"{out}/cutouts"],
+    ]
+    for args in steps:
+        if args[0] == "train" and (out / "teacher" / "edgecut.json").exists():
+            console.print(f"[dim]skipping training: {out}/teacher already holds a model[/dim]")
+            continue
+        console.rule("edgecut " + " ".join(args))
+        app(args, standalone_mode=False)
+    console.rule("done")
+    console.print(f"cut-outs in {out}/cutouts; metrics in {out}/teacher-val.json")
