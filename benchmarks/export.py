@@ -226,15 +226,13 @@ def qat_rows(student: Path, args, train_dir: Path, val_dir: Path) -> dict:
         t0 = time.perf_counter()
         train = dataclasses.replace(QAT_TRAIN, epochs=args.qat_epochs, batch_size=8)
         resume = (out / "checkpoints" / "last.pt").is_file()
+        kw = {"config": QATConfig(calib_count=64), "train_config": train, "train_split": "train", "val_split": "val",
+              "parity_data": val_dir, "parity_count": args.parity_count, "threads": args.threads}
         try:
-            qat(student, args.data, out, config=QATConfig(calib_count=64), train_config=train, train_split="train",
-                val_split="val", parity_data=val_dir, parity_count=args.parity_count, threads=args.threads,
-                resume=resume)
-        except ParityError as e:
+            qat(student, args.data, out, resume=resume, **kw)
+        except ParityError as e:  # the training is kept: export it again with the bar lowered
             io.write_text(out.with_name(out.name + ".refused.txt"), str(e))
-            qat(student, args.data, out, config=QATConfig(calib_count=64), train_config=train, train_split="train",
-                val_split="val", parity_data=val_dir, parity_count=args.parity_count, threads=args.threads,
-                resume=True, tolerances=LOWERED["int8"])
+            qat(student, args.data, out, resume=True, tolerances=LOWERED["int8"], **kw)
         io.write_json(out.with_name(out.name + ".timing.json"), {"qat_s": round(time.perf_counter() - t0, 1)})
     row = {"format": "onnx", "precision": "int8", "parent": str(student.relative_to(ROOT)), "qat": {
         "epochs": args.qat_epochs, "lr": QAT_TRAIN.lr, "precision": "fp32", "calib_count": 64}}
