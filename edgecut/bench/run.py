@@ -37,7 +37,7 @@ from edgecut import io
 from edgecut.artifact import Artifact, ModelSpec, load_artifact
 from edgecut.bench.latency import LatencyConfig
 from edgecut.bench.record import (Accuracy, Agreement, BenchRecord, Latency, Memory, Throughput, WorstImage,
-                                  append_records, machine_id, new_run_id, read_records)
+                                  append_records, new_run_id, read_records)
 from edgecut.errors import EdgecutError, InputError
 
 # format -> the backends that can run it (the first is the default)
