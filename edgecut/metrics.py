@@ -146,6 +146,12 @@ def iou(pred, gt, threshold: float = 0.5, normalize: bool = False) -> float:
     return _binary_scores(*_prepare(pred, gt, normalize), threshold)["iou"]
 
 
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of two boolean masks of one image (e.g. two models' thresholded outputs); both empty: 1."""
+    union = np.count_nonzero(a | b)
+    return float(np.count_nonzero(a & b) / union) if union else 1.0
+
+
 def dice(pred, gt, threshold: float = 0.5, normalize: bool = False) -> float:
     return _binary_scores(*_prepare(pred, gt, normalize), threshold)["dice"]
 

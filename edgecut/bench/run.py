@@ -180,6 +180,7 @@ def measure_accuracy(runner, spec: ModelSpec, samples, data_name: str, *, batch_
     from edgecut.bench.accuracy import evaluate
     from edgecut.cutout import compose
     from edgecut.data.folder import load_pair
+    from edgecut.metrics import mask_iou
 
     ious: list[float] = []
     diffs: list[float] = []
@@ -187,9 +188,7 @@ def measure_accuracy(runner, spec: ModelSpec, samples, data_name: str, *, batch_
     def agree(sample, prob: np.ndarray) -> None:
         ref = reference["probs"][sample.name]
         diffs.append(float(np.abs(prob - ref).max()))
-        a, b = prob >= spec.threshold, ref >= spec.threshold
-        union = np.logical_or(a, b).sum()
-        ious.append(1.0 if union == 0 else float(np.logical_and(a, b).sum() / union))
+        ious.append(mask_iou(prob >= spec.threshold, ref >= spec.threshold))
 
     result = evaluate(AtSize(runner, spec), samples, batch_size=batch_size, progress=progress,
                       on_output=agree if reference is not None else None)
@@ -266,7 +265,7 @@ def bench(models: Sequence[str | os.PathLike | Artifact], out: str | os.PathLike
     result = BenchResult()
     for art, name, backend, spec in plans:
         for threads in config.threads:
-            rec = _record(art, name, backend, spec, threads, config, env, run_id, out)
+            rec = _record(art, name, backend, spec, threads, config, env, run_id)
             if rec.key in done:
                 result.skipped.append(f"{name} ({backend}, {threads or 'default'} threads)")
                 continue
@@ -320,7 +319,7 @@ def _repeat_notes(rec: BenchRecord, p50s: list[float], kept: int) -> list[str]:
 
 
 def _record(art: Artifact, name: str, backend: str, spec: ModelSpec, threads: int | None, config: BenchConfig,
-            env: dict[str, Any], run_id: str, out: Path) -> BenchRecord:
+            env: dict[str, Any], run_id: str) -> BenchRecord:
     from edgecut.runtime.onnxruntime_runner import default_threads
 
     arch = art.manifest.arch.get("name") if art.manifest.arch else None

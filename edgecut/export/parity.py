@@ -117,15 +117,10 @@ def image_samples(folder: str | os.PathLike):
     return [Sample(p.stem, p, None) for p in files]
 
 
-def _mask_iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.count_nonzero(a | b)
-    return float(np.count_nonzero(a & b) / union) if union else 1.0
-
-
 def check(parent, runner, images: Sequence[ParityImage], tolerances: Mapping[str, float],
           data: str = "synthetic") -> dict[str, Any]:
     """Run every image through both Runners; return the parity report (see module docstring)."""
-    from edgecut.metrics import iou
+    from edgecut.metrics import iou, mask_iou
 
     spec = runner.spec
     sizes = [tuple(spec.input_size)]
@@ -145,7 +140,7 @@ def check(parent, runner, images: Sequence[ParityImage], tolerances: Mapping[str
                                    f"its parent {p_ref.shape}")
             m_ref, m_new = p_ref >= spec.threshold, p_new >= spec.threshold
             row = {"name": item.name if k == 0 else f"{item.name}@{size[0]}x{size[1]}", "size": list(size),
-                   "max_abs_diff": float(np.abs(p_new - p_ref).max()), "mask_iou": _mask_iou(m_ref, m_new)}
+                   "max_abs_diff": float(np.abs(p_new - p_ref).max()), "mask_iou": mask_iou(m_ref, m_new)}
             if item.mask is not None and k == 0:
                 shape = item.mask.shape
                 ref_iou = iou(spec.resize_back(p_ref, shape), item.mask, spec.threshold)
