@@ -99,18 +99,21 @@ def do_export(parent: Path, out: Path, fmt: str, precision: str, opts: dict, *, 
         try:
             export(parent, fmt, precision, out, **kw)
         except ParityError as e:
-            row["refused"] = str(e)
             io.write_text(out.with_name(out.name + ".refused.txt"), str(e))
             export(parent, fmt, precision, out, tolerances=LOWERED[precision], **kw)
-        row["export_s"] = round(time.perf_counter() - t0, 1)
-        io.write_json(out.with_name(out.name + ".timing.json"), {k: row[k] for k in ("export_s",) if k in row})
-    else:
-        refused = out.with_name(out.name + ".refused.txt")
-        if refused.is_file():
-            row["refused"] = refused.read_text()
-        timing = out.with_name(out.name + ".timing.json")
-        if timing.is_file():
-            row |= io.read_json(timing)
+        io.write_json(out.with_name(out.name + ".timing.json"), {"export_s": round(time.perf_counter() - t0, 1)})
+    return row | saved(out)
+
+
+def saved(out: Path) -> dict:
+    """What an export or QAT run left beside its artifact: its wall time, and the parity refusal if any."""
+    row: dict = {}
+    timing = out.with_name(out.name + ".timing.json")
+    if timing.is_file():
+        row |= io.read_json(timing)
+    refused = out.with_name(out.name + ".refused.txt")
+    if refused.is_file():
+        row["refused"] = refused.read_text()
     return row
 
 
@@ -236,13 +239,7 @@ def qat_rows(student: Path, args, train_dir: Path, val_dir: Path) -> dict:
         io.write_json(out.with_name(out.name + ".timing.json"), {"qat_s": round(time.perf_counter() - t0, 1)})
     row = {"format": "onnx", "precision": "int8", "parent": str(student.relative_to(ROOT)), "qat": {
         "epochs": args.qat_epochs, "lr": QAT_TRAIN.lr, "precision": "fp32", "calib_count": 64}}
-    timing = out.with_name(out.name + ".timing.json")
-    if timing.is_file():
-        row |= io.read_json(timing)
-    refused = out.with_name(out.name + ".refused.txt")
-    if refused.is_file():
-        row["refused"] = refused.read_text()
-    rows["qat-onnx-int8"] = row | describe(out) | {
+    rows["qat-onnx-int8"] = row | saved(out) | describe(out) | {
         "val": evaluate_fresh(out, args.data, args.out / "student-qat-onnx-int8.val.json", args.threads)}
     ov = args.out / "student-qat-openvino-int8"
     row = do_export(out, ov, "openvino", "int8", {}, calib=train_dir, acval=train_dir, val=val_dir,
