@@ -17,6 +17,16 @@ def _few_threads():
     torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def _canary_cannot_tell(monkeypatch, tmp_path_factory):
+    """Bench tests do not wait for a busy host: the parallel-speedup canary answers 'cannot tell'
+    (tests/test_canary.py holds the real one), and nothing is remembered in the user's cache."""
+    from edgecut.bench import canary
+
+    monkeypatch.setenv("EDGECUT_CACHE", str(tmp_path_factory.getbasetemp() / "edgecut-cache"))
+    monkeypatch.setattr(canary, "parallel_speedup", lambda threads, **kw: None)
+
+
 def make_tiny_artifact(out: Path, size: int = 32, seed: int = 0):
     from edgecut.models.store import build, save_model
 

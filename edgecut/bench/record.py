@@ -67,6 +67,18 @@ class Memory(BaseModel):
     gpu_peak_mb: float | None = None  # peak CUDA memory (torch backend on cuda only)
 
 
+class Host(BaseModel):
+    """How free the CPU cores were while a record was measured (see :mod:`edgecut.bench.canary`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    parallel_speedup: float | None = None  # canary of the kept run: the lower of its samples before and after
+    best_speedup: float | None = None  # the best canary of the bench call at this thread count, so far
+    busy: bool = False  # parallel_speedup below BUSY_FRACTION of best_speedup: the host was taking our cores
+    waited_s: float = 0.0  # waited for a busy machine before this record's runs
+    discarded_runs: int = 0  # worker runs measured again because the canary fell during them
+
+
 class WorstImage(BaseModel):
     model_config = ConfigDict(extra="allow")
 
@@ -128,6 +140,7 @@ class BenchRecord(BaseModel):
     throughput: list[Throughput] = Field(default_factory=list)
     end_to_end: Latency | None = None  # decode + preprocess + infer + postprocess + encode RGBA, one image
     memory: Memory = Field(default_factory=Memory)
+    host: Host | None = None  # CPU only: the parallel-speedup canary of the kept run
     accuracy: Accuracy | None = None
     agreement: Agreement | None = None
     env: dict[str, Any] = Field(default_factory=dict)  # edgecut.env.environment() of the measuring machine

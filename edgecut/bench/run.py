@@ -2,13 +2,16 @@
 
 For every model (and every thread count asked for) one record:
 
-- **latency, isolated**: a fresh worker process (``repeats`` of them, the median kept) (:mod:`edgecut.bench.worker`) loads the model
+- **latency, isolated**: a fresh worker process (``repeats`` of them, the median kept; see
+  below) (:mod:`edgecut.bench.worker`) loads the model
   and times it, so the first inference is really cold, the peak RSS is this model's (Linux:
   the process's high-water mark, reset after start-up, so it counts the interpreter and the
   backend's libraries as a deployment would) and no other model's threads or allocations are
   around. It measures the model alone on one batch, the throughput at each extra batch size,
   and the end-to-end cut-out of one image file (decode, preprocess, infer, postprocess, encode
-  an RGBA PNG): what a user of ``edgecut remove`` waits for.
+  an RGBA PNG): what a user of ``edgecut remove`` waits for. On CPU, each run waits (bounded)
+  for the host to give the cores back when a parallel-speedup canary says it has taken them
+  (:mod:`edgecut.bench.canary`), and a run during which that happened is measured again.
 - **accuracy**, in this process: every image of the data folder at the record's input size,
   scored at its own resolution with every metric; the worst images are kept by name and their
   cut-outs saved beside the records file, for the html report.
@@ -35,9 +38,10 @@ import numpy as np
 
 from edgecut import io
 from edgecut.artifact import Artifact, ModelSpec, load_artifact
+from edgecut.bench.canary import BUSY_FRACTION, Canary
 from edgecut.bench.latency import LatencyConfig
-from edgecut.bench.record import (Accuracy, Agreement, BenchRecord, Latency, Memory, Throughput, WorstImage,
-                                  append_records, new_run_id, read_records)
+from edgecut.bench.record import (Accuracy, Agreement, BenchRecord, Host, Latency, Memory, Throughput, WorstImage,
+                                  append_records, machine_id, new_run_id, read_records)
 from edgecut.errors import EdgecutError, InputError
 
 # format -> the backends that can run it (the first is the default)
@@ -45,6 +49,7 @@ FORMAT_BACKENDS = {"torch": ("torch",), "torchscript": ("torch",), "onnx": ("onn
                    "openvino": ("openvino",), "tensorrt": ("tensorrt",)}
 BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
 REPEAT_SPREAD = 0.05  # the median run must agree with another repeated run within this, or the record is unstable
+MAX_DISCARDED = 2  # worker runs measured again because the machine was busy, per kept run at most
 
 
 @dataclass(frozen=True)
@@ -62,7 +67,10 @@ class BenchConfig:
     accuracy_batch: int = 1
     worst: int = 6  # worst images kept per record (their cut-outs saved)
     isolate: bool = True  # latency in a fresh process per record (False: in this process; tests, debugging)
-    repeats: int = 1  # worker runs per record; the median run is kept, and runs apart by > REPEAT_SPREAD flag it
+    repeats: int = 1  # worker runs per record, interleaved across records; the median run is kept, and runs
+    # apart by > REPEAT_SPREAD flag it
+    canary: bool = True  # CPU: sample the parallel-speedup canary around each run (edgecut.bench.canary)
+    max_wait_s: float = 120.0  # per record: wait at most this long for a busy machine (0: never wait, only flag)
     target: str = "local"
 
     def validate(self) -> None:
@@ -70,6 +78,8 @@ class BenchConfig:
             raise EdgecutError(f"backend {self.backend!r}: use one of {', '.join(BACKENDS)}")
         if self.repeats < 1:
             raise EdgecutError(f"repeats must be at least 1, got {self.repeats}")
+        if self.max_wait_s < 0:
+            raise EdgecutError(f"max_wait_s must be 0 or more, got {self.max_wait_s}")
         if self.batch < 1 or any(b < 1 for b in self.batches):
             raise EdgecutError("batch sizes must be at least 1")
         if any(t is not None and t < 1 for t in self.threads):
@@ -222,13 +232,15 @@ def bench(models: Sequence[str | os.PathLike | Artifact], out: str | os.PathLike
           *, data: str | os.PathLike | None = None, split: str | None = None, limit: int | None = None,
           reference: str | os.PathLike | Artifact | None = None, names: Sequence[str] | None = None,
           run_id: str | None = None, resume: bool = False, progress: bool = True,
-          on_record: Callable[[BenchRecord], None] | None = None) -> BenchResult:
+          on_record: Callable[[BenchRecord], None] | None = None,
+          on_wait: Callable[[str], None] | None = None) -> BenchResult:
     """Measure every model; append one record per (model, threads) to the ``.jsonl`` file ``out``.
 
     ``data`` (images/ + masks/, optionally a ``split``; ``limit`` keeps the first N) adds
     accuracy; ``reference`` adds agreement with that artifact; ``names`` are display names
     (default: each artifact folder's name). ``resume`` skips measurements ``out`` already holds
-    (same model file, backend, device, precision, size, batch, threads, machine).
+    (same model file, backend, device, precision, size, batch, threads, machine). ``on_wait``
+    gets a line whenever the machine is busy and the run waits for it (:mod:`edgecut.bench.canary`).
     """
     from edgecut.env import fingerprint
 
@@ -263,41 +275,124 @@ def bench(models: Sequence[str | os.PathLike | Artifact], out: str | os.PathLike
         raise EdgecutError("--reference compares outputs on the --data images: give --data too")
 
     result = BenchResult()
+    canary = Canary(machine=machine_id(env) if config.canary and config.device == "cpu" else None)
+    todo: list[_Timing] = []
     for art, name, backend, spec in plans:
         for threads in config.threads:
             rec = _record(art, name, backend, spec, threads, config, env, run_id)
             if rec.key in done:
                 result.skipped.append(f"{name} ({backend}, {threads or 'default'} threads)")
                 continue
-            runs = [measure_latency(art, backend, config.device, threads, spec, config.batch, config.batches,
-                                    config.latency, e2e_image, config.isolate) for _ in range(config.repeats)]
-            runs.sort(key=lambda g: g["latency"]["p50_ms"])
-            got = runs[len(runs) // 2]  # the median run (the upper one of an even count)
-            rec.threads = got["threads"]
-            rec.latency = Latency(**got["latency"])
-            if len(runs) > 1:
-                rec.latency_runs_ms = p50s = [g["latency"]["p50_ms"] for g in runs]
-                rec.notes.extend(_repeat_notes(rec, p50s, len(runs) // 2))
-            rec.throughput = [Throughput(**t) for t in got["throughput"]]
-            rec.end_to_end = Latency(**got["end_to_end"]) if got.get("end_to_end") else None
-            rec.memory = Memory(**got["memory"])
-            rec.notes.extend(got.get("notes", []))
+            done.add(rec.key)
+            todo.append(_Timing(rec, art, spec, threads))
+    for k in range(config.repeats):  # round k: every record's k-th worker run
+        for t in todo:
+            job = (t.art, t.rec.backend, config.device, t.threads, t.spec, config.batch, config.batches,
+                   config.latency, e2e_image, config.isolate)
+            _take_run(t, lambda job=job: measure_latency(*job), canary, config,
+                      on_wait=lambda m, name=t.rec.name: on_wait(f"{name}: {m}") if on_wait else None)
+            if k < config.repeats - 1:
+                continue
+            rec = _finish(t, canary, config)
             if samples:
                 from edgecut import runtime
 
-                runner = runtime.load(art, device=config.device, threads=threads, backend=backend)
-                slug = _slug(f"{name}-{backend}-{rec.precision}-{spec.input_size[0]}x{spec.input_size[1]}")
+                runner = runtime.load(t.art, device=config.device, threads=t.threads, backend=rec.backend)
+                slug = _slug(f"{rec.name}-{rec.backend}-{rec.precision}-{t.spec.input_size[0]}x{t.spec.input_size[1]}")
                 accuracy, agreement = measure_accuracy(
-                    runner, spec, samples, data_name, batch_size=config.accuracy_batch, worst=config.worst,
+                    runner, t.spec, samples, data_name, batch_size=config.accuracy_batch, worst=config.worst,
                     cutout_dir=cut_root / slug, cutout_rel=Path(cut_root.name) / slug,
-                    reference=ref if ref is not None and ref["sha256"] != art.sha256 else None, progress=progress)
+                    reference=ref if ref is not None and ref["sha256"] != t.art.sha256 else None, progress=progress)
                 rec.accuracy, rec.agreement = accuracy, agreement
             append_records(out, [rec])
             result.records.append(rec)
             if on_record is not None:
                 on_record(rec)
-            done.add(rec.key)
     return result
+
+
+@dataclass
+class _Timing:
+    """One record being measured: its worker runs so far and what the canary saw around them."""
+
+    rec: BenchRecord
+    art: Artifact
+    spec: ModelSpec
+    threads: int | None  # as asked (None: the backend's default)
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    seen: list[float | None] = field(default_factory=list)  # the canary right after each kept run
+    waited: float = 0.0
+    discarded: int = 0
+
+
+def _take_run(t: _Timing, run: Callable[[], dict[str, Any]], canary: Canary, config: BenchConfig,
+              on_wait: Callable[[str], None] | None = None) -> None:
+    """One more worker run for ``t``, taken while the machine's cores are ours if that happens in time.
+
+    Before the run the canary is sampled until the machine is not busy (at most what is left of
+    ``config.max_wait_s`` for this record); right after it, once more: a run that ended busy is
+    measured again while waiting time is left. Not on GPUs (the canary is about CPU cores).
+    """
+    if config.device != "cpu" or not config.canary:
+        t.runs.append(run())
+        return
+    threads = t.rec.threads
+    while True:
+        told = []
+
+        def tell(speedup: float, best: float, so_far: float) -> None:
+            if not told and on_wait is not None:
+                on_wait(f"the machine is busy (parallel speedup {speedup:.2f} at {threads} threads, "
+                        f"{best:.2f} when quiet): waiting up to {config.max_wait_s - t.waited:.0f} s")
+            told.append(so_far)
+
+        s, w = canary.wait_quiet(threads, max(0.0, config.max_wait_s - t.waited), tell)
+        t.waited += w
+        if told and on_wait is not None:
+            on_wait(f"quiet again after {w:.0f} s" if not canary.busy(threads, s)
+                    else f"still busy after {w:.0f} s: measuring anyway (the record is flagged if it stays so)")
+        got = run()
+        after = canary.sample(threads)
+        if (canary.busy(threads, after) and t.waited < config.max_wait_s
+                and t.discarded < MAX_DISCARDED * config.repeats):
+            t.discarded += 1
+            continue
+        t.runs.append(got)
+        t.seen.append(after)
+        canary.save()
+        return
+
+
+def _finish(t: _Timing, canary: Canary, config: BenchConfig) -> BenchRecord:
+    """The record of ``t``'s runs: the median run's numbers, the spread of the runs, the canary."""
+    rec, runs = t.rec, sorted(t.runs, key=lambda g: g["latency"]["p50_ms"])
+    rec.created = BenchRecord.model_fields["created"].default_factory()  # when its last run ended
+    got = runs[len(runs) // 2]  # the median run (the upper one of an even count)
+    rec.threads = got["threads"]
+    rec.latency = Latency(**got["latency"])
+    if len(runs) > 1:
+        rec.latency_runs_ms = p50s = [g["latency"]["p50_ms"] for g in runs]
+        rec.notes.extend(_repeat_notes(rec, p50s, len(runs) // 2))
+    rec.throughput = [Throughput(**x) for x in got["throughput"]]
+    rec.end_to_end = Latency(**got["end_to_end"]) if got.get("end_to_end") else None
+    rec.memory = Memory(**got["memory"])
+    rec.notes.extend(got.get("notes", []))
+    if config.device == "cpu" and config.canary:
+        lowest = min((s for s in t.seen if s is not None), default=None)
+        best = canary.best(t.rec.threads)
+        rec.host = Host(parallel_speedup=lowest, best_speedup=best, waited_s=round(t.waited, 2),
+                        discarded_runs=t.discarded,
+                        busy=lowest is not None and best is not None and lowest < BUSY_FRACTION * best)
+        if rec.host.busy:
+            rec.latency.unstable = True
+            rec.notes.append(_busy_note(rec.host))
+    return rec
+
+
+def _busy_note(host: Host) -> str:
+    return (f"measured while the host was taking our cores: parallel speedup {host.parallel_speedup:.2f} against "
+            f"{host.best_speedup:.2f} at best (waited {host.waited_s:.0f} s, {host.discarded_runs} run(s) measured "
+            "again); re-measure when the machine is quiet")
 
 
 def _repeat_notes(rec: BenchRecord, p50s: list[float], kept: int) -> list[str]:

@@ -89,10 +89,14 @@ def bench(
     e2e: Annotated[bool, typer.Option("--e2e/--no-e2e", help="Also time the whole cut-out of one image file.")] = True,
     isolate: Annotated[bool, typer.Option("--isolate/--in-process", help="Time each model in a fresh process.")] = True,
     repeats: Annotated[int, typer.Option(help="Worker runs per model; the median is kept, disagreeing runs are flagged.")] = 1,
+    max_wait: Annotated[float, typer.Option(help="CPU: seconds per model to wait for a host that is taking our cores "
+                                                 "(a parallel-speedup canary says so); 0: never wait, only flag.")] = 120.0,
     worst: Annotated[int, typer.Option(help="Worst images kept per record (cut-outs saved for the html report).")] = 6,
     resume: Annotated[bool, typer.Option("--resume", help="Add to an existing records file; skip what it holds.")] = False,
 ) -> None:
     """Measure latency (and accuracy on --data) of every model through its Runner; append one record each."""
+    from rich.markup import escape
+
     from edgecut.bench.latency import LatencyConfig
     from edgecut.bench.run import BenchConfig
     from edgecut.bench.run import bench as bench_fn
@@ -100,7 +104,7 @@ def bench(
     config = BenchConfig(backend=backend, device=device, threads=_ints(threads, "--threads") or (None,), batch=batch,
                          batches=_ints(batches, "--batches"), size=(size, size) if size else None,
                          latency=LatencyConfig(warmup_s=warmup, min_time_s=min_time, min_iters=min_iters),
-                         end_to_end=e2e, worst=worst, isolate=isolate, repeats=repeats)
+                         end_to_end=e2e, worst=worst, isolate=isolate, repeats=repeats, max_wait_s=max_wait)
 
     def show(rec) -> None:
         lat = rec.latency
@@ -113,7 +117,8 @@ def bench(
         console.print(line, highlight=False)
 
     result = bench_fn(models, out, config, data=data, split=split, limit=limit, reference=reference, names=name,
-                      resume=resume, on_record=show)
+                      resume=resume, on_record=show,
+                      on_wait=lambda line: console.print(f"[dim]{escape(line)}[/dim]", highlight=False))
     for s in result.skipped:
         console.print(f"[dim]already in {out}: {s}[/dim]")
     console.print(f"wrote {len(result.records)} record(s) to {out}; compare them with 'edgecut compare {out} --out DIR'")

@@ -40,7 +40,7 @@ def _iou(row: Row) -> float | None:
 
 
 def _unstable(row: Row) -> bool:
-    return row.record.latency is not None and row.record.latency.unstable
+    return row.unstable
 
 
 def _mark(row: Row, report: Report) -> str:

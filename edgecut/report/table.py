@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from edgecut.bench.canary import BUSY_FRACTION
 from edgecut.bench.latency import UNSTABLE_COV
 from edgecut.bench.run import REPEAT_SPREAD
 from edgecut.bench.record import BenchRecord, machine_label
@@ -70,7 +71,8 @@ CSV_COLUMNS = (
     "name", "baseline", "artifact", "sha256", "arch", "format", "precision", "backend", "device", "target",
     "machine", "machine_label", "run_id", "created", "same_machine", "same_run", "input_h", "input_w", "batch",
     "threads", "size_mb", "params", "macs", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "cov", "first_ms", "unstable",
-    "speedup", "e2e_p50_ms", "e2e_unstable", "peak_rss_mb", "gpu_peak_mb", "throughput_batch",
+    "speedup", "e2e_p50_ms", "e2e_unstable", "peak_rss_mb", "gpu_peak_mb", "host_speedup", "host_busy",
+    "throughput_batch",
     "throughput_images_per_s", "data", "data_count", "iou", "mae", "s_measure", "delta_iou",
 )
 
@@ -89,6 +91,7 @@ class Row:
     label: str  # short name for plots: the name, plus the backend when the name has several records
     cells: dict[str, str]  # display text per column key, markers included
     values: dict[str, Any]  # raw numbers per csv column (None: empty)
+    unstable: bool = False  # the latency is flagged: by bench, or busy against the compared records' best canary
 
 
 @dataclass
@@ -213,6 +216,7 @@ def build_report(records: Sequence[BenchRecord], baseline: str | None = None, ti
         return r.latency.p50_ms / r.batch if per_image else r.latency.p50_ms
 
     base_lat = compared(base)
+    busy = busy_records(records)
     rows = []
     for r in records:
         same_machine = r.machine == base.machine
@@ -229,11 +233,13 @@ def build_report(records: Sequence[BenchRecord], baseline: str | None = None, ti
             notes.add(mark, f"measured on {labels[r.machine]}: another machine than the baseline, so no speed-up "
                             "(ratios compare one machine only)")
             cells["name"] += f" {mark}"
-        if r.latency is not None and r.latency.unstable:
+        unstable = (r.latency is not None and r.latency.unstable) or id(r) in busy
+        if unstable:
             notes.add(UNSTABLE_MARK, f"unstable latency: the middle of its distribution is wide (1.4826 MAD / "
-                                     f"median above {UNSTABLE_COV:.0%}) or no other repeated run came within "
-                                     f"{REPEAT_SPREAD:.0%} of the kept one; re-measure on a quiet machine "
-                                     "before trusting it")
+                                     f"median above {UNSTABLE_COV:.0%}), no other repeated run came within "
+                                     f"{REPEAT_SPREAD:.0%} of the kept one, or the host was taking our CPU cores "
+                                     f"(parallel-speedup canary below {BUSY_FRACTION:.0%} of the machine's best); "
+                                     "re-measure on a quiet machine before trusting it")
             cells["p50"] += f" {UNSTABLE_MARK}"
             cells["p90"] += f" {UNSTABLE_MARK}"
         if speedup is None:
@@ -254,7 +260,9 @@ def build_report(records: Sequence[BenchRecord], baseline: str | None = None, ti
             cells["delta_iou"] = MISSING
         label = r.name if name_counts[r.name] == 1 else f"{r.name} ({r.backend})"
         values = _values(r, base, same_machine, same_run, speedup, delta, labels[r.machine])
-        rows.append(Row(r, r is base, same_machine, same_run, mark, lat, speedup, same_data, delta, label, cells, values))
+        values["host_busy"] = id(r) in busy if r.host is not None else None
+        rows.append(Row(r, r is base, same_machine, same_run, mark, lat, speedup, same_data, delta, label, cells, values,
+                        unstable))
 
     order = {m: i for i, m in enumerate(machines)}
     rows.sort(key=lambda row: (not row.is_baseline, order[row.record.machine],
@@ -267,6 +275,22 @@ def build_report(records: Sequence[BenchRecord], baseline: str | None = None, ti
         columns=_visible_columns(records), summary=_summary(records, machines, labels, machine_mark),
         how_to_read=_how_to_read(per_image), notes=_notes(records, base, ref, per_image),
         footnotes=list(notes.items.items()), per_image=per_image, metric_keys=metric_keys)
+
+
+def busy_records(records: Sequence[BenchRecord]) -> set[int]:
+    """``id()`` of the records measured while the host was taking the CPU cores.
+
+    A record's canary is compared with the best quiet level of its machine and thread count over
+    every compared record, not only with what its own run had seen when it was written.
+    """
+    best: dict[tuple, float] = {}
+    for r in records:
+        if r.host is not None and r.host.best_speedup is not None:
+            key = (r.machine, r.threads)
+            best[key] = max(best.get(key, 0.0), r.host.best_speedup)
+    return {id(r) for r in records if r.host is not None and (r.host.busy or (
+        r.host.parallel_speedup is not None and (r.machine, r.threads) in best
+        and r.host.parallel_speedup < BUSY_FRACTION * best[(r.machine, r.threads)]))}
 
 
 def _cells(r: BenchRecord) -> dict[str, str]:
@@ -298,6 +322,7 @@ def _values(r: BenchRecord, base: BenchRecord, same_machine: bool, same_run: boo
         "batch": r.batch, "threads": r.threads, "size_mb": r.size_mb, "params": r.params, "macs": r.macs,
         "speedup": speedup, "e2e_p50_ms": e2e.p50_ms if e2e else None, "e2e_unstable": e2e.unstable if e2e else None,
         "peak_rss_mb": r.memory.peak_rss_mb, "gpu_peak_mb": r.memory.gpu_peak_mb,
+        "host_speedup": r.host.parallel_speedup if r.host else None,
         "throughput_batch": top.batch if top else None, "throughput_images_per_s": top.images_per_s if top else None,
         "data": acc.data if acc else None, "data_count": acc.count if acc else None, "delta_iou": delta,
     }

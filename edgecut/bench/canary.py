@@ -1,0 +1,162 @@
+"""Is the machine giving us the cores we asked for? A parallel-speedup canary.
+
+On a shared host (a cloud VM, a CI runner) a neighbour can take the physical cores behind our
+virtual CPUs without anything showing inside the guest: no steal time, no other process, and a
+single-threaded loop runs at full speed. What changes is how well threads run *together*. On
+this project's 2-vCPU machine a 1 ms model at 2 threads alternates, in phases of 5 to 110
+seconds, between 1.1 ms and 2.0 ms (its single-thread time), and a measurement lands on either
+side by chance. Repeating it does not help: the phases outlast a worker run.
+
+The canary measures exactly that. A float32 GEMM (numpy's BLAS) is timed on one thread and on
+``threads`` threads; the speedup ``t(1) / t(threads)`` is about 1.95 at 2 threads when both
+cores are ours and about 1.65 when the host is taking them (the model at 2 threads loses all
+of its speedup then). It costs about 50 ms. The absolute speedup depends on the CPU and the
+thread count, so a sample is only compared with this machine's quiet level at the same thread
+count (:class:`Canary`, remembered across runs): below ``BUSY_FRACTION`` of it, the machine is
+busy.
+
+``edgecut bench`` samples the canary before each worker run and waits (bounded) while the
+machine is busy, and samples it again as soon as the worker exits: a run whose second sample
+fell is measured again. (The worker does not sample it itself: BLAS's buffers would add about
+8 MB to the model's peak RSS.) What was seen goes into the record
+(:class:`edgecut.bench.record.Host`), and ``edgecut compare`` flags a row whose canary is below
+``BUSY_FRACTION`` of the best of its machine and thread count among the compared records (the
+best may only have been seen after the row was written).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+BUSY_FRACTION = 0.88  # a canary below this fraction of the best seen: the machine is busy (here: 1.65 / 1.97 = 0.84)
+GEMM_SIZE = 384  # float32 n x n GEMM: about 1 ms on one core of an AVX-512 CPU
+POLL_S = 1.0  # seconds between samples while waiting for the machine
+
+
+def parallel_speedup(threads: int | None, *, calls: int = 15) -> float | None:
+    """``t(1 thread) / t(threads)`` of a float32 GEMM through numpy's BLAS (median of ``calls`` each).
+
+    None where it cannot tell: one thread (nothing to compare), more threads than CPUs, or no
+    ``threadpoolctl`` to set the BLAS thread count.
+    """
+    n = threads or os.cpu_count() or 1
+    if n < 2 or n > (os.cpu_count() or 1):
+        return None
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return None
+    a = np.random.default_rng(0).random((GEMM_SIZE, GEMM_SIZE), dtype=np.float32)
+    out = np.empty_like(a)  # written in place: a fresh result array each call would time page faults too
+
+    def median_ms(k: int, count: int) -> float:
+        with threadpool_limits(limits=k, user_api="blas"):
+            for _ in range(3):  # the pool's threads start and wake here, not inside the timing
+                np.matmul(a, a, out=out)
+            times = []
+            for _ in range(count):
+                t0 = time.perf_counter()
+                np.matmul(a, a, out=out)
+                times.append(time.perf_counter() - t0)
+        return statistics.median(times)
+
+    one = median_ms(1, calls)
+    many = median_ms(n, 2 * calls)
+    return one / many if many > 0 else None
+
+
+def cache_file() -> Path:
+    """Where the canary's recent samples are remembered: ``$EDGECUT_CACHE`` or ``~/.cache/edgecut``."""
+    root = os.environ.get("EDGECUT_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgecut"
+    return Path(root) / "canary.json"
+
+
+@dataclass
+class Canary:
+    """The machine's quiet parallel speedup per thread count, and the busy/quiet decision.
+
+    ``best(threads)`` is the 90th percentile of the recent samples (a stray high sample does not
+    make every later one look busy). With a ``machine`` id the last ``KEEP`` samples are
+    remembered across runs, per machine, in :func:`cache_file`: a run that starts while the host
+    is busy would otherwise take the busy level for the best.
+    """
+
+    machine: str | None = None
+    sample_fn: Callable[[int | None], float | None] | None = None  # None: parallel_speedup
+    sleep: Callable[[float], None] = time.sleep
+    clock: Callable[[], float] = time.monotonic
+    samples: dict[int | None, list[float]] = field(default_factory=dict)
+
+    KEEP = 200
+
+    def __post_init__(self) -> None:
+        if self.machine is None:
+            return
+        try:
+            remembered = json.loads(cache_file().read_text(encoding="utf-8")).get(self.machine, {})
+            for threads, values in remembered.items():
+                self.samples.setdefault(int(threads), []).extend(float(v) for v in values)
+        except (OSError, ValueError, TypeError, AttributeError):  # none yet, or unreadable: start afresh
+            pass
+
+    def sample(self, threads: int | None, remember: bool = True) -> float | None:
+        """One canary; ``remember`` counts it towards :meth:`best` (polls while waiting do not: a long busy
+        phase polled every second would otherwise crowd the quiet samples out of the percentile)."""
+        s = (self.sample_fn or parallel_speedup)(threads)
+        if s is not None and remember:
+            self.samples.setdefault(threads, []).append(s)
+        return s
+
+    def best(self, threads: int | None) -> float | None:
+        seen = self.samples.get(threads)
+        return float(np.percentile(seen[-self.KEEP:], 90)) if seen else None
+
+    def busy(self, threads: int | None, speedup: float | None) -> bool:
+        """True when ``speedup`` is below ``BUSY_FRACTION`` of :meth:`best`."""
+        best = self.best(threads)
+        return speedup is not None and best is not None and speedup < BUSY_FRACTION * best
+
+    def wait_quiet(self, threads: int | None, max_wait_s: float,
+                   on_wait: Callable[[float, float, float], None] | None = None) -> tuple[float | None, float]:
+        """Sample until the machine is not busy or ``max_wait_s`` has passed; (last speedup, seconds waited).
+
+        ``on_wait(speedup, best, waited_s)`` is called before each pause (a progress line).
+        """
+        start, paused = self.clock(), False
+        while True:
+            s = self.sample(threads, remember=not paused)
+            waited = self.clock() - start if paused else 0.0
+            if s is None or not self.busy(threads, s) or waited >= max_wait_s:
+                return s, waited
+            if on_wait is not None:
+                on_wait(s, self.best(threads), waited)
+            self.sleep(min(POLL_S, max(0.0, max_wait_s - waited)))
+            paused = True
+
+    def save(self) -> None:
+        """Remember the last ``KEEP`` samples per thread count for this machine (best effort)."""
+        if self.machine is None or not self.samples:
+            return
+        path = cache_file()
+        try:
+            everything = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+            if not isinstance(everything, dict):
+                everything = {}
+        except (OSError, ValueError):
+            everything = {}
+        everything[self.machine] = {str(t): [round(v, 4) for v in vs[-self.KEEP:]]
+                                    for t, vs in self.samples.items() if t is not None}
+        try:
+            from edgecut import io
+
+            io.write_json(path, everything)
+        except OSError:  # a read-only home: no memory across runs, nothing else changes
+            pass
