@@ -261,3 +261,19 @@ def test_metric_named_like_a_column_gets_its_own_csv_column(tmp_path):
     compare(tmp_path / "r.jsonl", tmp_path / "out")
     (row,) = csv.DictReader((tmp_path / "out" / "report.csv").open())
     assert row["precision"] == "fp32" and float(row["metric_precision"]) == 0.25
+
+
+def test_labels_of_points_at_one_place_are_stacked_not_overlapped():
+    from edgecut.report.pareto import LABEL_OFFSET, label_offsets
+
+    texts = ["teacher", "teacher-onnx", "teacher-openvino", "student"]
+    offsets = label_offsets([(100.0, 100.0), (101.0, 100.5), (100.5, 99.8), (400.0, 40.0)], texts, 7.0)
+    assert offsets[3] == LABEL_OFFSET  # alone: the usual place
+    ys = sorted(dy for _, dy in offsets[:3])
+    assert all(b - a >= 7.0 * 1.3 - 1.0 for a, b in zip(ys, ys[1:]))  # a line apart (give or take the points' own offset)
+
+
+def test_log_axis_labels_only_2_3_5_between_decades():
+    from edgecut.report.pareto import _minor_tick
+
+    assert [_minor_tick(v) for v in (0.8, 0.9, 2, 3, 4, 5, 20, 60, 0.3)] == ["", "", "2", "3", "", "5", "20", "", "0.3"]

@@ -3,7 +3,9 @@
 Only points measured on the baseline's machine and scored on the reference images can be on
 the frontier; the others are drawn hollow with their footnote mark. Records without accuracy
 (a latency-only measurement) are ticks along the bottom; records without latency are named in
-the caption. Nothing is dropped silently.
+the caption. Nothing is dropped silently. Labels of points that sit together (the same model
+on three backends) are stacked a line apart with a thin leader instead of printed over each
+other.
 
 matplotlib is an optional extra (``edgecut[plot]``); :func:`plot_pareto` returns ``None``
 without it. The figure is drawn on a bare :class:`matplotlib.figure.Figure` (no pyplot, no
@@ -14,6 +16,7 @@ and embeds in the html page.
 from __future__ import annotations
 
 import io as _stdio
+import math
 from collections.abc import Sequence
 
 from edgecut._optional import available
@@ -21,6 +24,8 @@ from edgecut.report.table import OTHER_DATA_MARK, UNSTABLE_MARK, Report, Row
 
 PRECISION_MARKERS = {"fp32": "o", "fp16": "s", "bf16": "P", "int8": "^", "int4": "v"}
 LOG_RANGE = 8.0  # a log latency axis when the slowest point is this many times the fastest
+LABEL_SIZE = 7.0  # points
+LABEL_OFFSET = (5.0, 4.0)  # a label's place from its point (points), unless another label is there
 
 
 def frontier(points: Sequence[tuple[float, float]]) -> list[int]:
@@ -32,6 +37,40 @@ def frontier(points: Sequence[tuple[float, float]]) -> list[int]:
             out.append(i)
             best = points[i][1]
     return out
+
+
+def label_offsets(anchors: Sequence[tuple[float, float]], texts: Sequence[str], fontsize: float = 7.0,
+                  ) -> list[tuple[float, float]]:
+    """Offsets (points) of each label from its point so that no two labels overlap.
+
+    ``anchors`` are the points' positions in points. A label goes to the upper right of its
+    point; one that would cover a label already placed moves up a line at a time (then down),
+    the lower points being placed first. Text width is estimated from the character count.
+    """
+    line = fontsize * 1.3
+    placed: list[tuple[float, float, float, float]] = []
+    out: list[tuple[float, float]] = [LABEL_OFFSET] * len(anchors)
+    for i in sorted(range(len(anchors)), key=lambda k: (anchors[k][1], anchors[k][0])):
+        (px, py), width = anchors[i], fontsize * 0.6 * len(texts[i])
+        dx = LABEL_OFFSET[0]
+        candidates = [LABEL_OFFSET[1] + k * line for k in range(12)] + [LABEL_OFFSET[1] - k * line for k in range(1, 8)]
+        for dy in candidates:
+            box = (px + dx, py + dy, px + dx + width, py + dy + line)
+            if not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in placed):
+                break
+        else:
+            dy = LABEL_OFFSET[1]
+            box = (px + dx, py + dy, px + dx + width, py + dy + line)
+        placed.append(box)
+        out[i] = (dx, dy)
+    return out
+
+
+def _minor_tick(v: float, _pos=None) -> str:
+    if v <= 0:
+        return ""
+    lead = round(v / 10 ** math.floor(math.log10(v)), 6)
+    return f"{v:g}" if lead in (2, 3, 5) else ""
 
 
 def _iou(row: Row) -> float | None:
@@ -77,14 +116,14 @@ def plot_pareto(report: Report, dpi: int = 110) -> bytes | None:
     palette = [f"C{i % 10}" for i in range(len(backends))]
     colour = dict(zip(backends, palette))
 
+    labels: list[tuple[float, float, str]] = []  # placed once the axes are final, so they can dodge each other
     for r in scored:
         solid = r in comparable
         c = colour[r.record.backend]
         ax.scatter([r.latency_ms], [_iou(r)], marker=PRECISION_MARKERS.get(r.record.precision, "D"), s=50,
                    facecolors=c if solid else "none", edgecolors=c, linewidths=1.2, zorder=3)
         marks = [m for m in ("" if solid else _mark(r, report), UNSTABLE_MARK if _unstable(r) else "") if m]
-        ax.annotate(" ".join([r.label, *marks]), (r.latency_ms, _iou(r)), textcoords="offset points",
-                    xytext=(5, 4), fontsize=7, zorder=4)
+        labels.append((r.latency_ms, _iou(r), " ".join([r.label, *marks])))
     if front:
         xs, ys = [r.latency_ms for r in front], [_iou(r) for r in front]
         ax.step(xs, ys, where="post", color="0.3", lw=1.0, zorder=2)
@@ -103,9 +142,8 @@ def plot_pareto(report: Report, dpi: int = 110) -> bytes | None:
     xs_all = [r.latency_ms for r in scored + rug]
     if xs_all and min(xs_all) > 0 and max(xs_all) / min(xs_all) > LOG_RANGE:
         ax.set_xscale("log")
-        plain = FuncFormatter(lambda v, _: f"{v:g}")
-        ax.xaxis.set_major_formatter(plain)
-        ax.xaxis.set_minor_formatter(plain)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(FuncFormatter(_minor_tick))  # 2, 3, 5 between the decades: no crowding
         ax.tick_params(axis="x", which="both", labelsize=8)
     if xs_all and len(set(xs_all)) == 1:
         ax.set_xlim(xs_all[0] * 0.8, xs_all[0] * 1.2)
@@ -148,6 +186,12 @@ def plot_pareto(report: Report, dpi: int = 110) -> bytes | None:
     if caption:
         fig.text(0.01, 0.01, "; ".join(caption), fontsize=7, color="0.3", ha="left", va="bottom", wrap=True)
     fig.tight_layout(rect=(0, 0.04 if caption else 0, 1, 1))
+    to_pt = 72.0 / fig.dpi
+    anchors = [tuple(v * to_pt for v in ax.transData.transform((x, y))) for x, y, _ in labels]
+    for (x, y, text), (dx, dy) in zip(labels, label_offsets(anchors, [t for *_, t in labels], LABEL_SIZE)):
+        moved = dy != LABEL_OFFSET[1]
+        ax.annotate(text, (x, y), textcoords="offset points", xytext=(dx, dy), fontsize=LABEL_SIZE, zorder=4,
+                    arrowprops=dict(arrowstyle="-", lw=0.4, color="0.55", shrinkA=0, shrinkB=3) if moved else None)
     buf = _stdio.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
     return buf.getvalue()
