@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--min-time", type=float, default=3.0)
-    ap.add_argument("--repeats", type=int, default=3, help="worker runs per row; the median is kept")
+    ap.add_argument("--repeats", type=int, default=5, help="worker runs per row, interleaved; the median is kept")
     ap.add_argument("--records", type=Path, default=RESULTS / "headline.jsonl")
     ap.add_argument("--report", type=Path, default=RESULTS / "headline")
     ap.add_argument("--results-md", type=Path, default=ROOT / "benchmarks" / "RESULTS.md")
@@ -125,9 +125,9 @@ def main(argv: list[str] | None = None) -> None:
     resume = args.records.exists()
     bench(list(TRAINED.values()), args.records, config, data=args.data, split=args.split, limit=args.limit,
           reference=TRAINED["teacher"], names=list(TRAINED), run_id=run_id, resume=resume,
-          on_record=_show)
+          on_record=_show, on_wait=print)
     bench(list(REFERENCE.values()), args.records, config, names=list(REFERENCE), run_id=run_id, resume=True,
-          on_record=_show)
+          on_record=_show, on_wait=print)
 
     result = compare(args.records, args.report, baseline="teacher",
                      title=f"edgecut headline: ECSSD val, {args.size}x{args.size}, {args.threads} threads, batch 1")
@@ -165,8 +165,9 @@ Reproduce with `{command}` after the scripts that make the models (see
 ## How to read it
 
 - Latency is model-only, batch 1, after warm-up, the median of {args.repeats} fresh worker
-  processes per row; speed-ups are ratios of p50 against the baseline on this machine in this
-  run. `report.csv` also has p99, the first (cold) call,
+  processes per row, interleaved across the rows, each taken while a parallel-speedup canary
+  said the host was not taking our CPU cores (see the README, "Measuring"); speed-ups are
+  ratios of p50 against the baseline on this machine in this run. `report.csv` also has p99, the first (cold) call,
   end-to-end cut-out time (decode, preprocess, infer, resize back, encode an RGBA PNG),
   throughput at batch 4 and peak RSS of a fresh process.
 - Accuracy: {args.split} split of ECSSD, each prediction resized back to the image's own size.
