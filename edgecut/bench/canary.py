@@ -79,6 +79,15 @@ def cache_file() -> Path:
     return Path(root) / "canary.json"
 
 
+def _read_cache() -> dict:
+    """Every machine's remembered samples; {} when there are none or the file is unreadable."""
+    try:
+        everything = json.loads(cache_file().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return everything if isinstance(everything, dict) else {}
+
+
 @dataclass
 class Canary:
     """The machine's quiet parallel speedup per thread count, and the busy/quiet decision.
@@ -101,11 +110,10 @@ class Canary:
         if self.machine is None:
             return
         try:
-            remembered = json.loads(cache_file().read_text(encoding="utf-8")).get(self.machine, {})
-            for threads, values in remembered.items():
+            for threads, values in _read_cache().get(self.machine, {}).items():
                 self.samples.setdefault(int(threads), []).extend(float(v) for v in values)
-        except (OSError, ValueError, TypeError, AttributeError):  # none yet, or unreadable: start afresh
-            pass
+        except (ValueError, TypeError, AttributeError):  # not what save() writes: start afresh
+            self.samples.clear()
 
     def sample(self, threads: int | None, remember: bool = True) -> float | None:
         """One canary; ``remember`` counts it towards :meth:`best` (polls while waiting do not: a long busy
@@ -145,18 +153,12 @@ class Canary:
         """Remember the last ``KEEP`` samples per thread count for this machine (best effort)."""
         if self.machine is None or not self.samples:
             return
-        path = cache_file()
-        try:
-            everything = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-            if not isinstance(everything, dict):
-                everything = {}
-        except (OSError, ValueError):
-            everything = {}
+        everything = _read_cache()
         everything[self.machine] = {str(t): [round(v, 4) for v in vs[-self.KEEP:]]
                                     for t, vs in self.samples.items() if t is not None}
         try:
             from edgecut import io
 
-            io.write_json(path, everything)
+            io.write_json(cache_file(), everything)
         except OSError:  # a read-only home: no memory across runs, nothing else changes
             pass

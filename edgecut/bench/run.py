@@ -38,7 +38,7 @@ import numpy as np
 
 from edgecut import io
 from edgecut.artifact import Artifact, ModelSpec, load_artifact
-from edgecut.bench.canary import BUSY_FRACTION, Canary
+from edgecut.bench.canary import Canary
 from edgecut.bench.latency import LatencyConfig
 from edgecut.bench.record import (Accuracy, Agreement, BenchRecord, Host, Latency, Memory, Throughput, WorstImage,
                                   append_records, machine_id, new_run_id, read_records)
@@ -381,8 +381,7 @@ def _finish(t: _Timing, canary: Canary, config: BenchConfig) -> BenchRecord:
         lowest = min((s for s in t.seen if s is not None), default=None)
         best = canary.best(t.rec.threads)
         rec.host = Host(parallel_speedup=lowest, best_speedup=best, waited_s=round(t.waited, 2),
-                        discarded_runs=t.discarded,
-                        busy=lowest is not None and best is not None and lowest < BUSY_FRACTION * best)
+                        discarded_runs=t.discarded, busy=canary.busy(t.rec.threads, lowest))
         if rec.host.busy:
             rec.latency.unstable = True
             rec.notes.append(_busy_note(rec.host))
