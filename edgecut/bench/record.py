@@ -72,8 +72,8 @@ class Host(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    parallel_speedup: float | None = None  # canary of the kept run: the lower of its samples before and after
-    best_speedup: float | None = None  # the best canary of the bench call at this thread count, so far
+    parallel_speedup: float | None = None  # the lowest canary right after a kept run
+    best_speedup: float | None = None  # the machine's quiet level at this thread count when the record was written
     busy: bool = False  # parallel_speedup below BUSY_FRACTION of best_speedup: the host was taking our cores
     waited_s: float = 0.0  # waited for a busy machine before this record's runs
     discarded_runs: int = 0  # worker runs measured again because the canary fell during them
