@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from edgecut.bench.latency import LatencyConfig, measure, summarize
+from edgecut.bench.latency import LatencyConfig, measure, median_ci, quantile_ci, summarize
 from edgecut.bench.record import BenchRecord, append_records, latest, machine_id, read_records
 from edgecut.bench.run import BenchConfig, bench
 from edgecut.cli import app
 from edgecut.env import fingerprint
 from edgecut.errors import EdgecutError, InputError
 from edgecut.export import export
+from edgecut.report.table import build_report
 
 FAST = LatencyConfig(warmup_s=0.02, warmup_min=2, min_time_s=0.05, min_iters=5)
 
@@ -62,6 +63,71 @@ def test_repeated_worker_runs_keep_the_median_and_flag_disagreement(onnx_art, tm
     (c,) = bench([onnx_art], tmp_path / "c.jsonl", cfg(repeats=3, end_to_end=False), progress=False).records
     assert c.latency.p50_ms == 1.02 and "an outlier run" in c.notes[0]  # one slow run of three: the median holds
     assert "disagree" not in c.notes[0]
+
+
+def test_quantile_ci_is_the_distribution_free_order_statistic_interval():
+    assert median_ci([1, 2, 3, 4, 5]) is None  # [min, max] of 5 covers only 93.75%
+    assert median_ci([6, 1, 5, 2, 4, 3]) == (1, 6) and median_ci(range(1, 11)) == (2, 9)
+    assert median_ci(range(1, 21)) == (6, 15)
+    assert quantile_ci(range(1, 13), 0.25) is None and quantile_ci(range(1, 21), 0.25) == (2, 10)
+    rng = np.random.default_rng(0)  # a skewed distribution: the interval still holds the true median (ln 2)
+    draws = rng.exponential(size=(4000, 10))
+    cis = np.array([median_ci(d) for d in draws])
+    covered = np.mean((cis[:, 0] <= np.log(2)) & (np.log(2) <= cis[:, 1]))
+    assert 0.96 < covered < 0.99  # 97.9% in theory for 10 values
+    quartile = np.log(4 / 3)  # the lower quartile of the same distribution, from 20 values
+    cis = np.array([quantile_ci(d, 0.25) for d in rng.exponential(size=(4000, 20))])
+    assert 0.95 < np.mean((cis[:, 0] <= quartile) & (quartile <= cis[:, 1])) < 0.99
+
+
+def _scripted_p50s(monkeypatch, values):
+    from edgecut.bench import run
+
+    real, p50s, seen = getattr(run.measure_latency, "__wrapped__", run.measure_latency), iter(values), []
+
+    def fake(art, *args, **kw):
+        got = real(art, *args, **kw)
+        got["latency"]["p50_ms"] = next(p50s)
+        seen.append(art.path)
+        return got
+
+    fake.__wrapped__ = real  # scripting again replaces this script
+    monkeypatch.setattr(run, "measure_latency", fake)
+    return seen
+
+
+def test_precision_measures_again_until_the_p50_is_known_then_stops(onnx_art, tmp_path, monkeypatch):
+    seen = _scripted_p50s(monkeypatch, [0.8, 1.3, 1.3, 1.0, 1.02, 0.99, 1.0, 1.3, 1.01, 0.98, 1.3, 1.0, 1.0, 1.0,
+                                        1.3, 1.0, 1.3, 1.01, 1.3, 1.0] + [1.0] * 5)
+    (a,) = bench([onnx_art], tmp_path / "a.jsonl", cfg(repeats=3, precision=0.05, max_repeats=25, end_to_end=False),
+                 progress=False).records
+    # the lower quartile's interval is [x(1), ...] = [0.8, ...] up to 19 runs; at 20 it is [x(2), x(10)]: +-2%
+    assert len(seen) == 20 and a.latency.p50_ms == 1.0 and a.latency_ci_ms == (0.98, 1.0) and not a.latency.unstable
+    row = build_report([a]).rows[0]
+    assert row.cells["p50"] == "1.00 ±2.0%" and row.values["p50_ci_lo_ms"] == 0.98
+
+    seen = _scripted_p50s(monkeypatch, [1.0, 1.5, 0.7] * 5)
+    (b,) = bench([onnx_art], tmp_path / "b.jsonl", cfg(precision=0.05, max_repeats=13, end_to_end=False),
+                 progress=False).records
+    assert len(seen) == 13 and b.latency.unstable and "p50 known to +-42.9% only after 13 runs" in b.notes[-1]
+    assert read_records(tmp_path / "b.jsonl")[0].latency_ci_ms == (0.7, 1.0)
+
+
+def test_the_lower_quartile_run_is_kept_so_a_slow_phase_does_not_move_it(onnx_art, tmp_path, monkeypatch):
+    _scripted_p50s(monkeypatch, [1.0, 1.3, 1.01, 1.3, 1.32] * 2)  # two runs quick, three in a slow phase
+    (a,) = bench([onnx_art], tmp_path / "a.jsonl", cfg(repeats=5, end_to_end=False), progress=False).records
+    (b,) = bench([onnx_art], tmp_path / "b.jsonl", cfg(repeats=5, keep=0.5, end_to_end=False), progress=False).records
+    assert a.latency.p50_ms == 1.01 and b.latency.p50_ms == 1.3 and a.latency_ci_ms is None
+
+
+def test_the_same_model_under_two_names_is_measured_twice_interleaved(onnx_art, tmp_path, monkeypatch):
+    seen = _scripted_p50s(monkeypatch, [1.0, 2.0, 1.1, 2.1, 1.0])
+    res = bench([onnx_art, onnx_art], tmp_path / "t.jsonl", cfg(repeats=2, end_to_end=False), names=["a", "b"],
+                progress=False)
+    assert [r.name for r in res.records] == ["a", "b"] and len(seen) == 4
+    assert [r.latency_runs_ms for r in res.records] == [[1.0, 1.1], [2.0, 2.1]]  # a, b, a, b
+    res = bench([onnx_art, onnx_art], tmp_path / "u.jsonl", cfg(end_to_end=False), progress=False)
+    assert len(res.records) == 1 and len(res.skipped) == 1 and len(seen) == 5  # one name twice: one measurement
 
 
 def test_measure_warms_up_then_times_at_least_the_minimum():
@@ -147,6 +213,12 @@ def test_refusals_name_the_fix(trained, onnx_art, synth_data, tmp_path):
         bench([trained], tmp_path / "a.jsonl", cfg(), reference=trained, progress=False)
     with pytest.raises(EdgecutError, match="backend"):
         bench([trained], tmp_path / "a.jsonl", cfg(backend="tflite"), progress=False)
+    with pytest.raises(EdgecutError, match="0.02 for"):
+        bench([trained], tmp_path / "a.jsonl", cfg(precision=2.0), progress=False)
+    with pytest.raises(EdgecutError, match="cannot reach a precision: it takes at least 13"):
+        bench([trained], tmp_path / "a.jsonl", cfg(precision=0.02, max_repeats=12), progress=False)
+    with pytest.raises(EdgecutError, match="keep is the quantile"):
+        bench([trained], tmp_path / "a.jsonl", cfg(keep=1.5), progress=False)
     assert not (tmp_path / "a.jsonl").exists()  # every refusal comes before the first measurement
 
 

@@ -135,8 +135,9 @@ class BenchRecord(BaseModel):
     params: int | None = None
     macs: int | None = None  # per image at input_size
     size_mb: float  # model file(s) on disk, MiB
-    latency: Latency | None = None  # model only, one batch of ``batch`` images (the median run when repeated)
+    latency: Latency | None = None  # model only, one batch of ``batch`` images (the kept run when repeated)
     latency_runs_ms: list[float] = Field(default_factory=list)  # p50 of each worker run (--repeats)
+    latency_ci_ms: tuple[float, float] | None = None  # 95% interval of the kept p50's quantile (13+ runs)
     throughput: list[Throughput] = Field(default_factory=list)
     end_to_end: Latency | None = None  # decode + preprocess + infer + postprocess + encode RGBA, one image
     memory: Memory = Field(default_factory=Memory)

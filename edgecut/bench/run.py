@@ -2,12 +2,12 @@
 
 For every model (and every thread count asked for) one record:
 
-- **latency, isolated**: a fresh worker process (``repeats`` of them, the median kept; see
-  below) (:mod:`edgecut.bench.worker`) loads the model
-  and times it, so the first inference is really cold, the peak RSS is this model's (Linux:
-  the process's high-water mark, reset after start-up, so it counts the interpreter and the
-  backend's libraries as a deployment would) and no other model's threads or allocations are
-  around. It measures the model alone on one batch, the throughput at each extra batch size,
+- **latency, isolated**: a fresh worker process (:mod:`edgecut.bench.worker`; ``repeats`` of
+  them, or as many as it takes to know the p50 to ``precision``; the run at the lower quartile
+  of their p50s kept, with the 95% interval of that quartile; see below) loads the model and times it, so the first inference is
+  really cold, the peak RSS is this model's (Linux: the process's high-water mark, reset after
+  start-up, so it counts the interpreter and the backend's libraries as a deployment would)
+  and no other model's threads or allocations are around. It measures the model alone on one batch, the throughput at each extra batch size,
   and the end-to-end cut-out of one image file (decode, preprocess, infer, postprocess, encode
   an RGBA PNG): what a user of ``edgecut remove`` waits for. On CPU, each run waits (bounded)
   for the host to give the cores back when a parallel-speedup canary says it has taken them
@@ -39,7 +39,7 @@ import numpy as np
 from edgecut import io
 from edgecut.artifact import Artifact, ModelSpec, load_artifact
 from edgecut.bench.canary import Canary
-from edgecut.bench.latency import LatencyConfig
+from edgecut.bench.latency import LatencyConfig, quantile_ci
 from edgecut.bench.record import (Accuracy, Agreement, BenchRecord, Host, Latency, Memory, Throughput, WorstImage,
                                   append_records, machine_id, new_run_id, read_records)
 from edgecut.errors import EdgecutError, InputError
@@ -48,8 +48,9 @@ from edgecut.errors import EdgecutError, InputError
 FORMAT_BACKENDS = {"torch": ("torch",), "torchscript": ("torch",), "onnx": ("onnxruntime",),
                    "openvino": ("openvino",), "tensorrt": ("tensorrt",)}
 BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
-REPEAT_SPREAD = 0.05  # the median run must agree with another repeated run within this, or the record is unstable
+REPEAT_SPREAD = 0.05  # the kept run must agree with another repeated run within this, or the record is unstable
 MAX_DISCARDED = 2  # worker runs measured again because the machine was busy, per kept run at most
+KEEP_QUANTILE = 0.25  # of repeated runs, the one at this quantile of their p50s is kept (see _finish)
 
 
 @dataclass(frozen=True)
@@ -67,8 +68,12 @@ class BenchConfig:
     accuracy_batch: int = 1
     worst: int = 6  # worst images kept per record (their cut-outs saved)
     isolate: bool = True  # latency in a fresh process per record (False: in this process; tests, debugging)
-    repeats: int = 1  # worker runs per record, interleaved across records; the median run is kept, and runs
-    # apart by > REPEAT_SPREAD flag it
+    repeats: int = 1  # worker runs per record, interleaved across records; the run at the `keep` quantile of
+    # their p50s is kept, and runs apart by > REPEAT_SPREAD flag it
+    keep: float = KEEP_QUANTILE  # 0.5: the median run
+    precision: float | None = None  # after `repeats` runs, go on until the p50's 95% interval is within +-this
+    # fraction of it (edgecut.bench.latency.quantile_ci) ...
+    max_repeats: int = 20  # ... or this many runs (then the record is flagged unstable)
     canary: bool = True  # CPU: sample the parallel-speedup canary around each run (edgecut.bench.canary)
     max_wait_s: float = 120.0  # per record: wait at most this long for a busy machine (0: never wait, only flag)
     target: str = "local"
@@ -78,6 +83,15 @@ class BenchConfig:
             raise EdgecutError(f"backend {self.backend!r}: use one of {', '.join(BACKENDS)}")
         if self.repeats < 1:
             raise EdgecutError(f"repeats must be at least 1, got {self.repeats}")
+        if self.precision is not None and not 0 < self.precision < 1:
+            raise EdgecutError(f"precision is a fraction of the p50 (0.02 for +-2%), got {self.precision}")
+        if not 0 < self.keep < 1:
+            raise EdgecutError(f"keep is the quantile of the runs' p50s kept, between 0 and 1 (0.5: the median); "
+                               f"got {self.keep}")
+        least = min_ci_runs(self.keep)
+        if self.precision is not None and self.max_repeats < max(self.repeats, least):
+            raise EdgecutError(f"max_repeats {self.max_repeats} cannot reach a precision: it takes at least "
+                               f"{max(self.repeats, least)} runs (repeats, and {least} for a 95% interval)")
         if self.max_wait_s < 0:
             raise EdgecutError(f"max_wait_s must be 0 or more, got {self.max_wait_s}")
         if self.batch < 1 or any(b < 1 for b in self.batches):
@@ -239,7 +253,9 @@ def bench(models: Sequence[str | os.PathLike | Artifact], out: str | os.PathLike
     ``data`` (images/ + masks/, optionally a ``split``; ``limit`` keeps the first N) adds
     accuracy; ``reference`` adds agreement with that artifact; ``names`` are display names
     (default: each artifact folder's name). ``resume`` skips measurements ``out`` already holds
-    (same model file, backend, device, precision, size, batch, threads, machine). ``on_wait``
+    (same model file, backend, device, precision, size, batch, threads, machine). With
+    ``config.precision`` a record is measured again, round after round, until its p50 is known
+    to that precision (or ``config.max_repeats``). ``on_wait``
     gets a line whenever the machine is busy and the run waits for it (:mod:`edgecut.bench.canary`).
     """
     from edgecut.env import fingerprint
@@ -277,22 +293,24 @@ def bench(models: Sequence[str | os.PathLike | Artifact], out: str | os.PathLike
     result = BenchResult()
     canary = Canary(machine=machine_id(env) if config.canary and config.device == "cpu" else None)
     todo: list[_Timing] = []
+    asked: set[tuple] = set()  # the same model twice under two names is measured twice (twins, interleaved)
     for art, name, backend, spec in plans:
         for threads in config.threads:
             rec = _record(art, name, backend, spec, threads, config, env, run_id)
-            if rec.key in done:
+            if rec.key in done or (rec.key, name) in asked:
                 result.skipped.append(f"{name} ({backend}, {threads or 'default'} threads)")
                 continue
-            done.add(rec.key)
+            asked.add((rec.key, name))
             todo.append(_Timing(rec, art, spec, threads))
-    for k in range(config.repeats):  # round k: every record's k-th worker run
-        for t in todo:
+    while todo:  # round k: the k-th worker run of every record still measuring
+        for t in list(todo):
             job = (t.art, t.rec.backend, config.device, t.threads, t.spec, config.batch, config.batches,
                    config.latency, e2e_image, config.isolate)
             _take_run(t, lambda job=job: measure_latency(*job), canary, config,
                       on_wait=lambda m, name=t.rec.name: on_wait(f"{name}: {m}") if on_wait else None)
-            if k < config.repeats - 1:
+            if not _enough(t, config):
                 continue
+            todo.remove(t)
             rec = _finish(t, canary, config)
             if samples:
                 from edgecut import runtime
@@ -363,16 +381,60 @@ def _take_run(t: _Timing, run: Callable[[], dict[str, Any]], canary: Canary, con
         return
 
 
+def min_ci_runs(q: float) -> int:
+    """The fewest runs whose ``q`` quantile has a 95% interval (6 for the median, 13 for the lower quartile)."""
+    return next(n for n in range(2, 200) if quantile_ci(range(n), q) is not None)
+
+
+def kept_index(n: int, q: float) -> int:
+    """Which of ``n`` runs sorted by p50 is kept: the ``q`` quantile, nearest rank (3 runs: the middle one)."""
+    return int(q * (n - 1) + 0.5)
+
+
+def _half_width(p50s: list[float], q: float) -> float | None:
+    """The 95% interval of the kept run's p50, as a fraction of it (its wider side); None: too few runs."""
+    ci = quantile_ci(p50s, q)
+    if ci is None:
+        return None
+    m = sorted(p50s)[kept_index(len(p50s), q)]
+    return max(m - ci[0], ci[1] - m) / m
+
+
+def _enough(t: _Timing, config: BenchConfig) -> bool:
+    """Has ``t`` been measured often enough: ``repeats`` runs, and the precision asked for (or the cap)?"""
+    n = len(t.runs)
+    if n < config.repeats:
+        return False
+    if config.precision is None or n >= config.max_repeats:
+        return True
+    h = _half_width([g["latency"]["p50_ms"] for g in t.runs], config.keep)
+    return h is not None and h <= config.precision
+
+
 def _finish(t: _Timing, canary: Canary, config: BenchConfig) -> BenchRecord:
-    """The record of ``t``'s runs: the median run's numbers, the spread of the runs, the canary."""
+    """The record of ``t``'s runs: the kept run's numbers, the spread of the runs, the canary.
+
+    The kept run is the lower quartile of the runs' p50s by default, not their median: on a shared
+    host, interference only ever adds time, and it comes in phases that slow a varying share of
+    the runs (on a shared 2-vCPU VM: 20-30% slower runs, 0-40% of them). The median moves with that share;
+    the lower quartile ignores up to three runs in four slowed, while not resting on one lucky
+    run as the minimum would. Within a run, p50 is still the median call.
+    """
     rec, runs = t.rec, sorted(t.runs, key=lambda g: g["latency"]["p50_ms"])
     rec.created = BenchRecord.model_fields["created"].default_factory()  # when its last run ended
-    got = runs[len(runs) // 2]  # the median run (the upper one of an even count)
+    kept = kept_index(len(runs), config.keep)
+    got = runs[kept]
     rec.threads = got["threads"]
     rec.latency = Latency(**got["latency"])
     if len(runs) > 1:
         rec.latency_runs_ms = p50s = [g["latency"]["p50_ms"] for g in runs]
-        rec.notes.extend(_repeat_notes(rec, p50s, len(runs) // 2))
+        rec.notes.extend(_repeat_notes(rec, p50s, kept))
+        rec.latency_ci_ms = quantile_ci(p50s, config.keep)
+        h = _half_width(p50s, config.keep)
+        if config.precision is not None and h is not None and h > config.precision:
+            rec.latency.unstable = True
+            rec.notes.append(f"p50 known to +-{h:.1%} only after {len(runs)} runs (asked +-{config.precision:.1%}): "
+                             "the machine's speed wandered; re-measure when it is quiet or allow more --max-repeats")
     rec.throughput = [Throughput(**x) for x in got["throughput"]]
     rec.end_to_end = Latency(**got["end_to_end"]) if got.get("end_to_end") else None
     rec.memory = Memory(**got["memory"])
@@ -395,19 +457,19 @@ def _busy_note(host: Host) -> str:
 
 
 def _repeat_notes(rec: BenchRecord, p50s: list[float], kept: int) -> list[str]:
-    """Flag the record unstable unless the kept (median) run agrees with another run within REPEAT_SPREAD.
+    """Flag the record unstable unless the kept run agrees with another run within REPEAT_SPREAD.
 
     One run of three that the machine slowed down (a neighbour's burst on a shared host) does not
-    make the median wrong; two runs that disagree with each other and with the third do.
+    make the kept one wrong; two runs that disagree with each other and with the third do.
     """
     m = p50s[kept]
     closest = min(abs(p - m) for i, p in enumerate(p50s) if i != kept) / m
     runs = ", ".join(f"{p:.4g}" for p in p50s)
     if closest > REPEAT_SPREAD:
         rec.latency.unstable = True
-        return [f"worker runs disagree: p50 {runs} ms; none within {REPEAT_SPREAD:.0%} of the median"]
+        return [f"worker runs disagree: p50 {runs} ms; none within {REPEAT_SPREAD:.0%} of the kept one"]
     if (p50s[-1] - p50s[0]) / m > REPEAT_SPREAD:
-        return [f"worker runs p50 {runs} ms: an outlier run, the median agrees with another within "
+        return [f"worker runs p50 {runs} ms: an outlier run, the kept one agrees with another within "
                 f"{closest:.1%}"]
     return []
 

@@ -88,7 +88,13 @@ def bench(
     min_iters: Annotated[int, typer.Option()] = 20,
     e2e: Annotated[bool, typer.Option("--e2e/--no-e2e", help="Also time the whole cut-out of one image file.")] = True,
     isolate: Annotated[bool, typer.Option("--isolate/--in-process", help="Time each model in a fresh process.")] = True,
-    repeats: Annotated[int, typer.Option(help="Worker runs per model; the median is kept, disagreeing runs are flagged.")] = 1,
+    repeats: Annotated[int, typer.Option(help="Worker runs per model; the lower-quartile run is kept (--keep), "
+                                              "disagreeing runs are flagged.")] = 1,
+    keep: Annotated[float, typer.Option(help="Which repeated run is kept: this quantile of their p50s (0.5: the "
+                                             "median). Interference only adds time, so the default is 0.25.")] = 0.25,
+    precision: Annotated[Optional[float], typer.Option(help="Percent: after --repeats runs, measure again until the "
+                                                            "p50's 95% interval is within +- this (e.g. 2).")] = None,
+    max_repeats: Annotated[int, typer.Option(help="With --precision: stop after this many runs (flagged unstable).")] = 20,
     max_wait: Annotated[float, typer.Option(help="CPU: seconds per model to wait for a host that is taking our cores "
                                                  "(a parallel-speedup canary says so); 0: never wait, only flag.")] = 120.0,
     worst: Annotated[int, typer.Option(help="Worst images kept per record (cut-outs saved for the html report).")] = 6,
@@ -104,7 +110,8 @@ def bench(
     config = BenchConfig(backend=backend, device=device, threads=_ints(threads, "--threads") or (None,), batch=batch,
                          batches=_ints(batches, "--batches"), size=(size, size) if size else None,
                          latency=LatencyConfig(warmup_s=warmup, min_time_s=min_time, min_iters=min_iters),
-                         end_to_end=e2e, worst=worst, isolate=isolate, repeats=repeats, max_wait_s=max_wait)
+                         end_to_end=e2e, worst=worst, isolate=isolate, repeats=repeats, keep=keep, max_wait_s=max_wait,
+                         precision=precision / 100 if precision is not None else None, max_repeats=max_repeats)
 
     def show(rec) -> None:
         lat = rec.latency

@@ -70,7 +70,7 @@ COLUMNS = (
 CSV_COLUMNS = (
     "name", "baseline", "artifact", "sha256", "arch", "format", "precision", "backend", "device", "target",
     "machine", "machine_label", "run_id", "created", "same_machine", "same_run", "input_h", "input_w", "batch",
-    "threads", "size_mb", "params", "macs", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "cov", "first_ms", "unstable",
+    "threads", "size_mb", "params", "macs", "p50_ms", "p50_ci_lo_ms", "p50_ci_hi_ms", "p90_ms", "p99_ms", "mean_ms", "cov", "first_ms", "unstable",
     "speedup", "e2e_p50_ms", "e2e_unstable", "peak_rss_mb", "gpu_peak_mb", "host_speedup", "host_busy",
     "throughput_batch",
     "throughput_images_per_s", "data", "data_count", "iou", "mae", "s_measure", "delta_iou",
@@ -302,12 +302,21 @@ def _cells(r: BenchRecord) -> dict[str, str]:
         "size_mb": sig(r.size_mb),
         "params": _opt(r.params, lambda p: sig(p / 1e6)),
         "macs": _opt(r.macs, lambda m: sig(m / 1e9)),
-        "p50": _opt(lat and lat.p50_ms, sig), "p90": _opt(lat and lat.p90_ms, sig),
+        "p50": _opt(lat and lat.p50_ms, sig) + _ci_cell(r), "p90": _opt(lat and lat.p90_ms, sig),
         "e2e": _opt(r.end_to_end and r.end_to_end.p50_ms, sig)
         + (f" {UNSTABLE_MARK}" if r.end_to_end and r.end_to_end.unstable else ""),
         "data": f"{acc.data} ({acc.count})" if acc else MISSING,
         **{k: _opt(metrics.get(k), lambda v: f"{v:.4f}") for k in MAIN_METRICS},
     }
+
+
+def _ci_cell(r: BenchRecord) -> str:
+    """`` ±1.2%``: the wider side of the p50's 95% interval over repeated worker runs (none with too few)."""
+    if r.latency is None or r.latency_ci_ms is None:
+        return ""
+    lo, hi = r.latency_ci_ms
+    m = r.latency.p50_ms
+    return f" ±{max(m - lo, hi - m) / m:.1%}"
 
 
 def _values(r: BenchRecord, base: BenchRecord, same_machine: bool, same_run: bool, speedup: float | None,
@@ -323,6 +332,8 @@ def _values(r: BenchRecord, base: BenchRecord, same_machine: bool, same_run: boo
         "speedup": speedup, "e2e_p50_ms": e2e.p50_ms if e2e else None, "e2e_unstable": e2e.unstable if e2e else None,
         "peak_rss_mb": r.memory.peak_rss_mb, "gpu_peak_mb": r.memory.gpu_peak_mb,
         "host_speedup": r.host.parallel_speedup if r.host else None,
+        "p50_ci_lo_ms": r.latency_ci_ms[0] if r.latency_ci_ms else None,
+        "p50_ci_hi_ms": r.latency_ci_ms[1] if r.latency_ci_ms else None,
         "throughput_batch": top.batch if top else None, "throughput_images_per_s": top.images_per_s if top else None,
         "data": acc.data if acc else None, "data_count": acc.count if acc else None, "delta_iou": delta,
     }
@@ -395,8 +406,9 @@ def _summary(records: Sequence[BenchRecord], machines: list[str], labels: dict[s
 def _how_to_read(per_image: bool) -> str:
     what = "per-image p50 (p50 / batch; batches differ)" if per_image else "p50"
     return (f"speed-up = baseline {what} / row {what}, both measured on the same machine in one run (marks say "
-            f"otherwise); p50 / p90 are the model alone, cut-out ms the whole cut-out of one image file (decode, "
-            f"preprocess, infer, resize back, encode RGBA PNG); ΔIoU = row IoU - reference IoU on the same images; "
+            f"otherwise); p50 / p90 are the model alone (± the wider side of the 95% interval of the kept "
+            f"p50 over repeated worker runs, where there were enough), cut-out ms the whole cut-out of one image file "
+            f"(decode, preprocess, infer, resize back, encode RGBA PNG); ΔIoU = row IoU - reference IoU on the same images; "
             f"{MISSING} = not measured or not comparable.")
 
 
