@@ -101,7 +101,7 @@ def test_bench_measures_a_run_again_when_the_host_took_the_cores_during_it(train
     host = res.records[0].host
     assert len(runs) == 2 and host.discarded_runs == 1 and not host.busy and host.parallel_speedup == 2.0
     assert host.waited_s > 0 and any("busy" in w for w in waits) and any("quiet again" in w for w in waits)
-    assert not res.records[0].latency.unstable
+    assert not any("taking our cores" in n for n in res.records[0].notes)  # (3 timed calls may still be noisy)
     assert read_records(tmp_path / "b.jsonl")[0].host == host
 
 
