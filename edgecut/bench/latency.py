@@ -8,6 +8,10 @@ shared 2-core machine a few scheduler hiccups (tens of ms in thousands of 1 ms c
 plain CoV of a perfectly repeatable measurement past 30%, while they leave the median and
 the MAD alone; a distribution that is wide in its middle (another process competing, the CPU
 changing clocks) still raises the robust one. The tail is in p99.
+
+Repeated runs (``bench --repeats``, each a fresh worker process) become one number here too:
+the run at the ``KEEP_QUANTILE`` of their p50s is kept, with a distribution-free 95% interval
+(:func:`quantile_ci`), and runs that disagree flag it (:func:`repeat_notes`).
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from typing import Any
 import numpy as np
 
 UNSTABLE_COV = 0.10  # std / mean above this: flag the measurement
+KEEP_QUANTILE = 0.25  # of repeated runs, the one at this quantile of their p50s is kept (bench.run._finish)
+REPEAT_SPREAD = 0.05  # the kept run must agree with another repeated run within this, or the record is unstable
 
 
 @dataclass(frozen=True)
@@ -113,3 +119,40 @@ def quantile_ci(values: list[float] | np.ndarray, q: float,
 def median_ci(values: list[float] | np.ndarray, confidence: float = 0.95) -> tuple[float, float] | None:
     """:func:`quantile_ci` of the median."""
     return quantile_ci(values, 0.5, confidence)
+
+
+def min_ci_runs(q: float) -> int:
+    """The fewest runs whose ``q`` quantile has a 95% interval (6 for the median, 13 for the lower quartile)."""
+    return next(n for n in range(2, 200) if quantile_ci(range(n), q) is not None)
+
+
+def kept_index(n: int, q: float) -> int:
+    """Which of ``n`` runs sorted by p50 is kept: the ``q`` quantile, nearest rank (3 runs: the middle one)."""
+    return int(q * (n - 1) + 0.5)
+
+
+def kept_half_width(p50s: list[float], q: float) -> float | None:
+    """The 95% interval of the kept run's p50, as a fraction of it (its wider side); None: too few runs."""
+    ci = quantile_ci(p50s, q)
+    if ci is None:
+        return None
+    m = sorted(p50s)[kept_index(len(p50s), q)]
+    return max(m - ci[0], ci[1] - m) / m
+
+
+def repeat_notes(p50s: list[float], kept: int) -> tuple[bool, list[str]]:
+    """(unstable, notes) of repeated runs: unstable unless the kept run agrees with another within REPEAT_SPREAD.
+
+    One run of three that the machine slowed down (a neighbour's burst on a shared host) does not
+    make the kept one wrong; two runs that disagree with each other and with the third do.
+    ``p50s`` are sorted; ``kept`` is the index of the kept run.
+    """
+    m = p50s[kept]
+    closest = min(abs(p - m) for i, p in enumerate(p50s) if i != kept) / m
+    runs = ", ".join(f"{p:.4g}" for p in p50s)
+    if closest > REPEAT_SPREAD:
+        return True, [f"worker runs disagree: p50 {runs} ms; none within {REPEAT_SPREAD:.0%} of the kept one"]
+    if (p50s[-1] - p50s[0]) / m > REPEAT_SPREAD:
+        return False, [f"worker runs p50 {runs} ms: an outlier run, the kept one agrees with another within "
+                       f"{closest:.1%}"]
+    return False, []

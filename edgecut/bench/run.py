@@ -39,7 +39,8 @@ import numpy as np
 from edgecut import io
 from edgecut.artifact import Artifact, ModelSpec, load_artifact
 from edgecut.bench.canary import Canary
-from edgecut.bench.latency import LatencyConfig, quantile_ci
+from edgecut.bench.latency import (KEEP_QUANTILE, LatencyConfig, kept_half_width, kept_index,
+                                   min_ci_runs, quantile_ci, repeat_notes)
 from edgecut.bench.record import (Accuracy, Agreement, BenchRecord, Host, Latency, Memory, Throughput, WorstImage,
                                   append_records, machine_id, new_run_id, read_records)
 from edgecut.errors import EdgecutError, InputError
@@ -48,9 +49,7 @@ from edgecut.errors import EdgecutError, InputError
 FORMAT_BACKENDS = {"torch": ("torch",), "torchscript": ("torch",), "onnx": ("onnxruntime",),
                    "openvino": ("openvino",), "tensorrt": ("tensorrt",)}
 BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
-REPEAT_SPREAD = 0.05  # the kept run must agree with another repeated run within this, or the record is unstable
 MAX_DISCARDED = 2  # worker runs measured again because the machine was busy, per kept run at most
-KEEP_QUANTILE = 0.25  # of repeated runs, the one at this quantile of their p50s is kept (see _finish)
 
 
 @dataclass(frozen=True)
@@ -69,7 +68,7 @@ class BenchConfig:
     worst: int = 6  # worst images kept per record (their cut-outs saved)
     isolate: bool = True  # latency in a fresh process per record (False: in this process; tests, debugging)
     repeats: int = 1  # worker runs per record, interleaved across records; the run at the `keep` quantile of
-    # their p50s is kept, and runs apart by > REPEAT_SPREAD flag it
+    # their p50s is kept, and runs apart by > latency.REPEAT_SPREAD flag it
     keep: float = KEEP_QUANTILE  # 0.5: the median run
     precision: float | None = None  # after `repeats` runs, go on until the p50's 95% interval is within +-this
     # fraction of it (edgecut.bench.latency.quantile_ci) ...
@@ -381,25 +380,6 @@ def _take_run(t: _Timing, run: Callable[[], dict[str, Any]], canary: Canary, con
         return
 
 
-def min_ci_runs(q: float) -> int:
-    """The fewest runs whose ``q`` quantile has a 95% interval (6 for the median, 13 for the lower quartile)."""
-    return next(n for n in range(2, 200) if quantile_ci(range(n), q) is not None)
-
-
-def kept_index(n: int, q: float) -> int:
-    """Which of ``n`` runs sorted by p50 is kept: the ``q`` quantile, nearest rank (3 runs: the middle one)."""
-    return int(q * (n - 1) + 0.5)
-
-
-def _half_width(p50s: list[float], q: float) -> float | None:
-    """The 95% interval of the kept run's p50, as a fraction of it (its wider side); None: too few runs."""
-    ci = quantile_ci(p50s, q)
-    if ci is None:
-        return None
-    m = sorted(p50s)[kept_index(len(p50s), q)]
-    return max(m - ci[0], ci[1] - m) / m
-
-
 def _enough(t: _Timing, config: BenchConfig) -> bool:
     """Has ``t`` been measured often enough: ``repeats`` runs, and the precision asked for (or the cap)?"""
     n = len(t.runs)
@@ -407,7 +387,7 @@ def _enough(t: _Timing, config: BenchConfig) -> bool:
         return False
     if config.precision is None or n >= config.max_repeats:
         return True
-    h = _half_width([g["latency"]["p50_ms"] for g in t.runs], config.keep)
+    h = kept_half_width([g["latency"]["p50_ms"] for g in t.runs], config.keep)
     return h is not None and h <= config.precision
 
 
@@ -428,9 +408,11 @@ def _finish(t: _Timing, canary: Canary, config: BenchConfig) -> BenchRecord:
     rec.latency = Latency(**got["latency"])
     if len(runs) > 1:
         rec.latency_runs_ms = p50s = [g["latency"]["p50_ms"] for g in runs]
-        rec.notes.extend(_repeat_notes(rec, p50s, kept))
+        disagree, notes = repeat_notes(p50s, kept)
+        rec.latency.unstable |= disagree
+        rec.notes.extend(notes)
         rec.latency_ci_ms = quantile_ci(p50s, config.keep)
-        h = _half_width(p50s, config.keep)
+        h = kept_half_width(p50s, config.keep)
         if config.precision is not None and h is not None and h > config.precision:
             rec.latency.unstable = True
             rec.notes.append(f"p50 known to +-{h:.1%} only after {len(runs)} runs (asked +-{config.precision:.1%}): "
@@ -454,24 +436,6 @@ def _busy_note(host: Host) -> str:
     return (f"measured while the host was taking our cores: parallel speedup {host.parallel_speedup:.2f} against "
             f"{host.best_speedup:.2f} at best (waited {host.waited_s:.0f} s, {host.discarded_runs} run(s) measured "
             "again); re-measure when the machine is quiet")
-
-
-def _repeat_notes(rec: BenchRecord, p50s: list[float], kept: int) -> list[str]:
-    """Flag the record unstable unless the kept run agrees with another run within REPEAT_SPREAD.
-
-    One run of three that the machine slowed down (a neighbour's burst on a shared host) does not
-    make the kept one wrong; two runs that disagree with each other and with the third do.
-    """
-    m = p50s[kept]
-    closest = min(abs(p - m) for i, p in enumerate(p50s) if i != kept) / m
-    runs = ", ".join(f"{p:.4g}" for p in p50s)
-    if closest > REPEAT_SPREAD:
-        rec.latency.unstable = True
-        return [f"worker runs disagree: p50 {runs} ms; none within {REPEAT_SPREAD:.0%} of the kept one"]
-    if (p50s[-1] - p50s[0]) / m > REPEAT_SPREAD:
-        return [f"worker runs p50 {runs} ms: an outlier run, the kept one agrees with another within "
-                f"{closest:.1%}"]
-    return []
 
 
 def _record(art: Artifact, name: str, backend: str, spec: ModelSpec, threads: int | None, config: BenchConfig,

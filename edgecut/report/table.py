@@ -21,8 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edgecut.bench.canary import BUSY_FRACTION
-from edgecut.bench.latency import UNSTABLE_COV
-from edgecut.bench.run import REPEAT_SPREAD
+from edgecut.bench.latency import REPEAT_SPREAD, UNSTABLE_COV
 from edgecut.bench.record import BenchRecord, machine_label
 from edgecut.errors import EdgecutError
 
