@@ -124,6 +124,8 @@ def test_compare_flags_a_row_against_the_best_quiet_level_of_all_compared_record
                                                                       isolate=False), names=[name], progress=False)
     early, late = read_records([tmp_path / "early.jsonl", tmp_path / "late.jsonl"])
     assert not early.host.busy and early.host.parallel_speedup < BUSY_FRACTION * late.host.best_speedup
+    for r in (early, late):  # 3 timed calls can be noisy on a loaded machine; only the canary is under test here
+        r.latency.unstable = False
     report = build_report([early, late], baseline="late")
     rows = {r.record.name: r for r in report.rows}
     assert rows["early"].unstable and rows["early"].values["host_busy"] is True
