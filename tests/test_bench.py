@@ -214,11 +214,11 @@ def test_refusals_name_the_fix(trained, onnx_art, synth_data, tmp_path):
         bench([trained], tmp_path / "a.jsonl", cfg(), reference=trained, progress=False)
     with pytest.raises(EdgecutError, match="backend"):
         bench([trained], tmp_path / "a.jsonl", cfg(backend="tflite"), progress=False)
-    with pytest.raises(EdgecutError, match="0.02 for"):
+    with pytest.raises(EdgecutError, match="between 0 and 100% of the p50, got 200%"):
         bench([trained], tmp_path / "a.jsonl", cfg(precision=2.0), progress=False)
     with pytest.raises(EdgecutError, match="cannot reach a precision: it takes at least 13"):
         bench([trained], tmp_path / "a.jsonl", cfg(precision=0.02, max_repeats=12), progress=False)
-    with pytest.raises(EdgecutError, match="keep is the quantile"):
+    with pytest.raises(EdgecutError, match="is the quantile of the runs"):
         bench([trained], tmp_path / "a.jsonl", cfg(keep=1.5), progress=False)
     assert not (tmp_path / "a.jsonl").exists()  # every refusal comes before the first measurement
 

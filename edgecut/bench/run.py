@@ -4,13 +4,14 @@ For every model (and every thread count asked for) one record:
 
 - **latency, isolated**: a fresh worker process (:mod:`edgecut.bench.worker`; ``repeats`` of
   them, or as many as it takes to know the p50 to ``precision``; the run at the lower quartile
-  of their p50s kept, with the 95% interval of that quartile; see below) loads the model and times it, so the first inference is
-  really cold, the peak RSS is this model's (Linux: the process's high-water mark, reset after
-  start-up, so it counts the interpreter and the backend's libraries as a deployment would)
-  and no other model's threads or allocations are around. It measures the model alone on one batch, the throughput at each extra batch size,
-  and the end-to-end cut-out of one image file (decode, preprocess, infer, postprocess, encode
-  an RGBA PNG): what a user of ``edgecut remove`` waits for. On CPU, each run waits (bounded)
-  for the host to give the cores back when a parallel-speedup canary says it has taken them
+  of their p50s kept, with the 95% interval of that quartile; see below) loads the model and
+  times it, so the first inference is really cold, the peak RSS is this model's (Linux: the
+  process's high-water mark, reset after start-up, so it counts the interpreter and the
+  backend's libraries as a deployment would) and no other model's threads or allocations are
+  around. It measures the model alone on one batch, the throughput at each extra batch size, and
+  the end-to-end cut-out of one image file (decode, preprocess, infer, postprocess, encode an
+  RGBA PNG): what a user of ``edgecut remove`` waits for. On CPU, each run waits (bounded) for
+  the host to give the cores back when a parallel-speedup canary says it has taken them
   (:mod:`edgecut.bench.canary`), and a run during which that happened is measured again.
 - **accuracy**, in this process: every image of the data folder at the record's input size,
   scored at its own resolution with every metric; the worst images are kept by name and their
@@ -83,14 +84,15 @@ class BenchConfig:
         if self.repeats < 1:
             raise EdgecutError(f"repeats must be at least 1, got {self.repeats}")
         if self.precision is not None and not 0 < self.precision < 1:
-            raise EdgecutError(f"precision is a fraction of the p50 (0.02 for +-2%), got {self.precision}")
+            raise EdgecutError(f"precision must be between 0 and 100% of the p50, got {self.precision:.0%} (a fraction "
+                               "here, 0.02 for +-2%; a percent on the command line, --precision 2)")
         if not 0 < self.keep < 1:
-            raise EdgecutError(f"keep is the quantile of the runs' p50s kept, between 0 and 1 (0.5: the median); "
-                               f"got {self.keep}")
+            raise EdgecutError(f"keep (--keep) is the quantile of the runs' p50s kept, between 0 and 1 "
+                               f"(0.5: the median); got {self.keep}")
         least = min_ci_runs(self.keep)
         if self.precision is not None and self.max_repeats < max(self.repeats, least):
-            raise EdgecutError(f"max_repeats {self.max_repeats} cannot reach a precision: it takes at least "
-                               f"{max(self.repeats, least)} runs (repeats, and {least} for a 95% interval)")
+            raise EdgecutError(f"max_repeats (--max-repeats) {self.max_repeats} cannot reach a precision: it takes "
+                               f"at least {max(self.repeats, least)} runs (repeats, and {least} for a 95% interval)")
         if self.max_wait_s < 0:
             raise EdgecutError(f"max_wait_s must be 0 or more, got {self.max_wait_s}")
         if self.batch < 1 or any(b < 1 for b in self.batches):
