@@ -93,7 +93,6 @@ def summarize(times_s: list[float] | np.ndarray, first_s: float, warmup: int) ->
                         warmup=warmup, iterations=int(ms.size), unstable=robust_cov > UNSTABLE_COV)
 
 
-
 def quantile_ci(values: list[float] | np.ndarray, q: float,
                 confidence: float = 0.95) -> tuple[float, float] | None:
     """A distribution-free confidence interval of the ``q`` quantile of what ``values`` sample.
@@ -116,11 +115,6 @@ def quantile_ci(values: list[float] | np.ndarray, q: float,
     return float(x[j - 1]), float(x[u - 1])
 
 
-def median_ci(values: list[float] | np.ndarray, confidence: float = 0.95) -> tuple[float, float] | None:
-    """:func:`quantile_ci` of the median."""
-    return quantile_ci(values, 0.5, confidence)
-
-
 def min_ci_runs(q: float) -> int:
     """The fewest runs whose ``q`` quantile has a 95% interval (6 for the median, 13 for the lower quartile)."""
     return next(n for n in range(2, 200) if quantile_ci(range(n), q) is not None)
@@ -131,13 +125,15 @@ def kept_index(n: int, q: float) -> int:
     return int(q * (n - 1) + 0.5)
 
 
+def half_width(value: float, ci: tuple[float, float]) -> float:
+    """The wider side of the interval ``ci`` around ``value``, as a fraction of ``value``."""
+    return max(value - ci[0], ci[1] - value) / value
+
+
 def kept_half_width(p50s: list[float], q: float) -> float | None:
     """The 95% interval of the kept run's p50, as a fraction of it (its wider side); None: too few runs."""
     ci = quantile_ci(p50s, q)
-    if ci is None:
-        return None
-    m = sorted(p50s)[kept_index(len(p50s), q)]
-    return max(m - ci[0], ci[1] - m) / m
+    return None if ci is None else half_width(sorted(p50s)[kept_index(len(p50s), q)], ci)
 
 
 def repeat_notes(p50s: list[float], kept: int) -> tuple[bool, list[str]]:

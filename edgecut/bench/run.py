@@ -40,7 +40,7 @@ import numpy as np
 from edgecut import io
 from edgecut.artifact import Artifact, ModelSpec, load_artifact
 from edgecut.bench.canary import Canary
-from edgecut.bench.latency import (KEEP_QUANTILE, LatencyConfig, kept_half_width, kept_index,
+from edgecut.bench.latency import (KEEP_QUANTILE, LatencyConfig, half_width, kept_half_width, kept_index,
                                    min_ci_runs, quantile_ci, repeat_notes)
 from edgecut.bench.record import (Accuracy, Agreement, BenchRecord, Host, Latency, Memory, Throughput, WorstImage,
                                   append_records, machine_id, new_run_id, read_records)
@@ -398,9 +398,9 @@ def _finish(t: _Timing, canary: Canary, config: BenchConfig) -> BenchRecord:
 
     The kept run is the lower quartile of the runs' p50s by default, not their median: on a shared
     host, interference only ever adds time, and it comes in phases that slow a varying share of
-    the runs (on a shared 2-vCPU VM: 20-30% slower runs, 0-40% of them). The median moves with that share;
-    the lower quartile ignores up to three runs in four slowed, while not resting on one lucky
-    run as the minimum would. Within a run, p50 is still the median call.
+    the runs (on a shared 2-vCPU VM: 20-30% slower runs, 0-40% of them). The median moves with
+    that share; the lower quartile ignores up to three runs in four slowed, while not resting on
+    one lucky run as the minimum would. Within a run, p50 is still the median call.
     """
     rec, runs = t.rec, sorted(t.runs, key=lambda g: g["latency"]["p50_ms"])
     rec.created = BenchRecord.model_fields["created"].default_factory()  # when its last run ended
@@ -413,8 +413,8 @@ def _finish(t: _Timing, canary: Canary, config: BenchConfig) -> BenchRecord:
         disagree, notes = repeat_notes(p50s, kept)
         rec.latency.unstable |= disagree
         rec.notes.extend(notes)
-        rec.latency_ci_ms = quantile_ci(p50s, config.keep)
-        h = kept_half_width(p50s, config.keep)
+        rec.latency_ci_ms = ci = quantile_ci(p50s, config.keep)
+        h = half_width(p50s[kept], ci) if ci is not None else None
         if config.precision is not None and h is not None and h > config.precision:
             rec.latency.unstable = True
             rec.notes.append(f"p50 known to +-{h:.1%} only after {len(runs)} runs (asked +-{config.precision:.1%}): "

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edgecut.bench.canary import BUSY_FRACTION
-from edgecut.bench.latency import REPEAT_SPREAD, UNSTABLE_COV
+from edgecut.bench.latency import REPEAT_SPREAD, UNSTABLE_COV, half_width
 from edgecut.bench.record import BenchRecord, machine_label
 from edgecut.errors import EdgecutError
 
@@ -69,7 +69,8 @@ COLUMNS = (
 CSV_COLUMNS = (
     "name", "baseline", "artifact", "sha256", "arch", "format", "precision", "backend", "device", "target",
     "machine", "machine_label", "run_id", "created", "same_machine", "same_run", "input_h", "input_w", "batch",
-    "threads", "size_mb", "params", "macs", "p50_ms", "p50_ci_lo_ms", "p50_ci_hi_ms", "p90_ms", "p99_ms", "mean_ms", "cov", "first_ms", "unstable",
+    "threads", "size_mb", "params", "macs", "p50_ms", "p50_ci_lo_ms", "p50_ci_hi_ms", "p90_ms", "p99_ms", "mean_ms",
+    "cov", "first_ms", "unstable",
     "speedup", "e2e_p50_ms", "e2e_unstable", "peak_rss_mb", "gpu_peak_mb", "host_speedup", "host_busy",
     "throughput_batch",
     "throughput_images_per_s", "data", "data_count", "iou", "mae", "s_measure", "delta_iou",
@@ -313,9 +314,7 @@ def _ci_cell(r: BenchRecord) -> str:
     """`` ±1.2%``: the wider side of the p50's 95% interval over repeated worker runs (none with too few)."""
     if r.latency is None or r.latency_ci_ms is None:
         return ""
-    lo, hi = r.latency_ci_ms
-    m = r.latency.p50_ms
-    return f" ±{max(m - lo, hi - m) / m:.1%}"
+    return f" ±{half_width(r.latency.p50_ms, r.latency_ci_ms):.1%}"
 
 
 def _values(r: BenchRecord, base: BenchRecord, same_machine: bool, same_run: bool, speedup: float | None,
