@@ -116,6 +116,19 @@ def test_dynamic_export_runs_at_other_sizes(trained, tmp_path):
         runner(random_batch(30, 32))
 
 
+def test_the_runner_reuses_its_request_without_mixing_calls(trained, tmp_path):
+    """The request's input tensor is kept between calls and its output tensor overwritten by the next:
+    every call still gets its own answer, whatever the batch and size before it."""
+    art = export(trained, "openvino", "fp32", tmp_path / "dyn", dynamic=True, threads=1)
+    runner = runtime.load(art, threads=1)
+    batches = [random_batch(32, 32, n=2, seed=1), random_batch(32, 32, n=2, seed=2), random_batch(40, 36, n=1, seed=3),
+               random_batch(32, 32, n=3, seed=4), random_batch(32, 32, n=2, seed=1)]
+    outs = [runner(x) for x in batches]
+    for x, out in zip(batches, outs):
+        np.testing.assert_allclose(out, torch_out(trained, x), atol=1e-4)
+    np.testing.assert_array_equal(outs[0], outs[4])
+
+
 def test_bare_xml_carries_its_spec(ov_fp32, tmp_path):
     for name in ("model.xml", "model.bin"):
         shutil.copyfile(ov_fp32.path / name, tmp_path / name)

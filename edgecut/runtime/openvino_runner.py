@@ -154,6 +154,8 @@ class OpenVinoRunner:
         self.request = self.compiled.create_infer_request()
         shape = self.compiled.input(0).get_partial_shape()
         self._fixed_hw = tuple(d.get_length() if d.is_static else None for d in (shape[2], shape[3]))
+        self._ov = ov
+        self._input: np.ndarray | None = None  # a view of the request's input tensor, while the shape holds
 
     @classmethod
     def from_artifact(cls, art: Artifact, device: str = "cpu", threads: int | None = None) -> OpenVinoRunner:
@@ -161,6 +163,17 @@ class OpenVinoRunner:
         return cls(art.model_path, art.spec, device=device, threads=threads, precision=art.manifest.precision)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
+        """One synchronous inference. The batch is copied into an input tensor the request keeps
+        (a new one only when the shape changes) and the output copied out of the request's own,
+        which the next call overwrites. ``request.infer({0: x})`` does the same copies through a
+        dict of inputs and a dict of outputs, and measured 0.06-0.08 ms slower per call (5% of the
+        1.3 ms student); this path is within about 0.04 ms of a bare ``infer()`` on a request
+        whose input is already set, which is what ``benchmark_app`` times."""
         x = checked_batch(batch, self.path, self.spec, self._fixed_hw)
-        out = self.request.infer({0: x})[0]  # a copy: the request's own tensor is reused by the next call
-        return np.asarray(out, dtype=np.float32)
+        if self._input is None or self._input.shape != x.shape:
+            tensor = self._ov.Tensor(self._ov.Type.f32, self._ov.Shape(list(x.shape)))
+            self.request.set_input_tensor(tensor)
+            self._input = tensor.data
+        np.copyto(self._input, x)
+        self.request.infer()
+        return np.array(self.request.get_output_tensor(0).data, dtype=np.float32)  # a copy
