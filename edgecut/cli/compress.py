@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from edgecut.cli import app, console, err
+from edgecut.cli.options import ParityCount, ResumeRun, SaveEvery, Tolerance, TorchThreads, TrainDevice, TrainSplit, ValSplit
 from edgecut.errors import EdgecutError
 
 
@@ -30,8 +31,8 @@ def prune(
     batch: Annotated[int, typer.Option(help="Fine-tuning batch size.")] = 8,
     lr: Annotated[float, typer.Option(help="Fine-tuning peak learning rate.")] = 3e-4,
     ema: Annotated[Optional[float], typer.Option(help="Fine-tuning EMA decay, e.g. 0.998.")] = None,
-    train_split: Annotated[Optional[str], typer.Option(help="Split file or name (default: splits/train.txt if present).")] = None,
-    val_split: Annotated[Optional[str], typer.Option(help="Split file or name (default: splits/val.txt if present).")] = None,
+    train_split: TrainSplit = None,
+    val_split: ValSplit = None,
     sensitivity: Annotated[bool, typer.Option("--sensitivity", help="Measure each group's metric drop instead of pruning.")] = False,
     ratios: Annotated[str, typer.Option(help="Sensitivity: ratios tried per group, comma separated.")] = "0.25,0.5,0.75",
     images: Annotated[int, typer.Option(help="Sensitivity: held-out images scored per trial.")] = 100,
@@ -106,15 +107,15 @@ def qat(
     signed_activations: Annotated[bool, typer.Option("--signed-activations", help="int8 activations everywhere (TensorRT needs it); default uint8 after ReLU.")] = False,
     dynamic: Annotated[bool, typer.Option("--dynamic", help="Let H and W vary in the ONNX model (batch always does).")] = False,
     parity_data: Annotated[Optional[Path], typer.Option(help="Images the INT8 model is compared with its parent on (default: synthetic photos).")] = None,
-    parity_count: Annotated[Optional[int], typer.Option(help="Use this many of --parity-data's images (seeded).")] = None,
-    tolerance: Annotated[Optional[list[str]], typer.Option(help="Lower the parity bar: KEY=VALUE with max_abs_diff, mask_iou (mean), mask_iou_min (worst image) or metric_drop (repeatable).")] = None,
-    device: Annotated[str, typer.Option(help="Training device: auto | cpu | cuda | cuda:N")] = "auto",
-    threads: Annotated[Optional[int], typer.Option(help="Torch CPU threads.")] = None,
-    train_split: Annotated[Optional[str], typer.Option(help="Split file or name (default: splits/train.txt if present).")] = None,
-    val_split: Annotated[Optional[str], typer.Option(help="Split file or name (default: splits/val.txt if present).")] = None,
+    parity_count: ParityCount = None,
+    tolerance: Tolerance = None,
+    device: TrainDevice = "auto",
+    threads: TorchThreads = None,
+    train_split: TrainSplit = None,
+    val_split: ValSplit = None,
     seed: Annotated[int, typer.Option()] = 0,
-    save_every: Annotated[int, typer.Option(help="Also checkpoint every N steps inside an epoch.")] = 0,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out exactly where it stopped.")] = False,
+    save_every: SaveEvery = 0,
+    resume: ResumeRun = False,
 ) -> None:
     """Quantization-aware training (NNCF fake quantization): fine-tune, then write an INT8 QDQ ONNX artifact."""
     import dataclasses
@@ -161,8 +162,8 @@ def export_cmd(
     opset: Annotated[Optional[int], typer.Option(help="ONNX opset (default 18).")] = None,
     no_simplify: Annotated[bool, typer.Option("--no-simplify", help="Skip onnxslim.")] = False,
     parity_data: Annotated[Optional[Path], typer.Option(help="Images the export is compared with its parent on (default: synthetic photos).")] = None,
-    parity_count: Annotated[Optional[int], typer.Option(help="Use this many of --parity-data's images (seeded).")] = None,
-    tolerance: Annotated[Optional[list[str]], typer.Option(help="Lower the parity bar: KEY=VALUE with max_abs_diff, mask_iou (mean), mask_iou_min (worst image) or metric_drop (repeatable).")] = None,
+    parity_count: ParityCount = None,
+    tolerance: Tolerance = None,
     require_faster: Annotated[bool, typer.Option("--require-faster", help="Refuse an export slower than its parent on this machine.")] = False,
     device: Annotated[str, typer.Option(help="cpu | cuda[:N] | tensorrt[:N] (parity and speed checks; a TensorRT engine runs on cuda).")] = "cpu",
     threads: Annotated[Optional[int], typer.Option(help="Threads of both runners during the checks.")] = None,

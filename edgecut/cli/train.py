@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from edgecut.cli import app, console, data_app
+from edgecut.cli.options import Autocast, Ema, ResumeRun, SaveEvery, TorchThreads, TrainDevice, TrainSplit, ValSplit, Workers
 from edgecut.errors import EdgecutError
 
 
@@ -40,16 +41,16 @@ def train(
     epochs: Annotated[int, typer.Option()] = 20,
     batch: Annotated[int, typer.Option()] = 8,
     lr: Annotated[float, typer.Option(help="Peak AdamW learning rate.")] = 1e-3,
-    ema: Annotated[Optional[float], typer.Option(help="EMA decay, e.g. 0.999.")] = None,
-    precision: Annotated[str, typer.Option(help="auto | bf16 | fp16 | fp32 (autocast).")] = "auto",
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
-    threads: Annotated[Optional[int], typer.Option(help="Torch CPU threads.")] = None,
-    workers: Annotated[int, typer.Option(help="Data-loader processes.")] = 0,
-    train_split: Annotated[Optional[str], typer.Option(help="Split file or name (default: splits/train.txt if present).")] = None,
-    val_split: Annotated[Optional[str], typer.Option(help="Split file or name (default: splits/val.txt if present).")] = None,
+    ema: Ema = None,
+    precision: Autocast = "auto",
+    device: TrainDevice = "auto",
+    threads: TorchThreads = None,
+    workers: Workers = 0,
+    train_split: TrainSplit = None,
+    val_split: ValSplit = None,
     seed: Annotated[int, typer.Option()] = 0,
-    save_every: Annotated[int, typer.Option(help="Also checkpoint every N steps inside an epoch.")] = 0,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out exactly where it stopped.")] = False,
+    save_every: SaveEvery = 0,
+    resume: ResumeRun = False,
 ) -> None:
     """Train a model (the U-Net teacher by default) with BCE + Dice; the result is an artifact."""
     from edgecut.train.loop import TrainConfig
@@ -86,16 +87,16 @@ def distill(
     feature_kd: Annotated[bool, typer.Option("--feature-kd", help="Also match features at shared strides.")] = False,
     feature_weight: Annotated[Optional[float], typer.Option(help="Weight of the feature term (default 1; implies --feature-kd).")] = None,
     boundary_weight: Annotated[Optional[float], typer.Option(help="Weight of the edge-band BCE term (default 0: off).")] = None,
-    ema: Annotated[Optional[float], typer.Option(help="EMA decay, e.g. 0.999.")] = None,
-    precision: Annotated[str, typer.Option(help="auto | bf16 | fp16 | fp32 (autocast).")] = "auto",
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
-    threads: Annotated[Optional[int], typer.Option(help="Torch CPU threads.")] = None,
-    workers: Annotated[int, typer.Option(help="Data-loader processes.")] = 0,
-    train_split: Annotated[Optional[str], typer.Option(help="Split file or name (default: splits/train.txt if present).")] = None,
-    val_split: Annotated[Optional[str], typer.Option(help="Split file or name (default: splits/val.txt if present).")] = None,
+    ema: Ema = None,
+    precision: Autocast = "auto",
+    device: TrainDevice = "auto",
+    threads: TorchThreads = None,
+    workers: Workers = 0,
+    train_split: TrainSplit = None,
+    val_split: ValSplit = None,
     seed: Annotated[int, typer.Option()] = 0,
-    save_every: Annotated[int, typer.Option(help="Also checkpoint every N steps inside an epoch.")] = 0,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out exactly where it stopped.")] = False,
+    save_every: SaveEvery = 0,
+    resume: ResumeRun = False,
 ) -> None:
     """Distill one or more teachers into a small student (KD, optional feature and edge terms).
 
