@@ -61,16 +61,10 @@ def benchmark_app(xml: Path, shape: tuple[int, int], threads: int, seconds: floa
 
 def quiet_benchmark_app(canary: Canary, xml: Path, shape: tuple[int, int], threads: int, seconds: float,
                         max_wait_s: float = 120.0) -> tuple[float, list[str]]:
-    """benchmark_app under the guard ``edgecut bench`` puts around its own runs: wait while the parallel-speedup
-    canary says the host has taken our cores, and measure again a run after which it says so."""
-    waited = 0.0
-    for _ in range(3):
-        _, w = canary.wait_quiet(threads, max(0.0, max_wait_s - waited))
-        waited += w
-        got = benchmark_app(xml, shape, threads, seconds)
-        if not canary.busy(threads, canary.sample(threads)):
-            break
-    return got
+    """benchmark_app under the guard ``edgecut bench`` puts around its own runs (:meth:`Canary.guarded`):
+    wait while the parallel-speedup canary says the host has taken our cores, and measure again a run
+    after which it says so."""
+    return canary.guarded(threads, lambda: benchmark_app(xml, shape, threads, seconds), max_wait_s, 2)[0]
 
 
 def main(argv: list[str] | None = None) -> dict:

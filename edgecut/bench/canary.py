@@ -33,9 +33,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
+T = TypeVar("T")
 BUSY_FRACTION = 0.88  # a canary below this fraction of the best seen: the machine is busy (here: 1.65 / 1.97 = 0.84)
 GEMM_SIZE = 384  # float32 n x n GEMM: about 1 ms on one core of an AVX-512 CPU
 POLL_S = 1.0  # seconds between samples while waiting for the machine
@@ -148,6 +150,38 @@ class Canary:
                 on_wait(s, self.best(threads), waited)
             self.sleep(min(POLL_S, max(0.0, max_wait_s - waited)))
             paused = True
+
+    def guarded(self, threads: int | None, run: Callable[[], T], max_wait_s: float, max_retries: int,
+                on_wait: Callable[[str], None] | None = None) -> tuple[T, float | None, float, int]:
+        """``run()`` taken while the machine's cores are ours, if that happens in time.
+
+        Before the run the canary is sampled until the machine is not busy (:meth:`wait_quiet`, at
+        most ``max_wait_s`` in all); right after it, once more: a run that ended busy is run again
+        while waiting time and ``max_retries`` are left. ``on_wait`` gets a line when a wait starts
+        and when it ends. Returns (the kept run's result, the canary right after it, seconds
+        waited, runs discarded).
+        """
+        waited, retries = 0.0, 0
+        while True:
+            told = []
+
+            def tell(speedup: float, best: float, so_far: float) -> None:
+                if not told and on_wait is not None:
+                    on_wait(f"the machine is busy (parallel speedup {speedup:.2f} at {threads} threads, "
+                            f"{best:.2f} when quiet): waiting up to {max_wait_s - waited:.0f} s")
+                told.append(so_far)
+
+            s, w = self.wait_quiet(threads, max(0.0, max_wait_s - waited), tell)
+            waited += w
+            if told and on_wait is not None:
+                on_wait(f"quiet again after {w:.0f} s" if not self.busy(threads, s)
+                        else f"still busy after {w:.0f} s: measuring anyway (the record is flagged if it stays so)")
+            got = run()
+            after = self.sample(threads)
+            if self.busy(threads, after) and waited < max_wait_s and retries < max_retries:
+                retries += 1
+                continue
+            return got, after, waited, retries
 
     def save(self) -> None:
         """Remember the last ``KEEP`` samples per thread count for this machine (best effort)."""

@@ -346,40 +346,21 @@ class _Timing:
 
 def _take_run(t: _Timing, run: Callable[[], dict[str, Any]], canary: Canary, config: BenchConfig,
               on_wait: Callable[[str], None] | None = None) -> None:
-    """One more worker run for ``t``, taken while the machine's cores are ours if that happens in time.
-
-    Before the run the canary is sampled until the machine is not busy (at most what is left of
-    ``config.max_wait_s`` for this record); right after it, once more: a run that ended busy is
-    measured again while waiting time is left. Not on GPUs (the canary is about CPU cores).
+    """One more worker run for ``t``, taken while the machine's cores are ours if that happens in time
+    (:meth:`Canary.guarded`, within what is left of ``config.max_wait_s`` and of the runs that may be
+    discarded for this record). Not on GPUs (the canary is about CPU cores).
     """
     if config.device != "cpu" or not config.canary:
         t.runs.append(run())
         return
-    threads = t.rec.threads
-    while True:
-        told = []
-
-        def tell(speedup: float, best: float, so_far: float) -> None:
-            if not told and on_wait is not None:
-                on_wait(f"the machine is busy (parallel speedup {speedup:.2f} at {threads} threads, "
-                        f"{best:.2f} when quiet): waiting up to {config.max_wait_s - t.waited:.0f} s")
-            told.append(so_far)
-
-        s, w = canary.wait_quiet(threads, max(0.0, config.max_wait_s - t.waited), tell)
-        t.waited += w
-        if told and on_wait is not None:
-            on_wait(f"quiet again after {w:.0f} s" if not canary.busy(threads, s)
-                    else f"still busy after {w:.0f} s: measuring anyway (the record is flagged if it stays so)")
-        got = run()
-        after = canary.sample(threads)
-        if (canary.busy(threads, after) and t.waited < config.max_wait_s
-                and t.discarded < MAX_DISCARDED * config.repeats):
-            t.discarded += 1
-            continue
-        t.runs.append(got)
-        t.seen.append(after)
-        canary.save()
-        return
+    got, after, waited, discarded = canary.guarded(
+        t.rec.threads, run, max(0.0, config.max_wait_s - t.waited),
+        max(0, MAX_DISCARDED * config.repeats - t.discarded), on_wait)
+    t.waited += waited
+    t.discarded += discarded
+    t.runs.append(got)
+    t.seen.append(after)
+    canary.save()
 
 
 def _enough(t: _Timing, config: BenchConfig) -> bool:
