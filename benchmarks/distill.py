@@ -23,14 +23,14 @@ from pathlib import Path
 import torch
 
 from edgecut import io, runtime
-from edgecut.bench.accuracy import evaluate
+from edgecut.measure.accuracy import evaluate
 from edgecut.compress.distill import DistillConfig, distill
 from edgecut.data.folder import find_samples
 from edgecut.env import environment
 from edgecut.models.profile import count_macs
 from edgecut.models.store import load_model
-from edgecut.train.loop import CHECKPOINT_DIR, LAST, TrainConfig
-from edgecut.train.run import train
+from edgecut.training.loop import CHECKPOINT_DIR, LAST, LoopConfig
+from edgecut.training.run import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
 ECSSD = ROOT.parent / "shared" / "data" / "ecssd"
@@ -58,20 +58,20 @@ def main(argv: list[str] | None = None) -> dict:
     progress = not args.no_progress
 
     torch.set_num_threads(args.threads)
-    config = TrainConfig(epochs=args.epochs, batch_size=args.batch, lr=args.lr, ema_decay=args.ema, seed=0)
-    dconfig = DistillConfig(temperature=args.temperature, alpha=args.alpha, feature_kd=not args.no_feature_kd)
+    loop = LoopConfig(epochs=args.epochs, batch_size=args.batch, lr=args.lr, ema_decay=args.ema, seed=0)
+    dconfig = DistillConfig(student=args.student, size=args.size, temperature=args.temperature, alpha=args.alpha,
+                            feature_kd=not args.no_feature_kd, train_split="train", val_split="val", loop=loop)
     runs = {"a_masks_only": args.out / "masks-only", "b_distilled": args.out / "distilled"}
     wall = {}
     if not (runs["a_masks_only"] / "edgecut.json").exists():
         t0 = time.perf_counter()
-        train(args.data, runs["a_masks_only"], arch=args.student, size=args.size, config=config,
-              train_split="train", val_split="val", progress=progress,
-              resume=(runs["a_masks_only"] / CHECKPOINT_DIR / LAST).exists())
+        train(args.data, runs["a_masks_only"], TrainConfig(arch=args.student, size=args.size, train_split="train",
+                                                            val_split="val", loop=loop),
+              progress=progress, resume=(runs["a_masks_only"] / CHECKPOINT_DIR / LAST).exists())
         wall["a_masks_only"] = round(time.perf_counter() - t0, 1)
     if not (runs["b_distilled"] / "edgecut.json").exists():
         t0 = time.perf_counter()
-        distill([args.teacher], args.student, args.data, runs["b_distilled"], config=dconfig, train_config=config,
-                size=args.size, train_split="train", val_split="val", progress=progress,
+        distill([args.teacher], args.data, runs["b_distilled"], dconfig, progress=progress,
                 resume=(runs["b_distilled"] / CHECKPOINT_DIR / LAST).exists())
         wall["b_distilled"] = round(time.perf_counter() - t0, 1)
 

@@ -37,8 +37,8 @@ from edgecut.artifact import load_artifact
 from edgecut.data.folder import find_samples
 from edgecut.env import environment
 from edgecut.errors import EdgecutError
-from edgecut.export import export
-from edgecut.export.parity import ParityError
+from edgecut.exporters import CalibConfig, ExportConfig, OpenVinoOptions, ParityConfig, export
+from edgecut.exporters.parity import ParityError
 
 ROOT = Path(__file__).resolve().parents[1]
 ECSSD = ROOT.parent / "shared" / "data" / "ecssd"
@@ -89,18 +89,18 @@ def do_export(parent: Path, out: Path, fmt: str, precision: str, opts: dict, *, 
               val: Path, parity_count: int, threads: int) -> dict:
     """One export through edgecut's front function; a parity refusal is recorded, then retried with a lower bar."""
     row: dict = {"format": fmt, "precision": precision, "parent": str(parent.relative_to(ROOT))}
-    kw = {"parity_data": val, "parity_count": parity_count, "threads": threads}
-    if opts.get("calib"):
-        kw |= {"calib": calib, "calib_count": 64}
-    if "max_drop" in opts:
-        kw |= {"max_drop": opts["max_drop"], "val_data": acval}
+    config = ExportConfig(format=fmt, precision=precision, parity=ParityConfig(data=val, count=parity_count),
+                          calib=CalibConfig(data=calib, count=64) if opts.get("calib") else CalibConfig(),
+                          openvino=OpenVinoOptions(max_drop=opts["max_drop"], val_data=acval) if "max_drop" in opts
+                          else OpenVinoOptions(), threads=threads)
     if not (out / "edgecut.json").is_file():
         t0 = time.perf_counter()
         try:
-            export(parent, fmt, precision, out, **kw)
+            export(parent, out, config)
         except ParityError as e:
             io.write_text(out.with_name(out.name + ".refused.txt"), str(e))
-            export(parent, fmt, precision, out, tolerances=LOWERED[precision], **kw)
+            lowered = dataclasses.replace(config.parity, tolerances=LOWERED[precision])
+            export(parent, out, dataclasses.replace(config, parity=lowered))
         io.write_json(out.with_name(out.name + ".timing.json"), {"export_s": round(time.perf_counter() - t0, 1)})
     return row | saved(out)
 
@@ -221,24 +221,25 @@ def main(argv: list[str] | None = None) -> dict:
 
 def qat_rows(student: Path, args, train_dir: Path, val_dir: Path) -> dict:
     """QAT of the student on ECSSD train, then its INT8 ONNX and the OpenVINO conversion of that."""
-    from edgecut.compress.qat import QAT_TRAIN, QATConfig, qat
+    from edgecut.compress.qat import QAT_LOOP, QATConfig, qat
 
     out = args.out / "student-qat-onnx-int8"
     rows: dict = {}
     if not (out / "edgecut.json").is_file():
         t0 = time.perf_counter()
-        train = dataclasses.replace(QAT_TRAIN, epochs=args.qat_epochs, batch_size=8)
+        loop = dataclasses.replace(QAT_LOOP, epochs=args.qat_epochs, batch_size=8)
         resume = (out / "checkpoints" / "last.pt").is_file()
-        kw = {"config": QATConfig(calib_count=64), "train_config": train, "train_split": "train", "val_split": "val",
-              "parity_data": val_dir, "parity_count": args.parity_count, "threads": args.threads}
+        config = QATConfig(calib_count=64, train_split="train", val_split="val", threads=args.threads, loop=loop,
+                           parity=ParityConfig(data=val_dir, count=args.parity_count))
         try:
-            qat(student, args.data, out, resume=resume, **kw)
+            qat(student, args.data, out, config, resume=resume)
         except ParityError as e:  # the training is kept: export it again with the bar lowered
             io.write_text(out.with_name(out.name + ".refused.txt"), str(e))
-            qat(student, args.data, out, resume=True, tolerances=LOWERED["int8"], **kw)
+            lowered = dataclasses.replace(config.parity, tolerances=LOWERED["int8"])
+            qat(student, args.data, out, dataclasses.replace(config, parity=lowered), resume=True)
         io.write_json(out.with_name(out.name + ".timing.json"), {"qat_s": round(time.perf_counter() - t0, 1)})
     row = {"format": "onnx", "precision": "int8", "parent": str(student.relative_to(ROOT)), "qat": {
-        "epochs": args.qat_epochs, "lr": QAT_TRAIN.lr, "precision": "fp32", "calib_count": 64}}
+        "epochs": args.qat_epochs, "lr": QAT_LOOP.lr, "precision": "fp32", "calib_count": 64}}
     rows["qat-onnx-int8"] = row | saved(out) | describe(out) | {
         "val": evaluate_fresh(out, args.data, args.out / "student-qat-onnx-int8.val.json", args.threads)}
     ov = args.out / "student-qat-openvino-int8"

@@ -25,6 +25,7 @@ run's id; finished rows are skipped).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shlex
 import shutil
 import sys
@@ -32,12 +33,13 @@ from pathlib import Path
 
 from edgecut import io
 from edgecut.artifact import is_artifact
-from edgecut.bench.latency import KEEP_QUANTILE, LatencyConfig
-from edgecut.bench.record import new_run_id, read_records
-from edgecut.bench.run import BenchConfig, bench
+from edgecut.measure.latency import KEEP_QUANTILE
+from edgecut.measure.record import new_run_id, read_records
+from edgecut.measure.run import BenchConfig, bench
 from edgecut.errors import EdgecutError
-from edgecut.export import export
+from edgecut.exporters import ExportConfig, ParityConfig, export
 from edgecut.report import compare
+from edgecut.runtime.timing import LatencyConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "runs"
@@ -83,10 +85,10 @@ def make_missing(size: int) -> None:
         save_model(u2, model, {"name": "u2netp", "kwargs": {}}, model.default_spec.with_size(size))
     for name, fmt in (("u2netp-onnx", "onnx"), ("u2netp-openvino", "openvino")):
         if not is_artifact(REFERENCE[name]):
-            export(u2, fmt, "fp32", REFERENCE[name])
+            export(u2, REFERENCE[name], ExportConfig(format=fmt, precision="fp32"))
     if not is_artifact(TRAINED["pruned-0.5-openvino"]):
-        export(TRAINED["pruned-0.5"], "openvino", "fp32", TRAINED["pruned-0.5-openvino"],
-               parity_data=ECSSD, parity_count=16)
+        export(TRAINED["pruned-0.5"], TRAINED["pruned-0.5-openvino"],
+               ExportConfig(format="openvino", parity=ParityConfig(data=ECSSD, count=16)))
     missing = [str(p) for p in TRAINED.values() if not is_artifact(p)]
     if missing:
         raise EdgecutError("missing artifacts (run benchmarks/teacher.py, prune.py, distill.py and export.py "
@@ -122,14 +124,15 @@ def main(argv: list[str] | None = None) -> None:
     elif args.records.exists():
         args.records.replace(args.records.with_suffix(".jsonl.old"))
     run_id = run_id or new_run_id()
-    config = BenchConfig(threads=(args.threads,), batch=1, batches=(4,), size=(args.size, args.size),
-                         latency=LatencyConfig(warmup_s=2.0, warmup_min=10, min_time_s=args.min_time, min_iters=30),
-                         worst=4, repeats=args.repeats, keep=args.keep)
+    latency_only = BenchConfig(threads=(args.threads,), batch=1, batches=(4,), size=(args.size, args.size),
+                               latency=LatencyConfig(warmup_s=2.0, warmup_min=10, min_time_s=args.min_time,
+                                                     min_iters=30), worst=4, repeats=args.repeats, keep=args.keep)
+    scored = dataclasses.replace(latency_only, data=args.data, split=args.split, limit=args.limit,
+                                 reference=TRAINED["teacher"])
     resume = args.records.exists()
-    bench(list(TRAINED.values()), args.records, config, data=args.data, split=args.split, limit=args.limit,
-          reference=TRAINED["teacher"], names=list(TRAINED), run_id=run_id, resume=resume,
+    bench(list(TRAINED.values()), args.records, scored, names=list(TRAINED), run_id=run_id, resume=resume,
           on_record=_show, on_wait=print)
-    bench(list(REFERENCE.values()), args.records, config, names=list(REFERENCE), run_id=run_id, resume=True,
+    bench(list(REFERENCE.values()), args.records, latency_only, names=list(REFERENCE), run_id=run_id, resume=True,
           on_record=_show, on_wait=print)
 
     result = compare(args.records, args.report, baseline="teacher",

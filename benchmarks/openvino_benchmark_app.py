@@ -9,7 +9,7 @@ static model and compare two different compiled models; for the same reason ``-i
 benchmark_app would make a 3-channel input u8 and convert it inside the graph. The two tools alternate for ``--rounds`` rounds, taking turns at
 going first, so a drift of the machine hits both; the script prints both medians per round and their ratio and
 writes ``benchmarks/results/benchmark_app.json``. benchmark_app runs under the guard edgecut's own
-runs have (the parallel-speedup canary of ``edgecut.bench.canary``: wait while the host has taken our
+runs have (the parallel-speedup canary of ``edgecut.measure.canary``: wait while the host has taken our
 cores, measure again a run after which it had), so neither tool is left alone with a busy host. Run
 it on an idle machine.
 
@@ -35,10 +35,11 @@ from pathlib import Path
 
 from edgecut import io
 from edgecut.artifact import load_artifact
-from edgecut.bench.canary import Canary
-from edgecut.bench.latency import LatencyConfig, quantile_ci
-from edgecut.bench.record import machine_id
-from edgecut.bench.run import BenchConfig, bench
+from edgecut.measure.canary import Canary
+from edgecut.measure.latency import quantile_ci
+from edgecut.runtime.timing import LatencyConfig
+from edgecut.measure.record import machine_id
+from edgecut.measure.run import BenchConfig, bench
 from edgecut.env import environment
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -26,17 +26,17 @@ from pathlib import Path
 import torch
 
 from edgecut import io, runtime
-from edgecut.bench.accuracy import evaluate
-from edgecut.compress.prune import PruneConfig, SensitivityRow, prune, recalibrate_batchnorm
-from edgecut.compress.prune_run import (STATE_FILE, FinetuneConfig, augmented_images, example_input,
-                                        prune_artifact, sensitivity_artifact, torch_latency)
+from edgecut.measure.accuracy import evaluate
+from edgecut.compress.prune import PruneConfig, SensitivityRow, prune_model, recalibrate_batchnorm
+from edgecut.compress.prune_run import STATE_FILE, augmented_images, example_input, sensitivity_artifact, torch_latency
+from edgecut.compress.prune_run import prune as prune_run
 from edgecut.data.transforms import SegmentationDataset
 from edgecut.data.folder import find_samples
 from edgecut.env import environment
 from edgecut.models.profile import count_macs
 from edgecut.models.store import load_model
-from edgecut.train.loop import TrainConfig
-from edgecut.train.run import validator
+from edgecut.training.loop import LoopConfig
+from edgecut.training.run import validator
 
 ROOT = Path(__file__).resolve().parents[1]
 ECSSD = ROOT.parent / "shared" / "data" / "ecssd"
@@ -75,13 +75,12 @@ def main(argv: list[str] | None = None) -> dict:
         t0 = time.perf_counter()
         wall = None
         if not (out / "edgecut.json").exists():
-            config = PruneConfig(ratio=ratio, importance=args.importance, round_to=args.round_to)
-            finetune = FinetuneConfig(data=str(args.data), epochs=args.finetune_epochs, train_split="train",
-                                      val_split="val")
-            train_config = TrainConfig(batch_size=args.batch, lr=args.lr, warmup_epochs=0.2, seed=0)
-            prune_artifact(args.teacher, out, config, finetune=finetune, train_config=train_config,
-                           resume=(out / STATE_FILE).exists(), progress=progress, threads=args.threads,
-                           latency=False)
+            loop = LoopConfig(epochs=args.finetune_epochs, batch_size=args.batch, lr=args.lr, warmup_epochs=0.2,
+                              seed=0)
+            config = PruneConfig(ratio=ratio, importance=args.importance, round_to=args.round_to,
+                                 data=str(args.data), train_split="train", val_split="val", loop=loop,
+                                 threads=args.threads, latency=False)
+            prune_run(args.teacher, out, config, resume=(out / STATE_FILE).exists(), progress=progress)
             wall = round(time.perf_counter() - t0, 1)
         name = f"pruned {ratio:g}"
         row = measure(name, out, val, args.threads, progress)
@@ -146,10 +145,10 @@ def prune_only(args: argparse.Namespace, spec) -> dict[float, dict[str, float]]:
     train_set = SegmentationDataset(find_samples(args.data, "train"), spec, train=True, seed=0)
     for ratio in (float(r) for r in args.ratios.split(",")):
         module = load_model(args.teacher).module
-        prune(module, example_input(spec), PruneConfig(ratio=ratio, importance=args.importance,
+        prune_model(module, example_input(spec), PruneConfig(ratio=ratio, importance=args.importance,
                                                        round_to=args.round_to))
         as_is = validate(module)["iou"]
-        recalibrate_batchnorm(module, augmented_images(train_set, TrainConfig(batch_size=args.batch), 8, 1))
+        recalibrate_batchnorm(module, augmented_images(train_set, LoopConfig(batch_size=args.batch), 8, 1))
         res[ratio] = {"as_is": round(as_is, 4), "bn_recalibrated": round(validate(module)["iou"], 4)}
         print(json.dumps({"ratio": ratio, "val_iou_at_128_pruned_only": res[ratio]}), flush=True)
     return res

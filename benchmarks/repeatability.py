@@ -30,9 +30,9 @@ import tempfile
 from pathlib import Path
 
 from edgecut import io
-from edgecut.bench.latency import LatencyConfig
-from edgecut.bench.record import append_records, new_run_id
-from edgecut.bench.run import BenchConfig, bench
+from edgecut.runtime.timing import LatencyConfig
+from edgecut.measure.record import append_records, new_run_id
+from edgecut.measure.run import BenchConfig, bench
 from edgecut.env import environment
 
 ROOT = Path(__file__).resolve().parents[1]

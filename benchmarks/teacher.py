@@ -21,13 +21,13 @@ from pathlib import Path
 import torch
 
 from edgecut import io, runtime
-from edgecut.bench.accuracy import evaluate
+from edgecut.measure.accuracy import evaluate
 from edgecut.data.folder import find_samples
 from edgecut.env import environment
 from edgecut.models.profile import count_macs
 from edgecut.models.store import load_model
-from edgecut.train.loop import LAST, CHECKPOINT_DIR, TrainConfig
-from edgecut.train.run import train
+from edgecut.training.loop import CHECKPOINT_DIR, LAST, LoopConfig
+from edgecut.training.run import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
 ECSSD = ROOT.parent / "shared" / "data" / "ecssd"
@@ -49,13 +49,13 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
-    config = TrainConfig(epochs=args.epochs, batch_size=args.batch, lr=args.lr, ema_decay=args.ema,
-                         precision="auto", seed=0, save_interval_s=120)
+    loop = LoopConfig(epochs=args.epochs, batch_size=args.batch, lr=args.lr, ema_decay=args.ema, precision="auto",
+                      seed=0, save_interval_s=120)
+    config = TrainConfig(arch="unet", arch_kwargs={"width": args.width}, size=args.size, train_split="train",
+                         val_split="val", loop=loop)
     resume = (args.out / CHECKPOINT_DIR / LAST).exists()
     t0 = time.perf_counter()
-    art = train(args.data, args.out, arch="unet", arch_kwargs={"width": args.width}, size=args.size,
-                config=config, train_split="train", val_split="val", resume=resume,
-                progress=not args.no_progress)
+    art = train(args.data, args.out, config, resume=resume, progress=not args.no_progress)
     session_s = time.perf_counter() - t0
     history = io.read_json(args.out / "history.json")
 

@@ -1,7 +1,8 @@
 """Facts about this machine: CPU model and flags, threads, devices, installed backends.
 
-Used by ``edgecut doctor`` and as the environment fingerprint of benchmark records.
-Nothing here imports a heavy backend unless asked to (``probe_backends=True``).
+Used by ``edgecut doctor``, as the environment fingerprint of benchmark records, and by every
+layer that needs a device or a thread count (:func:`resolve_device`, :func:`default_threads`).
+Nothing here imports a heavy backend unless asked to.
 """
 
 from __future__ import annotations
@@ -9,17 +10,43 @@ from __future__ import annotations
 import os
 import platform
 from importlib import metadata
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgecut._optional import available
+from edgecut.errors import EdgecutError
+
+if TYPE_CHECKING:
+    import torch
 
 CPU_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16",
              "amx_tile", "amx_bf16", "amx_int8", "asimd", "asimddp", "sve", "bf16", "i8mm")
-BACKENDS = {  # import name -> distribution name
+PACKAGES = {  # import name -> distribution name of the backends whose versions are reported
     "torch": "torch", "torchvision": "torchvision", "onnx": "onnx", "onnxruntime": "onnxruntime",
     "onnxslim": "onnxslim", "openvino": "openvino", "nncf": "nncf", "tensorrt": "tensorrt",
     "torch_pruning": "torch-pruning",
 }
+
+
+def default_threads() -> int:
+    """The CPUs this process may use (its affinity mask), the thread count runners use by default."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` is CUDA when there is a GPU; under torchrun each process takes GPU ``LOCAL_RANK``."""
+    import torch
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise EdgecutError(f"device {device!r} asked for, but no CUDA GPU is available here; use --device cpu")
+    if dev.type == "cuda" and dev.index is None and int(os.environ.get("WORLD_SIZE", 1)) > 1:
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return dev
 
 
 def cpu_info() -> dict[str, Any]:
@@ -51,7 +78,7 @@ def environment(probe_backends: bool = False) -> dict[str, Any]:
     env: dict[str, Any] = {
         "python": platform.python_version(), "platform": platform.platform(), "cpu": cpu_info(),
         "edgecut": _version("edgecut"),
-        "backends": {name: _version(dist) for name, dist in BACKENDS.items() if available(name)},
+        "backends": {name: _version(dist) for name, dist in PACKAGES.items() if available(name)},
         "threads": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS") if k in os.environ},
     }
     if probe_backends:

@@ -1,3 +1,4 @@
+# over 500 lines: every metric shares the input checks and the 256-threshold curves; one file keeps their conventions together
 """Mask, matte and composite metrics: numpy arrays in, floats out.
 
 Inputs, per image

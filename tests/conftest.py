@@ -21,7 +21,7 @@ def _few_threads():
 def _canary_cannot_tell(monkeypatch, tmp_path_factory):
     """Bench tests do not wait for a busy host: the parallel-speedup canary answers 'cannot tell'
     (tests/test_canary.py holds the real one), and nothing is remembered in the user's cache."""
-    from edgecut.bench import canary
+    from edgecut.measure import canary
 
     monkeypatch.setenv("EDGECUT_CACHE", str(tmp_path_factory.getbasetemp() / "edgecut-cache"))
     monkeypatch.setattr(canary, "parallel_speedup", lambda threads, **kw: None)

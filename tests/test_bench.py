@@ -1,4 +1,4 @@
-"""edgecut.bench: latency statistics, records, and ``bench`` through every Runner on tiny models."""
+"""edgecut.measure: latency statistics, records, and ``bench`` through every Runner on tiny models."""
 
 from __future__ import annotations
 
@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from edgecut.bench.latency import LatencyConfig, measure, quantile_ci, summarize
-from edgecut.bench.record import BenchRecord, append_records, latest, machine_id, read_records
-from edgecut.bench.run import BenchConfig, bench
+from edgecut.measure.latency import quantile_ci
+from edgecut.runtime.timing import LatencyConfig, measure, summarize
+from edgecut.measure.record import BenchRecord, append_records, latest, machine_id, read_records
+from edgecut.measure.run import BenchConfig, bench
 from edgecut.cli import app
 from edgecut.env import fingerprint
 from edgecut.errors import EdgecutError, InputError
-from edgecut.export import export
+from edgecut.exporters import ExportConfig, export
 from edgecut.report.table import build_report
 
 FAST = LatencyConfig(warmup_s=0.02, warmup_min=2, min_time_s=0.05, min_iters=5)
@@ -26,7 +27,7 @@ def cfg(**kw) -> BenchConfig:
 
 @pytest.fixture(scope="module")
 def onnx_art(trained, tmp_path_factory):
-    return export(trained, "onnx", "fp32", tmp_path_factory.mktemp("bench") / "onnx")
+    return export(trained, tmp_path_factory.mktemp("bench") / "onnx", ExportConfig(format="onnx", precision="fp32"))
 
 
 def test_summary_statistics_by_hand():
@@ -45,7 +46,7 @@ def test_a_few_spikes_do_not_make_a_steady_measurement_unstable():
 
 
 def test_repeated_worker_runs_keep_the_median_and_flag_disagreement(onnx_art, tmp_path, monkeypatch):
-    from edgecut.bench import run
+    from edgecut.measure import run
 
     real, p50s = run.measure_latency, iter([3.0, 1.0, 2.0, 1.0, 1.01, 1.02, 1.0, 1.02, 1.5])
 
@@ -84,7 +85,7 @@ def test_quantile_ci_is_the_distribution_free_order_statistic_interval():
 
 
 def _scripted_p50s(monkeypatch, values):
-    from edgecut.bench import run
+    from edgecut.measure import run
 
     real, p50s, seen = getattr(run.measure_latency, "__wrapped__", run.measure_latency), iter(values), []
 
@@ -142,7 +143,7 @@ def test_measure_warms_up_then_times_at_least_the_minimum():
 
 def test_bench_torch_and_onnx_with_accuracy_agreement_and_cutouts(trained, onnx_art, synth_data, tmp_path):
     out = tmp_path / "runs.jsonl"
-    res = bench([trained, onnx_art], out, cfg(batches=(2,)), data=synth_data, split="val", reference=trained,
+    res = bench([trained, onnx_art], out, cfg(batches=(2,), data=synth_data, split="val", reference=trained.path),
                 progress=False)
     a, b = res.records
     assert (a.backend, b.backend) == ("torch", "onnxruntime") and a.run_id == b.run_id
@@ -167,7 +168,7 @@ def test_bench_torch_and_onnx_with_accuracy_agreement_and_cutouts(trained, onnx_
 
 def test_records_round_trip_through_json(trained, synth_data, tmp_path):
     out = tmp_path / "r.jsonl"
-    (rec,) = bench([trained], out, cfg(), data=synth_data, limit=3, progress=False).records
+    (rec,) = bench([trained], out, cfg(data=synth_data, limit=3), progress=False).records
     (back,) = read_records(out)
     assert back.model_dump() == rec.model_dump() and back.source == out and rec.source is None
     assert json.loads(out.read_text().splitlines()[0])["schema_version"] == 1
@@ -195,8 +196,8 @@ def test_thread_sweep_gives_one_record_per_thread_count_and_resume_skips_them(on
 
 def test_openvino_runner_is_benched(trained, synth_data, tmp_path):
     pytest.importorskip("openvino")
-    ov = export(trained, "openvino", "fp32", tmp_path / "ov")
-    (rec,) = bench([ov], tmp_path / "ov.jsonl", cfg(), data=synth_data, limit=3, progress=False).records
+    ov = export(trained, tmp_path / "ov", ExportConfig(format="openvino", precision="fp32"))
+    (rec,) = bench([ov], tmp_path / "ov.jsonl", cfg(data=synth_data, limit=3), progress=False).records
     assert (rec.backend, rec.format) == ("openvino", "openvino") and rec.latency.p50_ms > 0
     assert rec.size_mb == pytest.approx(sum(e.size for e in ov.manifest.files.values()) / 2**20)
 
@@ -214,7 +215,7 @@ def test_refusals_name_the_fix(trained, onnx_art, synth_data, tmp_path):
     with pytest.raises(EdgecutError, match="jsonl"):
         bench([trained], tmp_path / "a.json", cfg(), progress=False)
     with pytest.raises(EdgecutError, match="give --data too"):
-        bench([trained], tmp_path / "a.jsonl", cfg(), reference=trained, progress=False)
+        bench([trained], tmp_path / "a.jsonl", cfg(reference=trained.path), progress=False)
     with pytest.raises(EdgecutError, match="backend"):
         bench([trained], tmp_path / "a.jsonl", cfg(backend="tflite"), progress=False)
     with pytest.raises(EdgecutError, match="between 0 and 100% of the p50, got 200%"):

@@ -3,6 +3,7 @@ unlabelled images, exact resume, and DistributedDataParallel under torchrun."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import shutil
@@ -24,8 +25,8 @@ from edgecut.cli import app
 from edgecut.compress.distill import (DistillConfig, DistillObjective, distill, load_teacher, make_adapters,
                                       renormalise)
 from edgecut.errors import EdgecutError, InputError, ModelError
-from edgecut.train.loop import TrainConfig, TrainingInterrupted
-from edgecut.train.losses import (bce_dice_loss, boundary_loss, boundary_weights, edge_band, ensemble_probability,
+from edgecut.training.loop import LoopConfig, TrainingInterrupted
+from edgecut.training.losses import (bce_dice_loss, boundary_loss, boundary_weights, edge_band, ensemble_probability,
                                   feature_loss, kd_loss, soften)
 
 STUDENT = {"width": 2, "depth": 2}  # 1,959 parameters; the teacher (conftest TINY_UNET) has 7,549
@@ -42,10 +43,11 @@ def other_teacher(tmp_path_factory):
     return save_model(tmp_path_factory.mktemp("t2") / "model", model, arch, model.default_spec.with_size(32))
 
 
-def _distill(teachers, data, out, *, dconfig=DistillConfig(), **kw):
-    tconfig = TrainConfig(**{"epochs": 1, "batch_size": 4, **kw.pop("train", {})})
-    return distill([t.path if hasattr(t, "path") else t for t in teachers], "unet", data, out, config=dconfig,
-                   train_config=tconfig, student_kwargs=STUDENT, size=32, progress=False, **kw)
+def _distill(teachers, data, out, *, dconfig=DistillConfig(), train=None, unlabeled=None, **kw):
+    loop = LoopConfig(**{"epochs": 1, "batch_size": 4, **(train or {})})
+    config = dataclasses.replace(dconfig, student="unet", student_kwargs=STUDENT, size=32, loop=loop,
+                                 unlabeled=str(unlabeled) if unlabeled else None)
+    return distill([t.path if hasattr(t, "path") else t for t in teachers], data, out, config, progress=False, **kw)
 
 
 # --------------------------------------------------------------------------- losses
@@ -182,7 +184,7 @@ def test_bad_settings_and_missing_teacher_are_clear_errors(synth_data, tmp_path)
     with pytest.raises(InputError, match="junk"):
         _distill([tmp_path / "junk"], synth_data, tmp_path / "run")
     with pytest.raises(EdgecutError, match="--unlabeled"):
-        distill([tmp_path / "x"], "unet", None, tmp_path / "run")
+        distill([tmp_path / "x"], None, tmp_path / "run", DistillConfig(student="unet"))
     assert not (tmp_path / "run").exists()
 
 
@@ -211,9 +213,9 @@ def test_two_teachers_with_feature_and_edge_terms_make_a_student_artifact(synth_
 
 def test_mobilenet_student_learns_features_from_a_unet_teacher(synth_data, tmp_path, tiny_artifact):
     cfg = DistillConfig(feature_kd=True)
-    art = distill([tiny_artifact.path], TINY_STUDENT["name"], synth_data, tmp_path / "student", config=cfg,
-                  train_config=TrainConfig(epochs=1, batch_size=4), student_kwargs=TINY_STUDENT["kwargs"], size=32,
-                  progress=False)
+    cfg = dataclasses.replace(cfg, student=TINY_STUDENT["name"], student_kwargs=TINY_STUDENT["kwargs"], size=32,
+                              loop=LoopConfig(epochs=1, batch_size=4))
+    art = distill([tiny_artifact.path], synth_data, tmp_path / "student", cfg, progress=False)
     assert art.manifest.arch == TINY_STUDENT
     ck = torch.load(tmp_path / "student" / "checkpoints" / "last.pt", weights_only=True)
     assert sorted(ck["extra"][0]) == ["0_2.bias", "0_2.weight", "0_4.bias", "0_4.weight"]  # strides both tap

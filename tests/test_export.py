@@ -18,8 +18,8 @@ from edgecut import _optional, runtime
 from edgecut.artifact import ModelSpec, load_artifact
 from edgecut.cli import app
 from edgecut.errors import EdgecutError, InputError, MissingBackendError, ModelError, UnsafeFileError
-from edgecut.export import calibration, export
-from edgecut.export.parity import ParityError, parse_tolerances, resolve_tolerances
+from edgecut.exporters import CalibConfig, ExportConfig, ParityConfig, calibration, export
+from edgecut.exporters.parity import ParityError, parse_tolerances, resolve_tolerances
 from edgecut.models.store import build, save_model
 from edgecut.runtime.onnxruntime_runner import SPEC_KEY, OnnxRuntimeRunner, read_spec
 
@@ -28,7 +28,8 @@ LOW_BAR = {"mask_iou": 0.8}  # tiny 32 px masks of a barely trained model: one f
 
 @pytest.fixture(scope="module")
 def onnx_fp32(trained, tmp_path_factory):
-    return export(trained, "onnx", "fp32", tmp_path_factory.mktemp("onnx") / "fp32", threads=1)
+    return export(trained, tmp_path_factory.mktemp("onnx") / "fp32", ExportConfig(format="onnx", precision="fp32",
+                                                                                  threads=1))
 
 
 # --------------------------------------------------------------------------- fp32
@@ -39,7 +40,7 @@ def test_fp32_export_matches_torch(arch, size, tmp_path):
     torch.manual_seed(0)
     model = build(arch, pretrained=False).eval()
     parent = save_model(tmp_path / "torch", model, arch, model.default_spec.with_size(size))
-    art = export(parent, "onnx", "fp32", tmp_path / "onnx", threads=1)
+    art = export(parent, tmp_path / "onnx", ExportConfig(format="onnx", precision="fp32", threads=1))
 
     m = art.manifest
     assert (m.format, m.precision, m.model_file) == ("onnx", "fp32", "model.onnx")
@@ -62,7 +63,7 @@ def test_fp32_export_matches_torch(arch, size, tmp_path):
 
 
 def test_dynamic_export_runs_at_other_sizes(trained, tmp_path):
-    art = export(trained, "onnx", "fp32", tmp_path / "dyn", dynamic=True, threads=1)
+    art = export(trained, tmp_path / "dyn", ExportConfig(format="onnx", precision="fp32", dynamic=True, threads=1))
     assert art.spec.dynamic_size
     parity = art.manifest.metrics["parity"]
     assert parity["sizes"] == [[32, 32], [40, 36]] and parity["max_abs_diff"] <= 1e-4
@@ -91,9 +92,13 @@ def test_spec_travels_in_metadata_props(onnx_fp32, tmp_path):
 
 
 def test_fp16_and_int8_reload_in_a_fresh_process(trained, synth_data, tmp_path):
-    fp16 = export(trained, "onnx", "fp16", tmp_path / "fp16", tolerances={"mask_iou": 0.99}, threads=1)
-    int8 = export(trained, "onnx", "int8", tmp_path / "int8", calib=synth_data, calib_count=12,
-                  parity_data=synth_data, tolerances=LOW_BAR, threads=1)
+    fp16 = export(trained, tmp_path / "fp16", ExportConfig(format="onnx", precision="fp16",
+                                                           parity=ParityConfig(tolerances={"mask_iou": 0.99}),
+                                                           threads=1))
+    int8 = export(trained, tmp_path / "int8", ExportConfig(format="onnx", precision="int8",
+                                                           calib=CalibConfig(data=synth_data, count=12),
+                                                           parity=ParityConfig(data=synth_data, tolerances=LOW_BAR),
+                                                           threads=1))
 
     half = onnx.load(str(fp16.model_path))
     assert {t.data_type for t in half.graph.initializer} == {onnx.TensorProto.FLOAT16}
@@ -130,8 +135,10 @@ def test_fp16_and_int8_reload_in_a_fresh_process(trained, synth_data, tmp_path):
 
 @pytest.mark.parametrize("method", ["minmax", "entropy", "percentile"])
 def test_each_calibration_method(method, trained, synth_data, tmp_path):
-    art = export(trained, "onnx", "int8", tmp_path / method, calib=synth_data, calib_count=8, calib_method=method,
-                 parity_data=synth_data, parity_count=8, tolerances={"mask_iou": 0.5}, threads=1)
+    art = export(trained, tmp_path / method, ExportConfig(format="onnx", precision="int8",
+                                                          calib=CalibConfig(data=synth_data, count=8, method=method),
+                                                          parity=ParityConfig(data=synth_data, count=8, tolerances={"mask_iou": 0.5}),
+                                                          threads=1))
     cal = art.manifest.metrics["calibration"]
     assert cal["method"] == method and len(cal["names"]) == 8 and cal["available"] == 24
     assert cal["quantized_tensors"] >= 10
@@ -168,8 +175,9 @@ def test_calibration_report_flags_a_darker_set(synth_data, tmp_path):
 
 
 def test_int8_exclusions(trained, synth_data, tmp_path):
-    art = export(trained, "onnx", "int8", tmp_path / "ex", calib=synth_data, calib_count=4,
-                 exclude_op_types=("ConvTranspose",), tolerances={"mask_iou": 0.5}, threads=1)
+    art = export(trained, tmp_path / "ex", ExportConfig(format="onnx", precision="int8",
+                                                        calib=CalibConfig(data=synth_data, count=4, exclude_op_types=("ConvTranspose",)),
+                                                        parity=ParityConfig(tolerances={"mask_iou": 0.5}), threads=1))
     q = onnx.load(str(art.model_path))
     floats = {t.name for t in q.graph.initializer if t.data_type == onnx.TensorProto.FLOAT}
     producers = {o: n.op_type for n in q.graph.node for o in n.output}
@@ -177,7 +185,8 @@ def test_int8_exclusions(trained, synth_data, tmp_path):
     assert "ConvTranspose" in ops and ops["ConvTranspose"].input[1] in floats  # weights left in float
     assert producers[ops["Conv"].input[1]] == "DequantizeLinear"  # the rest is quantised
     with pytest.raises(EdgecutError, match="no node named 'nope'"):
-        export(trained, "onnx", "int8", tmp_path / "bad", calib=synth_data, calib_count=4, exclude=("nope",))
+        export(trained, tmp_path / "bad", ExportConfig(format="onnx", precision="int8",
+                                                       calib=CalibConfig(data=synth_data, count=4, exclude_nodes=("nope",))))
     assert not (tmp_path / "bad").exists()
 
 
@@ -256,12 +265,12 @@ def test_missing_backend_names_the_extra(monkeypatch, trained, tmp_path):
     real = _optional.available
     monkeypatch.setattr(_optional, "available", lambda m: m != "onnxruntime" and real(m))
     with pytest.raises(MissingBackendError, match=r"edgecut\[onnx\]"):
-        export(trained, "onnx", "fp32", tmp_path / "no-ort")
+        export(trained, tmp_path / "no-ort", ExportConfig(format="onnx", precision="fp32"))
     assert not (tmp_path / "no-ort").exists()
     # onnxslim is optional: the export goes on, unsimplified, and says so
     monkeypatch.setattr(_optional, "available", lambda m: m != "onnxslim" and real(m))
-    monkeypatch.setattr("edgecut.export.onnx.available", _optional.available)
-    art = export(trained, "onnx", "fp32", tmp_path / "no-slim", threads=1)
+    monkeypatch.setattr("edgecut.exporters.onnx.available", _optional.available)
+    art = export(trained, tmp_path / "no-slim", ExportConfig(format="onnx", precision="fp32", threads=1))
     step = art.manifest.lineage[-1].params
     assert step["simplified"] is False and any("onnxslim is not installed" in n for n in step["notes"])
     assert "onnxslim" not in art.manifest.tools
@@ -273,8 +282,9 @@ def test_missing_backend_names_the_extra(monkeypatch, trained, tmp_path):
 def test_parity_failure_leaves_no_artifact(trained, synth_data, tmp_path):
     out = tmp_path / "strict"
     with pytest.raises(ParityError) as e:  # an impossible bar, set explicitly
-        export(trained, "onnx", "int8", out, calib=synth_data, calib_count=4, parity_data=synth_data,
-               tolerances={"max_abs_diff": 1e-9}, threads=1)
+        export(trained, out, ExportConfig(format="onnx", precision="int8", calib=CalibConfig(data=synth_data, count=4),
+                                          parity=ParityConfig(data=synth_data, tolerances={"max_abs_diff": 1e-9}),
+                                          threads=1))
     msg = str(e.value)
     assert "max abs diff" in msg and "on image '" in msg and "max_abs_diff=1e-09" in msg
     assert not out.exists() and not [p for p in tmp_path.iterdir() if ".staging" in p.name]
@@ -291,7 +301,7 @@ def test_defaults_and_explicit_tolerances():
 
 
 def test_mask_iou_bounds_the_mean_and_mask_iou_min_the_worst_image():
-    from edgecut.export.parity import _failures
+    from edgecut.exporters.parity import _failures
 
     report = {"max_abs_diff": 0.3, "max_abs_diff_image": "a", "mask_iou_mean": 0.989, "mask_iou_min": 0.971,
               "mask_iou_min_image": "0921", "checks": 64}
@@ -303,30 +313,33 @@ def test_mask_iou_bounds_the_mean_and_mask_iou_min_the_worst_image():
 
 
 def _fake_measure(parent_ms: float, export_ms: float):
-    """A stand-in for latency.measure: the parent is timed first, then the export."""
-    from edgecut.bench import latency
+    """A stand-in for timing.measure: the parent is timed first, then the export."""
+    from edgecut.runtime import timing
 
     calls: list[float] = []
 
     def measure(fn, config=None, sync=None):
         fn()
         calls.append(parent_ms if not calls else export_ms)
-        return latency.summarize([calls[-1] / 1e3] * 3, 0.01, 1)
+        return timing.summarize([calls[-1] / 1e3] * 3, 0.01, 1)
 
     return measure
 
 
 def test_require_faster(monkeypatch, onnx_fp32, tmp_path):
-    from edgecut.bench import latency
+    from edgecut.runtime import timing
 
-    monkeypatch.setattr(latency, "measure", _fake_measure(2.0, 3.0))
+    monkeypatch.setattr(timing, "measure", _fake_measure(2.0, 3.0))
     with pytest.raises(EdgecutError, match="slower than its parent"):
-        export(onnx_fp32, "onnx", "int8", tmp_path / "slow", calib_count=4, tolerances={"mask_iou": 0.5},
-               require_faster=True, threads=1)
+        export(onnx_fp32, tmp_path / "slow", ExportConfig(format="onnx", precision="int8", calib=CalibConfig(count=4),
+                                                          parity=ParityConfig(tolerances={"mask_iou": 0.5}),
+                                                          require_faster=True, threads=1))
     assert not (tmp_path / "slow").exists()
-    monkeypatch.setattr(latency, "measure", _fake_measure(4.0, 2.0))
-    art = export(onnx_fp32, "onnx", "int8", tmp_path / "fast", calib_count=4, tolerances={"mask_iou": 0.5},
-                 require_faster=True, threads=1)
+    monkeypatch.setattr(timing, "measure", _fake_measure(4.0, 2.0))
+    art = export(onnx_fp32, tmp_path / "fast", ExportConfig(format="onnx", precision="int8",
+                                                            calib=CalibConfig(count=4),
+                                                            parity=ParityConfig(tolerances={"mask_iou": 0.5}),
+                                                            require_faster=True, threads=1))
     speed = art.manifest.metrics["speed_vs_parent"]
     assert speed["speedup"] == pytest.approx(2.0) and speed["threads"] == 1
     assert art.manifest.lineage[-1].parent_sha256 == onnx_fp32.sha256  # int8 from the fp32 ONNX artifact
@@ -338,14 +351,14 @@ def test_out_folder_is_not_clobbered(onnx_fp32, trained, tmp_path):
     out.mkdir()
     (out / "keep.txt").write_text("mine")
     with pytest.raises(InputError, match="not empty"):
-        export(trained, "onnx", "fp32", out)
+        export(trained, out, ExportConfig(format="onnx", precision="fp32"))
     assert (out / "keep.txt").read_text() == "mine"
-    art = export(trained, "onnx", "fp32", out, overwrite=True, threads=1)
+    art = export(trained, out, ExportConfig(format="onnx", precision="fp32", overwrite=True, threads=1))
     assert not (out / "keep.txt").exists() and art.manifest.format == "onnx"
     with pytest.raises(EdgecutError, match="unknown export format 'nope'"):
-        export(trained, "nope", "fp32", tmp_path / "again")
+        export(trained, tmp_path / "again", ExportConfig(format="nope", precision="fp32"))
     with pytest.raises(EdgecutError, match="supports precision"):
-        export(trained, "onnx", "bf16", tmp_path / "again")
+        export(trained, tmp_path / "again", ExportConfig(format="onnx", precision="bf16"))
 
 
 # --------------------------------------------------------------------------- the command

@@ -17,7 +17,7 @@ from edgecut import _optional, io, runtime
 from edgecut.artifact import load_artifact
 from edgecut.cli import app
 from edgecut.errors import EdgecutError, InputError, MissingBackendError, ModelError
-from edgecut.export import export
+from edgecut.exporters import CalibConfig, ExportConfig, OpenVinoOptions, ParityConfig, export
 from edgecut.models.store import build, save_model
 
 ov = pytest.importorskip("openvino", reason="OpenVINO is not installed: pip install 'edgecut[openvino]'")
@@ -42,7 +42,8 @@ def nncf():
 
 @pytest.fixture(scope="module")
 def ov_fp32(trained, tmp_path_factory):
-    return export(trained, "openvino", "fp32", tmp_path_factory.mktemp("ov") / "fp32", threads=1)
+    return export(trained, tmp_path_factory.mktemp("ov") / "fp32", ExportConfig(format="openvino", precision="fp32",
+                                                                                threads=1))
 
 
 def _op_types(xml: Path) -> list[str]:
@@ -63,7 +64,7 @@ def test_fp32_export_matches_torch(arch, size, tmp_path):
     torch.manual_seed(0)
     model = build(arch, pretrained=False).eval()
     parent = save_model(tmp_path / "torch", model, arch, model.default_spec.with_size(size))
-    art = export(parent, "openvino", "fp32", tmp_path / "ov", threads=1)
+    art = export(parent, tmp_path / "ov", ExportConfig(format="openvino", precision="fp32", threads=1))
 
     m = art.manifest
     assert (m.format, m.precision, m.model_file) == ("openvino", "fp32", "model.xml")
@@ -105,7 +106,7 @@ def test_fp32_runs_in_f32_even_where_the_cpu_defaults_to_bf16(ov_fp32, trained):
 
 
 def test_dynamic_export_runs_at_other_sizes(trained, tmp_path):
-    art = export(trained, "openvino", "fp32", tmp_path / "dyn", dynamic=True, threads=1)
+    art = export(trained, tmp_path / "dyn", ExportConfig(format="openvino", precision="fp32", dynamic=True, threads=1))
     assert art.spec.dynamic_size
     parity = art.manifest.metrics["parity"]
     assert parity["sizes"] == [[32, 32], [40, 36]] and parity["max_abs_diff"] <= 1e-4
@@ -119,7 +120,7 @@ def test_dynamic_export_runs_at_other_sizes(trained, tmp_path):
 def test_the_runner_reuses_its_request_without_mixing_calls(trained, tmp_path):
     """The request's input tensor is kept between calls and its output tensor overwritten by the next:
     every call still gets its own answer, whatever the batch and size before it."""
-    art = export(trained, "openvino", "fp32", tmp_path / "dyn", dynamic=True, threads=1)
+    art = export(trained, tmp_path / "dyn", ExportConfig(format="openvino", precision="fp32", dynamic=True, threads=1))
     runner = runtime.load(art, threads=1)
     batches = [random_batch(32, 32, n=2, seed=1), random_batch(32, 32, n=2, seed=2), random_batch(40, 36, n=1, seed=3),
                random_batch(32, 32, n=3, seed=4), random_batch(32, 32, n=2, seed=1)]
@@ -142,9 +143,13 @@ def test_bare_xml_carries_its_spec(ov_fp32, tmp_path):
 
 
 def test_fp16_and_int8_reload_in_a_fresh_process(nncf, trained, ov_fp32, synth_data, tmp_path):
-    fp16 = export(trained, "openvino", "fp16", tmp_path / "fp16", tolerances={"mask_iou": 0.99}, threads=1)
-    int8 = export(trained, "openvino", "int8", tmp_path / "int8", calib=synth_data, calib_count=6,
-                  parity_data=synth_data, tolerances=LOW_BAR, threads=1)
+    fp16 = export(trained, tmp_path / "fp16", ExportConfig(format="openvino", precision="fp16",
+                                                           parity=ParityConfig(tolerances={"mask_iou": 0.99}),
+                                                           threads=1))
+    int8 = export(trained, tmp_path / "int8", ExportConfig(format="openvino", precision="int8",
+                                                           calib=CalibConfig(data=synth_data, count=6),
+                                                           parity=ParityConfig(data=synth_data, tolerances=LOW_BAR),
+                                                           threads=1))
 
     assert _const_types(fp16.model_path, min_size=2) == {"f16"}  # only the last conv's scalar bias stays f32
     bin32, bin16 = (a.manifest.files["model.bin"].size for a in (ov_fp32, fp16))
@@ -185,19 +190,20 @@ def test_fp16_and_int8_reload_in_a_fresh_process(nncf, trained, ov_fp32, synth_d
 
 def test_int8_settings_that_cannot_work_are_refused(nncf, trained, tmp_path):
     checks = [  # nothing is left behind; all but the last two are refused before any work is done
-        (dict(precision="int8", calib_method="entropy"), "not available for OpenVINO"),
-        (dict(precision="fp32", max_drop=0.01), "max_drop .* is for int8"),
-        (dict(precision="int8", max_drop=1.5), "max_drop 1.5"),
-        (dict(precision="int8", preset="fast"), "preset 'fast'"),
-        (dict(precision="int8", val_data="somewhere"), "give max_drop too"),
-        (dict(precision="int8", exclude=("nope",), calib_count=2), "no node named 'nope'"),
-        (dict(precision="int8", exclude_op_types=("Softmax",), calib_count=2), "--exclude-op 'Softmax'"),
+        (dict(precision="int8", calib=CalibConfig(method="entropy")), "not available for OpenVINO"),
+        (dict(precision="fp32", openvino=OpenVinoOptions(max_drop=0.01)), "max_drop .* is for int8"),
+        (dict(precision="int8", openvino=OpenVinoOptions(max_drop=1.5)), "max_drop 1.5"),
+        (dict(precision="int8", openvino=OpenVinoOptions(preset="fast")), "preset 'fast'"),
+        (dict(precision="int8", openvino=OpenVinoOptions(val_data="somewhere")), "give max_drop too"),
+        (dict(precision="int8", calib=CalibConfig(exclude_nodes=("nope",), count=2)), "no node named 'nope'"),
+        (dict(precision="int8", calib=CalibConfig(exclude_op_types=("Softmax",), count=2)), "--exclude-op 'Softmax'"),
     ]
     for kwargs, match in checks:
         with pytest.raises(EdgecutError, match=match):
-            export(trained, "openvino", out=tmp_path / "bad", threads=1, **kwargs)
+            export(trained, tmp_path / "bad", ExportConfig(format="openvino", threads=1, **kwargs))
     with pytest.raises(EdgecutError, match="max_drop: not an option of format onnx"):
-        export(trained, "onnx", "int8", tmp_path / "bad", max_drop=0.01)
+        export(trained, tmp_path / "bad", ExportConfig(format="onnx", precision="int8",
+                                                       openvino=OpenVinoOptions(max_drop=0.01)))
     assert not (tmp_path / "bad").exists() and not [p for p in tmp_path.iterdir() if ".staging" in p.name]
 
 
@@ -210,8 +216,11 @@ def test_accuracy_control_reverts_layers_until_the_drop_holds(nncf, trained, syn
         prob = spec.to_probability(torch_out(trained, spec.preprocess(image)))[0]
         io.write_image(val / "images" / f"{i}.png", image)
         io.write_image(val / "masks" / f"{i}.png", ((prob >= spec.threshold) * 255).astype(np.uint8))
-    art = export(trained, "openvino", "int8", tmp_path / "ac", calib=synth_data, calib_count=4, max_drop=0.005,
-                 val_data=val, parity_data=synth_data, tolerances=LOW_BAR, threads=1)
+    art = export(trained, tmp_path / "ac", ExportConfig(format="openvino", precision="int8",
+                                                        calib=CalibConfig(data=synth_data, count=4),
+                                                        parity=ParityConfig(data=synth_data, tolerances=LOW_BAR),
+                                                        openvino=OpenVinoOptions(max_drop=0.005, val_data=val),
+                                                        threads=1))
 
     ac = art.manifest.metrics["accuracy_control"]
     assert ac["data"] == str(val) and ac["images"] == 8 and ac["drop_type"] == "absolute"
@@ -225,8 +234,10 @@ def test_accuracy_control_reverts_layers_until_the_drop_holds(nncf, trained, syn
     assert step["max_drop"] == 0.005 and step["drop_type"] == "absolute"
     assert art.manifest.metrics["parity"]["passed"]
     with pytest.raises(InputError, match="needs ground-truth masks"):  # a folder without masks cannot score IoU
-        export(trained, "openvino", "int8", tmp_path / "nomask", calib=synth_data, calib_count=2, max_drop=0.02,
-               val_data=val / "images", threads=1)
+        export(trained, tmp_path / "nomask", ExportConfig(format="openvino", precision="int8",
+                                                          calib=CalibConfig(data=synth_data, count=2),
+                                                          openvino=OpenVinoOptions(max_drop=0.02, val_data=val / "images"),
+                                                          threads=1))
     assert not (tmp_path / "nomask").exists()
 
 
@@ -236,7 +247,7 @@ def test_nncf_info_and_progress_stay_off_the_terminal(nncf, capsys):
 
     from nncf.common.logging import nncf_logger
 
-    from edgecut.export.openvino import _nncf_quiet
+    from edgecut.exporters.openvino import _nncf_quiet
 
     terminal = _io.StringIO()
     handler = logging.StreamHandler(terminal)  # stands for NNCF's own stdout handler
@@ -296,12 +307,12 @@ def test_missing_openvino_names_the_extra(monkeypatch, trained, ov_fp32, tmp_pat
     real = _optional.available
     monkeypatch.setattr(_optional, "available", lambda m: m != "openvino" and real(m))
     with pytest.raises(MissingBackendError, match=r"edgecut\[openvino\]"):
-        export(trained, "openvino", "fp32", tmp_path / "no-ov")
+        export(trained, tmp_path / "no-ov", ExportConfig(format="openvino", precision="fp32"))
     with pytest.raises(MissingBackendError, match=r"edgecut\[openvino\]"):
         runtime.load(ov_fp32)
     monkeypatch.setattr(_optional, "available", lambda m: m != "nncf" and real(m))
     with pytest.raises(MissingBackendError, match=r"nncf is needed for OpenVINO INT8.*edgecut\[openvino\]"):
-        export(trained, "openvino", "int8", tmp_path / "no-nncf")
+        export(trained, tmp_path / "no-nncf", ExportConfig(format="openvino", precision="int8"))
     assert not (tmp_path / "no-ov").exists() and not (tmp_path / "no-nncf").exists()
 
 

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from conftest import TINY_STUDENT, TINY_UNET
-from edgecut.compress.prune import (PruneConfig, plan_from_sensitivity, prunable_groups, prune, read_plan,
+from edgecut.compress.prune import (PruneConfig, plan_from_sensitivity, prunable_groups, prune_model, read_plan,
                                     recalibrate_batchnorm, sensitivity, write_sensitivity)
 from edgecut.errors import EdgecutError, ModelError
 from edgecut.models.channels import channel_config
@@ -55,7 +55,7 @@ def grad_batches():
 def test_each_importance_prunes_consistently(importance):
     model, x = tiny(), x_of()
     before = count_macs(model, (32, 32))
-    prune(model, x[:1], PruneConfig(ratio=0.5, importance=importance, round_to=None), grad_batches=grad_batches())
+    prune_model(model, x[:1], PruneConfig(ratio=0.5, importance=importance, round_to=None), grad_batches=grad_batches())
     after = count_macs(model, (32, 32))
     assert after < 0.6 * before
     assert model(x).shape == (2, 1, 32, 32)
@@ -67,7 +67,7 @@ def test_importance_criteria_choose_different_channels():
     kept = {}
     for imp in ("l1", "bn", "taylor"):
         model = tiny()
-        prune(model, x_of()[:1], PruneConfig(ratio=0.5, importance=imp, round_to=None), grad_batches=grad_batches())
+        prune_model(model, x_of()[:1], PruneConfig(ratio=0.5, importance=imp, round_to=None), grad_batches=grad_batches())
         kept[imp] = model.downs[1][1][0].weight.detach().clone()
     assert not all(torch.equal(kept["l1"], kept[k]) for k in ("bn", "taylor"))
 
@@ -76,10 +76,10 @@ def test_uniform_halves_every_group_global_ranks_across_groups():
     x = x_of()[:1]
     base = prunable_groups(tiny(), x)
     uni = tiny()
-    prune(uni, x, PruneConfig(ratio=0.5, round_to=None))
+    prune_model(uni, x, PruneConfig(ratio=0.5, round_to=None))
     assert prunable_groups(uni, x) == {k: v // 2 for k, v in base.items()}
     glob = tiny()
-    prune(glob, x, PruneConfig(ratio=0.5, scope="global", round_to=None))
+    prune_model(glob, x, PruneConfig(ratio=0.5, scope="global", round_to=None))
     widths = prunable_groups(glob, x)
     assert sum(widths.values()) < sum(base.values())
     assert widths != {k: v // 2 for k, v in base.items()}  # not the same share everywhere
@@ -89,16 +89,16 @@ def test_uniform_halves_every_group_global_ranks_across_groups():
 def test_round_to_keeps_multiples():
     model = tiny({"name": "unet", "kwargs": {"width": 8, "depth": 2}})
     x = x_of()[:1]
-    prune(model, x, PruneConfig(ratio=0.3, round_to=4))
+    prune_model(model, x, PruneConfig(ratio=0.3, round_to=4))
     assert all(v % 4 == 0 for v in prunable_groups(model, x).values())
 
 
 def test_iterative_steps_reach_the_same_widths_and_call_back():
     x = x_of()[:1]
     once, steps = tiny(), tiny()
-    prune(once, x, PruneConfig(ratio=0.5, round_to=None))
+    prune_model(once, x, PruneConfig(ratio=0.5, round_to=None))
     seen = []
-    prune(steps, x, PruneConfig(ratio=0.5, round_to=None, steps=3),
+    prune_model(steps, x, PruneConfig(ratio=0.5, round_to=None, steps=3),
           on_step=lambda k, m: seen.append((k, count_macs(m, (32, 32)))))
     assert [k for k, _ in seen] == [1, 2, 3]
     assert seen[0][1] > seen[1][1] > seen[2][1]
@@ -110,9 +110,9 @@ def test_resume_from_a_finished_step():
     full, part = tiny(), tiny()
     original = prunable_groups(part, x)
     config = PruneConfig(ratio=0.5, round_to=None, steps=2)
-    prune(full, x, config)
-    prune(part, x, PruneConfig(ratio=0.25, round_to=None))  # what step 1 of 2 leaves
-    prune(part, x, config, start_step=1, original=original)
+    prune_model(full, x, config)
+    prune_model(part, x, PruneConfig(ratio=0.25, round_to=None))  # what step 1 of 2 leaves
+    prune_model(part, x, config, start_step=1, original=original)
     assert prunable_groups(part, x) == prunable_groups(full, x)
 
 
@@ -120,7 +120,7 @@ def test_target_macs_is_met_closely():
     model, x = tiny(), x_of()[:1]
     before = count_macs(model, (32, 32))
     target = 0.4 * before
-    prune(model, x, PruneConfig(ratio=None, target_macs=target / 1e9, round_to=None))
+    prune_model(model, x, PruneConfig(ratio=None, target_macs=target / 1e9, round_to=None))
     after = count_macs(model, (32, 32))
     assert 0.25 * before < after <= target
 
@@ -128,7 +128,7 @@ def test_target_macs_is_met_closely():
 def test_layer_plan_prunes_only_named_groups():
     model, x = tiny(), x_of()[:1]
     base = prunable_groups(model, x)
-    prune(model, x, PruneConfig(ratio=None, layer_ratios={"downs.1.1.0": 0.5}, round_to=None))
+    prune_model(model, x, PruneConfig(ratio=None, layer_ratios={"downs.1.1.0": 0.5}, round_to=None))
     widths = prunable_groups(model, x)
     assert widths["downs.1.1.0"] == base["downs.1.1.0"] // 2
     assert {k: v for k, v in widths.items() if k != "downs.1.1.0"} == \
@@ -138,7 +138,7 @@ def test_layer_plan_prunes_only_named_groups():
 def test_student_with_depthwise_convs_prunes_and_reloads(tmp_path):
     model, x = tiny(TINY_STUDENT), x_of(64)
     before = count_macs(model, (64, 64))
-    prune(model, x[:1], PruneConfig(ratio=0.5, round_to=None))
+    prune_model(model, x[:1], PruneConfig(ratio=0.5, round_to=None))
     assert count_macs(model, (64, 64)) < 0.7 * before
     for m in model.modules():  # depthwise stays depthwise
         if isinstance(m, nn.Conv2d) and m.groups > 1:
@@ -150,7 +150,7 @@ def test_student_with_depthwise_convs_prunes_and_reloads(tmp_path):
 
 def test_pruned_model_reloads_in_a_fresh_process(tmp_path):
     model, x = tiny(), x_of()
-    prune(model, x[:1], PruneConfig(ratio=0.5, round_to=None))
+    prune_model(model, x[:1], PruneConfig(ratio=0.5, round_to=None))
     arch = {**TINY_UNET, "channels": channel_config(model, build(TINY_UNET))}
     save_model(tmp_path / "m", model, arch, model.default_spec.with_size(32))
     np.testing.assert_array_equal(_outputs_in_fresh_process(tmp_path / "m", x, tmp_path), model(x).detach().numpy())
@@ -158,7 +158,7 @@ def test_pruned_model_reloads_in_a_fresh_process(tmp_path):
 
 def test_batchnorm_recalibration_matches_the_batch_statistics():
     model, x = tiny(), x_of()
-    prune(model, x[:1], PruneConfig(ratio=0.5, round_to=None))
+    prune_model(model, x[:1], PruneConfig(ratio=0.5, round_to=None))
     bn = model.inc[1]
     momentum = bn.momentum
     assert recalibrate_batchnorm(model, [x[:1], x[1:]]) == 2
@@ -184,18 +184,18 @@ class Scaled(nn.Module):
 
 def test_unsupported_layer_is_named():
     with pytest.raises(ModelError, match=r"layer '' \(Scaled\).*--ignore"):
-        prune(Scaled(), x_of()[:1], PruneConfig(ratio=0.5, round_to=None))
+        prune_model(Scaled(), x_of()[:1], PruneConfig(ratio=0.5, round_to=None))
 
 
 def test_ratio_that_empties_a_group_is_an_error():
     with pytest.raises(ModelError, match="would remove all .* channels .*round-to"):
-        prune(tiny(), x_of()[:1], PruneConfig(ratio=0.5, round_to=8))
+        prune_model(tiny(), x_of()[:1], PruneConfig(ratio=0.5, round_to=8))
     with pytest.raises(ModelError, match="whole group"):
-        prune(tiny(), x_of()[:1], PruneConfig(ratio=1.0))
+        prune_model(tiny(), x_of()[:1], PruneConfig(ratio=1.0))
     with pytest.raises(ModelError, match="needs data"):
-        prune(tiny(), x_of()[:1], PruneConfig(ratio=0.5, importance="taylor", round_to=None))
+        prune_model(tiny(), x_of()[:1], PruneConfig(ratio=0.5, importance="taylor", round_to=None))
     with pytest.raises(ModelError, match="unknown importance"):
-        prune(tiny(), x_of()[:1], PruneConfig(ratio=0.5, importance="l3"))  # type: ignore[arg-type]
+        prune_model(tiny(), x_of()[:1], PruneConfig(ratio=0.5, importance="l3"))  # type: ignore[arg-type]
 
 
 def test_sensitivity_rows_and_plan(tmp_path):
@@ -236,7 +236,7 @@ def test_full_size_unet_half_channels_cuts_macs_3_5x(tmp_path):
     arch = {"name": "unet", "kwargs": {}}
     model = build(arch).eval()
     before = count_macs(model, (320, 320))
-    prune(model, torch.randn(1, 3, 64, 64), PruneConfig(ratio=0.5, round_to=8))
+    prune_model(model, torch.randn(1, 3, 64, 64), PruneConfig(ratio=0.5, round_to=8))
     after = count_macs(model, (320, 320))
     assert before / after >= 3.5
     desc = {**arch, "channels": channel_config(model, build(arch))}
@@ -292,12 +292,14 @@ def test_cli_sensitivity_then_plan(tiny_artifact, synth_data, tmp_path):
 
 
 def test_pruned_student_exports_to_onnx_with_parity(tmp_path, synth_data):
-    from edgecut.export import export
+    from edgecut.exporters import ExportConfig, ParityConfig, export
 
     model = tiny(TINY_STUDENT)
-    prune(model, x_of(64)[:1], PruneConfig(ratio=0.5, round_to=None))
+    prune_model(model, x_of(64)[:1], PruneConfig(ratio=0.5, round_to=None))
     arch = {**TINY_STUDENT, "channels": channel_config(model, build(TINY_STUDENT))}
     save_model(tmp_path / "pruned", model, arch, model.default_spec.with_size(64))
-    onnx_art = export(tmp_path / "pruned", "onnx", "fp32", tmp_path / "onnx", parity_data=synth_data, threads=1)
+    onnx_art = export(tmp_path / "pruned", tmp_path / "onnx", ExportConfig(format="onnx", precision="fp32",
+                                                                           parity=ParityConfig(data=synth_data),
+                                                                           threads=1))
     assert onnx_art.manifest.format == "onnx"
     assert onnx_art.manifest.metrics["parity"]["max_abs_diff"] <= 1e-4

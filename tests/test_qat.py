@@ -15,26 +15,28 @@ from edgecut import io, runtime
 from edgecut.artifact import load_artifact
 from edgecut.cli import app
 from edgecut.errors import EdgecutError, InputError, ModelError
-from edgecut.export import export, qdq
+from edgecut.exporters import CalibConfig, ExportConfig, ParityConfig, export, qdq
 from edgecut.models.store import build
 from edgecut.runtime.onnxruntime_runner import OnnxRuntimeRunner
-from edgecut.train.loop import TrainingInterrupted
+from edgecut.training.loop import TrainingInterrupted
 
 pytest.importorskip("nncf")
 
-from edgecut.compress.qat import QAT_TRAIN, QATConfig, fold_batchnorm, qat  # noqa: E402
+from edgecut.compress.qat import QAT_LOOP, QATConfig, fold_batchnorm, qat  # noqa: E402
 
 LOW_BAR = {"mask_iou": 0.8}  # a barely trained 32 px model after one QAT epoch: a few flipped pixels
 
 
-def _cfg(**kw):
-    return dataclasses.replace(QAT_TRAIN, **{"epochs": 1, "batch_size": 4, "device": "cpu", **kw})
+def _cfg(config: QATConfig = QATConfig(), **loop) -> QATConfig:
+    """``config`` fine-tuning one epoch (or as ``loop`` says) on one thread."""
+    loop = dataclasses.replace(QAT_LOOP, **{"epochs": 1, "batch_size": 4, "device": "cpu", **loop})
+    return dataclasses.replace(config, loop=loop, threads=1)
 
 
-def _qat(parent, data, out, config=QATConfig(calib_count=8), **kw):
-    train = _cfg(**kw.pop("train", {}))
-    return qat(parent, data, out, config=config, train_config=train, parity_data=data, parity_count=8,
-               tolerances=LOW_BAR, progress=False, threads=1, **kw)
+def _qat(parent, data, out, config=QATConfig(calib_count=8), train=None, **kw):
+    config = dataclasses.replace(_cfg(config, **(train or {})),
+                                 parity=ParityConfig(data=data, count=8, tolerances=LOW_BAR))
+    return qat(parent, data, out, config, progress=False, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +95,8 @@ def test_qat_model_runs_through_runtime_load_with_int8_kernels(qat_art, tmp_path
 
 def test_qat_model_converts_to_openvino_int8_with_its_own_scales(qat_art, synth_data, tmp_path):
     pytest.importorskip("openvino")
-    art = export(qat_art, "openvino", "int8", tmp_path / "ov", parity_data=synth_data / "images", parity_count=4)
+    art = export(qat_art, tmp_path / "ov", ExportConfig(format="openvino", precision="int8",
+                                                        parity=ParityConfig(data=synth_data / "images", count=4)))
     m = art.manifest
     assert (m.format, m.precision) == ("openvino", "int8") and m.lineage[-1].parent_sha256 == qat_art.sha256
     assert m.lineage[-1].params["int8_source"] == "qdq" and "calibration" not in m.metrics
@@ -101,9 +104,10 @@ def test_qat_model_converts_to_openvino_int8_with_its_own_scales(qat_art, synth_
     assert m.lineage[-1].params["ops"].get("FakeQuantize", 0) > 0  # Q/DQ pairs became OpenVINO int8 ops
     assert m.metrics["parity"]["passed"] and m.metrics["parity"]["mask_iou_min"] > 0.95
     with pytest.raises(EdgecutError, match="precision int8"):
-        export(qat_art, "openvino", "fp32", tmp_path / "ov32")
+        export(qat_art, tmp_path / "ov32", ExportConfig(format="openvino", precision="fp32"))
     with pytest.raises(EdgecutError, match="already quantized"):
-        export(qat_art, "openvino", "int8", tmp_path / "ovc", calib=synth_data / "images")
+        export(qat_art, tmp_path / "ovc", ExportConfig(format="openvino", precision="int8",
+                                                       calib=CalibConfig(data=synth_data / "images")))
 
 
 def test_interrupted_qat_resumes_to_the_same_model(trained, synth_data, tmp_path):
@@ -135,16 +139,16 @@ def test_interrupted_qat_resumes_to_the_same_model(trained, synth_data, tmp_path
 
 
 def test_failed_parity_keeps_the_training_for_a_resumed_export(trained, synth_data, tmp_path):
-    from edgecut.export.parity import ParityError
+    from edgecut.exporters.parity import ParityError
 
     out = tmp_path / "strict"
     with pytest.raises(ParityError, match="--resume") as e:
-        qat(trained, synth_data, out, config=QATConfig(calib_count=4), train_config=_cfg(), progress=False,
-            tolerances={"max_abs_diff": 1e-9}, threads=1)
+        qat(trained, synth_data, out, _cfg(QATConfig(calib_count=4, parity=ParityConfig(
+            tolerances={"max_abs_diff": 1e-9}))), progress=False)
     assert "max_abs_diff=1e-09" in str(e.value)
     assert not (out / "edgecut.json").exists() and not list(out.glob(".qat-export-*"))
-    art = qat(trained, synth_data, out, config=QATConfig(calib_count=4), train_config=_cfg(), progress=False,
-              tolerances=LOW_BAR, threads=1, resume=True)
+    art = qat(trained, synth_data, out, _cfg(QATConfig(calib_count=4, parity=ParityConfig(tolerances=LOW_BAR))),
+              progress=False, resume=True)
     assert art.manifest.metrics["parity"]["passed"] and len(io.read_json(out / "history.json")) == 1
 
 
@@ -213,7 +217,7 @@ def test_qdq_rewrites_are_exact():
 
 def test_qat_refusals(trained, synth_data, tmp_path, qat_art):
     with pytest.raises(ModelError, match="torch artifact"):
-        qat(qat_art, synth_data, tmp_path / "x", train_config=_cfg(), progress=False)
+        qat(qat_art, synth_data, tmp_path / "x", _cfg(), progress=False)
     with pytest.raises(InputError, match="already holds a QAT run"):
         _qat(trained, synth_data, qat_art.path)
     with pytest.raises(EdgecutError, match="calib_count"):

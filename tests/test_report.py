@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from edgecut.bench.record import (Accuracy, BenchRecord, Latency, Memory, Throughput, WorstImage, append_records,
+from edgecut.measure.record import (Accuracy, BenchRecord, Latency, Memory, Throughput, WorstImage, append_records,
                                   machine_label)
 from edgecut.cli import app
 from edgecut.errors import EdgecutError, InputError
@@ -277,3 +277,24 @@ def test_log_axis_labels_only_2_3_5_between_decades():
     from edgecut.report.pareto import _minor_tick
 
     assert [_minor_tick(v) for v in (0.8, 0.9, 2, 3, 4, 5, 20, 60, 0.3)] == ["", "", "2", "3", "", "5", "20", "", "0.3"]
+
+
+def test_busy_records_hold_each_canary_against_the_best_of_its_machine_and_threads():
+    from edgecut.measure.record import Host
+    from edgecut.report.table import busy_records
+
+    early, late, arm, flagged, bare = (rec("early", 1.0, 0.5), rec("late", 1.0, 0.5), rec("arm", 1.0, 0.5, env=ENV_B),
+                                       rec("flagged", 1.0, 0.5), rec("bare", 1.0, 0.5))
+    early.host = Host(parallel_speedup=1.6, best_speedup=1.6)  # its own run only ever saw the busy level
+    late.host = Host(parallel_speedup=1.95, best_speedup=1.97)
+    arm.host = Host(parallel_speedup=1.0, best_speedup=1.0)  # another machine: held against its own level
+    flagged.host = Host(parallel_speedup=1.95, best_speedup=1.97, busy=True)  # bench said so
+    assert busy_records([early, late, arm, flagged, bare]) == {id(early), id(flagged)}
+
+
+def test_the_renderers_live_apart_from_the_building():
+    import edgecut.report as report
+    from edgecut.report import render, table
+
+    assert report.to_markdown is render.to_markdown and report.to_csv is render.to_csv
+    assert not hasattr(table, "to_markdown") and not hasattr(table, "to_csv")

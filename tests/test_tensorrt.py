@@ -14,8 +14,8 @@ import torch
 from edgecut import _optional, runtime
 from edgecut.artifact import Manifest, ModelSpec, Step, write_artifact
 from edgecut.errors import EdgecutError, MissingBackendError, ModelError
-from edgecut.export import FORMATS, CalibConfig, ExportOptions, export, qdq
-from edgecut.export.tensorrt import EngineBuild, onnx_for_engine, shapes_for, trtexec_command, trtexec_text
+from edgecut.exporters import FORMATS, CalibConfig, ExportConfig, ParityConfig, TensorRTOptions, export, qdq
+from edgecut.exporters.tensorrt import EngineBuild, onnx_for_engine, shapes_for, trtexec_command, trtexec_text
 from edgecut.runtime.tensorrt_runner import compatibility
 
 STATIC = ModelSpec(input_size=(32, 32), dynamic_size=False, size_divisor=4)
@@ -93,7 +93,7 @@ def test_export_without_tensorrt_names_the_extra(monkeypatch, tiny_artifact, tmp
     real = _optional.available
     monkeypatch.setattr(_optional, "available", lambda m: m != "tensorrt" and real(m))
     with pytest.raises(MissingBackendError, match=r"tensorrt is needed for exporting to tensorrt.*edgecut\[tensorrt\]"):
-        export(tiny_artifact, "tensorrt", "fp16", tmp_path / "trt", device="cuda")
+        export(tiny_artifact, tmp_path / "trt", ExportConfig(format="tensorrt", precision="fp16", device="cuda"))
     assert not (tmp_path / "trt").exists() and not list(tmp_path.iterdir())
 
 
@@ -115,9 +115,9 @@ def test_export_needs_a_cuda_device_and_gpu(monkeypatch, tiny_artifact, tmp_path
     monkeypatch.setattr(_optional, "available", lambda m: m == "tensorrt" or real(m))
     monkeypatch.setitem(sys.modules, "tensorrt", types.ModuleType("tensorrt"))  # a stand-in: nothing is built
     with pytest.raises(EdgecutError, match="needs --device cuda"):
-        export(tiny_artifact, "tensorrt", "fp32", tmp_path / "cpu")
+        export(tiny_artifact, tmp_path / "cpu", ExportConfig(format="tensorrt", precision="fp32"))
     with pytest.raises(EdgecutError, match="CUDA GPU .* has none"):
-        export(tiny_artifact, "tensorrt", "fp32", tmp_path / "nogpu", device="cuda")
+        export(tiny_artifact, tmp_path / "nogpu", ExportConfig(format="tensorrt", precision="fp32", device="cuda"))
     assert not list(tmp_path.iterdir())  # the staging folder is gone too
 
 
@@ -132,7 +132,7 @@ def test_runtime_dispatches_engines_to_the_tensorrt_runner(monkeypatch, tmp_path
 
 
 def test_int8_onnx_for_the_engine_is_symmetric_qdq(tiny_artifact, tmp_path):
-    options = ExportOptions(precision="int8", calib=CalibConfig(count=4))
+    options = ExportConfig(precision="int8", calib=CalibConfig(count=4))
     path, spec, params, metrics = onnx_for_engine(tiny_artifact, tmp_path, options)
     model = onnx.load(str(path))
     assert qdq.tensorrt_compatible(model) is None
@@ -142,14 +142,16 @@ def test_int8_onnx_for_the_engine_is_symmetric_qdq(tiny_artifact, tmp_path):
 
 
 def test_asymmetric_int8_onnx_is_refused_with_the_fix(tiny_artifact, tmp_path):
-    ptq = export(tiny_artifact, "onnx", "int8", tmp_path / "ptq", calib_count=4, tolerances={"mask_iou": 0.0},
-                 threads=1)
+    ptq = export(tiny_artifact, tmp_path / "ptq", ExportConfig(format="onnx", precision="int8",
+                                                               calib=CalibConfig(count=4),
+                                                               parity=ParityConfig(tolerances={"mask_iou": 0.0}),
+                                                               threads=1))
     work = tmp_path / "work"
     work.mkdir()
     with pytest.raises(ModelError, match="zero points are not all 0"):
-        onnx_for_engine(ptq, work, ExportOptions(precision="int8"))
+        onnx_for_engine(ptq, work, ExportConfig(precision="int8"))
     with pytest.raises(EdgecutError, match="build it as int8"):
-        onnx_for_engine(ptq, work, ExportOptions(precision="fp16"))
+        onnx_for_engine(ptq, work, ExportConfig(precision="fp16"))
 
 
 # --------------------------------------------------------------------------- on a CUDA GPU with TensorRT
@@ -171,8 +173,9 @@ def gpu_trt(monkeypatch, tmp_path):
 def test_engine_export_and_runner(gpu_trt, precision, tol, tiny_artifact, tmp_path):
     from edgecut.runtime.tensorrt_runner import TensorRTRunner
 
-    art = export(tiny_artifact, "tensorrt", precision, tmp_path / precision, device="cuda", calib_count=4,
-                 tolerances=tol)
+    art = export(tiny_artifact, tmp_path / precision, ExportConfig(format="tensorrt", precision=precision,
+                                                                   calib=CalibConfig(count=4),
+                                                                   parity=ParityConfig(tolerances=tol), device="cuda"))
     m = art.manifest
     assert (m.format, m.precision, m.model_file) == ("tensorrt", precision, "model.engine")
     assert {"model.engine", "model.onnx", "trtexec.txt", "timing.cache"} <= set(m.files)
@@ -198,8 +201,9 @@ def test_engine_export_and_runner(gpu_trt, precision, tol, tiny_artifact, tmp_pa
 
 @pytest.mark.tensorrt
 def test_dynamic_engine_runs_at_other_sizes(gpu_trt, tiny_artifact, tmp_path):
-    art = export(tiny_artifact, "tensorrt", "fp32", tmp_path / "dyn", dynamic=True, device="cuda",
-                 tolerances={"max_abs_diff": 1e-3})
+    art = export(tiny_artifact, tmp_path / "dyn", ExportConfig(format="tensorrt", precision="fp32",
+                                                               parity=ParityConfig(tolerances={"max_abs_diff": 1e-3}),
+                                                               dynamic=True, device="cuda"))
     runner = runtime.load(art, device="cuda")
     ref = runtime.load(tiny_artifact)
     x = np.random.default_rng(1).standard_normal((2, 3, 48, 20)).astype(np.float32)
@@ -208,11 +212,12 @@ def test_dynamic_engine_runs_at_other_sizes(gpu_trt, tiny_artifact, tmp_path):
 
 @pytest.mark.tensorrt
 def test_calibrator_int8_engine(gpu_trt, tiny_artifact, tmp_path):
-    from edgecut.export.tensorrt import TensorRTSettings, export_tensorrt
+    from edgecut.exporters.tensorrt import export_tensorrt
 
-    options = ExportOptions(precision="int8", calib=CalibConfig(count=4))
+    options = ExportConfig(format="tensorrt", precision="int8", calib=CalibConfig(count=4),
+                           tensorrt=TensorRTOptions(int8_source="calibrator"))
     work = tmp_path / "work"
     work.mkdir()
-    result = export_tensorrt(tiny_artifact, work, options, TensorRTSettings(int8_source="calibrator"))
+    result = export_tensorrt(tiny_artifact, work, options)
     assert "calib.cache" in result.files and "--calib=calib.cache" in (work / "trtexec.txt").read_text()
     assert result.params["int8_source"] == "calibrator"

@@ -15,8 +15,8 @@ import torch
 
 from edgecut import io
 from edgecut.errors import InputError
-from edgecut.train.loop import TrainConfig, lr_factor
-from edgecut.train.run import train
+from edgecut.training.loop import LoopConfig, lr_factor
+from edgecut.training.run import TrainConfig, train
 
 ARGS = ["--arch", "unet", "--width", "4", "--depth", "2", "--size", "32", "--epochs", "3", "--batch", "4",
         "--save-every", "2", "--threads", "1", "--ema", "0.9"]
@@ -40,7 +40,7 @@ def test_sigkill_mid_epoch_then_resume_gives_identical_weights(synth_data, tmp_p
     # the last checkpoint is at step 2 of epoch 2, so step 3 is redone after resuming.
     script = textwrap.dedent(f"""
         import os, signal, sys
-        import edgecut.train.run as run
+        import edgecut.training.run as run
         real_fit = run.fit
         def fit(*a, **k):
             k["callbacks"] = [lambda s: os.kill(os.getpid(), signal.SIGKILL) if s.global_step == 7 else None]
@@ -69,9 +69,13 @@ def test_sigkill_mid_epoch_then_resume_gives_identical_weights(synth_data, tmp_p
     assert io.read_json(full / "history.json")[-1]["val_iou"] == io.read_json(killed / "history.json")[-1]["val_iou"]
 
 
-def _tiny_train(data, out, **kw):
-    cfg = TrainConfig(**{"epochs": 1, "batch_size": 4, **kw})
-    return train(data, out, arch_kwargs={"width": 4, "depth": 2}, size=32, config=cfg, progress=False)
+def _tiny(**loop) -> TrainConfig:
+    return TrainConfig(arch_kwargs={"width": 4, "depth": 2}, size=32, loop=LoopConfig(**{"epochs": 1, "batch_size": 4,
+                                                                                          **loop}))
+
+
+def _tiny_train(data, out, **loop):
+    return train(data, out, _tiny(**loop), progress=False)
 
 
 def test_train_writes_artifact_with_val_metrics(synth_data, tmp_path):
@@ -95,14 +99,12 @@ def test_existing_run_is_not_overwritten_without_resume(synth_data, tmp_path):
 def test_resume_with_other_settings_is_refused(synth_data, tmp_path):
     _tiny_train(synth_data, tmp_path / "run")
     with pytest.raises(InputError, match="batch_size"):
-        train(synth_data, tmp_path / "run", arch_kwargs={"width": 4, "depth": 2}, size=32,
-              config=TrainConfig(epochs=1, batch_size=2), resume=True, progress=False)
+        train(synth_data, tmp_path / "run", _tiny(batch_size=2), resume=True, progress=False)
 
 
 def test_resume_without_checkpoint_is_an_error(synth_data, tmp_path):
     with pytest.raises(InputError, match="nothing to resume"):
-        train(synth_data, tmp_path / "run", arch_kwargs={"width": 4, "depth": 2}, size=32,
-            config=TrainConfig(epochs=1, batch_size=4), resume=True, progress=False)
+        train(synth_data, tmp_path / "run", _tiny(), resume=True, progress=False)
 
 
 def test_lr_schedule_warms_up_then_decays_to_floor():
@@ -120,7 +122,7 @@ def test_too_few_images_for_a_batch_is_a_clear_error(synth_data, tmp_path):
 
 
 def test_ema_forgets_the_initial_weights():
-    from edgecut.train.loop import ema_update
+    from edgecut.training.loop import ema_update
 
     update = ema_update(0.998)
     ema = [torch.zeros(3)]  # the "initial weights"

@@ -151,11 +151,11 @@ def test_save_load_round_trip(tmp_path):
 
 @pytest.mark.slow  # ~4 s: trace, onnxslim and the parity check on 8 images
 def test_onnx_fp32_export_matches_torch(tmp_path):
-    from edgecut.export import export
+    from edgecut.exporters import ExportConfig, export
 
     model = _u2netp(3)
     parent = save_model(tmp_path / "torch", model, U2NETP, model.default_spec.with_size(64))
-    art = export(parent, "onnx", "fp32", tmp_path / "onnx", threads=1)
+    art = export(parent, tmp_path / "onnx", ExportConfig(format="onnx", precision="fp32", threads=1))
     parity = art.manifest.metrics["parity"]
     assert parity["passed"] and parity["max_abs_diff"] <= 1e-4
     x = random_batch(64, 64, n=2)

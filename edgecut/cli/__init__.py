@@ -1,27 +1,20 @@
-"""The ``edgecut`` command: thin; parses options, calls the front functions, prints.
+"""The ``edgecut`` command: thin; parses options, builds each stage's config once, calls the front functions.
 
 One module per group of commands (:mod:`~edgecut.cli.train`, :mod:`~edgecut.cli.compress`,
-:mod:`~edgecut.cli.measure`, :mod:`~edgecut.cli.use`); importing them registers their commands
-on :data:`app`, in the order ``edgecut --help`` lists them.
+:mod:`~edgecut.cli.measure`, :mod:`~edgecut.cli.use`) registers its commands on the one
+application (:mod:`edgecut.cli.app`); importing them here does that, in ``edgecut --help`` order.
+A user's mistake (an :class:`~edgecut.errors.EdgecutError`) is one red line and exit code 2.
 """
 
 from __future__ import annotations
 
 import sys
 
-import typer
-from rich.console import Console
-
+from edgecut.cli import train, compress, measure, use  # noqa: F401,I001  (registers the commands, in this order)
+from edgecut.cli.app import app, console, err
 from edgecut.errors import EdgecutError
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
-                  help="Make background-removal networks small and fast, and prove it with numbers.")
-data_app = typer.Typer(no_args_is_help=True, help="Make and inspect data sets.")
-app.add_typer(data_app, name="data")
-console = Console()
-err = Console(stderr=True, soft_wrap=True)
-
-from edgecut.cli import train, compress, measure, use  # noqa: E402,F401,I001  (registers the commands, in --help order)
+__all__ = ["app", "main", "console", "err"]
 
 
 def main() -> None:

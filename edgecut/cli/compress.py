@@ -8,7 +8,9 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from edgecut.cli import app, console, err
+from edgecut import io
+from edgecut.cli import options
+from edgecut.cli.app import app, console, err
 from edgecut.cli.options import ParityCount, ResumeRun, SaveEvery, Tolerance, TorchThreads, TrainDevice, TrainSplit, ValSplit
 from edgecut.errors import EdgecutError
 
@@ -43,43 +45,15 @@ def prune(
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
     """Structured channel pruning (Torch-Pruning dependency graph), with fine-tuning and sensitivity analysis."""
-    from edgecut.compress.prune import PruneConfig, read_plan
-
     if sensitivity:
-        from edgecut.compress.prune_run import sensitivity_artifact
-
-        if data is None:
-            raise EdgecutError("--sensitivity needs --data DIR (held-out images to score each trial on)")
-        try:
-            ratio_list = tuple(float(r) for r in ratios.split(","))
-        except ValueError:
-            raise EdgecutError(f"--ratios {ratios!r}: expected numbers separated by commas, e.g. 0.25,0.5,0.75") from None
-        res = sensitivity_artifact(model, out, data, ratios=ratio_list, importance=importance,
-                                   round_to=round_to if round_to > 1 else None, ignore=tuple(ignore or ()),
-                                   split=train_split, images=images, max_drop=max_drop, threads=threads)
-        worst = sorted(res["rows"], key=lambda r: -r.drop)[:5]
-        console.print(f"baseline IoU {res['baseline']:.4f} on {res['images']} images of {res['data']}; most sensitive: "
-                      + ", ".join(f"{r.layer}@{r.ratio:g} {r.drop:+.4f}" for r in worst))
-        if res["plan"] is not None:
-            console.print(f"plan: {len(res['plan'])} groups pruned within a drop of {max_drop}")
-        console.print("wrote " + ", ".join(str(f) for f in res["files"]))
+        _sensitivity(model, out, data, ratios, importance, round_to, ignore, train_split, images, max_drop, threads)
         return
+    config = options.prune_config(**locals())
+    from edgecut.compress.prune_run import REPORT_FILE
+    from edgecut.compress.prune_run import prune as prune_fn
 
-    from edgecut.compress.prune_run import FinetuneConfig, prune_artifact
-    from edgecut.train.loop import TrainConfig
-
-    layer_ratios = read_plan(plan) if plan else {}
-    if ratio is None and target_macs is None and not layer_ratios:
-        raise EdgecutError("say how much to prune: --ratio R, --target-macs G or --plan FILE")
-    config = PruneConfig(ratio=ratio if ratio is not None else (None if target_macs or layer_ratios else 0.5),
-                         target_macs=target_macs, importance=importance, scope=scope, steps=steps,  # type: ignore[arg-type]
-                         round_to=round_to if round_to > 1 else None, layer_ratios=layer_ratios,
-                         ignore=tuple(ignore or ()))
-    finetune = FinetuneConfig(data=str(data) if data else None, epochs=finetune_epochs, train_split=train_split,
-                              val_split=val_split, bn_batches=recalibrate_bn)
-    train_config = TrainConfig(batch_size=batch, lr=lr, ema_decay=ema, seed=seed, warmup_epochs=0.2)
-    art, report = prune_artifact(model, out, config, finetune=finetune, train_config=train_config, resume=resume,
-                                 threads=threads, latency=not no_latency)
+    art = prune_fn(model, out, config, resume=resume)
+    report = io.read_json(art.path / REPORT_FILE)
     table = Table(title=f"pruned {model} -> {art.path}")
     for col in ("", "before", "after", "change"):
         table.add_column(col, justify="right")
@@ -93,6 +67,26 @@ def prune(
         if k in b.get("val", {}) and k in a.get("val", {}):
             table.add_row(f"val {k}", f"{b['val'][k]:.4f}", f"{a['val'][k]:.4f}", f"{a['val'][k] - b['val'][k]:+.4f}")
     console.print(table)
+
+
+def _sensitivity(model, out, data, ratios, importance, round_to, ignore, split, images, max_drop, threads) -> None:
+    from edgecut.compress.prune_run import sensitivity_artifact
+
+    if data is None:
+        raise EdgecutError("--sensitivity needs --data DIR (held-out images to score each trial on)")
+    try:
+        ratio_list = tuple(float(r) for r in ratios.split(","))
+    except ValueError:
+        raise EdgecutError(f"--ratios {ratios!r}: expected numbers separated by commas, e.g. 0.25,0.5,0.75") from None
+    res = sensitivity_artifact(model, out, data, ratios=ratio_list, importance=importance,
+                               round_to=round_to if round_to > 1 else None, ignore=tuple(ignore or ()),
+                               split=split, images=images, max_drop=max_drop, threads=threads)
+    worst = sorted(res["rows"], key=lambda r: -r.drop)[:5]
+    console.print(f"baseline IoU {res['baseline']:.4f} on {res['images']} images of {res['data']}; most sensitive: "
+                  + ", ".join(f"{r.layer}@{r.ratio:g} {r.drop:+.4f}" for r in worst))
+    if res["plan"] is not None:
+        console.print(f"plan: {len(res['plan'])} groups pruned within a drop of {max_drop}")
+    console.print("wrote " + ", ".join(str(f) for f in res["files"]))
 
 
 @app.command()
@@ -118,18 +112,10 @@ def qat(
     resume: ResumeRun = False,
 ) -> None:
     """Quantization-aware training (NNCF fake quantization): fine-tune, then write an INT8 QDQ ONNX artifact."""
-    import dataclasses
-
-    from edgecut.compress.qat import QAT_TRAIN, QATConfig
+    config = options.qat_config(**locals())
     from edgecut.compress.qat import qat as qat_fn
-    from edgecut.export.parity import parse_tolerances
 
-    config = QATConfig(calib_count=calib_count, signed_activations=signed_activations, dynamic=dynamic)
-    train_config = dataclasses.replace(QAT_TRAIN, epochs=epochs, lr=lr, batch_size=batch, device=device, seed=seed,
-                                       save_every=save_every)
-    art = qat_fn(model, data, out, config=config, train_config=train_config, train_split=train_split,
-                 val_split=val_split, parity_data=parity_data, parity_count=parity_count,
-                 tolerances=parse_tolerances(tolerance or []), resume=resume, threads=threads)
+    art = qat_fn(model, data, out, config, resume=resume)
     m = art.manifest
     p, f = m.metrics["parity"], m.metrics["export_fidelity"]
     val = m.metrics.get("val", {})
@@ -173,15 +159,11 @@ def export_cmd(
     max_drop: Annotated[Optional[float], typer.Option(help="OpenVINO INT8 with accuracy control: largest drop of mean mask IoU (absolute, e.g. 0.01); layers fall back to float until it holds.")] = None,
     val_data: Annotated[Optional[Path], typer.Option(help="OpenVINO --max-drop: images + masks the IoU is measured on (default: --parity-data, else synthetic).")] = None,
 ) -> None:
-    """Export a model (ONNX or OpenVINO; fp32 / fp16 / int8), check parity with its parent, write an artifact."""
-    from edgecut.export import export
-    from edgecut.export.parity import parse_tolerances
+    """Export a model (ONNX, OpenVINO or TensorRT; fp32 / fp16 / int8), check parity with its parent, write an artifact."""
+    config = options.export_config(**locals())
+    from edgecut.exporters import export
 
-    art = export(model, format, precision, out, calib=calib, calib_count=calib_count, calib_method=calib_method,
-                 exclude=tuple(exclude or ()), exclude_op_types=tuple(exclude_op or ()), dynamic=dynamic, opset=opset,
-                 simplify=not no_simplify, parity_data=parity_data, parity_count=parity_count,
-                 tolerances=parse_tolerances(tolerance or []), require_faster=require_faster, device=device,
-                 threads=threads, seed=seed, overwrite=overwrite, preset=preset, max_drop=max_drop, val_data=val_data)
+    art = export(model, out, config)
     m = art.manifest
     cal = m.metrics.get("calibration")
     if cal:

@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from edgecut.cli import app, console
+from edgecut.cli import options
+from edgecut.cli.app import app, console
 from edgecut.errors import EdgecutError
 
 
@@ -35,7 +36,7 @@ def eval_cmd(
 ) -> None:
     """Score a model (or saved prediction maps) on a data set at each image's own resolution."""
     from edgecut import io
-    from edgecut.bench.accuracy import evaluate, evaluate_predictions
+    from edgecut.measure.accuracy import evaluate, evaluate_predictions
     from edgecut.data.folder import find_samples
 
     if (model is None) == (pred is None):
@@ -56,16 +57,6 @@ def eval_cmd(
     if json_out:
         io.write_json(json_out, result.to_json(data=str(data), split=split, **source))
         console.print(f"wrote {json_out}")
-
-
-def _ints(text: str | None, what: str) -> tuple[int, ...]:
-    """'1,2,4' -> (1, 2, 4)."""
-    if not text:
-        return ()
-    try:
-        return tuple(int(x) for x in text.replace(" ", "").split(",") if x)
-    except ValueError:
-        raise EdgecutError(f"{what} {text!r}: give integers separated by commas, e.g. 1,2,4") from None
 
 
 @app.command()
@@ -101,17 +92,10 @@ def bench(
     resume: Annotated[bool, typer.Option("--resume", help="Add to an existing records file; skip what it holds.")] = False,
 ) -> None:
     """Measure latency (and accuracy on --data) of every model through its Runner; append one record each."""
+    config = options.bench_config(**locals())
     from rich.markup import escape
 
-    from edgecut.bench.latency import LatencyConfig
-    from edgecut.bench.run import BenchConfig
-    from edgecut.bench.run import bench as bench_fn
-
-    config = BenchConfig(backend=backend, device=device, threads=_ints(threads, "--threads") or (None,), batch=batch,
-                         batches=_ints(batches, "--batches"), size=(size, size) if size else None,
-                         latency=LatencyConfig(warmup_s=warmup, min_time_s=min_time, min_iters=min_iters),
-                         end_to_end=e2e, worst=worst, isolate=isolate, repeats=repeats, keep=keep, max_wait_s=max_wait,
-                         precision=precision / 100 if precision is not None else None, max_repeats=max_repeats)
+    from edgecut.measure.run import bench as bench_fn
 
     def show(rec) -> None:
         lat = rec.latency
@@ -123,8 +107,7 @@ def bench(
             line += f"  IoU {rec.accuracy.metrics['iou']:.4f}"
         console.print(line, highlight=False)
 
-    result = bench_fn(models, out, config, data=data, split=split, limit=limit, reference=reference, names=name,
-                      resume=resume, on_record=show,
+    result = bench_fn(models, out, config, resume=resume, names=name, on_record=show,
                       on_wait=lambda line: console.print(f"[dim]{escape(line)}[/dim]", highlight=False))
     for s in result.skipped:
         console.print(f"[dim]already in {out}: {s}[/dim]")

@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from edgecut.cli import app, console, data_app
+from edgecut.cli.app import app, console, data_app
+from edgecut.cli import options
 from edgecut.cli.options import Autocast, Ema, ResumeRun, SaveEvery, TorchThreads, TrainDevice, TrainSplit, ValSplit, Workers
 from edgecut.errors import EdgecutError
 
@@ -53,19 +54,10 @@ def train(
     resume: ResumeRun = False,
 ) -> None:
     """Train a model (the U-Net teacher by default) with BCE + Dice; the result is an artifact."""
-    from edgecut.train.loop import TrainConfig
-    from edgecut.train.run import train as train_fn
+    config = options.train_config(**locals())
+    from edgecut.training.run import train as train_fn
 
-    kwargs = {k: v for k, v in {"width": width, "depth": depth}.items() if v is not None}
-    config = TrainConfig(epochs=epochs, batch_size=batch, lr=lr, ema_decay=ema, precision=precision,  # type: ignore[arg-type]
-                         device=device, workers=workers, seed=seed, save_every=save_every)
-    art = train_fn(data, out, arch=arch, arch_kwargs=kwargs, size=size, config=config, train_split=train_split,
-                   val_split=val_split, resume=resume, threads=threads)
-    m = art.manifest
-    val = m.metrics.get("val", {})
-    summary = ", ".join(f"{k} {val[k]:.4f}" for k in ("iou", "mae", "s_measure") if k in val)
-    console.print(f"artifact {art.path}: {m.params:,} params, {m.macs / 1e9:.2f} GMACs at {m.spec.input_size}"
-                  + (f"; best val {summary}" if summary else ""))
+    _summary(train_fn(data, out, config, resume=resume))
 
 
 @app.command()
@@ -101,22 +93,17 @@ def distill(
     """Distill one or more teachers into a small student (KD, optional feature and edge terms).
 
     Runs under torchrun (python -m torch.distributed.run --nproc_per_node N -m edgecut.cli distill ...)."""
-    from edgecut.compress.distill import DistillConfig
+    config = options.distill_config(**locals())
     from edgecut.compress.distill import distill as distill_fn
-    from edgecut.train.loop import TrainConfig, world
+    from edgecut.training.loop import world
 
-    given = {"temperature": temperature, "alpha": alpha, "feature_weight": feature_weight,
-             "boundary_weight": boundary_weight}
-    dconfig = DistillConfig(feature_kd=feature_kd or feature_weight is not None,
-                            **{k: v for k, v in given.items() if v is not None})
-    kwargs = {k: v for k, v in {"width_mult": width_mult, "width": width, "depth": depth}.items() if v is not None}
-    config = TrainConfig(epochs=epochs, batch_size=batch, lr=lr, ema_decay=ema, precision=precision,  # type: ignore[arg-type]
-                         device=device, workers=workers, seed=seed, save_every=save_every)
-    art = distill_fn(teacher, student, data, out, config=dconfig, train_config=config, student_kwargs=kwargs,
-                     size=size, unlabeled=unlabeled, train_split=train_split, val_split=val_split, resume=resume,
-                     threads=threads)
-    if world()[0] != 0:  # under torchrun rank 0 speaks
-        return
+    art = distill_fn(teacher, data, out, config, resume=resume)
+    if world()[0] == 0:  # under torchrun rank 0 speaks
+        _summary(art)
+
+
+def _summary(art) -> None:
+    """One line on a trained artifact: size, cost, best validation scores."""
     m = art.manifest
     val = m.metrics.get("val", {})
     summary = ", ".join(f"{k} {val[k]:.4f}" for k in ("iou", "mae", "s_measure") if k in val)

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from edgecut.cli import app, console, err
+from edgecut.cli.app import app, console, err
 from edgecut.errors import EdgecutError
 
 
@@ -105,9 +105,9 @@ def doctor(json_flag: Annotated[bool, typer.Option("--json")] = False) -> None:
     console.print(f"flags  {' '.join(cpu['flags']) or '-'}")
     console.print(f"torch  {env['devices']['torch']}")
     table = Table("backend", "version", "devices / providers")
-    from edgecut.env import BACKENDS
+    from edgecut.env import PACKAGES
 
-    for name in BACKENDS:
+    for name in PACKAGES:
         ver = env["backends"].get(name)
         dev = env["devices"].get(name, "")
         table.add_row(name, ver or "[dim]not installed[/dim]", str(dev) if ver else "")

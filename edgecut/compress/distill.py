@@ -5,7 +5,7 @@ one-channel segmentation. The student learns from
 
 - the ground truth: BCE + Dice against the mask, or, for images that have none
   (``unlabeled``), against the teachers' own mask (hard or soft, ``pseudo_label``);
-- the teachers' soft output: pixel-wise KD at temperature T (:func:`~edgecut.train.losses.kd_loss`);
+- the teachers' soft output: pixel-wise KD at temperature T (:func:`~edgecut.training.losses.kd_loss`);
   several teachers, of any architectures, are averaged in probability;
 - optionally their features: at every stride both models tap (``feature_taps``), the student
   feature goes through a 1x1 conv adapter to the teacher's channels and is compared with the
@@ -33,7 +33,7 @@ import contextlib
 import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -45,17 +45,26 @@ from edgecut import io
 from edgecut.artifact import Artifact, ModelSpec, Step, is_artifact, load_artifact
 from edgecut.data.folder import Sample, find_samples
 from edgecut.data.transforms import SegmentationDataset
+from edgecut.env import resolve_device
 from edgecut.errors import EdgecutError, InputError, ModelError
 from edgecut.models.registry import create_model
 from edgecut.models.store import load_model, save_model
-from edgecut.train.loop import (Callback, TrainConfig, fit, on_main_process, resolve_device, seed_everything,
-                                world)
-from edgecut.train.losses import (bce_dice_loss, boundary_loss, ensemble_probability, feature_loss, kd_loss)
-from edgecut.train.run import CACHE_MAX_IMAGES, default_splits, validator
+from edgecut.training.loop import Callback, LoopConfig, fit, on_main_process, seed_everything, world
+from edgecut.training.losses import (bce_dice_loss, boundary_loss, ensemble_probability, feature_loss, kd_loss)
+from edgecut.training.run import keep_in_memory, training_data, validator
+
+
+KD_FIELDS = ("temperature", "alpha", "feature_kd", "feature_weight", "boundary_weight", "boundary_width", "edge_gain",
+             "pseudo_label", "unlabeled_weight")  # what the objective reads; a resumed run must keep them
 
 
 @dataclass(frozen=True)
 class DistillConfig:
+    """The student, the distillation terms and how the student is trained."""
+
+    student: str = "mobilenet_v3_large_unet"  # registered architecture, or a torch artifact to start from
+    student_kwargs: Mapping[str, Any] = field(default_factory=dict)  # the architecture's options (not for an artifact)
+    size: int = 320  # training input side (rounded up so every model accepts it)
     temperature: float = 2.0  # softens both outputs in the KD term; 1 is plain, Hinton et al. used 2-20
     alpha: float = 0.5  # weight of the KD term; (1 - alpha) weighs the ground-truth BCE + Dice
     feature_kd: bool = False  # also match intermediate features (needs feature_taps on both models)
@@ -65,6 +74,16 @@ class DistillConfig:
     edge_gain: float = 4.0  # pixels in the edge band weigh 1 + edge_gain in the boundary term
     pseudo_label: Literal["hard", "soft"] = "hard"  # teachers' mask for unlabelled images: thresholded or not
     unlabeled_weight: float = 1.0  # weight of a teacher-labelled image against a labelled one in the gt terms
+    unlabeled: str | None = None  # folder of images without masks (images/ or plain): the teachers label them
+    train_split: str | None = None  # of the labelled data; default: splits/train.txt when present
+    val_split: str | None = None  # default: splits/val.txt when present
+    threads: int | None = None  # torch CPU threads
+    cache: bool | None = None  # keep decoded images in memory; None: when there are at most CACHE_MAX_IMAGES
+    loop: LoopConfig = LoopConfig()  # epochs, batch, learning rate, precision, device, ...
+
+    def kd_settings(self) -> dict[str, Any]:
+        """The distillation terms (what :class:`DistillObjective` reads)."""
+        return {k: getattr(self, k) for k in KD_FIELDS}
 
     def __post_init__(self) -> None:
         if self.temperature <= 0:
@@ -271,61 +290,49 @@ def _student(student: str | os.PathLike, kwargs: dict[str, Any] | None):
     return module, arch, module.default_spec, None
 
 
-def distill(teachers: Sequence[str | os.PathLike], student_arch: str | os.PathLike,
-            data: str | os.PathLike | None, out: str | os.PathLike, *,
-            config: DistillConfig = DistillConfig(), train_config: TrainConfig = TrainConfig(),
-            student_kwargs: dict[str, Any] | None = None, size: int = 320,
-            unlabeled: str | os.PathLike | None = None, train_split: str | None = None,
-            val_split: str | None = None, resume: bool = False, progress: bool = True,
-            callbacks: Sequence[Callback] = (), threads: int | None = None, cache: bool | None = None) -> Artifact:
-    """Distill ``teachers`` (artifact directories) into ``student_arch`` (a registered name, or a
-    torch artifact to start from) on the folder data set ``data`` and/or the images of
-    ``unlabeled``; write the student artifact to ``out``.
+def distill(teachers: Sequence[str | os.PathLike], data: str | os.PathLike | None, out: str | os.PathLike,
+            config: DistillConfig = DistillConfig(), *, resume: bool = False, progress: bool = True,
+            callbacks: Sequence[Callback] = ()) -> Artifact:
+    """Distill ``teachers`` (artifact directories or TorchScript files) into ``config.student`` on
+    the folder data set ``data`` and/or the images of ``config.unlabeled``; write the student
+    artifact to ``out``.
 
-    Splits of ``data`` default to ``splits/train.txt`` and ``val.txt`` as in ``train``; the
-    val split picks the best epoch and gives the artifact its metrics. Every image of
-    ``unlabeled`` (its masks, if any, are ignored) is labelled by the teachers.
+    The val split of ``data`` picks the best epoch and gives the artifact its metrics. Every
+    image of ``unlabeled`` (its masks, if any, are ignored) is labelled by the teachers.
     """
-    out = Path(out)
-    if threads:
-        torch.set_num_threads(threads)
+    out, loop = Path(out), config.loop
+    if config.threads:
+        torch.set_num_threads(config.threads)
     if not teachers:
         raise EdgecutError("give at least one teacher (--teacher MODEL)")
-    if data is None and unlabeled is None:
+    if data is None and config.unlabeled is None:
         raise EdgecutError("give --data (images and masks), --unlabeled (images only), or both")
     loaded = [load_teacher(t) for t in teachers]
+    ds = training_data(data, config.train_split, config.val_split) if data is not None else None
+    train_samples = ds.train if ds else []
+    extra = [Sample(s.name, s.image, None) for s in find_samples(config.unlabeled, masks=False)] \
+        if config.unlabeled else []
+    cache = keep_in_memory(config.cache, len(train_samples) + len(extra))
 
-    train_samples: list[Sample] = []
-    val_samples = None
-    if data is not None:
-        data = Path(data)
-        auto_train, auto_val = default_splits(data)
-        train_split, val_split = train_split or auto_train, val_split or auto_val
-        train_samples = find_samples(data, train_split)
-        val_samples = find_samples(data, val_split) if val_split else None
-    extra = [Sample(s.name, s.image, None) for s in find_samples(unlabeled, masks=False)] if unlabeled else []
-    if cache is None:
-        cache = len(train_samples) + len(extra) <= CACHE_MAX_IMAGES
-
-    seed_everything(train_config.seed)  # the initial weights and adapters are part of the run
-    student, arch, base_spec, init = _student(student_arch, student_kwargs)
+    seed_everything(loop.seed)  # the initial weights and adapters are part of the run
+    student, arch, base_spec, init = _student(config.student, config.student_kwargs)
     divisor = math.lcm(base_spec.size_divisor, *(t.spec.size_divisor for t in loaded if t.spec.dynamic_size))
-    spec = base_spec.with_size(-(-size // divisor) * divisor)  # every model gets a size it accepts
+    spec = base_spec.with_size(-(-config.size // divisor) * divisor)  # every model gets a size it accepts
     adapters, strides, s_taps = None, [], None
     if config.feature_kd:
         adapters, strides = make_adapters(student, loaded, spec.input_size)
         s_taps = feature_taps(student, "the student")
-    device = resolve_device(train_config.device)
-    memory_format = torch.channels_last if train_config.channels_last else torch.contiguous_format
+    device = resolve_device(loop.device)
+    memory_format = torch.channels_last if loop.channels_last else torch.contiguous_format
     for t in loaded:
         t.module.to(device=device, memory_format=memory_format)
     objective = DistillObjective(loaded, spec, config, adapters, strides, s_taps)
-    validate = validator(val_samples, spec, device, train_config.batch_size, cache=cache) if val_samples else None
-    train_set = SegmentationDataset(train_samples + extra, spec, train=True, seed=train_config.seed, cache=cache,
+    validate = validator(ds.val, spec, device, loop.batch_size, cache=cache) if ds and ds.val else None
+    train_set = SegmentationDataset(train_samples + extra, spec, train=True, seed=loop.seed, cache=cache,
                                     unlabeled=True)
-    key = {"distill": asdict(config), "teachers": [t.sha256 for t in loaded], "student": arch,
+    key = {"distill": config.kd_settings(), "teachers": [t.sha256 for t in loaded], "student": arch,
            "student_init": init.sha256 if init else None, "size": list(spec.input_size)}
-    result = fit(student, train_set, train_config, out, validate=validate, objective=objective, resume=resume,
+    result = fit(student, train_set, loop, out, validate=validate, objective=objective, resume=resume,
                  progress=progress, callbacks=callbacks, extra_modules=[adapters] if adapters is not None else [],
                  resume_key=key)
 
@@ -333,14 +340,14 @@ def distill(teachers: Sequence[str | os.PathLike], student_arch: str | os.PathLi
         io.write_json(out / "history.json", result.state.history)
         step = Step(step="distill", parent_sha256=init.sha256 if init else loaded[0].sha256, params={
             "teachers": [{"source": t.source, "sha256": t.sha256, "arch": t.arch} for t in loaded],
-            "student": arch, "student_init": str(student_arch) if init else None,
-            "data": str(data) if data is not None else None, "train_split": train_split, "val_split": val_split,
-            "train_images": len(train_samples), "unlabeled": str(unlabeled) if unlabeled else None,
-            "unlabeled_images": len(extra), "size": list(spec.input_size), **asdict(config), **asdict(train_config),
-            "world_size": world()[1], "best_epoch": result.state.best_epoch,
-            "wall_time_s": round(result.wall_time_s, 1),
+            "student": arch, "student_init": str(config.student) if init else None,
+            "data": str(ds.root) if ds else None, "train_split": ds.train_split if ds else None,
+            "val_split": ds.val_split if ds else None, "train_images": len(train_samples),
+            "unlabeled": str(config.unlabeled) if config.unlabeled else None, "unlabeled_images": len(extra),
+            "size": list(spec.input_size), **config.kd_settings(), **asdict(loop), "world_size": world()[1],
+            "best_epoch": result.state.best_epoch, "wall_time_s": round(result.wall_time_s, 1),
         })
-        metrics = {"val": result.best_metrics, "val_data": f"{data}:{val_split}"} if result.best_metrics else {}
+        metrics = {"val": result.best_metrics, "val_data": ds.val_name} if result.best_metrics else {}
         lineage = [*(init.manifest.lineage if init else []), step]
         return save_model(out, result.model.float().to("cpu", memory_format=torch.contiguous_format), arch, spec,
                           lineage=lineage, metrics=metrics)

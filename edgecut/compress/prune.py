@@ -20,6 +20,7 @@ The artifact-level workflow (fine-tuning, resume, reports) is in ``prune_artifac
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -35,13 +36,23 @@ from edgecut._optional import require
 from edgecut.errors import InputError, ModelError
 from edgecut.models.channels import RESIZABLE
 from edgecut.models.profile import count_macs, count_params
+from edgecut.training.loop import LoopConfig
 
 Importance = Literal["l1", "l2", "bn", "taylor"]
 IMPORTANCES = ("l1", "l2", "bn", "taylor")
 
 
+# fine-tuning after each pruning step: no epochs unless asked for, a smaller peak learning rate
+PRUNE_LOOP = LoopConfig(epochs=0, lr=3e-4, warmup_epochs=0.2)
+METHOD_FIELDS = ("ratio", "target_macs", "importance", "scope", "steps", "round_to", "max_layer_ratio", "layer_ratios",
+                 "ignore")  # what decides which channels go (prune_model reads these)
+
+
 @dataclass(frozen=True)
 class PruneConfig:
+    """Which channels go (ratio, MACs target or per-layer plan; ranking; schedule), and how the
+    pruned model is fine-tuned and measured."""
+
     ratio: float | None = 0.5  # share of each group's channels removed (uniform) or of all channels (global)
     target_macs: float | None = None  # instead of ratio: prune until MACs (in G, at the MACs size) are at most this
     importance: Importance = "l2"  # channel ranking: l1 / l2 weight norm, bn: BN scale, taylor: |w * grad|
@@ -51,6 +62,17 @@ class PruneConfig:
     max_layer_ratio: float = 0.9  # global scope: no group loses a larger share than this
     layer_ratios: Mapping[str, float] = field(default_factory=dict)  # per-group plan: root layer -> ratio
     ignore: tuple[str, ...] = ()  # layers (qualified names) whose output channels are kept whole
+    data: str | None = None  # folder data set: fine-tuning, validation, taylor; None: prune only
+    train_split: str | None = None  # default: splits/train.txt when present
+    val_split: str | None = None  # default: splits/val.txt when present
+    bn_batches: int = 0  # after each step, re-estimate batch-norm statistics on this many training batches
+    loop: LoopConfig = PRUNE_LOOP  # fine-tuning after each step (loop.epochs of them; 0: none)
+    threads: int | None = None  # torch CPU threads (fine-tuning and latency)
+    latency: bool = True  # measure batch-1 torch CPU latency before and after
+
+    def method(self) -> dict[str, Any]:
+        """The settings that decide which channels go."""
+        return {k: getattr(self, k) for k in METHOD_FIELDS}
 
     def validate(self) -> None:
         if self.importance not in IMPORTANCES:
@@ -71,6 +93,9 @@ class PruneConfig:
                                  "whole group")
         if not 0 < self.max_layer_ratio < 1:
             raise ModelError(f"max_layer_ratio must be in (0, 1), got {self.max_layer_ratio}")
+        if self.data is None and (self.loop.epochs or self.bn_batches):
+            raise InputError(None, "fine-tuning and batch-norm recalibration need data",
+                             "pass --data DIR with --finetune-epochs or --recalibrate-bn")
 
 
 @dataclass(frozen=True)
@@ -87,7 +112,7 @@ class PruneStats:
 # the pruning itself
 
 
-def prune(model: nn.Module, example_input: torch.Tensor, config: PruneConfig, *,
+def prune_model(model: nn.Module, example_input: torch.Tensor, config: PruneConfig, *,
           macs_size: tuple[int, int] | None = None, grad_batches: Iterable[tuple[torch.Tensor, torch.Tensor]] = (),
           on_step: Callable[[int, nn.Module], None] | None = None, start_step: int = 0,
           original: Mapping[str, int] | None = None) -> nn.Module:
@@ -249,21 +274,12 @@ def _check_whole_groups(pruner: Any, model: nn.Module, config: PruneConfig) -> N
 
 
 def _accumulate_gradients(model: nn.Module, batches: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> None:
-    from edgecut.train.losses import bce_dice_loss
+    from edgecut.training.losses import bce_dice_loss
 
     model.zero_grad(set_to_none=True)
     for images, masks in batches:  # eval mode: batch-norm statistics stay as they are
         loss = bce_dice_loss(model(images), masks)
         loss.backward()
-
-
-def _step_ratio(total: float | None, k: int, steps: int) -> float | None:
-    """Ratio for step k of ``steps`` relative to the widths after step k-1, such that the
-    widths after step k are (1 - total * k / steps) of the original."""
-    if total is None:
-        return None
-    before, after = 1 - total * (k - 1) / steps, 1 - total * k / steps
-    return 1 - after / before
 
 
 def _ratio_for_macs(model: nn.Module, example_input: torch.Tensor, config: PruneConfig, target: float,
@@ -297,7 +313,7 @@ def _ratio_for_macs(model: nn.Module, example_input: torch.Tensor, config: Prune
 
 
 def _replace(config: PruneConfig, **changes: Any) -> PruneConfig:
-    return PruneConfig(**{**asdict(config), **changes})
+    return dataclasses.replace(config, **changes)
 
 
 @torch.no_grad()

@@ -10,9 +10,8 @@ faster, so both are reported.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +21,7 @@ from torch import nn
 
 from edgecut import io
 from edgecut.artifact import Artifact, ModelSpec, Step
-from edgecut.bench.latency import LatencyConfig, measure
-from edgecut.compress.prune import (PruneConfig, PruneStats, plan_from_sensitivity, prunable_groups, prune,
+from edgecut.compress.prune import (PruneConfig, PruneStats, plan_from_sensitivity, prunable_groups, prune_model,
                                     recalibrate_batchnorm, sensitivity, write_sensitivity)
 from edgecut.data.folder import Sample, find_samples, subset
 from edgecut.data.transforms import SegmentationDataset
@@ -31,22 +29,14 @@ from edgecut.errors import InputError
 from edgecut.models.channels import channel_config
 from edgecut.models.profile import count_macs
 from edgecut.models.store import LoadedModel, build, load_model, save_model
-from edgecut.train.loop import TrainConfig, fit
-from edgecut.train.run import CACHE_MAX_IMAGES, default_splits, validator
+from edgecut.runtime.timing import LatencyConfig, measure
+from edgecut.training.loop import LoopConfig, fit
+from edgecut.training.run import default_splits, keep_in_memory, training_data, validator
 
 STATE_FILE = "prune_state.json"
 REPORT_FILE = "prune_report.json"
 STEPS_DIR = "steps"
 LATENCY = LatencyConfig(warmup_s=0.5, warmup_min=3, min_time_s=2.0, min_iters=10)
-
-
-@dataclass(frozen=True)
-class FinetuneConfig:
-    data: str | None = None  # folder data set; None: prune without fine-tuning
-    epochs: int = 0  # fine-tuning epochs after each pruning step
-    train_split: str | None = None  # default: splits/train.txt when present
-    val_split: str | None = None  # default: splits/val.txt when present
-    bn_batches: int = 0  # after each pruning step, re-estimate batch-norm statistics on this many training batches
 
 
 def example_input(spec: ModelSpec) -> torch.Tensor:
@@ -75,40 +65,22 @@ def _loaded(source: str | os.PathLike) -> LoadedModel:
     return loaded
 
 
-def prune_artifact(source: str | os.PathLike, out: str | os.PathLike, config: PruneConfig, *,
-                   finetune: FinetuneConfig = FinetuneConfig(), train_config: TrainConfig = TrainConfig(),
-                   resume: bool = False, progress: bool = True, threads: int | None = None,
-                   latency: bool = True) -> tuple[Artifact, dict[str, Any]]:
-    """Prune the torch artifact ``source`` into ``out``; returns the artifact and the report."""
+def prune(source: str | os.PathLike, out: str | os.PathLike, config: PruneConfig = PruneConfig(), *,
+          resume: bool = False, progress: bool = True) -> Artifact:
+    """Prune the torch artifact ``source`` into ``out`` (K steps of prune, then fine-tune on
+    ``config.data``); the report (params, MACs, latency and val metrics before and after) is
+    ``out/prune_report.json``. ``resume=True`` continues from the last finished step."""
     config.validate()
     out = Path(out)
-    if threads:
-        torch.set_num_threads(threads)
+    if config.threads:
+        torch.set_num_threads(config.threads)
     parent = _loaded(source)
     spec = parent.spec
-    settings = {"config": io.jsonable(asdict(config)), "finetune": asdict(finetune), "parent": parent.artifact.sha256,
-                "train": train_config.resume_key() if finetune.epochs else None}
-    state_path = out / STATE_FILE
-    if resume:
-        if not state_path.exists():
-            raise InputError(state_path, "nothing to resume", "run without --resume to start pruning")
-        saved = io.read_json(state_path)
-        if saved != io.jsonable(settings):
-            raise InputError(state_path, "the pruning run in this folder used other settings or another model",
-                             "resume with the same options, or choose a new --out")
-    elif (out / "edgecut.json").exists() or state_path.exists():
-        raise InputError(out, "already holds a pruning run", "pass --resume to continue it, or choose a new --out")
-    out.mkdir(parents=True, exist_ok=True)
-    io.write_json(state_path, settings)
-
-    train_set, validate, grad_batches, val_data = _data(finetune, spec, train_config, config.importance == "taylor")
+    settings = _settings(config, parent.artifact.sha256)
+    _claim(out, settings, resume)
+    train_set, validate, grad_batches, val_data = _data(config, spec)
     module = parent.module
-    before = {**asdict(PruneStats.of(module, spec.input_size))}
-    if latency:
-        before["latency"] = torch_latency(module, spec, threads)
-    if validate is not None:
-        before["val"] = validate(module)
-
+    before = _measured(module, spec, config, validate)
     start_step, original = 0, prunable_groups(module, example_input(spec), config.ignore)
     for k in range(config.steps, 0, -1):  # resume from the last finished step
         if (out / STEPS_DIR / str(k) / "edgecut.json").exists():
@@ -121,51 +93,91 @@ def prune_artifact(source: str | os.PathLike, out: str | os.PathLike, config: Pr
                 "channels": channel_config(model, reference)}
 
     steps_log: dict[int, dict[str, Any]] = {}
-
-    def finetune_step(k: int, model: nn.Module) -> None:
-        if train_set is None:
-            return
-        step_dir = out / STEPS_DIR / str(k)
-        log = steps_log.setdefault(k, {"macs": count_macs(model, spec.input_size)})
-        if finetune.bn_batches:
-            log["bn_recalibration_images"] = recalibrate_batchnorm(
-                model, augmented_images(train_set, train_config, finetune.bn_batches, k))
-        if validate is not None:  # what pruning alone costs, before fine-tuning wins it back
-            log["val_before_finetune"] = validate(model)
-        if not finetune.epochs:
-            return
-        cfg = dataclasses.replace(train_config, epochs=finetune.epochs)
-        result = fit(model, train_set, cfg, step_dir, validate=validate, progress=progress,
-                     resume=(step_dir / "checkpoints" / "last.pt").exists())
-        model.load_state_dict(result.model.state_dict())  # the shipped (best, EMA when on) weights
-        log["val_after_finetune"] = result.best_metrics
-        model.float().to("cpu", memory_format=torch.contiguous_format).eval()
-        save_model(step_dir, model, arch_of(model), spec,
-                   metrics={"val": result.best_metrics} if result.best_metrics else {})
-
-    module = prune(module, example_input(spec), config, macs_size=spec.input_size, grad_batches=grad_batches,
-                   on_step=finetune_step, start_step=start_step, original=original)
+    finetune = _Finetune(config, spec, train_set, validate, out, steps_log, arch_of, progress)
+    module = prune_model(module, example_input(spec), config, macs_size=spec.input_size, grad_batches=grad_batches,
+                         on_step=finetune, start_step=start_step, original=original)
     module.float().to("cpu", memory_format=torch.contiguous_format).eval()
-
-    after = {**asdict(PruneStats.of(module, spec.input_size))}
-    if validate is not None:
-        after["val"] = validate(module)
+    after = _measured(module, spec, replace(config, latency=False), validate)
     step = Step(step="prune", parent_sha256=parent.artifact.sha256, params={
-        **settings["config"], "finetune": asdict(finetune), "train": settings["train"],
+        **settings["config"], "finetune": settings["finetune"], "train": settings["train"],
         "params_before": before["params"], "macs_before": before["macs"],
     })
     metrics = {"val": after["val"], "val_data": val_data} if "val" in after else {}
     art = save_model(out, module, arch_of(module), spec, lineage=[*parent.artifact.manifest.lineage, step],
                      metrics=metrics)
-    if latency:  # measured on the saved model as a fresh load would give it
-        after["latency"] = torch_latency(load_model(out).module, spec, threads)
+    if config.latency:  # measured on the saved model as a fresh load would give it
+        after["latency"] = torch_latency(load_model(out).module, spec, config.threads)
     report = {"parent": str(source), "artifact": str(out), "before": before, "after": after,
               "macs_reduction": before["macs"] / after["macs"], "params_reduction": before["params"] / after["params"],
               "steps": {str(k): v for k, v in sorted(steps_log.items())}}
-    if latency:
+    if config.latency:
         report["speedup_p50"] = before["latency"]["p50_ms"] / after["latency"]["p50_ms"]
     io.write_json(out / REPORT_FILE, report)
-    return art, report
+    return art
+
+
+def _settings(config: PruneConfig, parent_sha256: str) -> dict[str, Any]:
+    """What a resumed run must share with the run it continues (``prune_state.json``)."""
+    finetune = {"data": config.data, "epochs": config.loop.epochs, "train_split": config.train_split,
+                "val_split": config.val_split, "bn_batches": config.bn_batches}
+    return {"config": io.jsonable(config.method()), "finetune": finetune, "parent": parent_sha256,
+            "train": config.loop.resume_key() if config.loop.epochs else None}
+
+
+def _claim(out: Path, settings: dict[str, Any], resume: bool) -> None:
+    """Make ``out`` this run's folder: a new one, or (resume) one whose state matches ``settings``."""
+    state_path = out / STATE_FILE
+    if resume:
+        if not state_path.exists():
+            raise InputError(state_path, "nothing to resume", "run without --resume to start pruning")
+        if io.read_json(state_path) != io.jsonable(settings):
+            raise InputError(state_path, "the pruning run in this folder used other settings or another model",
+                             "resume with the same options, or choose a new --out")
+    elif (out / "edgecut.json").exists() or state_path.exists():
+        raise InputError(out, "already holds a pruning run", "pass --resume to continue it, or choose a new --out")
+    out.mkdir(parents=True, exist_ok=True)
+    io.write_json(state_path, settings)
+
+
+def _measured(module: nn.Module, spec: ModelSpec, config: PruneConfig, validate) -> dict[str, Any]:
+    """Params and MACs of ``module``, with its torch CPU latency and val metrics when asked for."""
+    stats = asdict(PruneStats.of(module, spec.input_size))
+    if config.latency:
+        stats["latency"] = torch_latency(module, spec, config.threads)
+    if validate is not None:
+        stats["val"] = validate(module)
+    return stats
+
+
+class _Finetune:
+    """What runs after pruning step k: batch-norm recalibration and fine-tuning in ``out/steps/k``,
+    which then holds the step's artifact (a resumed run starts from the last one)."""
+
+    def __init__(self, config: PruneConfig, spec: ModelSpec, train_set, validate, out: Path,
+                 log: dict[int, dict[str, Any]], arch_of, progress: bool) -> None:
+        self.config, self.spec, self.train_set, self.validate = config, spec, train_set, validate
+        self.out, self.log, self.arch_of, self.progress = out, log, arch_of, progress
+
+    def __call__(self, k: int, model: nn.Module) -> None:
+        config = self.config
+        if self.train_set is None:
+            return
+        step_dir = self.out / STEPS_DIR / str(k)
+        log = self.log.setdefault(k, {"macs": count_macs(model, self.spec.input_size)})
+        if config.bn_batches:
+            log["bn_recalibration_images"] = recalibrate_batchnorm(
+                model, augmented_images(self.train_set, config.loop, config.bn_batches, k))
+        if self.validate is not None:  # what pruning alone costs, before fine-tuning wins it back
+            log["val_before_finetune"] = self.validate(model)
+        if not config.loop.epochs:
+            return
+        result = fit(model, self.train_set, config.loop, step_dir, validate=self.validate, progress=self.progress,
+                     resume=(step_dir / "checkpoints" / "last.pt").exists())
+        model.load_state_dict(result.model.state_dict())  # the shipped (best, EMA when on) weights
+        log["val_after_finetune"] = result.best_metrics
+        model.float().to("cpu", memory_format=torch.contiguous_format).eval()
+        save_model(step_dir, model, self.arch_of(model), self.spec,
+                   metrics={"val": result.best_metrics} if result.best_metrics else {})
 
 
 def sensitivity_artifact(source: str | os.PathLike, out: str | os.PathLike, data: str | os.PathLike, *,
@@ -200,27 +212,19 @@ def sensitivity_artifact(source: str | os.PathLike, out: str | os.PathLike, data
             "data": f"{data}:{split}"}
 
 
-def _data(finetune: FinetuneConfig, spec: ModelSpec, train_config: TrainConfig, need_grads: bool):
-    if finetune.data is None:
-        if finetune.epochs or finetune.bn_batches:
-            raise InputError(None, "fine-tuning and batch-norm recalibration need data",
-                             "pass --data DIR with --finetune-epochs or --recalibrate-bn")
+def _data(config: PruneConfig, spec: ModelSpec):
+    """(training set, validator, taylor gradient batches, val data name) of ``config.data`` (all None without it)."""
+    if config.data is None:
         return None, None, [], None
-    root = Path(finetune.data)
-    auto_train, auto_val = default_splits(root)
-    train_split, val_split = finetune.train_split or auto_train, finetune.val_split or auto_val
-    train_samples = find_samples(root, train_split)
-    cache = len(train_samples) <= CACHE_MAX_IMAGES
-    train_set = SegmentationDataset(train_samples, spec, train=True, seed=train_config.seed, cache=cache)
-    validate = None
-    if val_split:
-        validate = validator(find_samples(root, val_split), spec, torch.device("cpu"), train_config.batch_size,
-                             cache=cache)
-    grads = _grad_batches(train_samples, spec) if need_grads else []
-    return train_set, validate, grads, f"{root}:{val_split}" if val_split else None
+    ds = training_data(config.data, config.train_split, config.val_split)
+    cache = keep_in_memory(None, len(ds.train))
+    train_set = SegmentationDataset(ds.train, spec, train=True, seed=config.loop.seed, cache=cache)
+    validate = validator(ds.val, spec, torch.device("cpu"), config.loop.batch_size, cache=cache) if ds.val else None
+    grads = _grad_batches(ds.train, spec) if config.importance == "taylor" else []
+    return train_set, validate, grads, ds.val_name
 
 
-def augmented_images(train_set: SegmentationDataset, config: TrainConfig, batches: int, step: int):
+def augmented_images(train_set: SegmentationDataset, config: LoopConfig, batches: int, step: int):
     """The first ``batches`` training batches of a reproducible shuffle, as fine-tuning sees them."""
     from edgecut.data.transforms import EpochBatchSampler
 

@@ -20,11 +20,11 @@ its quantizers trace to ONNX ``QuantizeLinear`` / ``DequantizeLinear`` pairs thr
    symmetric activations (uint8 after a ReLU unless ``signed_activations``), initial ranges
    from ``calib_count`` training images (unaugmented, through the ModelSpec's
    preprocessing), fast bias correction;
-3. :func:`~edgecut.train.loop.fit` fine-tunes weights and quantizer scales in fp32 (bf16
+3. :func:`~edgecut.training.loop.fit` fine-tunes weights and quantizer scales in fp32 (bf16
    autocast would round the dequantized values again: 8 significant bits cannot hold the
    int8 grid the kernels will use), validating the fake-quantised model each epoch;
-4. export: quantizers in Q/DQ export mode, traced as in :mod:`edgecut.export.onnx`, onnxslim,
-   then the exact rewrites of :mod:`edgecut.export.qdq` (int8 weight initializers, DQ moved
+4. export: quantizers in Q/DQ export mode, traced as in :mod:`edgecut.exporters.onnx`, onnxslim,
+   then the exact rewrites of :mod:`edgecut.exporters.qdq` (int8 weight initializers, DQ moved
    after skip concatenations), the ModelSpec stamped in, ``onnx.checker``;
 5. parity against the float parent with INT8 tolerances (the gate, as for every export) and
    against the fake-quantised torch model (recorded: how faithful the ONNX is to what was
@@ -41,9 +41,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,29 +51,48 @@ from torch import nn
 
 from edgecut import io
 from edgecut._optional import require
-from edgecut.artifact import Artifact, Manifest, ModelSpec, Step, load_artifact, tool_versions, write_artifact
-from edgecut.data.folder import Sample, find_samples, load_pair, subset
+from edgecut.artifact import Artifact, ModelSpec, Step, load_artifact, write_artifact
+from edgecut.data.folder import Sample, load_pair, subset
 from edgecut.data.transforms import SegmentationDataset
+from edgecut.env import resolve_device
 from edgecut.errors import EdgecutError, InputError, ModelError
+from edgecut.exporters import manifest_for, parity, qdq
+from edgecut.exporters import onnx as onnx_export
+from edgecut.exporters.options import Exported, ParityConfig
 from edgecut.models.store import load_model
-from edgecut.train.loop import CHECKPOINT_DIR, LAST, Callback, TrainConfig, fit, resolve_device
-from edgecut.train.run import CACHE_MAX_IMAGES, default_splits, validator
+from edgecut.training.loop import CHECKPOINT_DIR, LAST, Callback, LoopConfig, fit
+from edgecut.training.run import TrainingData, keep_in_memory, training_data, validator
 
 SETUP_FILE = "qat_setup.json"
 PARITY_COUNT = 32  # images of the training data set the parity check runs on when no folder is given
 MODEL_FILE = "model.onnx"
 # fine-tuning a trained model: a small learning rate, fp32 (see the module docstring), no weight
 # decay (it would shrink the quantizer scales too), a short warm-up
-QAT_TRAIN = TrainConfig(epochs=3, lr=1e-4, weight_decay=0.0, warmup_epochs=0.1, precision="fp32")
+QAT_LOOP = LoopConfig(epochs=3, lr=1e-4, weight_decay=0.0, warmup_epochs=0.1, precision="fp32")
+
+
+QUANT_FIELDS = ("calib_count", "signed_activations", "fold_batchnorm", "dynamic", "opset")  # fixed by qat_setup.json
 
 
 @dataclass(frozen=True)
 class QATConfig:
+    """Where the quantizers go, how the fake-quantised model is fine-tuned, and how its export is checked."""
+
     calib_count: int = 64  # training images (unaugmented, seeded pick) that set the initial ranges
     signed_activations: bool = False  # int8 activations everywhere (TensorRT takes no uint8); else uint8 after ReLU
     fold_batchnorm: bool = True  # fold Conv2d + BatchNorm2d pairs before quantizing
     dynamic: bool = False  # batch is always dynamic; True also lets H and W vary in the ONNX model
     opset: int = 18  # of the exported ONNX model (QuantizeLinear with int8 / uint8 and per-axis scales)
+    train_split: str | None = None  # default: splits/train.txt when present (the calibration images come from it)
+    val_split: str | None = None  # default: splits/val.txt when present
+    parity: ParityConfig = ParityConfig()  # data None: PARITY_COUNT images of the training data set
+    threads: int | None = None  # torch CPU threads
+    cache: bool | None = None  # keep decoded images in memory; None: when there are at most CACHE_MAX_IMAGES
+    loop: LoopConfig = QAT_LOOP  # fine-tuning: a small learning rate, fp32, no weight decay
+
+    def quant_settings(self) -> dict[str, Any]:
+        """What decides where the quantizers go: a resumed run must keep it."""
+        return {k: getattr(self, k) for k in QUANT_FIELDS}
 
     def validate(self) -> None:
         if self.calib_count < 1:
@@ -138,13 +156,10 @@ def prepare(model: nn.Module, images: Sequence[torch.Tensor] | None, config: QAT
 
 
 def to_onnx(model: nn.Module, spec: ModelSpec, dest: Path, parent_sha256: str, opset: int = 18,
-            simplify: bool = True) -> dict[str, Any]:
-    """Write the fake-quantised ``model`` as an INT8 QDQ ONNX file; return what the export did."""
+            simplify: bool = True) -> Exported:
+    """Write the fake-quantised ``model`` as an INT8 QDQ ONNX file ``dest``; what the export did."""
     onnx = require("onnx", "ONNX export")
     from nncf.torch.quantization.layers import BaseQuantizer, QuantizerExportMode
-
-    from edgecut.export import onnx as onnx_export
-    from edgecut.export import qdq
 
     model = model.float().cpu().to(memory_format=torch.contiguous_format).eval()
     for m in model.modules():
@@ -157,132 +172,109 @@ def to_onnx(model: nn.Module, spec: ModelSpec, dest: Path, parent_sha256: str, o
     graph, note = onnx_export.simplify(graph, simplify)
     folded = qdq.fold_weight_quantizers(graph)
     sunk = qdq.sink_concat_dequantize(graph)
-    onnx_export.stamp(graph, spec, "int8", parent_sha256)
-    try:
-        onnx.checker.check_model(graph, full_check=True)
-    except Exception as e:  # onnx raises ValidationError or InferenceError
-        raise ModelError(f"the QAT ONNX model fails onnx.checker: {str(e).strip()[:400]}") from None
-    onnx.save(graph, str(dest))
-    return {"opset": opset, "simplified": note is None, "notes": [note] if note else [],
-            "folded_weight_quantizers": folded, "concat_dequantize_sunk": sunk, "qdq": qdq.summary(graph),
-            "nodes": dict(sorted(Counter(n.op_type for n in graph.graph.node).items()))}
+    nodes = onnx_export.finish(graph, spec, "int8", parent_sha256, dest, "the QAT ONNX model")
+    params = {"opset": opset, "simplified": note is None, "notes": [note] if note else [],
+              "folded_weight_quantizers": folded, "concat_dequantize_sunk": sunk, "qdq": qdq.summary(graph),
+              "nodes": nodes}
+    return Exported(files={MODEL_FILE: dest}, model_file=MODEL_FILE, spec=spec, params=params,
+                    tools=("nncf", *(("onnxslim",) if note is None else ())))
 
 
-def qat(artifact: Artifact | str | os.PathLike, data: str | os.PathLike, out: str | os.PathLike, *,
-        config: QATConfig = QATConfig(), train_config: TrainConfig = QAT_TRAIN, train_split: str | None = None,
-        val_split: str | None = None, parity_data: str | os.PathLike | None = None,
-        parity_count: int | None = None, tolerances: Mapping[str, float] | None = None, resume: bool = False,
-        progress: bool = True, callbacks: Sequence[Callback] = (), threads: int | None = None,
-        cache: bool | None = None) -> Artifact:
-    """Fine-tune the float torch ``artifact`` with fake INT8 quantization on the folder data set
-    ``data``; write the INT8 QDQ ONNX artifact (format onnx, precision int8, lineage step
-    ``qat``) to ``out`` once it passes parity against ``artifact``.
+def qat(source: Artifact | str | os.PathLike, data: str | os.PathLike, out: str | os.PathLike,
+        config: QATConfig = QATConfig(), *, resume: bool = False, progress: bool = True,
+        callbacks: Sequence[Callback] = ()) -> Artifact:
+    """Fine-tune the float torch artifact ``source`` with fake INT8 quantization on the folder data
+    set ``data``; write the INT8 QDQ ONNX artifact (format onnx, precision int8, lineage step
+    ``qat``) to ``out`` once it passes parity against ``source``.
 
-    Splits default to ``splits/train.txt`` and ``val.txt`` as in ``train``; the calibration
-    images come from the training split. ``parity_data`` / ``parity_count`` / ``tolerances``
-    work as in :func:`edgecut.export.export` (INT8 defaults), except that without a folder the
+    The calibration images come from the training split. Without ``config.parity.data`` the
     parity check runs on ``PARITY_COUNT`` images of ``data`` (its masks give the IoU change).
     A failed check keeps the training: ``resume=True`` with other tolerances exports it again.
     """
-    from edgecut.export import parity
-
     config.validate()
-    out = Path(out)
-    if threads:
-        torch.set_num_threads(threads)
-    parent = artifact if isinstance(artifact, Artifact) else load_artifact(artifact)
+    out, loop = Path(out), config.loop
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    parent = source if isinstance(source, Artifact) else load_artifact(source)
     if parent.manifest.format != "torch":
         raise ModelError(f"{parent.path}: QAT fine-tunes a torch artifact, not {parent.manifest.format} "
                          "(give the model that was exported)")
-    spec = parent.spec.model_copy(update={"dynamic_size": config.dynamic})
     if config.dynamic and not parent.spec.dynamic_size:
         raise EdgecutError(f"{parent.path}: its spec fixes the input size (dynamic_size false); drop --dynamic")
-    tol = parity.resolve_tolerances("int8", tolerances)
+    spec = parent.spec.model_copy(update={"dynamic_size": config.dynamic})
+    tol = parity.resolve_tolerances("int8", config.parity.tolerances)
     if not resume and ((out / "edgecut.json").exists() or (out / CHECKPOINT_DIR / LAST).exists()):
         raise InputError(out, "already holds a QAT run", "pass --resume to continue it, or choose a new --out")
 
-    data = Path(data)
-    auto_train, auto_val = default_splits(data)
-    train_split, val_split = train_split or auto_train, val_split or auto_val
-    train_samples = find_samples(data, train_split)
-    if cache is None:
-        cache = len(train_samples) <= CACHE_MAX_IMAGES
-    setup_path = out / SETUP_FILE
+    ds = training_data(data, config.train_split, config.val_split)
+    cache = keep_in_memory(config.cache, len(ds.train))
+    model, calib_names = _quantized(parent, ds, spec, config, out / SETUP_FILE, resume)
+    device = resolve_device(loop.device)
+    validate = validator(ds.val, spec, device, loop.batch_size, cache=cache, amp=False) if ds.val else None
+    train_set = SegmentationDataset(ds.train, spec, train=True, seed=loop.seed, cache=cache)
+    key = {"qat": io.jsonable(config.quant_settings()), "parent": parent.sha256}
+    result = fit(model, train_set, loop, out, validate=validate, resume=resume, progress=progress,
+                 callbacks=callbacks, resume_key=key)
+    io.write_json(out / "history.json", result.state.history)
+    model = result.model.float().to("cpu", memory_format=torch.contiguous_format).eval()
+    step = {"data": str(ds.root), "train_split": ds.train_split, "val_split": ds.val_split,
+            "train_images": len(ds.train), **config.quant_settings(), "train": asdict(loop),
+            "quantizer": "nncf.quantize (performance preset)", "best_epoch": result.state.best_epoch,
+            "wall_time_s": round(result.wall_time_s, 1)}
+    metrics: dict[str, Any] = {"calibration": {"source": f"{ds.root}:{ds.train_split or 'all'}", "names": calib_names}}
+    if result.best_metrics:
+        metrics.update(val=result.best_metrics, val_data=ds.val_name)
+    checked = config.parity if config.parity.data is not None else \
+        replace(config.parity, data=ds.root, count=config.parity.count or PARITY_COUNT)
+    return _export(parent, model, spec, out, config, step, metrics, checked, tol)
+
+
+def _quantized(parent: Artifact, ds: TrainingData, spec: ModelSpec, config: QATConfig, setup_path: Path,
+               resume: bool) -> tuple[nn.Module, list[str]]:
+    """The parent with NNCF's quantizers: calibrated and placed afresh (their placement saved in
+    ``setup_path``), or placed as a resumed run's setup says; and the calibration image names."""
     module = load_model(parent.path).module
     if resume:
         if not setup_path.exists():
             raise InputError(setup_path, "nothing to resume", "run without --resume to start QAT")
         setup = io.read_json(setup_path)
-        if setup["parent_sha256"] != parent.sha256 or setup["qat"] != io.jsonable(asdict(config)):
+        if setup["parent_sha256"] != parent.sha256 or setup["qat"] != io.jsonable(config.quant_settings()):
             raise InputError(setup_path, "this QAT run was made from another model or with other QAT settings",
                              "resume with the same model and options, or choose a new --out")
-        model = prepare(module, None, config, setup["nncf"])
-        calib_names = setup["calibration"]
-    else:
-        calib_names, images = calibration_images(train_samples, spec, config.calib_count, train_config.seed)
-        model = prepare(module, images, config)
-        import nncf.torch
+        return prepare(module, None, config, setup["nncf"]), setup["calibration"]
+    names, images = calibration_images(ds.train, spec, config.calib_count, config.loop.seed)
+    model = prepare(module, images, config)
+    import nncf.torch
 
-        io.write_json(setup_path, {"parent_sha256": parent.sha256, "qat": asdict(config),
-                                   "calibration": calib_names, "nncf": nncf.torch.get_config(model)})
+    io.write_json(setup_path, {"parent_sha256": parent.sha256, "qat": config.quant_settings(), "calibration": names,
+                               "nncf": nncf.torch.get_config(model)})
+    return model, names
 
-    device = resolve_device(train_config.device)
-    validate = None
-    if val_split:
-        validate = validator(find_samples(data, val_split), spec, device, train_config.batch_size, cache=cache,
-                             amp=False)
-    train_set = SegmentationDataset(train_samples, spec, train=True, seed=train_config.seed, cache=cache)
-    key = {"qat": io.jsonable(asdict(config)), "parent": parent.sha256}
-    result = fit(model, train_set, train_config, out, validate=validate, resume=resume, progress=progress,
-                 callbacks=callbacks, resume_key=key)
-    io.write_json(out / "history.json", result.state.history)
-    model = result.model.float().to("cpu", memory_format=torch.contiguous_format).eval()
+
+def _export(parent: Artifact, model: nn.Module, spec: ModelSpec, out: Path, config: QATConfig,
+            step_params: dict[str, Any], metrics: dict[str, Any], checked: ParityConfig,
+            tol: Mapping[str, float]) -> Artifact:
+    """The fine-tuned model as INT8 QDQ ONNX, gated by parity against the float parent (and its
+    fidelity to the fake-quantised torch model recorded), written into the run folder ``out``."""
+    from edgecut.runtime.torch_runner import TorchRunner
 
     staging = Path(tempfile.mkdtemp(prefix=".qat-export-", dir=out))
     try:
         exported = to_onnx(model, spec, staging / MODEL_FILE, parent.sha256, config.opset)
-        step = Step(step="qat", parent_sha256=parent.sha256, params={
-            "data": str(data), "train_split": train_split, "val_split": val_split,
-            "train_images": len(train_samples), **asdict(config), "train": asdict(train_config),
-            "quantizer": "nncf.quantize (performance preset)", "best_epoch": result.state.best_epoch,
-            "wall_time_s": round(result.wall_time_s, 1), **exported,
-        })
-        metrics: dict[str, Any] = {"calibration": {"source": f"{data}:{train_split or 'all'}", "names": calib_names}}
-        if result.best_metrics:
-            metrics.update(val=result.best_metrics, val_data=f"{data}:{val_split}")
-        manifest = Manifest(format="onnx", precision="int8", model_file=MODEL_FILE, arch=parent.manifest.arch,
-                            spec=spec, params=parent.manifest.params, macs=parent.manifest.macs,
-                            lineage=[*parent.manifest.lineage, step], metrics=metrics,
-                            tools=tool_versions("nncf", *(("onnxslim",) if exported["simplified"] else ())))
-        if parity_data is None:
-            parity_data, parity_count = data, parity_count or PARITY_COUNT
-        report, fidelity = _check(parent, model, Artifact(staging, manifest), tol, parity_data, parity_count,
-                                  train_config.seed, threads)
-        manifest.metrics.update(parity=report, export_fidelity=fidelity)
+        exported.metrics.update(metrics)
+        step = Step(step="qat", parent_sha256=parent.sha256, params={**step_params, **exported.params})
+        manifest = manifest_for(parent, exported, step, "onnx", "int8")
+        check = parity.against_parent(parent, Artifact(staging, manifest), tol, checked, seed=config.loop.seed,
+                                      threads=config.threads)
+        fake = TorchRunner(model, spec, device="cpu", threads=config.threads)
+        fidelity = parity.check(fake, check.runner, check.images, tol, data=check.report["data"])
+        fidelity.pop("per_image")
+        manifest.metrics.update(parity=check.report, export_fidelity=fidelity)
         try:
-            parity.ensure(report, what=f"QAT int8 model of {parent.path}")
+            parity.ensure(check.report, what=f"QAT int8 model of {parent.path}")
         except parity.ParityError as e:
             raise parity.ParityError(f"{e}. The fine-tuned weights are kept in {out / CHECKPOINT_DIR}: add --resume "
                                      "(with the new --tolerance) to export them without training again") from None
-        return write_artifact(out, manifest, {MODEL_FILE: staging / MODEL_FILE})
+        return write_artifact(out, manifest, exported.files)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-
-
-def _check(parent: Artifact, model: nn.Module, candidate: Artifact, tol: Mapping[str, float],
-           parity_data: str | os.PathLike | None, parity_count: int | None, seed: int,
-           threads: int | None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Parity of the ONNX model against the float parent (the gate), and against the
-    fake-quantised torch model it was traced from (recorded, without per-image rows)."""
-    from edgecut import runtime
-    from edgecut.export import parity
-    from edgecut.runtime.torch_runner import TorchRunner
-
-    runner = runtime.load(candidate, device="cpu", threads=threads)
-    images = parity.load_images(parity_data, candidate.spec, count=parity_count, seed=seed)
-    source = str(parity_data or "synthetic")
-    report = parity.check(runtime.load(parent, device="cpu", threads=threads), runner, images, tol, data=source)
-    fake = TorchRunner(model, candidate.spec, device="cpu", threads=threads)
-    fidelity = parity.check(fake, runner, images, tol, data=source)
-    fidelity.pop("per_image")
-    return report, fidelity

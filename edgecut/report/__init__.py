@@ -1,9 +1,11 @@
 """Reports made from bench records: a comparison table (md, csv, html) and a Pareto plot.
 
 :func:`compare` is the front function: records in (``.jsonl`` files written by ``edgecut
-bench``, or :class:`~edgecut.bench.record.BenchRecord` objects), a folder of files out. Speeds
+bench``, or :class:`~edgecut.measure.record.BenchRecord` objects), a folder of files out. Speeds
 are compared only as ratios measured on one machine (in one run unless marked), accuracy only on
-the same images; see :mod:`edgecut.report.table` for the rules and the marks.
+the same images. The report is built once (:mod:`edgecut.report.table`: the rules and the
+marks) and then only laid out: :mod:`~edgecut.report.render` (md, csv), :mod:`~edgecut.report.html`
+and :mod:`~edgecut.report.pareto` (the plot).
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgecut import io
-from edgecut.bench.record import BenchRecord, latest, read_records
+from edgecut.measure.record import BenchRecord, latest, read_records
 from edgecut.errors import InputError
-from edgecut.report.table import Column, Report, Row, build_report, choose_baseline, to_csv, to_markdown
+from edgecut.report.render import to_csv, to_markdown
+from edgecut.report.table import Column, Report, Row, build_report, choose_baseline
 
 __all__ = ["compare", "CompareResult", "Column", "Report", "Row", "build_report", "choose_baseline", "load"]
 
@@ -35,7 +38,7 @@ Source = str | os.PathLike | BenchRecord
 
 
 def load(paths_or_records: Source | Iterable[Source]) -> list[BenchRecord]:
-    """Records from files and/or objects, de-duplicated with :func:`~edgecut.bench.record.latest`."""
+    """Records from files and/or objects, de-duplicated with :func:`~edgecut.measure.record.latest`."""
     items = [paths_or_records] if isinstance(paths_or_records, (str, os.PathLike, BenchRecord)) \
         else list(paths_or_records)
     if not items:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgecut.bench.record import BenchRecord, WorstImage
+from edgecut.measure.record import BenchRecord, WorstImage
 from edgecut.io import MAX_PIXELS
 from edgecut.report.table import Report, Row
 

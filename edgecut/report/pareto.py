@@ -18,6 +18,7 @@ from __future__ import annotations
 import io as _stdio
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from edgecut._optional import available
 from edgecut.report.table import OTHER_DATA_MARK, UNSTABLE_MARK, Report, Row
@@ -89,75 +90,132 @@ def _mark(row: Row, report: Report) -> str:
     return OTHER_DATA_MARK if report.accuracy_ref is not None and not row.same_data else ""
 
 
+@dataclass(frozen=True)
+class _Points:
+    """The report's rows, sorted by how the plot shows them."""
+
+    scored: list[Row]  # latency and IoU: a point
+    comparable: list[Row]  # scored on the baseline's machine and the reference images: solid, may be on the frontier
+    front: list[Row]  # the Pareto frontier among the comparable points, by increasing latency
+    rug: list[Row]  # latency without accuracy: a tick along the bottom
+    unplaced: list[Row]  # no latency: named in the caption
+    baseline: Row | None  # the baseline's row, when it is a point
+    colour: dict[str, str]  # backend -> colour, in order of first row
+
+    @property
+    def latencies(self) -> list[float]:
+        return [r.latency_ms for r in self.scored + self.rug]
+
+
+@dataclass(frozen=True)
+class _Label:
+    x: float  # data coordinates of the labelled point
+    y: float
+    text: str
+
+
 def plot_pareto(report: Report, dpi: int = 110) -> bytes | None:
     """The plot as PNG bytes, or ``None`` when matplotlib is not installed."""
     if not available("matplotlib"):
         return None
     from matplotlib.figure import Figure
-    from matplotlib.lines import Line2D
-    from matplotlib.ticker import FuncFormatter
 
-    rows = report.rows
-    scored = [r for r in rows if r.latency_ms is not None and _iou(r) is not None]
-    rug = [r for r in rows if r.latency_ms is not None and _iou(r) is None]
-    unplaced = [r for r in rows if r.latency_ms is None]
-    if report.accuracy_ref is not None:
-        comparable = [r for r in scored if r.same_machine and r.same_data]
-    else:  # no reference: the most common data set stands in for it
-        keys = [(r.record.accuracy.data, r.record.accuracy.count) for r in scored]
-        common = max(set(keys), key=keys.count) if keys else None
-        comparable = [r for r in scored if r.same_machine
-                      and (r.record.accuracy.data, r.record.accuracy.count) == common]
-    front = [comparable[i] for i in frontier([(r.latency_ms, _iou(r)) for r in comparable])]
-
+    points = _points(report)
     fig = Figure(figsize=(8.5, 5.8))
     ax = fig.add_subplot()
-    backends = list(dict.fromkeys(r.record.backend for r in rows))
-    palette = [f"C{i % 10}" for i in range(len(backends))]
-    colour = dict(zip(backends, palette))
+    _draw_points(ax, points)
+    _draw_rug(ax, points)
+    _scale_axes(ax, points)
+    _name_axes(ax, report)
+    _add_legend(ax, points)
+    caption = _caption(points)
+    if caption:
+        fig.text(0.01, 0.01, caption, fontsize=7, color="0.3", ha="left", va="bottom", wrap=True)
+    fig.tight_layout(rect=(0, 0.04 if caption else 0, 1, 1))
+    _place_labels(fig, ax, _labels(points, report))  # once the axes are final, so labels can dodge each other
+    buf = _stdio.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
 
-    labels: list[tuple[float, float, str]] = []  # placed once the axes are final, so they can dodge each other
-    for r in scored:
-        solid = r in comparable
-        c = colour[r.record.backend]
+
+def _points(report: Report) -> _Points:
+    rows = report.rows
+    scored = [r for r in rows if r.latency_ms is not None and _iou(r) is not None]
+    comparable = _comparable(scored, report)
+    base = next((r for r in rows if r.is_baseline), None)
+    backends = list(dict.fromkeys(r.record.backend for r in rows))
+    return _Points(
+        scored=scored,
+        comparable=comparable,
+        front=[comparable[i] for i in frontier([(r.latency_ms, _iou(r)) for r in comparable])],
+        rug=[r for r in rows if r.latency_ms is not None and _iou(r) is None],
+        unplaced=[r for r in rows if r.latency_ms is None],
+        baseline=base if base is not None and base in scored else None,
+        colour={b: f"C{i % 10}" for i, b in enumerate(backends)},
+    )
+
+
+def _comparable(scored: list[Row], report: Report) -> list[Row]:
+    """The points that may be on the frontier: the baseline's machine, the reference's images."""
+    if report.accuracy_ref is not None:
+        return [r for r in scored if r.same_machine and r.same_data]
+    # no reference: the most common data set stands in for it
+    keys = [(r.record.accuracy.data, r.record.accuracy.count) for r in scored]
+    common = max(set(keys), key=keys.count) if keys else None
+    return [r for r in scored if r.same_machine and (r.record.accuracy.data, r.record.accuracy.count) == common]
+
+
+def _draw_points(ax, points: _Points) -> None:
+    """A marker per scored record (hollow when not comparable), the frontier and the baseline's star."""
+    for r in points.scored:
+        c = points.colour[r.record.backend]
         ax.scatter([r.latency_ms], [_iou(r)], marker=PRECISION_MARKERS.get(r.record.precision, "D"), s=50,
-                   facecolors=c if solid else "none", edgecolors=c, linewidths=1.2, zorder=3)
-        marks = [m for m in ("" if solid else _mark(r, report), UNSTABLE_MARK if _unstable(r) else "") if m]
-        labels.append((r.latency_ms, _iou(r), " ".join([r.label, *marks])))
-    if front:
-        xs, ys = [r.latency_ms for r in front], [_iou(r) for r in front]
+                   facecolors=c if r in points.comparable else "none", edgecolors=c, linewidths=1.2, zorder=3)
+    if points.front:
+        xs, ys = [r.latency_ms for r in points.front], [_iou(r) for r in points.front]
         ax.step(xs, ys, where="post", color="0.3", lw=1.0, zorder=2)
         ax.scatter(xs, ys, s=160, facecolors="none", edgecolors="crimson", linewidths=1.4, zorder=2)
-    base = next((r for r in rows if r.is_baseline), None)
-    if base is not None and base in scored:
+    if points.baseline is not None:
+        base = points.baseline
         ax.scatter([base.latency_ms], [_iou(base)], marker="*", s=260, facecolors="none", edgecolors="black",
                    linewidths=1.0, zorder=5)
-    for r in rug:  # latency without accuracy: a tick on the x axis, named
-        ax.plot([r.latency_ms], [0.0], marker="|", markersize=16, mew=2, color=colour[r.record.backend],
+
+
+def _draw_rug(ax, points: _Points) -> None:
+    """Latency without accuracy: a named tick on the x axis."""
+    for r in points.rug:
+        ax.plot([r.latency_ms], [0.0], marker="|", markersize=16, mew=2, color=points.colour[r.record.backend],
                 transform=ax.get_xaxis_transform(), clip_on=False, zorder=3)
         text = f"{r.label} {UNSTABLE_MARK}" if _unstable(r) else r.label
         ax.annotate(text, (r.latency_ms, 0.03), xycoords=ax.get_xaxis_transform(), rotation=90, fontsize=6,
                     va="bottom", ha="right", color="0.25")
 
-    xs_all = [r.latency_ms for r in scored + rug]
-    if xs_all and min(xs_all) > 0 and max(xs_all) / min(xs_all) > LOG_RANGE:
+
+def _scale_axes(ax, points: _Points) -> None:
+    """A log latency axis over a wide range; limits that leave room for the rug's names."""
+    from matplotlib.ticker import FuncFormatter
+
+    xs = points.latencies
+    if xs and min(xs) > 0 and max(xs) / min(xs) > LOG_RANGE:
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         ax.xaxis.set_minor_formatter(FuncFormatter(_minor_tick))  # 2, 3, 5 between the decades: no crowding
         ax.tick_params(axis="x", which="both", labelsize=8)
-    if xs_all and len(set(xs_all)) == 1:
-        ax.set_xlim(xs_all[0] * 0.8, xs_all[0] * 1.2)
-    ys_all = [_iou(r) for r in scored]
-    if ys_all:
-        lo, hi = min(ys_all), max(ys_all)
+    if xs and len(set(xs)) == 1:
+        ax.set_xlim(xs[0] * 0.8, xs[0] * 1.2)
+    ys = [_iou(r) for r in points.scored]
+    if ys:
+        lo, hi = min(ys), max(ys)
         pad = max(hi - lo, 0.01)
-        ax.set_ylim(lo - 0.35 * pad if rug else lo - 0.1 * pad, hi + 0.12 * pad)
-    elif rug:
+        ax.set_ylim(lo - 0.35 * pad if points.rug else lo - 0.1 * pad, hi + 0.12 * pad)
+    elif points.rug:
         ax.set_yticks([])
-    if not xs_all:
+    if not xs:
         ax.text(0.5, 0.5, "no record has both latency and accuracy", ha="center", va="center",
                 transform=ax.transAxes)
 
+
+def _name_axes(ax, report: Report) -> None:
     b = report.baseline
     per = "per image" if report.per_image else f"batch {b.batch}"
     ax.set_xlabel(f"p50 latency, {per} (ms{', log scale' if ax.get_xscale() == 'log' else ''})")
@@ -166,32 +224,50 @@ def plot_pareto(report: Report, dpi: int = 110) -> bytes | None:
     ax.set_title(report.title, fontsize=11)
     ax.grid(alpha=0.3, which="both")
 
-    handles = [Line2D([], [], ls="", marker="o", color=colour[k], label=k) for k in backends]
-    precisions = list(dict.fromkeys(r.record.precision for r in scored))
+
+def _add_legend(ax, points: _Points) -> None:
+    """Colour per backend, marker per precision, then the frontier, the baseline and the rug when drawn."""
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], ls="", marker="o", color=c, label=k) for k, c in points.colour.items()]
+    precisions = list(dict.fromkeys(r.record.precision for r in points.scored))
     handles += [Line2D([], [], ls="", marker=PRECISION_MARKERS.get(p, "D"), color="0.4", label=p) for p in precisions]
-    if front:
+    if points.front:
         handles.append(Line2D([], [], color="0.3", marker="o", mfc="none", mec="crimson", label="Pareto frontier"))
-    if base is not None and base in scored:
+    if points.baseline is not None:
         handles.append(Line2D([], [], ls="", marker="*", mfc="none", mec="black", markersize=12, label="baseline"))
-    if rug:
+    if points.rug:
         handles.append(Line2D([], [], ls="", marker="|", color="0.3", markersize=10, mew=2,
                               label="latency only (no accuracy)"))
     ax.legend(handles=handles, fontsize=7, loc="best", framealpha=0.85)
 
+
+def _caption(points: _Points) -> str:
+    """What the points do not say: why some are hollow, which records are not drawn ("" when nothing)."""
     caption = []
-    if len(comparable) < len(scored):
+    if len(points.comparable) < len(points.scored):
         caption.append("hollow: measured on another machine or scored on other images (never on the frontier)")
-    if unplaced:
-        caption.append("no latency, not drawn: " + ", ".join(r.label for r in unplaced))
-    if caption:
-        fig.text(0.01, 0.01, "; ".join(caption), fontsize=7, color="0.3", ha="left", va="bottom", wrap=True)
-    fig.tight_layout(rect=(0, 0.04 if caption else 0, 1, 1))
+    if points.unplaced:
+        caption.append("no latency, not drawn: " + ", ".join(r.label for r in points.unplaced))
+    return "; ".join(caption)
+
+
+def _labels(points: _Points, report: Report) -> list[_Label]:
+    """A label per scored point: its name, plus the marks of a hollow or unstable point."""
+    labels = []
+    for r in points.scored:
+        hollow = _mark(r, report) if r not in points.comparable else ""
+        marks = [m for m in (hollow, UNSTABLE_MARK if _unstable(r) else "") if m]
+        labels.append(_Label(r.latency_ms, _iou(r), " ".join([r.label, *marks])))
+    return labels
+
+
+def _place_labels(fig, ax, labels: list[_Label]) -> None:
+    """Annotate each point, moving labels that would overlap (:func:`label_offsets`) with a thin leader."""
     to_pt = 72.0 / fig.dpi
-    anchors = [tuple(v * to_pt for v in ax.transData.transform((x, y))) for x, y, _ in labels]
-    for (x, y, text), (dx, dy) in zip(labels, label_offsets(anchors, [t for *_, t in labels], LABEL_SIZE)):
+    anchors = [tuple(v * to_pt for v in ax.transData.transform((lab.x, lab.y))) for lab in labels]
+    for lab, (dx, dy) in zip(labels, label_offsets(anchors, [lab.text for lab in labels], LABEL_SIZE)):
         moved = dy != LABEL_OFFSET[1]
-        ax.annotate(text, (x, y), textcoords="offset points", xytext=(dx, dy), fontsize=LABEL_SIZE, zorder=4,
-                    arrowprops=dict(arrowstyle="-", lw=0.4, color="0.55", shrinkA=0, shrinkB=3) if moved else None)
-    buf = _stdio.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    return buf.getvalue()
+        ax.annotate(lab.text, (lab.x, lab.y), textcoords="offset points", xytext=(dx, dy), fontsize=LABEL_SIZE,
+                    zorder=4, arrowprops=dict(arrowstyle="-", lw=0.4, color="0.55", shrinkA=0, shrinkB=3) if moved
+                    else None)

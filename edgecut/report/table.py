@@ -1,28 +1,30 @@
-"""The comparison table: one row per bench record, speed-ups and accuracy deltas against a baseline.
+"""Building the comparison: one row per bench record, speed-ups and accuracy deltas against a baseline.
 
-Fairness rules (DESIGN.md, "Measurement rules"): a speed-up is a ratio of p50 latencies measured
-on one machine, ideally in one run. So a row measured on another machine gets no speed-up and a
-dagger naming the machine; a row of the same machine but another run keeps its ratio with a
-``*``; a latency flagged unstable by ``edgecut bench`` is marked ``⚠``. A
-ΔIoU compares two records scored on the same images only (same data set name and count).
+Fairness rules (README, "Measuring: bench and compare"): a speed-up is a ratio of p50 latencies
+measured on one machine, ideally in one run. So a row measured on another machine gets no
+speed-up and a dagger naming the machine; a row of the same machine but another run keeps its
+ratio with a ``*``; a latency flagged unstable by ``edgecut bench``, or measured while the host
+was taking our cores (:func:`busy_records`), is marked ``⚠``. A ΔIoU compares two records
+scored on the same images only (same data set name and count).
 
 Everything here is plain data: :func:`build_report` turns records into a :class:`Report` whose
-rows carry both display text (``cells``, markers included) and raw numbers (``values``), which
-the markdown, csv, html and terminal renderers print without deciding anything again.
+rows carry both display text (``cells``, markers included) and raw numbers (``values``), so that
+the renderers (:mod:`edgecut.report.render`, the html page, the terminal) print it without
+deciding anything again.
 """
 
 from __future__ import annotations
 
-import csv
-import io as _stdio
 import math
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from edgecut.bench.canary import BUSY_FRACTION
-from edgecut.bench.latency import REPEAT_SPREAD, UNSTABLE_COV, half_width
-from edgecut.bench.record import BenchRecord, machine_label
+from edgecut.measure.canary import BUSY_FRACTION, is_busy
+from edgecut.measure.latency import REPEAT_SPREAD, half_width
+from edgecut.runtime.timing import UNSTABLE_COV
+from edgecut.measure.record import BenchRecord, machine_label
 from edgecut.errors import EdgecutError
 
 MISSING = "—"  # a value that was not measured or cannot be compared (md, html, terminal); empty in csv
@@ -193,104 +195,163 @@ def _date(created: str) -> str:
 # --------------------------------------------------------------------------- the report
 
 
+@dataclass(frozen=True)
+class _Machines:
+    """The machines of the compared records, the baseline's first."""
+
+    order: list[str]  # the baseline's machine, then the others in order of their first record
+    labels: dict[str, str]  # machine -> the label of its first record
+    marks: dict[str, str]  # machine -> footnote mark; none for the baseline's machine
+
+
+@dataclass(frozen=True)
+class _Against:
+    """What every row is compared with."""
+
+    base: BenchRecord  # speed-ups are against its latency
+    ref: BenchRecord | None  # ΔIoU is against its IoU, on its images
+    per_image: bool  # speed-ups compare p50 / batch (batches differ)
+    machines: _Machines
+    busy: set[int]  # busy_records()
+    name_counts: Counter[str]  # records per name: a plot label names the backend when a name has several
+
+    @property
+    def ref_data(self) -> tuple[str, int] | None:
+        return _data_key(self.ref) if self.ref is not None else None
+
+    def latency(self, r: BenchRecord) -> float | None:
+        """The p50 that speed-ups compare: per image when batches differ."""
+        if r.latency is None:
+            return None
+        return r.latency.p50_ms / r.batch if self.per_image else r.latency.p50_ms
+
+
+@dataclass(frozen=True)
+class _Measures:
+    """One record held against :class:`_Against`: the numbers behind its row, before any text."""
+
+    same_machine: bool
+    same_run: bool
+    machine_mark: str
+    latency_ms: float | None
+    speedup: float | None
+    iou: float | None
+    same_data: bool
+    delta_iou: float | None
+    unstable: bool
+
+
 def build_report(records: Sequence[BenchRecord], baseline: str | None = None, title: str | None = None) -> Report:
     """Rows, columns, header lines and footnotes of the comparison of ``records``."""
     records = list(records)
     base = choose_baseline(records, baseline)
     ref = _accuracy_reference(records, base)
-    ref_data = _data_key(ref) if ref is not None else None
     per_image = len({r.batch for r in records}) > 1
+    machines = _machines(records, base)
+    against = _Against(base, ref, per_image, machines, busy_records(records), Counter(r.name for r in records))
     notes = Footnotes()
-
-    machines = list(dict.fromkeys([base.machine] + [r.machine for r in records]))
-    labels = {r.machine: machine_label(r.env) for r in reversed(records)}  # first record's label per machine
-    machine_mark = {m: (MACHINE_MARKS[i - 1] if i <= len(MACHINE_MARKS) else f"†{i}")
-                    for i, m in enumerate(machines) if i > 0}
-    name_counts: dict[str, int] = {}
-    for r in records:
-        name_counts[r.name] = name_counts.get(r.name, 0) + 1
-
-    def compared(r: BenchRecord) -> float | None:
-        if r.latency is None:
-            return None
-        return r.latency.p50_ms / r.batch if per_image else r.latency.p50_ms
-
-    base_lat = compared(base)
-    busy = busy_records(records)
-    rows = []
-    for r in records:
-        same_machine = r.machine == base.machine
-        same_run = same_machine and r.run_id == base.run_id
-        lat = compared(r)
-        speedup = base_lat / lat if same_machine and lat and base_lat else None
-        iou = _iou(r)
-        same_data = ref_data is not None and _data_key(r) == ref_data
-        delta = iou - _iou(ref) if same_data and iou is not None and ref is not None else None
-
-        cells = _cells(r)
-        mark = machine_mark.get(r.machine, "")
-        if mark:
-            notes.add(mark, f"measured on {labels[r.machine]}: another machine than the baseline, so no speed-up "
-                            "(ratios compare one machine only)")
-            cells["name"] += f" {mark}"
-        unstable = (r.latency is not None and r.latency.unstable) or id(r) in busy
-        if unstable:
-            notes.add(UNSTABLE_MARK, f"unstable latency: the middle of its distribution is wide (1.4826 MAD / "
-                                     f"median above {UNSTABLE_COV:.0%}), no other repeated run came within "
-                                     f"{REPEAT_SPREAD:.0%} of the kept one, or the host was taking our CPU cores "
-                                     f"(parallel-speedup canary below {BUSY_FRACTION:.0%} of the machine's best); "
-                                     "re-measure on a quiet machine before trusting it")
-            cells["p50"] += f" {UNSTABLE_MARK}"
-            cells["p90"] += f" {UNSTABLE_MARK}"
-        if speedup is None:
-            cells["speedup"] = MISSING
-        else:
-            cells["speedup"] = f"{speedup:.2f}x"
-            if not same_run:
-                notes.add(OTHER_RUN_MARK, f"measured in another run on the baseline's machine (baseline run "
-                                          f"{base.run_id}): the ratio also holds any drift between the runs")
-                cells["speedup"] += f" {OTHER_RUN_MARK}"
-        if delta is not None:
-            cells["delta_iou"] = f"{delta:+.4f}"
-        elif iou is not None and ref is not None and not same_data:
-            notes.add(OTHER_DATA_MARK, f"scored on other images than the accuracy reference ({ref_data[0]}, "
-                                       f"{ref_data[1]} images): no ΔIoU")
-            cells["delta_iou"] = f"{MISSING} {OTHER_DATA_MARK}"
-        else:
-            cells["delta_iou"] = MISSING
-        label = r.name if name_counts[r.name] == 1 else f"{r.name} ({r.backend})"
-        values = _values(r, base, same_machine, same_run, speedup, delta, labels[r.machine])
-        values["host_busy"] = id(r) in busy if r.host is not None else None
-        rows.append(Row(r, r is base, same_machine, same_run, mark, lat, speedup, same_data, delta, label, cells, values,
-                        unstable))
-
-    order = {m: i for i, m in enumerate(machines)}
+    rows = [_row(r, against, notes) for r in records]
+    order = {m: i for i, m in enumerate(machines.order)}
     rows.sort(key=lambda row: (not row.is_baseline, order[row.record.machine],
                                row.latency_ms is None, row.latency_ms or 0.0, row.record.name))
-
-    metric_keys = list(MAIN_METRICS) + sorted({metric_column(k) for r in records if r.accuracy
-                                               for k in r.accuracy.metrics} - set(MAIN_METRICS))
     return Report(
         title=title or "edgecut benchmark report", baseline=base, accuracy_ref=ref, rows=rows,
-        columns=_visible_columns(records), summary=_summary(records, machines, labels, machine_mark),
+        columns=_visible_columns(records), summary=_summary(records, machines),
         how_to_read=_how_to_read(per_image), notes=_notes(records, base, ref, per_image),
-        footnotes=list(notes.items.items()), per_image=per_image, metric_keys=metric_keys)
+        footnotes=list(notes.items.items()), per_image=per_image, metric_keys=_metric_keys(records))
 
 
 def busy_records(records: Sequence[BenchRecord]) -> set[int]:
     """``id()`` of the records measured while the host was taking the CPU cores.
 
-    A record's canary is compared with the best quiet level of its machine and thread count over
-    every compared record, not only with what its own run had seen when it was written.
+    A record's canary is held against the best quiet level of its machine and thread count over
+    every compared record (:func:`edgecut.measure.canary.is_busy`), not only against what its own
+    run had seen when it was written.
     """
     best: dict[tuple, float] = {}
     for r in records:
         if r.host is not None and r.host.best_speedup is not None:
             key = (r.machine, r.threads)
             best[key] = max(best.get(key, 0.0), r.host.best_speedup)
-    return {id(r) for r in records if r.host is not None and (r.host.busy or (
-        r.host.parallel_speedup is not None and (r.machine, r.threads) in best
-        and r.host.parallel_speedup < BUSY_FRACTION * best[(r.machine, r.threads)]))}
+    return {id(r) for r in records if r.host is not None and (
+        r.host.busy or is_busy(r.host.parallel_speedup, best.get((r.machine, r.threads))))}
+
+
+def _machines(records: Sequence[BenchRecord], base: BenchRecord) -> _Machines:
+    order = list(dict.fromkeys([base.machine] + [r.machine for r in records]))
+    labels = {r.machine: machine_label(r.env) for r in reversed(records)}  # first record's label per machine
+    marks = {m: (MACHINE_MARKS[i - 1] if i <= len(MACHINE_MARKS) else f"†{i}") for i, m in enumerate(order) if i > 0}
+    return _Machines(order, labels, marks)
+
+
+def _measure(r: BenchRecord, against: _Against) -> _Measures:
+    base, ref = against.base, against.ref
+    same_machine = r.machine == base.machine
+    lat, base_lat = against.latency(r), against.latency(base)
+    iou = _iou(r)
+    same_data = against.ref_data is not None and _data_key(r) == against.ref_data
+    return _Measures(
+        same_machine=same_machine,
+        same_run=same_machine and r.run_id == base.run_id,
+        machine_mark=against.machines.marks.get(r.machine, ""),
+        latency_ms=lat,
+        speedup=base_lat / lat if same_machine and lat and base_lat else None,
+        iou=iou,
+        same_data=same_data,
+        delta_iou=iou - _iou(ref) if same_data and iou is not None and ref is not None else None,
+        unstable=(r.latency is not None and r.latency.unstable) or id(r) in against.busy,
+    )
+
+
+def _row(r: BenchRecord, against: _Against, notes: Footnotes) -> Row:
+    m = _measure(r, against)
+    cells = _marked_cells(r, m, against, notes)
+    label = r.name if against.name_counts[r.name] == 1 else f"{r.name} ({r.backend})"
+    values = _values(r, against.base, m, against.machines.labels[r.machine])
+    values["host_busy"] = id(r) in against.busy if r.host is not None else None
+    return Row(r, r is against.base, m.same_machine, m.same_run, m.machine_mark, m.latency_ms, m.speedup, m.same_data,
+               m.delta_iou, label, cells, values, m.unstable)
+
+
+def _marked_cells(r: BenchRecord, m: _Measures, against: _Against, notes: Footnotes) -> dict[str, str]:
+    """The row's display text, each mark explained once in ``notes``."""
+    cells = _cells(r)
+    if m.machine_mark:
+        notes.add(m.machine_mark, f"measured on {against.machines.labels[r.machine]}: another machine than the "
+                                  "baseline, so no speed-up (ratios compare one machine only)")
+        cells["name"] += f" {m.machine_mark}"
+    if m.unstable:
+        notes.add(UNSTABLE_MARK, f"unstable latency: the middle of its distribution is wide (1.4826 MAD / "
+                                 f"median above {UNSTABLE_COV:.0%}), no other repeated run came within "
+                                 f"{REPEAT_SPREAD:.0%} of the kept one, or the host was taking our CPU cores "
+                                 f"(parallel-speedup canary below {BUSY_FRACTION:.0%} of the machine's best); "
+                                 "re-measure on a quiet machine before trusting it")
+        cells["p50"] += f" {UNSTABLE_MARK}"
+        cells["p90"] += f" {UNSTABLE_MARK}"
+    cells["speedup"] = _speedup_cell(m, against.base, notes)
+    cells["delta_iou"] = _delta_cell(m, against.ref, notes)
+    return cells
+
+
+def _speedup_cell(m: _Measures, base: BenchRecord, notes: Footnotes) -> str:
+    if m.speedup is None:
+        return MISSING
+    if m.same_run:
+        return f"{m.speedup:.2f}x"
+    notes.add(OTHER_RUN_MARK, f"measured in another run on the baseline's machine (baseline run "
+                              f"{base.run_id}): the ratio also holds any drift between the runs")
+    return f"{m.speedup:.2f}x {OTHER_RUN_MARK}"
+
+
+def _delta_cell(m: _Measures, ref: BenchRecord | None, notes: Footnotes) -> str:
+    if m.delta_iou is not None:
+        return f"{m.delta_iou:+.4f}"
+    if m.iou is not None and ref is not None and not m.same_data:
+        data, count = _data_key(ref)
+        notes.add(OTHER_DATA_MARK, f"scored on other images than the accuracy reference ({data}, "
+                                   f"{count} images): no ΔIoU")
+        return f"{MISSING} {OTHER_DATA_MARK}"
+    return MISSING
 
 
 def _cells(r: BenchRecord) -> dict[str, str]:
@@ -317,29 +378,34 @@ def _ci_cell(r: BenchRecord) -> str:
     return f" ±{half_width(r.latency.p50_ms, r.latency_ci_ms):.1%}"
 
 
-def _values(r: BenchRecord, base: BenchRecord, same_machine: bool, same_run: bool, speedup: float | None,
-            delta: float | None, label: str) -> dict[str, Any]:
+def _values(r: BenchRecord, base: BenchRecord, m: _Measures, label: str) -> dict[str, Any]:
     lat, e2e, acc = r.latency, r.end_to_end, r.accuracy
     top = max(r.throughput, key=lambda t: t.batch) if r.throughput else None
     values: dict[str, Any] = {
         "name": r.name, "baseline": r is base, "artifact": r.artifact, "sha256": r.sha256, "arch": r.arch,
         "format": r.format, "precision": r.precision, "backend": r.backend, "device": r.device, "target": r.target,
         "machine": r.machine, "machine_label": label, "run_id": r.run_id, "created": r.created,
-        "same_machine": same_machine, "same_run": same_run, "input_h": r.input_size[0], "input_w": r.input_size[1],
+        "same_machine": m.same_machine, "same_run": m.same_run, "input_h": r.input_size[0], "input_w": r.input_size[1],
         "batch": r.batch, "threads": r.threads, "size_mb": r.size_mb, "params": r.params, "macs": r.macs,
-        "speedup": speedup, "e2e_p50_ms": e2e.p50_ms if e2e else None, "e2e_unstable": e2e.unstable if e2e else None,
+        "speedup": m.speedup, "e2e_p50_ms": e2e.p50_ms if e2e else None, "e2e_unstable": e2e.unstable if e2e else None,
         "peak_rss_mb": r.memory.peak_rss_mb, "gpu_peak_mb": r.memory.gpu_peak_mb,
         "host_speedup": r.host.parallel_speedup if r.host else None,
         "p50_ci_lo_ms": r.latency_ci_ms[0] if r.latency_ci_ms else None,
         "p50_ci_hi_ms": r.latency_ci_ms[1] if r.latency_ci_ms else None,
         "throughput_batch": top.batch if top else None, "throughput_images_per_s": top.images_per_s if top else None,
-        "data": acc.data if acc else None, "data_count": acc.count if acc else None, "delta_iou": delta,
+        "data": acc.data if acc else None, "data_count": acc.count if acc else None, "delta_iou": m.delta_iou,
     }
     for key in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "cov", "first_ms", "unstable"):
         values[key] = getattr(lat, key) if lat else None
     for key, v in (acc.metrics if acc else {}).items():
         values[metric_column(key)] = v
     return values
+
+
+def _metric_keys(records: Sequence[BenchRecord]) -> list[str]:
+    """The csv's metric columns: MAIN_METRICS first, then every other metric seen, sorted."""
+    return list(MAIN_METRICS) + sorted({metric_column(k) for r in records if r.accuracy
+                                        for k in r.accuracy.metrics} - set(MAIN_METRICS))
 
 
 def metric_column(key: str) -> str:
@@ -363,14 +429,14 @@ def _visible_columns(records: Sequence[BenchRecord]) -> list[Column]:
     return [c for c in COLUMNS if show.get(c.key, True)]
 
 
-def _summary(records: Sequence[BenchRecord], machines: list[str], labels: dict[str, str],
-             marks: dict[str, str]) -> list[tuple[str, str]]:
+def _summary(records: Sequence[BenchRecord], machines: _Machines) -> list[tuple[str, str]]:
+    labels, marks = machines.labels, machines.marks
     lines: list[tuple[str, str]] = []
-    if len(machines) == 1:
-        lines.append(("Machine", labels[machines[0]]))
+    if len(machines.order) == 1:
+        lines.append(("Machine", labels[machines.order[0]]))
     else:
-        parts = [f"{labels[machines[0]]} (the baseline's)"] + [f"{labels[m]} {marks[m]}" for m in machines[1:]]
-        lines.append((f"Records from {len(machines)} machines", "; ".join(parts)))
+        parts = [f"{labels[machines.order[0]]} (the baseline's)"] + [f"{labels[m]} {marks[m]}" for m in machines.order[1:]]
+        lines.append((f"Records from {len(machines.order)} machines", "; ".join(parts)))
     dates = sorted(_date(r.created) for r in records)
     runs = len({r.run_id for r in records})
     when = dates[0] if dates[0] == dates[-1] else f"{dates[0]} to {dates[-1]}"
@@ -430,52 +496,3 @@ def _notes(records: Sequence[BenchRecord], base: BenchRecord, ref: BenchRecord |
     elif ref is not base:
         notes.append(f"ΔIoU is against {_describe(ref)}, the baseline's name with accuracy.")
     return notes
-
-
-# --------------------------------------------------------------------------- renderers
-
-
-def to_markdown(report: Report) -> str:
-    lines = [f"# {report.title}", ""]
-    lines += [f"- **{label}**: {_md(text)}" for label, text in report.summary]
-    lines += ["", f"How to read: {report.how_to_read}", ""]
-    lines.append("| " + " | ".join(c.header for c in report.columns) + " |")
-    lines.append("|" + "|".join("---:" if c.numeric else "---" for c in report.columns) + "|")
-    for row in report.rows:
-        cells = [_md(row.cells[c.key]) for c in report.columns]
-        if row.is_baseline:
-            cells[0] = f"**{cells[0]}**"
-        lines.append("| " + " | ".join(cells) + " |")
-    lines.append("")
-    lines += [f"- {_md(n)}" for n in report.notes]
-    if report.footnotes:
-        lines.append("")
-        lines += [f"- {_MD_MARK.get(mark, mark)} {_md(text)}" for mark, text in report.footnotes]
-    return "\n".join(lines) + "\n"
-
-
-_MD_MARK = {"*": "\\*"}  # a bare "* " at the start of a list item would open a nested list
-
-
-def _md(text: str) -> str:
-    """Text safe inside a markdown table cell: no pipe ends the cell, no newline ends the row."""
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
-def to_csv(report: Report) -> str:
-    """Raw numbers, one header row, empty for missing values; floats as Python writes them (round-trip)."""
-    header = list(CSV_COLUMNS) + [k for k in report.metric_keys if k not in CSV_COLUMNS]
-    buf = _stdio.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(header)
-    for row in report.rows:
-        writer.writerow([_raw(row.values.get(k)) for k in header])
-    return buf.getvalue()
-
-
-def _raw(v: Any) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    return repr(v) if isinstance(v, float) else str(v)

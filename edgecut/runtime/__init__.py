@@ -2,49 +2,20 @@
 
 ``load(artifact, device, threads) -> Runner``; ``runner(batch)`` takes a float32 NCHW numpy
 batch already normalised per the ModelSpec and returns the one-channel output (N x 1 x H x W)
-as numpy. Benchmarks, accuracy, parity checks and ``edgecut remove`` go through Runners only.
+as numpy (the contract is in :mod:`edgecut.runtime.base`). Benchmarks, accuracy, parity checks
+and ``edgecut remove`` go through Runners only. Each backend's module is imported only when an
+artifact of its format is loaded.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Protocol
 
-import numpy as np
+from edgecut.artifact import Artifact, load_artifact
+from edgecut.runtime.base import BACKENDS, FORMAT_BACKENDS, AtSize, Runner, backend_for, checked_batch, spec_at
 
-from edgecut.artifact import Artifact, ModelSpec, load_artifact
-from edgecut.errors import ModelError
-
-
-# artifact format -> default backend
-BACKENDS = {"torch": "torch", "torchscript": "torch", "onnx": "onnxruntime", "openvino": "openvino",
-            "tensorrt": "tensorrt"}
-
-
-def checked_batch(batch: np.ndarray, path: os.PathLike | str, spec: ModelSpec,
-                  fixed_hw: tuple[int | None, int | None] = (None, None)) -> np.ndarray:
-    """``batch`` as contiguous float32 N x 3 x H x W that the exported model at ``path`` accepts:
-    its fixed input size if it has one, else multiples of the spec's size divisor."""
-    x = np.ascontiguousarray(batch, dtype=np.float32)
-    if x.ndim != 4 or x.shape[1] != 3:
-        raise ModelError(f"expected a N x 3 x H x W batch, got shape {x.shape}")
-    h, w = x.shape[2:]
-    if fixed_hw != (None, None) and (h, w) != fixed_hw:
-        raise ModelError(f"{path} was exported for {fixed_hw[0]}x{fixed_hw[1]} inputs only, "
-                         f"got {h}x{w} (export with --dynamic for other sizes)")
-    d = spec.size_divisor
-    if h % d or w % d:
-        raise ModelError(f"{path}: input {h}x{w} is not a multiple of {d} (spec.size_divisor)")
-    return x
-
-
-class Runner(Protocol):
-    backend: str
-    device: str
-    spec: ModelSpec
-
-    def __call__(self, batch: np.ndarray) -> np.ndarray: ...
+__all__ = ["load", "Runner", "BACKENDS", "FORMAT_BACKENDS", "AtSize", "backend_for", "checked_batch", "spec_at"]
 
 
 def load(artifact: Artifact | str | os.PathLike, device: str = "cpu", threads: int | None = None,
@@ -62,7 +33,7 @@ def load(artifact: Artifact | str | os.PathLike, device: str = "cpu", threads: i
 
         return OpenVinoRunner(artifact, device=device, threads=threads)
     art = artifact if isinstance(artifact, Artifact) else load_artifact(Path(artifact))
-    backend = backend or BACKENDS.get(art.manifest.format, art.manifest.format)
+    backend = backend_for(art, backend)
     if backend == "torch":
         from edgecut.runtime.torch_runner import TorchRunner
 
@@ -71,12 +42,10 @@ def load(artifact: Artifact | str | os.PathLike, device: str = "cpu", threads: i
         from edgecut.runtime.onnxruntime_runner import OnnxRuntimeRunner
 
         return OnnxRuntimeRunner.from_artifact(art, device=device, threads=threads)
-    if backend == "openvino" and art.manifest.format == "openvino":
+    if backend == "openvino":
         from edgecut.runtime.openvino_runner import OpenVinoRunner
 
         return OpenVinoRunner.from_artifact(art, device=device, threads=threads)
-    if backend == "tensorrt" and art.manifest.format == "tensorrt":
-        from edgecut.runtime.tensorrt_runner import TensorRTRunner
+    from edgecut.runtime.tensorrt_runner import TensorRTRunner
 
-        return TensorRTRunner.from_artifact(art, device=device, threads=threads)
-    raise ModelError(f"{art.path}: no runner for format {art.manifest.format!r} with backend {backend!r}")
+    return TensorRTRunner.from_artifact(art, device=device, threads=threads)

@@ -26,7 +26,8 @@ from edgecut import io
 from edgecut._optional import require
 from edgecut.artifact import Artifact, ModelSpec
 from edgecut.errors import InputError, ModelError, UnsafeFileError
-from edgecut.runtime import checked_batch
+from edgecut.env import default_threads
+from edgecut.runtime.base import checked_batch
 
 SPEC_KEY = "edgecut.spec"  # metadata_props key holding the ModelSpec as JSON
 PRECISION_KEY = "edgecut.precision"
@@ -37,13 +38,6 @@ def _ort_message(e: BaseException) -> str:
     msg = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", io.first_line(e, 2000))
     msg = re.sub(r"/onnxruntime_src/\S+:\d+ [^\s(]+\([^)]*\)\s*", "", msg)
     return msg[:300]
-
-
-def default_threads() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def _tensors(graph) -> Iterator[Any]:

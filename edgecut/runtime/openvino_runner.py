@@ -38,8 +38,8 @@ from edgecut import io
 from edgecut._optional import require
 from edgecut.artifact import Artifact, ModelSpec
 from edgecut.errors import InputError, ModelError
-from edgecut.runtime import checked_batch
-from edgecut.runtime.onnxruntime_runner import default_threads
+from edgecut.env import default_threads
+from edgecut.runtime.base import checked_batch
 
 RT_SECTION = "edgecut"  # rt_info section of the IR holding spec / precision / parent_sha256
 WEIGHTS_SUFFIX = ".bin"
@@ -87,7 +87,7 @@ def read_model(xml: str | os.PathLike):
 
 
 def read_rt(model, key: str) -> str | None:
-    """A value edgecut stored in the IR's ``rt_info`` (see :func:`edgecut.export.openvino.stamp`)."""
+    """A value edgecut stored in the IR's ``rt_info`` (see :func:`edgecut.exporters.openvino.stamp`)."""
     path = [RT_SECTION, key]
     return model.get_rt_info(path).astype(str) if model.has_rt_info(path) else None
 

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from edgecut.artifact import Artifact, ModelSpec
-from edgecut.train.loop import resolve_device
+from edgecut.env import resolve_device
 
 
 class TorchRunner:

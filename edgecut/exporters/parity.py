@@ -33,8 +33,9 @@ from typing import Any
 import numpy as np
 
 from edgecut import io
-from edgecut.artifact import ModelSpec
+from edgecut.artifact import Artifact, ModelSpec
 from edgecut.errors import EdgecutError, InputError
+from edgecut.exporters.options import ParityConfig
 
 DEFAULT_TOLERANCES: dict[str, dict[str, float]] = {
     "fp32": {"max_abs_diff": 1e-4},  # numerics only: reordered float sums
@@ -115,6 +116,30 @@ def image_samples(folder: str | os.PathLike):
     if not files:
         raise InputError(folder, "holds no images", "give a folder of images, or a data set with images/")
     return [Sample(p.stem, p, None) for p in files]
+
+
+@dataclass(frozen=True)
+class ParityCheck:
+    """A parity check of an export against its parent, with what it ran (for further checks on the same images)."""
+
+    report: dict[str, Any]
+    parent_runner: Any
+    runner: Any
+    images: list[ParityImage]
+
+
+def against_parent(parent: Artifact, candidate: Artifact, tolerances: Mapping[str, float], config: ParityConfig, *,
+                   seed: int = 0, device: str = "cpu", threads: int | None = None) -> ParityCheck:
+    """Load both Runners and the images ``config`` names, and :func:`check` the candidate against its parent
+    (a torch parent of a TensorRT export runs on CUDA)."""
+    from edgecut import runtime
+
+    parent_device = device.replace("tensorrt", "cuda") if parent.manifest.format == "torch" else device
+    parent_runner = runtime.load(parent, device=parent_device, threads=threads)
+    runner = runtime.load(candidate, device=device, threads=threads)
+    images = load_images(config.data, candidate.spec, count=config.count, seed=seed)
+    report = check(parent_runner, runner, images, tolerances, data=str(config.data or "synthetic"))
+    return ParityCheck(report, parent_runner, runner, images)
 
 
 def check(parent, runner, images: Sequence[ParityImage], tolerances: Mapping[str, float],

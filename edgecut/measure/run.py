@@ -2,7 +2,7 @@
 
 For every model (and every thread count asked for) one record:
 
-- **latency, isolated**: a fresh worker process (:mod:`edgecut.bench.worker`; ``repeats`` of
+- **latency, isolated**: a fresh worker process (:mod:`edgecut.measure.worker`; ``repeats`` of
   them, or as many as it takes to know the p50 to ``precision``; the run at the lower quartile
   of their p50s kept, with the 95% interval of that quartile; see below) loads the model and
   times it, so the first inference is really cold, the peak RSS is this model's (Linux: the
@@ -12,7 +12,7 @@ For every model (and every thread count asked for) one record:
   the end-to-end cut-out of one image file (decode, preprocess, infer, postprocess, encode an
   RGBA PNG): what a user of ``edgecut remove`` waits for. On CPU, each run waits (bounded) for
   the host to give the cores back when a parallel-speedup canary says it has taken them
-  (:mod:`edgecut.bench.canary`), and a run during which that happened is measured again.
+  (:mod:`edgecut.measure.canary`), and a run during which that happened is measured again.
 - **accuracy**, in this process: every image of the data folder at the record's input size,
   scored at its own resolution with every metric; the worst images are kept by name and their
   cut-outs saved beside the records file, for the html report.
@@ -39,17 +39,16 @@ import numpy as np
 
 from edgecut import io
 from edgecut.artifact import Artifact, ModelSpec, load_artifact
-from edgecut.bench.canary import Canary
-from edgecut.bench.latency import (KEEP_QUANTILE, LatencyConfig, half_width, kept_half_width, kept_index,
-                                   min_ci_runs, quantile_ci, repeat_notes)
-from edgecut.bench.record import (Accuracy, Agreement, BenchRecord, Host, Latency, Memory, Throughput, WorstImage,
+from edgecut.measure.canary import Canary
+from edgecut.measure.latency import (KEEP_QUANTILE, half_width, kept_half_width, kept_index, min_ci_runs, quantile_ci,
+                                   repeat_notes)
+from edgecut.measure.record import (Accuracy, Agreement, BenchRecord, Host, Latency, Memory, Throughput, WorstImage,
                                   append_records, machine_id, new_run_id, read_records)
+from edgecut.env import default_threads, fingerprint
 from edgecut.errors import EdgecutError, InputError
+from edgecut.runtime.base import BACKENDS, AtSize, backend_for, spec_at
+from edgecut.runtime.timing import LatencyConfig
 
-# format -> the backends that can run it (the first is the default)
-FORMAT_BACKENDS = {"torch": ("torch",), "torchscript": ("torch",), "onnx": ("onnxruntime",),
-                   "openvino": ("openvino",), "tensorrt": ("tensorrt",)}
-BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
 MAX_DISCARDED = 2  # worker runs measured again because the machine was busy, per kept run at most
 
 
@@ -72,11 +71,15 @@ class BenchConfig:
     # their p50s is kept, and runs apart by > latency.REPEAT_SPREAD flag it
     keep: float = KEEP_QUANTILE  # 0.5: the median run
     precision: float | None = None  # after `repeats` runs, go on until the p50's 95% interval is within +-this
-    # fraction of it (edgecut.bench.latency.quantile_ci) ...
+    # fraction of it (edgecut.measure.latency.quantile_ci) ...
     max_repeats: int = 20  # ... or this many runs (then the record is flagged unstable)
-    canary: bool = True  # CPU: sample the parallel-speedup canary around each run (edgecut.bench.canary)
+    canary: bool = True  # CPU: sample the parallel-speedup canary around each run (edgecut.measure.canary)
     max_wait_s: float = 120.0  # per record: wait at most this long for a busy machine (0: never wait, only flag)
     target: str = "local"
+    data: str | os.PathLike | None = None  # data set (images/ + masks/) for accuracy; None: latency only
+    split: str | None = None  # split file or name of data
+    limit: int | None = None  # score only the first N images
+    reference: str | os.PathLike | None = None  # artifact every model's outputs are compared with (needs data)
 
     def validate(self) -> None:
         if self.backend is not None and self.backend not in BACKENDS:
@@ -101,47 +104,16 @@ class BenchConfig:
             raise EdgecutError(f"threads must be at least 1, got {self.threads}")
         if self.size is not None and min(self.size) < 1:
             raise EdgecutError(f"input size must be positive, got {self.size}")
+        if self.data is None and (self.split is not None or self.limit is not None):
+            raise EdgecutError("--split and --limit choose images of --data: give --data too")
+        if self.reference is not None and self.data is None:
+            raise EdgecutError("--reference compares outputs on the --data images: give --data too")
 
 
 @dataclass
 class BenchResult:
     records: list[BenchRecord] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # already in the file (resume)
-
-
-class AtSize:
-    """A Runner seen through another ModelSpec (the same model at another input size)."""
-
-    def __init__(self, runner, spec: ModelSpec) -> None:
-        self._runner, self.spec = runner, spec
-        self.backend, self.device = runner.backend, runner.device
-
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        return self._runner(batch)
-
-
-def backend_for(art: Artifact, backend: str | None) -> str:
-    fmt = art.manifest.format
-    allowed = FORMAT_BACKENDS.get(fmt, (fmt,))
-    if backend is None:
-        return allowed[0]
-    if backend not in allowed:
-        raise EdgecutError(f"{art.path}: a {fmt} artifact runs on {', '.join(allowed)}, not {backend}; export it "
-                           f"first (edgecut export {art.path} --format ...) or drop --backend")
-    return backend
-
-
-def spec_at(art: Artifact, size: tuple[int, int] | None) -> ModelSpec:
-    spec = art.spec
-    if size is None or tuple(size) == tuple(spec.input_size):
-        return spec
-    if not spec.dynamic_size:
-        raise EdgecutError(f"{art.path} was exported for {spec.input_size[0]}x{spec.input_size[1]} only; bench it "
-                           "at that size (drop --size) or export with --dynamic")
-    d = spec.size_divisor
-    if size[0] % d or size[1] % d:
-        raise EdgecutError(f"--size {size[0]}x{size[1]}: {art.path} takes multiples of {d}")
-    return spec.with_size(size)
 
 
 def model_size_mb(art: Artifact) -> float:
@@ -175,11 +147,11 @@ def measure_latency(art: Artifact, backend: str, device: str, threads: int | Non
            "size": list(spec.input_size), "batch": batch, "batches": list(batches), "latency": asdict(config),
            "e2e_image": str(e2e_image) if e2e_image else None}
     if not isolate:
-        from edgecut.bench.worker import run_job
+        from edgecut.measure.worker import run_job
 
         return run_job(job)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run([sys.executable, "-m", "edgecut.bench.worker"], input=json.dumps(job), text=True,
+    proc = subprocess.run([sys.executable, "-m", "edgecut.measure.worker"], input=json.dumps(job), text=True,
                           capture_output=True, env=env)
     if proc.returncode != 0:
         lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
@@ -202,7 +174,7 @@ def measure_accuracy(runner, spec: ModelSpec, samples, data_name: str, *, batch_
                      cutout_dir: Path | None, cutout_rel: Path | None, reference: dict[str, Any] | None,
                      progress: bool) -> tuple[Accuracy, Agreement | None]:
     """Every metric at each image's own resolution, the worst images (cut-outs saved) and the agreement."""
-    from edgecut.bench.accuracy import evaluate
+    from edgecut.measure.accuracy import evaluate
     from edgecut.cutout import compose
     from edgecut.data.folder import load_pair
     from edgecut.metrics import mask_iou
@@ -244,23 +216,18 @@ def measure_accuracy(runner, spec: ModelSpec, samples, data_name: str, *, batch_
 
 
 def bench(models: Sequence[str | os.PathLike | Artifact], out: str | os.PathLike, config: BenchConfig = BenchConfig(),
-          *, data: str | os.PathLike | None = None, split: str | None = None, limit: int | None = None,
-          reference: str | os.PathLike | Artifact | None = None, names: Sequence[str] | None = None,
-          run_id: str | None = None, resume: bool = False, progress: bool = True,
-          on_record: Callable[[BenchRecord], None] | None = None,
+          *, resume: bool = False, progress: bool = True, names: Sequence[str] | None = None,
+          run_id: str | None = None, on_record: Callable[[BenchRecord], None] | None = None,
           on_wait: Callable[[str], None] | None = None) -> BenchResult:
     """Measure every model; append one record per (model, threads) to the ``.jsonl`` file ``out``.
 
-    ``data`` (images/ + masks/, optionally a ``split``; ``limit`` keeps the first N) adds
-    accuracy; ``reference`` adds agreement with that artifact; ``names`` are display names
-    (default: each artifact folder's name). ``resume`` skips measurements ``out`` already holds
-    (same model file, backend, device, precision, size, batch, threads, machine). With
-    ``config.precision`` a record is measured again, round after round, until its p50 is known
-    to that precision (or ``config.max_repeats``). ``on_wait``
-    gets a line whenever the machine is busy and the run waits for it (:mod:`edgecut.bench.canary`).
+    ``names`` are display names (default: each artifact folder's name). ``resume`` skips
+    measurements ``out`` already holds (same model file, backend, device, precision, size,
+    batch, threads, machine). With ``config.precision`` a record is measured again, round after
+    round, until its p50 is known to that precision (or ``config.max_repeats``). ``on_record``
+    gets each record as it is written; ``on_wait`` a line whenever the machine is busy and the
+    run waits for it (:mod:`edgecut.measure.canary`).
     """
-    from edgecut.env import fingerprint
-
     config.validate()
     out = Path(out)
     if out.suffix != ".jsonl":
@@ -268,28 +235,14 @@ def bench(models: Sequence[str | os.PathLike | Artifact], out: str | os.PathLike
     if out.exists() and not resume and out.stat().st_size > 0:
         raise InputError(out, "already holds records", "pass --resume to add to it (finished measurements are "
                                                       "skipped), or choose a new file")
-    arts = [m if isinstance(m, Artifact) else load_artifact(m) for m in models]
-    if not arts:
-        raise EdgecutError("give at least one model to bench")
-    if names is not None and len(names) != len(arts):
-        raise EdgecutError(f"{len(names)} names for {len(arts)} models")
-    display = list(names) if names is not None else [a.path.name for a in arts]
-    plans = []
-    for art, name in zip(arts, display):  # every refusal before the first measurement
-        backend = backend_for(art, config.backend)
-        plans.append((art, name, backend, spec_at(art, config.size)))
-
+    plans = _plans(models, names, config)  # every refusal before the first measurement
     env = fingerprint(config.target)
     done = {r.key for r in read_records(out)} if resume and out.exists() else set()
     run_id = run_id or new_run_id()
-    samples, data_name = _samples(data, split, limit)
-    e2e_image = samples[0].image if samples and config.end_to_end else None
-    if config.end_to_end and e2e_image is None:
-        e2e_image = _synthetic_image(out)
-    cut_root = out.with_name(out.stem + "-cutouts")
-    ref = _reference(reference, config, samples, plans, progress) if reference is not None and samples else None
-    if reference is not None and not samples:
-        raise EdgecutError("--reference compares outputs on the --data images: give --data too")
+    samples, data_name = _samples(config.data, config.split, config.limit)
+    e2e_image = (samples[0].image if samples else _synthetic_image(out)) if config.end_to_end else None
+    ref = _reference(config, samples, plans) if config.reference is not None else None
+    score = _Scorer(samples, data_name, ref, out.with_name(out.stem + "-cutouts"), config, progress)
 
     result = BenchResult()
     canary = Canary(machine=machine_id(env) if config.canary and config.device == "cpu" else None)
@@ -313,21 +266,45 @@ def bench(models: Sequence[str | os.PathLike | Artifact], out: str | os.PathLike
                 continue
             todo.remove(t)
             rec = _finish(t, canary, config)
-            if samples:
-                from edgecut import runtime
-
-                runner = runtime.load(t.art, device=config.device, threads=t.threads, backend=rec.backend)
-                slug = _slug(f"{rec.name}-{rec.backend}-{rec.precision}-{t.spec.input_size[0]}x{t.spec.input_size[1]}")
-                accuracy, agreement = measure_accuracy(
-                    runner, t.spec, samples, data_name, batch_size=config.accuracy_batch, worst=config.worst,
-                    cutout_dir=cut_root / slug, cutout_rel=Path(cut_root.name) / slug,
-                    reference=ref if ref is not None and ref["sha256"] != t.art.sha256 else None, progress=progress)
-                rec.accuracy, rec.agreement = accuracy, agreement
+            score(t, rec)
             append_records(out, [rec])
             result.records.append(rec)
             if on_record is not None:
                 on_record(rec)
     return result
+
+
+def _plans(models, names, config: BenchConfig) -> list[tuple[Artifact, str, str, ModelSpec]]:
+    """(artifact, display name, backend, spec at the asked size) per model; refuses what cannot be measured."""
+    arts = [m if isinstance(m, Artifact) else load_artifact(m) for m in models]
+    if not arts:
+        raise EdgecutError("give at least one model to bench")
+    if names is not None and len(names) != len(arts):
+        raise EdgecutError(f"{len(names)} names for {len(arts)} models")
+    display = list(names) if names is not None else [a.path.name for a in arts]
+    return [(art, name, backend_for(art, config.backend), spec_at(art, config.size))
+            for art, name in zip(arts, display)]
+
+
+class _Scorer:
+    """Scores a finished record's model on the data images (and against the reference), in this process."""
+
+    def __init__(self, samples, data_name, reference, cut_root: Path, config: BenchConfig, progress: bool) -> None:
+        self.samples, self.data_name, self.reference = samples, data_name, reference
+        self.cut_root, self.config, self.progress = cut_root, config, progress
+
+    def __call__(self, t: _Timing, rec: BenchRecord) -> None:
+        if not self.samples:
+            return
+        from edgecut import runtime
+
+        config, ref = self.config, self.reference
+        runner = runtime.load(t.art, device=config.device, threads=t.threads, backend=rec.backend)
+        slug = _slug(f"{rec.name}-{rec.backend}-{rec.precision}-{t.spec.input_size[0]}x{t.spec.input_size[1]}")
+        rec.accuracy, rec.agreement = measure_accuracy(
+            runner, t.spec, self.samples, self.data_name, batch_size=config.accuracy_batch, worst=config.worst,
+            cutout_dir=self.cut_root / slug, cutout_rel=Path(self.cut_root.name) / slug,
+            reference=ref if ref is not None and ref["sha256"] != t.art.sha256 else None, progress=self.progress)
 
 
 @dataclass
@@ -423,8 +400,6 @@ def _busy_note(host: Host) -> str:
 
 def _record(art: Artifact, name: str, backend: str, spec: ModelSpec, threads: int | None, config: BenchConfig,
             env: dict[str, Any], run_id: str) -> BenchRecord:
-    from edgecut.runtime.onnxruntime_runner import default_threads
-
     arch = art.manifest.arch.get("name") if art.manifest.arch else None
     return BenchRecord(run_id=run_id, name=name, artifact=str(art.path), sha256=art.sha256, arch=arch,
                        format=art.manifest.format, precision=art.manifest.precision, backend=backend,
@@ -435,8 +410,6 @@ def _record(art: Artifact, name: str, backend: str, spec: ModelSpec, threads: in
 
 def _samples(data, split, limit):
     if data is None:
-        if split is not None or limit is not None:
-            raise EdgecutError("--split and --limit choose images of --data: give --data too")
         return [], None
     from edgecut.data.folder import find_samples
 
@@ -460,11 +433,12 @@ def _synthetic_image(out: Path) -> Path:
     return dest
 
 
-def _reference(reference, config: BenchConfig, samples, plans, progress: bool) -> dict[str, Any]:
+def _reference(config: BenchConfig, samples, plans) -> dict[str, Any]:
     """The reference's probabilities on every image, once per run (at the first model's input size)."""
     from edgecut import runtime
     from edgecut.data.folder import load_pair
 
+    reference = config.reference
     art = reference if isinstance(reference, Artifact) else load_artifact(reference)
     sizes = {tuple(spec.input_size) for *_, spec in plans}
     if len(sizes) > 1:

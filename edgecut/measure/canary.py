@@ -1,27 +1,19 @@
 """Is the machine giving us the cores we asked for? A parallel-speedup canary.
 
 On a shared host (a cloud VM, a CI runner) a neighbour can take the physical cores behind our
-virtual CPUs without anything showing inside the guest: no steal time, no other process, and a
-single-threaded loop runs at full speed. What changes is how well threads run *together*. On
-this project's 2-vCPU machine a 1 ms model at 2 threads alternates, in phases of 5 to 110
-seconds, between 1.1 ms and 2.0 ms (its single-thread time), and a measurement lands on either
-side by chance. Repeating it does not help: the phases outlast a worker run.
+virtual CPUs without anything showing inside the guest; what changes is how well threads run
+*together*, and with it every multi-threaded latency (README, "Measuring: bench and compare",
+has the numbers). The canary times a float32 GEMM (numpy's BLAS) on one thread and on
+``threads`` threads: :func:`parallel_speedup` is ``t(1) / t(threads)``.
 
-The canary measures exactly that. A float32 GEMM (numpy's BLAS) is timed on one thread and on
-``threads`` threads; the speedup ``t(1) / t(threads)`` is about 1.95 at 2 threads when both
-cores are ours and about 1.65 when the host is taking them (the model at 2 threads loses all
-of its speedup then). It costs about 50 ms. The absolute speedup depends on the CPU and the
-thread count, so a sample is only compared with this machine's quiet level at the same thread
-count (:class:`Canary`, remembered across runs): below ``BUSY_FRACTION`` of it, the machine is
-busy.
-
-``edgecut bench`` samples the canary before each worker run and waits (bounded) while the
-machine is busy, and samples it again as soon as the worker exits: a run whose second sample
-fell is measured again. (The worker does not sample it itself: BLAS's buffers would add about
-8 MB to the model's peak RSS.) What was seen goes into the record
-(:class:`edgecut.bench.record.Host`), and ``edgecut compare`` flags a row whose canary is below
-``BUSY_FRACTION`` of the best of its machine and thread count among the compared records (the
-best may only have been seen after the row was written).
+That speedup depends on the CPU and the thread count, so a sample is only compared with this
+machine's quiet level at the same thread count (:class:`Canary`, remembered across runs), and
+:func:`is_busy` is the one rule: below ``BUSY_FRACTION`` of it, the machine is busy. ``edgecut
+bench`` samples around each worker run, not inside it (BLAS's buffers would add to the model's
+peak RSS): :meth:`Canary.guarded` waits while busy and measures again a run that ended busy.
+What it saw goes into the record (:class:`edgecut.measure.record.Host`), and ``edgecut compare``
+applies the same rule against the best quiet level among the compared records, which may have
+been seen only after a row was written (:func:`edgecut.report.table.busy_records`).
 """
 
 from __future__ import annotations
@@ -41,6 +33,15 @@ T = TypeVar("T")
 BUSY_FRACTION = 0.88  # a canary below this fraction of the best seen: the machine is busy (here: 1.65 / 1.97 = 0.84)
 GEMM_SIZE = 384  # float32 n x n GEMM: about 1 ms on one core of an AVX-512 CPU
 POLL_S = 1.0  # seconds between samples while waiting for the machine
+
+
+def is_busy(speedup: float | None, best: float | None) -> bool:
+    """True when a canary ``speedup`` is below ``BUSY_FRACTION`` of the quiet level ``best``.
+
+    False when either is unknown (None): without a sample or a quiet level the machine cannot be
+    called busy.
+    """
+    return speedup is not None and best is not None and speedup < BUSY_FRACTION * best
 
 
 def parallel_speedup(threads: int | None, *, calls: int = 15) -> float | None:
@@ -130,9 +131,8 @@ class Canary:
         return float(np.percentile(seen[-self.KEEP:], 90)) if seen else None
 
     def busy(self, threads: int | None, speedup: float | None) -> bool:
-        """True when ``speedup`` is below ``BUSY_FRACTION`` of :meth:`best`."""
-        best = self.best(threads)
-        return speedup is not None and best is not None and speedup < BUSY_FRACTION * best
+        """:func:`is_busy` against :meth:`best` at ``threads``."""
+        return is_busy(speedup, self.best(threads))
 
     def wait_quiet(self, threads: int | None, max_wait_s: float,
                    on_wait: Callable[[float, float, float], None] | None = None) -> tuple[float | None, float]:

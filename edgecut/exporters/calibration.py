@@ -61,7 +61,7 @@ def load_set(folder: str | os.PathLike | None, spec: ModelSpec, count: int, seed
 
 def _from_folder(folder: str | os.PathLike, count: int, seed: int) -> CalibSet:
     from edgecut.data.folder import load_pair, subset
-    from edgecut.export.parity import image_samples
+    from edgecut.exporters.parity import image_samples
 
     samples = image_samples(folder)
     chosen = subset(samples, count, seed)

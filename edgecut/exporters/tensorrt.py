@@ -41,11 +41,11 @@ from typing import TYPE_CHECKING, Any, Literal
 from edgecut import io
 from edgecut._optional import require
 from edgecut.errors import EdgecutError, ModelError
+from edgecut.exporters.options import ExportConfig, Exported
 from edgecut.runtime.tensorrt_runner import build_target
 
 if TYPE_CHECKING:
     from edgecut.artifact import Artifact, ModelSpec
-    from edgecut.export import Exported, ExportOptions
 
 ENGINE_FILE = "model.engine"
 ONNX_FILE = "model.onnx"
@@ -54,16 +54,6 @@ TIMING_CACHE_FILE = "timing.cache"
 CALIB_CACHE_FILE = "calib.cache"
 Shape = tuple[int, int, int, int]
 LAYER_TYPES = {"int8": ("int8",), "fp16": ("fp16", "half"), "fp32": ("fp32", "float"), "int32": ("int32",)}
-
-
-@dataclass(frozen=True)
-class TensorRTSettings:
-    """How an engine is built (the ``tensorrt`` row of the format table uses the defaults)."""
-
-    max_batch: int = 8  # largest batch of the optimization profile (optimised for batch 1)
-    workspace_mib: int = 1024  # builder scratch memory limit
-    int8_source: Literal["qdq", "calibrator"] = "qdq"  # explicit Q/DQ (preferred) or implicit calibration
-    machine_cache: bool = True  # reuse and update the per-machine timing cache
 
 
 @dataclass(frozen=True)
@@ -139,22 +129,22 @@ def machine_cache_path(target: Mapping[str, Any]) -> Path:
 # ---------------------------------------------------------------------------- the ONNX model
 
 
-def onnx_for_engine(parent: Artifact, workdir: Path, options: ExportOptions,
+def onnx_for_engine(parent: Artifact, workdir: Path, config: ExportConfig,
                     int8_source: str = "qdq") -> tuple[Path, ModelSpec, dict[str, Any], dict[str, Any]]:
     """The ONNX model the engine is built from, in ``workdir/model.onnx``: the parent's (an ONNX
     artifact) or an FP32 export of it, made QDQ with symmetric activations for explicit INT8.
     Returns (path, spec, params, metrics); runs without TensorRT."""
     import onnx
 
-    from edgecut.export import onnx as onnx_export
-    from edgecut.export import qdq
+    from edgecut.exporters import onnx as onnx_export
+    from edgecut.exporters import qdq
 
     dest = workdir / ONNX_FILE
     params: dict[str, Any] = {}
     metrics: dict[str, Any] = {}
     m = parent.manifest
     if m.format == "onnx" and m.precision == "int8":  # a QDQ model, e.g. from QAT: explicit quantization
-        if options.precision != "int8":
+        if config.precision != "int8":
             raise EdgecutError(f"{parent.path} is an int8 ONNX model: build it as int8, or export the float model")
         why = qdq.tensorrt_compatible(onnx.load(str(parent.model_path), load_external_data=False))
         if why:
@@ -165,21 +155,21 @@ def onnx_for_engine(parent: Artifact, workdir: Path, options: ExportOptions,
     else:
         sub = workdir / ".onnx"
         sub.mkdir()
-        fp32 = onnx_export.export_onnx(parent, sub, dataclasses.replace(options, precision="fp32"))
+        fp32 = onnx_export.export_onnx(parent, sub, dataclasses.replace(config, precision="fp32"))
         os.replace(fp32.files[ONNX_FILE], dest)
         shutil.rmtree(sub)
         spec = fp32.spec
         params.update({f"onnx_{k}": v for k, v in fp32.params.items() if k in ("opset", "simplified", "from")})
-        if options.precision == "int8" and int8_source == "qdq":
+        if config.precision == "int8" and int8_source == "qdq":
             model = onnx.load(str(dest))
-            q, report = onnx_export.to_int8(dest, workdir / "model.int8.onnx", model, spec, options.calib,
-                                            options.eval_data, tensorrt=True)
+            q, report = onnx_export.to_int8(dest, workdir / "model.int8.onnx", model, spec, config.calib,
+                                            config.seed, config.parity.data, tensorrt=True)
             onnx_export.stamp(q, spec, "int8", parent.sha256)
             onnx.save(q, str(dest))
             (workdir / "model.int8.onnx").unlink(missing_ok=True)
             metrics["calibration"] = report
             params["qdq"] = qdq.summary(q)
-    params["int8_source"] = int8_source if options.precision == "int8" else None
+    params["int8_source"] = int8_source if config.precision == "int8" else None
     return dest, spec, params, metrics
 
 
@@ -275,31 +265,29 @@ def _layer_formats(trt, logger, engine_path: Path) -> dict[str, int] | None:
         return None
 
 
-def export_tensorrt(parent: Artifact, workdir: Path, options: ExportOptions,
-                    settings: TensorRTSettings = TensorRTSettings()) -> Exported:
+def export_tensorrt(parent: Artifact, workdir: Path, config: ExportConfig) -> Exported:
     """The ``tensorrt`` row of the format table: ``model.engine`` plus its ONNX model, the
     timing cache and ``trtexec.txt`` in ``workdir``."""
     import torch
-
-    from edgecut.export import Exported
 
     require("tensorrt", "exporting to tensorrt")
     if not torch.cuda.is_available():
         raise EdgecutError("a TensorRT engine is built on the CUDA GPU that will run it, and this machine has "
                            "none: build it on the device (export format onnx, then trtexec there), or run this "
                            "export on a machine with the same GPU")
+    settings = config.tensorrt
     device_index = torch.cuda.current_device()
     target = build_target(device_index)
-    onnx_path, spec, params, metrics = onnx_for_engine(parent, workdir, options, settings.int8_source)
+    onnx_path, spec, params, metrics = onnx_for_engine(parent, workdir, config, settings.int8_source)
     lo, opt, hi = shapes_for(spec, settings.max_batch)
-    build = EngineBuild(precision=options.precision, min_shape=lo, opt_shape=opt, max_shape=hi,
+    build = EngineBuild(precision=config.precision, min_shape=lo, opt_shape=opt, max_shape=hi,
                         workspace_mib=settings.workspace_mib, int8_source=settings.int8_source)
     calibration, calib_cache = [], None
-    if options.precision == "int8" and settings.int8_source == "calibrator":
-        from edgecut.export import calibration as calib_sets
+    if config.precision == "int8" and settings.int8_source == "calibrator":
+        from edgecut.exporters import calibration as calib_sets
 
-        cset = calib_sets.load_set(options.calib.data, spec, options.calib.count, options.calib.seed)
-        metrics["calibration"] = {**calib_sets.report(cset, options.eval_data, options.calib.seed),
+        cset = calib_sets.load_set(config.calib.data, spec, config.calib.count, config.seed)
+        metrics["calibration"] = {**calib_sets.report(cset, config.parity.data, config.seed),
                                   "method": "entropy (TensorRT IInt8EntropyCalibrator2)"}
         calibration, calib_cache = list(cset.batches(spec)), workdir / CALIB_CACHE_FILE
     machine = machine_cache_path(target) if settings.machine_cache else None
@@ -317,7 +305,7 @@ def export_tensorrt(parent: Artifact, workdir: Path, options: ExportOptions,
                    "workspace_mib": settings.workspace_mib, "trtexec": trtexec_command(build), **info})
     notes = []
     for precision, kind in (("fp16", "fp16"), ("int8", "int8")):
-        if options.precision == precision and info.get("layer_formats") and kind not in info["layer_formats"]:
+        if config.precision == precision and info.get("layer_formats") and kind not in info["layer_formats"]:
             notes.append(f"{precision} was enabled but TensorRT computes no layer in {kind} on this GPU "
                          f"(layer outputs: {info['layer_formats']})")
     return Exported(files=files, model_file=ENGINE_FILE, spec=spec, params=params, metrics=metrics, notes=notes,

@@ -45,42 +45,40 @@ from typing import TYPE_CHECKING, Any
 
 from edgecut._optional import available, require
 from edgecut.errors import EdgecutError, ModelError
+from edgecut.exporters.options import CalibConfig, ExportConfig, Exported
 from edgecut.io import first_line as io_first_line
 from edgecut.runtime.onnxruntime_runner import PRECISION_KEY, SPEC_KEY
 
 if TYPE_CHECKING:
     from edgecut.artifact import Artifact, ModelSpec
-    from edgecut.export import CalibConfig, Exported, ExportOptions
 
 MODEL_FILE = "model.onnx"
 INPUT_NAME = "input"
 DEFAULT_OPSET = 18  # Resize-18, reductions with axes as inputs; run by onnxruntime >= 1.14, TensorRT 10, OpenVINO
 MIN_OPSET = 17  # the oldest opset edgecut tests (LayerNormalization-17 and later)
 MAX_OPSET = 20  # the TorchScript exporter's ceiling on torch 2.14
-CALIB_METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
-CALIBRATOR_OPTIONS: dict[str, dict[str, Any]] = {  # onnxruntime.quantization.create_calibrator settings
-    "minmax": {"symmetric": False},  # the observed min and max of every activation
+# calibration method -> onnxruntime.quantization's CalibrationMethod and its create_calibrator settings
+ORT_CALIBRATORS: dict[str, tuple[str, dict[str, Any]]] = {
+    "minmax": ("MinMax", {"symmetric": False}),  # the observed min and max of every activation
     # KL divergence over a 512-bin histogram merged into 128 levels; ORT's 128/128 default leaves
     # one candidate threshold (the full range), making entropy identical to minmax; 2048 bins
     # (TensorRT's choice) costs ~1 min per 160 activations in ORT's pure-Python search
-    "entropy": {"symmetric": False, "num_bins": 512, "num_quantized_bins": 128},
+    "entropy": ("Entropy", {"symmetric": False, "num_bins": 512, "num_quantized_bins": 128}),
     # 99.999th percentile of |x| over 2048 bins, then clipped to the observed min / max
-    "percentile": {"symmetric": True, "num_bins": 2048},
+    "percentile": ("Percentile", {"symmetric": True, "num_bins": 2048}),
 }
 
 
-def export_onnx(parent: Artifact, workdir: Path, options: ExportOptions) -> Exported:
-    """The ``onnx`` row of the format table: write ``workdir/model.onnx`` at ``options.precision``."""
-    from edgecut.export import Exported
-
+def export_onnx(parent: Artifact, workdir: Path, config: ExportConfig) -> Exported:
+    """The ``onnx`` row of the format table: write ``workdir/model.onnx`` at ``config.precision``."""
     onnx = require("onnx", "ONNX export")
     notes: list[str] = []
     fp32 = workdir / "model.fp32.onnx"
-    opset = options.opset or DEFAULT_OPSET
+    opset = config.opset or DEFAULT_OPSET
     if parent.manifest.format == "onnx":  # re-precision an FP32 ONNX artifact
         if parent.manifest.precision != "fp32":
             raise EdgecutError(f"{parent.path}: convert from an fp32 ONNX artifact, not {parent.manifest.precision}")
-        if options.dynamic and not parent.spec.dynamic_size:
+        if config.dynamic and not parent.spec.dynamic_size:
             raise EdgecutError(f"{parent.path} was exported with fixed H and W; export its torch parent with "
                                "--dynamic instead")
         shutil.copyfile(parent.model_path, fp32)
@@ -89,38 +87,46 @@ def export_onnx(parent: Artifact, workdir: Path, options: ExportOptions) -> Expo
     else:
         if not MIN_OPSET <= opset <= MAX_OPSET:
             raise EdgecutError(f"opset {opset}: edgecut exports opset {MIN_OPSET} to {MAX_OPSET}")
-        if options.dynamic and not parent.spec.dynamic_size:
+        if config.dynamic and not parent.spec.dynamic_size:
             raise EdgecutError(f"{parent.path}: its spec fixes the input size (dynamic_size false); "
                                "export without --dynamic")
-        spec = parent.spec.model_copy(update={"dynamic_size": options.dynamic})
+        spec = parent.spec.model_copy(update={"dynamic_size": config.dynamic})
         torch_to_onnx(parent, fp32, spec, opset)
-        params = {"exporter": "torch.onnx.export(dynamo=False)", "opset": opset, "dynamic": options.dynamic}
+        params = {"exporter": "torch.onnx.export(dynamo=False)", "opset": opset, "dynamic": config.dynamic}
     model = onnx.load(str(fp32))
-    model, slim_note = simplify(model, options.simplify) if parent.manifest.format != "onnx" else (model, None)
+    model, slim_note = simplify(model, config.simplify) if parent.manifest.format != "onnx" else (model, None)
     if slim_note:
         notes.append(slim_note)
     params["simplified"] = slim_note is None and parent.manifest.format != "onnx"
     metrics: dict[str, Any] = {}
-    if options.precision == "fp16":
+    if config.precision == "fp16":
         model = to_fp16(model)
-    elif options.precision == "int8":
+    elif config.precision == "int8":
         onnx.save(model, str(fp32))
-        model, report = to_int8(fp32, workdir / "model.int8.onnx", model, spec, options.calib, options.eval_data)
+        model, report = to_int8(fp32, workdir / "model.int8.onnx", model, spec, config.calib, config.seed,
+                                config.parity.data)
         metrics["calibration"] = report
         notes.extend(report["warnings"])
-    stamp(model, spec, options.precision, parent.sha256)
-    try:
-        onnx.checker.check_model(model, full_check=True)
-    except Exception as e:  # onnx raises ValidationError or InferenceError
-        raise ModelError(f"the exported ONNX model fails onnx.checker: {str(e).strip()[:400]}") from None
-    params["nodes"] = dict(sorted(Counter(n.op_type for n in model.graph.node).items()))
     dest = workdir / MODEL_FILE
-    onnx.save(model, str(dest))
+    params["nodes"] = finish(model, spec, config.precision, parent.sha256, dest, "the exported ONNX model")
     for tmp in workdir.glob("model.*.onnx"):
         tmp.unlink()
     tools = ("onnxslim",) if params["simplified"] else ()
     return Exported(files={MODEL_FILE: dest}, model_file=MODEL_FILE, spec=spec, params=params, metrics=metrics,
                     notes=notes, tools=tools)
+
+
+def finish(model, spec: ModelSpec, precision: str, parent_sha256: str, dest: Path, what: str) -> dict[str, int]:
+    """The last steps of every ONNX export: the spec stamped in, ``onnx.checker``, the file written;
+    returns the op census (op type -> count) for the lineage. ``what`` names the model in errors."""
+    onnx = require("onnx", "ONNX export")
+    stamp(model, spec, precision, parent_sha256)
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except Exception as e:  # onnx raises ValidationError or InferenceError
+        raise ModelError(f"{what} fails onnx.checker: {str(e).strip()[:400]}") from None
+    onnx.save(model, str(dest))
+    return dict(sorted(Counter(n.op_type for n in model.graph.node).items()))
 
 
 def torch_to_onnx(parent: Artifact, path: Path, spec: ModelSpec, opset: int) -> None:
@@ -200,7 +206,7 @@ def _topological_sort(graph) -> None:
         graph.node.extend(copies)
 
 
-def to_int8(fp32: Path, dest: Path, model, spec: ModelSpec, calib: CalibConfig, eval_data: Path | None,
+def to_int8(fp32: Path, dest: Path, model, spec: ModelSpec, calib: CalibConfig, seed: int, eval_data: Path | None,
             tensorrt: bool = False):
     """Static QDQ quantisation of ``fp32`` calibrated on ``calib``; returns (model, calibration report).
     ``tensorrt``: Q/DQ as TensorRT's explicit quantization takes it (every zero point 0, float biases)."""
@@ -208,7 +214,7 @@ def to_int8(fp32: Path, dest: Path, model, spec: ModelSpec, calib: CalibConfig, 
     import onnx
 
     q = require("onnxruntime.quantization", "INT8 quantisation")
-    from edgecut.export import calibration
+    from edgecut.exporters import calibration
 
     names = {n.name for n in model.graph.node}
     unknown = [n for n in calib.exclude_nodes if n not in names]
@@ -220,8 +226,8 @@ def to_int8(fp32: Path, dest: Path, model, spec: ModelSpec, calib: CalibConfig, 
     if calib.exclude_op_types:
         ops = sorted({n.op_type for n in model.graph.node} - set(calib.exclude_op_types))
 
-    cset = calibration.load_set(calib.data, spec, calib.count, calib.seed)
-    report = calibration.report(cset, eval_data, calib.seed)
+    cset = calibration.load_set(calib.data, spec, calib.count, seed)
+    report = calibration.report(cset, eval_data, seed)
 
     class Reader(q.CalibrationDataReader):
         def __init__(self) -> None:
@@ -231,9 +237,9 @@ def to_int8(fp32: Path, dest: Path, model, spec: ModelSpec, calib: CalibConfig, 
             batch = next(self._batches, None)
             return None if batch is None else {INPUT_NAME: np.ascontiguousarray(batch)}
 
-    method = getattr(q.CalibrationMethod, CALIB_METHODS[calib.method])
-    options = {**CALIBRATOR_OPTIONS[calib.method], **({"percentile": calib.percentile}
-                                                       if calib.method == "percentile" else {})}
+    name, settings = ORT_CALIBRATORS[calib.method]
+    method = getattr(q.CalibrationMethod, name)
+    options = {**settings, **({"percentile": calib.percentile} if calib.method == "percentile" else {})}
     hint = _DropLog("pre-process")  # its advice to run quant_pre_process: declined on purpose (see above)
     logging.getLogger().addFilter(hint)
     try:

@@ -1,6 +1,6 @@
 """OpenVINO export: a torch (or fp32 ONNX) artifact -> ``model.xml`` + ``model.bin`` (FP32, FP16, INT8).
 
-Route: the FP32 ONNX that :func:`edgecut.export.onnx.export_onnx` writes (traced, simplified,
+Route: the FP32 ONNX that :func:`edgecut.exporters.onnx.export_onnx` writes (traced, simplified,
 checked), then ``openvino.convert_model`` on it, then ``openvino.save_model``. Going through ONNX
 rather than handing the torch module to ``convert_model`` keeps one tracer and one place where
 dynamic H / W, the opset and the size-divisor rules are decided: the IR computes exactly the
@@ -15,7 +15,7 @@ shape arithmetic is folded), which gives NNCF a clean graph and names close to t
   ``.bin``), inputs and outputs float32. The CPU plugin decompresses them and computes in f32
   (the Runner asks for f32; see :mod:`edgecut.runtime.openvino_runner`).
 - INT8: ``nncf.quantize`` on the converted model: calibration images from
-  :mod:`edgecut.export.calibration` (seeded pick, the same report as the ONNX route), run
+  :mod:`edgecut.exporters.calibration` (seeded pick, the same report as the ONNX route), run
   through the ModelSpec's preprocessing; ``subset_size`` is their count, so every one is used.
   Preset ``mixed`` (default: symmetric weights, asymmetric activations, like the ONNX route's
   S8S8) or ``performance`` (symmetric both). Activation ranges: ``minmax`` is NNCF's MINMAX set
@@ -61,18 +61,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgecut._optional import require
+from edgecut.env import default_threads
 from edgecut.errors import EdgecutError, InputError, ModelError
-from edgecut.runtime.onnxruntime_runner import default_threads
+from edgecut.exporters.options import CalibConfig, ExportConfig, Exported
 from edgecut.runtime.openvino_runner import RT_SECTION, WEIGHTS_SUFFIX, compile_config
 
 if TYPE_CHECKING:
     from edgecut.artifact import Artifact, ModelSpec
-    from edgecut.export import CalibConfig, Exported, ExportOptions
 
 MODEL_FILE = "model.xml"
 WEIGHTS_FILE = "model" + WEIGHTS_SUFFIX
 PRESETS = ("mixed", "performance")
-CALIB_METHODS = ("minmax", "percentile")  # the CalibConfig methods NNCF can do
+NNCF_METHODS = ("minmax", "percentile")  # the calibration methods NNCF has a range estimator for
 ONNX_OP_TYPES: dict[str, tuple[str, ...]] = {  # --exclude-op in ONNX terms -> the OpenVINO op types they become
     "Conv": ("Convolution", "GroupConvolution"),
     "ConvTranspose": ("ConvolutionBackpropData", "GroupConvolutionBackpropData"),
@@ -91,39 +91,38 @@ VAL_SYNTHETIC_SEED = 4  # their set (calibration uses 1, parity 2)
 NOT_COUNTED = {"Constant", "Parameter", "Result", "Convert"}  # left out of the op census in the lineage
 
 
-def export_openvino(parent: Artifact, workdir: Path, options: ExportOptions) -> Exported:
+def export_openvino(parent: Artifact, workdir: Path, config: ExportConfig) -> Exported:
     """The ``openvino`` row of the format table: ``workdir/model.xml`` + ``model.bin``."""
-    from edgecut.export import Exported
-    from edgecut.export.onnx import MODEL_FILE as ONNX_FILE
-    from edgecut.export.onnx import export_onnx
+    from edgecut.exporters.onnx import MODEL_FILE as ONNX_FILE
+    from edgecut.exporters.onnx import export_onnx
 
     ov = require("openvino", "OpenVINO export")
-    if options.precision == "int8":
+    if config.precision == "int8":
         require("nncf", "OpenVINO INT8 quantisation")  # before any work is done
-    vino = options.openvino
-    if vino.max_drop is not None and options.precision != "int8":
-        raise EdgecutError(f"max_drop (accuracy control) is for int8, not {options.precision}")
+    vino = config.openvino
+    if vino.max_drop is not None and config.precision != "int8":
+        raise EdgecutError(f"max_drop (accuracy control) is for int8, not {config.precision}")
     if vino.val_data is not None and vino.max_drop is None:
         raise EdgecutError("val_data is the accuracy-control set: give max_drop too (or drop val_data)")
     if vino.max_drop is not None and not 0.0 <= vino.max_drop < 1.0:
         raise EdgecutError(f"max_drop {vino.max_drop:g}: an absolute IoU drop, from 0 to below 1 (e.g. 0.01)")
     if vino.preset not in PRESETS:
         raise EdgecutError(f"preset {vino.preset!r}: use {' or '.join(PRESETS)}")
-    if options.precision == "int8" and options.calib.method not in CALIB_METHODS:
-        raise EdgecutError(f"calibration method {options.calib.method!r} is not available for OpenVINO (NNCF has "
-                           f"no KL-entropy range estimator): use {' or '.join(CALIB_METHODS)}")
+    if config.precision == "int8" and config.calib.method not in NNCF_METHODS:
+        raise EdgecutError(f"calibration method {config.calib.method!r} is not available for OpenVINO (NNCF has "
+                           f"no KL-entropy range estimator): use {' or '.join(NNCF_METHODS)}")
 
     m = parent.manifest
     if m.format == "onnx" and m.precision == "int8":  # a Q/DQ model (QAT, or ONNX Runtime PTQ): convert as it is
-        if options.precision != "int8":
+        if config.precision != "int8":
             raise EdgecutError(f"{parent.path} is an INT8 Q/DQ ONNX model: export it with precision int8 "
                                f"(OpenVINO runs its QuantizeLinear/DequantizeLinear pairs as int8), not "
-                               f"{options.precision}")
-        if options.calib.data is not None or vino.max_drop is not None:
+                               f"{config.precision}")
+        if config.calib.data is not None or vino.max_drop is not None:
             raise EdgecutError(f"{parent.path} is already quantized (Q/DQ): calibration and max_drop do not apply")
-        base = _from_qdq(parent, workdir, options)
+        base = _from_qdq(parent, workdir, config)
     else:
-        base = export_onnx(parent, workdir, replace(options, precision="fp32"))  # writes workdir/model.onnx
+        base = export_onnx(parent, workdir, replace(config, precision="fp32"))  # writes workdir/model.onnx
     onnx_path = workdir / ONNX_FILE
     spec = base.spec
     try:
@@ -136,14 +135,14 @@ def export_openvino(parent: Artifact, workdir: Path, options: ExportOptions) -> 
     metrics: dict[str, Any] = {}
     notes = list(base.notes)
     tools = ["openvino", *base.tools]
-    if options.precision == "fp16":
+    if config.precision == "fp16":
         notes.append("fp16 IR: weights stored in half precision; OpenVINO's x86 CPU plugin computes in f32 "
                      "(edgecut's Runner asks for f32 explicitly)")
-    elif options.precision == "int8" and "qdq" in base.params:
+    elif config.precision == "int8" and "qdq" in base.params:
         params["int8_source"] = "qdq"  # OpenVINO turns each Q/DQ pair into a FakeQuantize and runs int8 kernels
         notes.append("int8 from the parent's Q/DQ nodes: its scales are kept, no NNCF calibration")
-    elif options.precision == "int8":
-        model, report = to_int8(model, spec, options)
+    elif config.precision == "int8":
+        model, report = to_int8(model, spec, config)
         metrics["calibration"] = report
         notes.extend(report["warnings"])
         params["nncf"] = {"preset": vino.preset, "subset_size": len(report["names"]),
@@ -154,9 +153,9 @@ def export_openvino(parent: Artifact, workdir: Path, options: ExportOptions) -> 
             params["nncf"]["max_drop"] = vino.max_drop
             params["nncf"]["drop_type"] = "absolute"
         tools.append("nncf")
-    stamp(model, spec, options.precision, parent.sha256)
+    stamp(model, spec, config.precision, parent.sha256)
     xml = workdir / MODEL_FILE
-    ov.save_model(model, str(xml), compress_to_fp16=options.precision == "fp16")
+    ov.save_model(model, str(xml), compress_to_fp16=config.precision == "fp16")
     onnx_path.unlink()
     params["ops"] = dict(sorted(Counter(op.get_type_name() for op in model.get_ordered_ops()
                                         if op.get_type_name() not in NOT_COUNTED).items()))
@@ -164,16 +163,15 @@ def export_openvino(parent: Artifact, workdir: Path, options: ExportOptions) -> 
                     spec=spec, params=params, metrics=metrics, notes=notes, tools=tuple(tools))
 
 
-def _from_qdq(parent: Artifact, workdir: Path, options: ExportOptions) -> Exported:
+def _from_qdq(parent: Artifact, workdir: Path, config: ExportConfig) -> Exported:
     """An INT8 Q/DQ ONNX parent, copied as it is to ``workdir/model.onnx`` for ``convert_model``."""
     import shutil
 
-    from edgecut.export import Exported
-    from edgecut.export.onnx import MODEL_FILE as ONNX_FILE
-    from edgecut.export.qdq import summary
+    from edgecut.exporters.onnx import MODEL_FILE as ONNX_FILE
+    from edgecut.exporters.qdq import summary
 
     onnx = require("onnx", "OpenVINO export")
-    if options.dynamic and not parent.spec.dynamic_size:
+    if config.dynamic and not parent.spec.dynamic_size:
         raise EdgecutError(f"{parent.path} was exported with fixed H and W; export its torch parent with "
                            "--dynamic instead")
     shutil.copyfile(parent.model_path, workdir / ONNX_FILE)
@@ -191,15 +189,15 @@ def stamp(model, spec: ModelSpec, precision: str, parent_sha256: str) -> None:
 # --------------------------------------------------------------------------- INT8
 
 
-def to_int8(model, spec: ModelSpec, options: ExportOptions):
+def to_int8(model, spec: ModelSpec, config: ExportConfig):
     """NNCF post-training quantisation (with accuracy control when ``max_drop`` is set); (model, report)."""
     nncf = require("nncf", "OpenVINO INT8 quantisation")
-    from edgecut.export import calibration
+    from edgecut.exporters import calibration
 
-    calib, vino = options.calib, options.openvino
+    calib, vino = config.calib, config.openvino
     scope, scope_report = ignored_scope(model, calib)
-    cset = calibration.load_set(calib.data, spec, calib.count, calib.seed)
-    report = calibration.report(cset, options.eval_data, calib.seed)
+    cset = calibration.load_set(calib.data, spec, calib.count, config.seed)
+    report = calibration.report(cset, config.parity.data, config.seed)
     estimator, estimator_name = range_estimator(calib)
     common = {"preset": getattr(nncf.QuantizationPreset, vino.preset.upper()), "subset_size": len(cset.images),
               "ignored_scope": scope, "fast_bias_correction": False}  # see the module docstring
@@ -210,7 +208,7 @@ def to_int8(model, spec: ModelSpec, options: ExportOptions):
             if vino.max_drop is None:
                 quantized = nncf.quantize(model, calib_data, advanced_parameters=advanced, **common)
             else:
-                val_source, items = validation_items(vino.val_data or options.eval_data, spec, calib.seed)
+                val_source, items = validation_items(vino.val_data or config.parity.data, spec, config.seed)
                 validate = iou_validation(spec)
                 quantized = nncf.quantize_with_accuracy_control(
                     model, calib_data, nncf.Dataset(items, lambda item: item[0]), validate,
@@ -283,7 +281,7 @@ def validation_items(folder: Path | None, spec: ModelSpec, seed: int) -> tuple[s
     """(source, [(preprocessed batch, truth mask at the spec size as bool), ...]) for accuracy control."""
     import cv2
 
-    from edgecut.export import parity
+    from edgecut.exporters import parity
 
     if folder is None:
         from edgecut.data.synth import MAX_SIZE, MIN_SIZE, render

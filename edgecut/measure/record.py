@@ -31,7 +31,7 @@ RECORD_SCHEMA = 1
 
 
 class Latency(BaseModel):
-    """Latency statistics of one call in milliseconds (see :class:`edgecut.bench.latency.LatencyStats`)."""
+    """Latency statistics of one call in milliseconds (see :class:`edgecut.measure.latency.LatencyStats`)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -68,7 +68,7 @@ class Memory(BaseModel):
 
 
 class Host(BaseModel):
-    """How free the CPU cores were while a record was measured (see :mod:`edgecut.bench.canary`)."""
+    """How free the CPU cores were while a record was measured (see :mod:`edgecut.measure.canary`)."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -1,6 +1,6 @@
-"""The latency worker: one model, one fresh process (``python -m edgecut.bench.worker``).
+"""The latency worker: one model, one fresh process (``python -m edgecut.measure.worker``).
 
-Reads one job as JSON on stdin (written by :func:`edgecut.bench.run.measure_latency`), loads
+Reads one job as JSON on stdin (written by :func:`edgecut.measure.run.measure_latency`), loads
 the model through its Runner, and prints one JSON line: latency of one batch, throughput per
 batch size, end-to-end cut-out latency of one image file, peak memory, the threads used.
 Only the backend the model needs is imported, so an ONNX Runtime model is measured without
@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from edgecut.bench.latency import LatencyConfig, measure
+from edgecut.runtime.timing import LatencyConfig, measure
 
 
 def _reset_peak_rss() -> bool:
@@ -48,9 +48,9 @@ def _peak_rss_mb() -> float | None:
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
     from edgecut import io, runtime
     from edgecut.artifact import load_artifact
-    from edgecut.bench.run import AtSize, spec_at
     from edgecut.cutout import compose
-    from edgecut.runtime.onnxruntime_runner import default_threads
+    from edgecut.env import default_threads
+    from edgecut.runtime.base import AtSize, spec_at
 
     notes: list[str] = []
     reset = _reset_peak_rss()

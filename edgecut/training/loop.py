@@ -1,4 +1,4 @@
-"""The one training loop: teacher training now, fine-tuning, distillation and QAT later.
+"""The one training loop, used by train, prune's fine-tuning, distill and qat.
 
 Explicit and short: AdamW, linear warm-up then cosine decay (per step), bf16 autocast on
 CPU and fp16/bf16 on CUDA, channels_last, gradient clipping, optional EMA, validation each
@@ -38,9 +38,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from edgecut import io
+from edgecut.env import resolve_device
 from edgecut.data.transforms import EpochBatchSampler
 from edgecut.errors import EdgecutError, InputError
-from edgecut.train.losses import SegmentationObjective
+from edgecut.training.losses import SegmentationObjective
 
 CHECKPOINT_DIR = "checkpoints"
 LAST = "last.pt"
@@ -48,7 +49,7 @@ BEST = "best.safetensors"
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class LoopConfig:
     epochs: int = 20
     batch_size: int = 8
     lr: float = 1e-3  # peak learning rate of AdamW
@@ -97,18 +98,6 @@ class FitResult:
 
 class TrainingInterrupted(EdgecutError):
     pass
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` is CUDA when there is a GPU; under torchrun each process takes GPU ``LOCAL_RANK``."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise EdgecutError(f"device {device!r} asked for, but no CUDA GPU is available here; use --device cpu")
-    if dev.type == "cuda" and dev.index is None and world()[1] > 1:
-        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    return dev
 
 
 # ----------------------------------------------------------------------------- distributed
@@ -224,7 +213,7 @@ Callback = Callable[[TrainState], None]
 Validator = Callable[[nn.Module], dict[str, float]]
 
 
-def fit(model: nn.Module, train_set: Dataset, config: TrainConfig, out_dir: str | Path, *,
+def fit(model: nn.Module, train_set: Dataset, config: LoopConfig, out_dir: str | Path, *,
         validate: Validator | None = None, objective: Callable[..., Any] | None = None,
         resume: bool = False, progress: bool = True, callbacks: Sequence[Callback] = (),
         extra_modules: Sequence[nn.Module] = (), resume_key: dict[str, Any] | None = None) -> FitResult:
@@ -236,160 +225,200 @@ def fit(model: nn.Module, train_set: Dataset, config: TrainConfig, out_dir: str 
     settings (plain values) that must not change on resume, such as distillation's.
     """
     out_dir = Path(out_dir)
-    ckpt_dir = out_dir / CHECKPOINT_DIR
-    last_path = ckpt_dir / LAST
+    last_path = out_dir / CHECKPOINT_DIR / LAST
     if last_path.exists() and not resume:
         raise InputError(out_dir, "already holds a training run",
                          "pass --resume to continue it, or choose a new --out")
     if resume and not last_path.exists():
         raise InputError(last_path, "nothing to resume", "run without --resume to start training")
-
-    device = resolve_device(config.device)
-    rank, world_size = init_distributed(device)
-    run_key = {**config.resume_key(), **(resume_key or {}), **({"world_size": world_size} if world_size > 1 else {})}
-    seed_everything(config.seed)
-    objective = objective or SegmentationObjective()
-    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-    model.to(device=device, memory_format=memory_format)
-    for m in extra_modules:
-        m.to(device=device, memory_format=memory_format)
-    params = [p for m in (model, *extra_modules) for p in m.parameters() if p.requires_grad]
-    extra_params = [p for m in extra_modules for p in m.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    steps_per_epoch = EpochBatchSampler(len(train_set), config.batch_size, 0, rank=rank,
-                                        world_size=world_size).num_batches()
-    if steps_per_epoch == 0:
-        raise InputError(None, f"{len(train_set)} training images make no full batch of {config.batch_size}"
-                         + (f" on each of {world_size} processes" if world_size > 1 else ""),
-                         "lower --batch or add images")
-    total = config.epochs * steps_per_epoch
-    warmup = int(round(config.warmup_epochs * steps_per_epoch))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, total, warmup, config.min_lr_ratio))
-    amp_dtype = autocast_dtype(config.precision, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=(amp_dtype == torch.float16))
-    ema = None
-    if config.ema_decay:
-        ema = torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=ema_update(config.ema_decay), use_buffers=True)
-    state = TrainState(steps_per_epoch=steps_per_epoch)
-
-    def checkpoint() -> None:
-        if rank != 0:
-            return
-        payload = {
-            "model": model.state_dict(), "extra": [m.state_dict() for m in extra_modules],
-            "ema": ema.state_dict() if ema else None, "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": _rng_state(),
-            "state": dataclasses.asdict(state), "config": run_key,
-        }
-        with io.atomic_path(last_path) as tmp:
-            torch.save(payload, tmp)
-
+    run = _Run(model, len(train_set), config, out_dir, objective or SegmentationObjective(), extra_modules,
+               resume_key or {})
     if resume:
-        ck = _load_checkpoint(last_path)
-        if ck["config"] != run_key:
-            diff = {k: (ck["config"].get(k), run_key.get(k)) for k in {**ck["config"], **run_key}
-                    if ck["config"].get(k) != run_key.get(k)}
-            raise InputError(last_path, f"checkpoint was made with other settings {diff} (saved, given)",
-                             "resume with the same options, or start a new --out")
-        model.load_state_dict(ck["model"])
-        for m, sd in zip(extra_modules, ck["extra"]):
-            m.load_state_dict(sd)
-        if ema is not None and ck["ema"] is not None:
-            ema.load_state_dict(ck["ema"])
-        optimizer.load_state_dict(ck["optimizer"])
-        scheduler.load_state_dict(ck["scheduler"])
-        scaler.load_state_dict(ck["scaler"])
-        _set_rng_state(ck["rng"])
-        state = TrainState(**ck["state"])
-
-    train_model = model  # what the objective calls: the model itself, or its DDP wrapper
-    if world_size > 1:
-        train_model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
-    started = time.perf_counter()
-    shipped = ema.module if ema is not None else model
-    best_path = ckpt_dir / BEST
-    bar = _Progress(progress and rank == 0, config.epochs, steps_per_epoch)
+        run.restore()
+    run.start()
+    bar = _Progress(progress and run.rank == 0, config.epochs, run.state.steps_per_epoch)
     interrupted = _SignalGuard()
     try:
         with bar, interrupted:
-            while state.epoch < config.epochs:
-                sampler = EpochBatchSampler(len(train_set), config.batch_size, state.epoch, config.seed,
-                                            start_batch=state.step_in_epoch, rank=rank, world_size=world_size)
-                loader = DataLoader(train_set, batch_sampler=sampler, num_workers=config.workers,
-                                    persistent_workers=False, pin_memory=device.type == "cuda")
-                bar.start_epoch(state.epoch, state.step_in_epoch)
-                model.train()
-                for m in extra_modules:
-                    m.train()
-                last_save = time.monotonic()
-                for batch in loader:
-                    batch = {k: (v.to(device, non_blocking=True, memory_format=memory_format) if v.ndim == 4
-                                 else v.to(device)) for k, v in batch.items() if isinstance(v, torch.Tensor)}
-                    with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                        loss, logs = objective(train_model, batch)
-                    if not torch.isfinite(loss):
-                        raise EdgecutError(f"loss became {float(loss)} at epoch {state.epoch} step "
-                                           f"{state.step_in_epoch}; lower --lr or use --precision fp32")
-                    optimizer.zero_grad(set_to_none=True)
-                    scaler.scale(loss).backward()
-                    if world_size > 1 and extra_params:
-                        _average_gradients(extra_params, world_size)
-                    if config.grad_clip:
-                        scaler.unscale_(optimizer)
-                        nn.utils.clip_grad_norm_(params, config.grad_clip)
-                    scaler.step(optimizer)
-                    scaler.update()
-                    scheduler.step()
-                    if ema is not None:
-                        ema.update_parameters(model)
-                    state.step_in_epoch += 1
-                    state.global_step += 1
-                    state.last_logs = {**logs, "lr": scheduler.get_last_lr()[0]}
-                    bar.step(state.last_logs)
-                    if (config.save_every and state.step_in_epoch % config.save_every == 0) or \
-                            time.monotonic() - last_save > config.save_interval_s:
-                        checkpoint()
-                        last_save = time.monotonic()
-                    for cb in callbacks:
-                        cb(state)
-                    stop = interrupted.hit if world_size == 1 else _any_rank(interrupted.hit, device)
-                    if stop:  # all ranks stop at the same step
-                        raise KeyboardInterrupt
-                record: dict[str, Any] = {"epoch": state.epoch, **state.last_logs}
-                if validate is not None:
-                    metrics = validate(shipped) if rank == 0 else {}
-                    if world_size > 1:  # every rank keeps the same history and best epoch
-                        shared = [metrics]
-                        dist.broadcast_object_list(shared, src=0)
-                        metrics = shared[0]
-                    record.update({f"val_{k}": v for k, v in metrics.items()})
-                    score = metrics[config.select_metric]
-                    if score > state.best_metric:
-                        state.best_metric, state.best_epoch = score, state.epoch
-                        if rank == 0:
-                            io.save_weights(best_path, shipped.state_dict())
-                record["elapsed_s"] = round(time.perf_counter() - started, 2)
-                state.history.append(record)
+            while run.state.epoch < config.epochs:
+                run.train_epoch(train_set, bar, callbacks, interrupted)
+                record = run.end_epoch(validate)
                 bar.end_epoch(record)
-                state.epoch += 1
-                state.step_in_epoch = 0
-                checkpoint()
     except KeyboardInterrupt:
-        checkpoint()
+        run.checkpoint()
         barrier()  # the other ranks stop only once rank 0 has saved
         raise TrainingInterrupted(
-            f"interrupted at epoch {state.epoch + 1}, step {state.step_in_epoch}; "
+            f"interrupted at epoch {run.state.epoch + 1}, step {run.state.step_in_epoch}; "
             f"checkpoint saved in {last_path}: add --resume to continue") from None
     barrier()  # rank 0 has written the best weights
-    if best_path.exists():
-        shipped.load_state_dict(io.load_weights(best_path))
-        best = next(h for h in state.history if h["epoch"] == state.best_epoch)
-    else:
-        best = state.history[-1] if state.history else {}
-    best_metrics = {k[4:]: v for k, v in best.items() if k.startswith("val_")}
-    return FitResult(shipped.eval(), state, best_metrics, time.perf_counter() - started)
+    return run.result()
+
+
+class _Run:
+    """One training run's state: the model, optimizer, schedule, scaler, EMA and position, with
+    what :func:`fit` does to them (a step, an epoch, a checkpoint, a resume)."""
+
+    def __init__(self, model: nn.Module, images: int, config: LoopConfig, out_dir: Path, objective: Callable[..., Any],
+                 extra_modules: Sequence[nn.Module], resume_key: dict[str, Any]) -> None:
+        self.config, self.objective, self.extra_modules = config, objective, list(extra_modules)
+        self.device = resolve_device(config.device)
+        self.rank, self.world_size = init_distributed(self.device)
+        self.run_key = {**config.resume_key(), **resume_key,
+                        **({"world_size": self.world_size} if self.world_size > 1 else {})}
+        seed_everything(config.seed)
+        self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+        self.model = model
+        for m in (model, *self.extra_modules):
+            m.to(device=self.device, memory_format=self.memory_format)
+        self.params = [p for m in (model, *self.extra_modules) for p in m.parameters() if p.requires_grad]
+        self.extra_params = [p for m in self.extra_modules for p in m.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.params, lr=config.lr, weight_decay=config.weight_decay)
+        steps = EpochBatchSampler(images, config.batch_size, 0, rank=self.rank, world_size=self.world_size).num_batches()
+        if steps == 0:
+            raise InputError(None, f"{images} training images make no full batch of {config.batch_size}"
+                             + (f" on each of {self.world_size} processes" if self.world_size > 1 else ""),
+                             "lower --batch or add images")
+        total, warmup = config.epochs * steps, int(round(config.warmup_epochs * steps))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: lr_factor(s, total, warmup, config.min_lr_ratio))
+        self.amp_dtype = autocast_dtype(config.precision, self.device)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=(self.amp_dtype == torch.float16))
+        self.ema = None
+        if config.ema_decay:
+            self.ema = torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=ema_update(config.ema_decay),
+                                                           use_buffers=True)
+        self.shipped = self.ema.module if self.ema is not None else model  # validated, kept as best, returned
+        self.state = TrainState(steps_per_epoch=steps)
+        self.last_path = out_dir / CHECKPOINT_DIR / LAST
+        self.best_path = out_dir / CHECKPOINT_DIR / BEST
+        self.train_model: nn.Module = model  # what the objective calls: the model, or its DDP wrapper (start)
+        self.started = time.perf_counter()
+
+    def start(self) -> None:
+        """Once the weights are final (fresh or restored): wrap the model for DDP, start the clock."""
+        if self.world_size > 1:
+            self.train_model = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.started = time.perf_counter()
+
+    def checkpoint(self) -> None:
+        """Everything a resumed run needs, written atomically to ``last.pt`` (rank 0 only)."""
+        if self.rank != 0:
+            return
+        payload = {
+            "model": self.model.state_dict(), "extra": [m.state_dict() for m in self.extra_modules],
+            "ema": self.ema.state_dict() if self.ema else None, "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "rng": _rng_state(),
+            "state": dataclasses.asdict(self.state), "config": self.run_key,
+        }
+        with io.atomic_path(self.last_path) as tmp:
+            torch.save(payload, tmp)
+
+    def restore(self) -> None:
+        """Continue from ``last.pt``, refusing a checkpoint made with other settings."""
+        ck = _load_checkpoint(self.last_path)
+        if ck["config"] != self.run_key:
+            saved = ck["config"]
+            diff = {k: (saved.get(k), self.run_key.get(k)) for k in {**saved, **self.run_key}
+                    if saved.get(k) != self.run_key.get(k)}
+            raise InputError(self.last_path, f"checkpoint was made with other settings {diff} (saved, given)",
+                             "resume with the same options, or start a new --out")
+        self.model.load_state_dict(ck["model"])
+        for m, sd in zip(self.extra_modules, ck["extra"]):
+            m.load_state_dict(sd)
+        if self.ema is not None and ck["ema"] is not None:
+            self.ema.load_state_dict(ck["ema"])
+        self.optimizer.load_state_dict(ck["optimizer"])
+        self.scheduler.load_state_dict(ck["scheduler"])
+        self.scaler.load_state_dict(ck["scaler"])
+        _set_rng_state(ck["rng"])
+        self.state = TrainState(**ck["state"])
+
+    def train_epoch(self, train_set: Dataset, bar: _Progress, callbacks: Sequence[Callback],
+                    interrupted: _SignalGuard) -> None:
+        """The steps left in the current epoch (all of them, or those after a resumed position)."""
+        config, state, device = self.config, self.state, self.device
+        sampler = EpochBatchSampler(len(train_set), config.batch_size, state.epoch, config.seed,
+                                    start_batch=state.step_in_epoch, rank=self.rank, world_size=self.world_size)
+        loader = DataLoader(train_set, batch_sampler=sampler, num_workers=config.workers,
+                            persistent_workers=False, pin_memory=device.type == "cuda")
+        bar.start_epoch(state.epoch, state.step_in_epoch)
+        for m in (self.model, *self.extra_modules):
+            m.train()
+        last_save = time.monotonic()
+        for batch in loader:
+            batch = {k: (v.to(device, non_blocking=True, memory_format=self.memory_format) if v.ndim == 4
+                         else v.to(device)) for k, v in batch.items() if isinstance(v, torch.Tensor)}
+            logs = self.step(batch)
+            bar.step(logs)
+            if (config.save_every and state.step_in_epoch % config.save_every == 0) or \
+                    time.monotonic() - last_save > config.save_interval_s:
+                self.checkpoint()
+                last_save = time.monotonic()
+            for cb in callbacks:
+                cb(state)
+            stop = interrupted.hit if self.world_size == 1 else _any_rank(interrupted.hit, device)
+            if stop:  # all ranks stop at the same step
+                raise KeyboardInterrupt
+
+    def step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        """One optimizer step on ``batch``; the logs it made."""
+        state, amp = self.state, self.amp_dtype
+        with torch.autocast(self.device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            loss, logs = self.objective(self.train_model, batch)
+        if not torch.isfinite(loss):
+            raise EdgecutError(f"loss became {float(loss)} at epoch {state.epoch} step "
+                               f"{state.step_in_epoch}; lower --lr or use --precision fp32")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.world_size > 1 and self.extra_params:
+            _average_gradients(self.extra_params, self.world_size)
+        if self.config.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.params, self.config.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+        state.step_in_epoch += 1
+        state.global_step += 1
+        state.last_logs = {**logs, "lr": self.scheduler.get_last_lr()[0]}
+        return state.last_logs
+
+    def end_epoch(self, validate: Validator | None) -> dict[str, Any]:
+        """Validate (rank 0; the metrics reach every rank), keep the best weights, checkpoint; the epoch's record."""
+        state = self.state
+        record: dict[str, Any] = {"epoch": state.epoch, **state.last_logs}
+        if validate is not None:
+            metrics = validate(self.shipped) if self.rank == 0 else {}
+            if self.world_size > 1:  # every rank keeps the same history and best epoch
+                shared = [metrics]
+                dist.broadcast_object_list(shared, src=0)
+                metrics = shared[0]
+            record.update({f"val_{k}": v for k, v in metrics.items()})
+            score = metrics[self.config.select_metric]
+            if score > state.best_metric:
+                state.best_metric, state.best_epoch = score, state.epoch
+                if self.rank == 0:
+                    io.save_weights(self.best_path, self.shipped.state_dict())
+        record["elapsed_s"] = round(time.perf_counter() - self.started, 2)
+        state.history.append(record)
+        state.epoch += 1
+        state.step_in_epoch = 0
+        self.checkpoint()
+        return record
+
+    def result(self) -> FitResult:
+        """The shipped weights at their best epoch (the last one without validation)."""
+        state = self.state
+        if self.best_path.exists():
+            self.shipped.load_state_dict(io.load_weights(self.best_path))
+            best = next(h for h in state.history if h["epoch"] == state.best_epoch)
+        else:
+            best = state.history[-1] if state.history else {}
+        best_metrics = {k[4:]: v for k, v in best.items() if k.startswith("val_")}
+        return FitResult(self.shipped.eval(), state, best_metrics, time.perf_counter() - self.started)
 
 
 def _load_checkpoint(path: Path) -> dict[str, Any]:

@@ -1,0 +1,62 @@
+"""The format table: one row per export format, one plain function each.
+
+:data:`FORMATS` maps a format name to an :class:`ExportFormat`: its file suffix, the
+precisions and devices it supports, the extra it needs, the formats it converts from, and the
+function that writes its model file (``fn(parent, workdir, config) -> Exported``; the idea of
+ultralytics' ``export_formats()``, as a dict of small dataclasses). The functions import their
+backends when called, so reading the table stays cheap; a new format is one row and one function.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgecut.artifact import Artifact
+from edgecut.exporters.options import ExportConfig, Exported
+
+
+@dataclass(frozen=True)
+class ExportFormat:
+    """One row of the format table."""
+
+    name: str
+    suffix: str  # suffix of the model file
+    precisions: tuple[str, ...]
+    devices: tuple[str, ...]  # where its Runner executes
+    extra: str | None  # pip extra of edgecut that installs its backend (None: core only)
+    modules: tuple[str, ...]  # import names that must be present to export
+    fn: Callable[[Artifact, Path, ExportConfig], Exported]
+    parents: tuple[str, ...] = ("torch",)  # formats it converts from
+    groups: tuple[str, ...] = ()  # format-specific ExportConfig groups it reads (others must stay default)
+
+
+def _onnx(parent: Artifact, workdir: Path, config: ExportConfig) -> Exported:
+    from edgecut.exporters.onnx import export_onnx
+
+    return export_onnx(parent, workdir, config)
+
+
+def _openvino(parent: Artifact, workdir: Path, config: ExportConfig) -> Exported:
+    from edgecut.exporters.openvino import export_openvino
+
+    return export_openvino(parent, workdir, config)
+
+
+def _tensorrt(parent: Artifact, workdir: Path, config: ExportConfig) -> Exported:
+    from edgecut.exporters.tensorrt import export_tensorrt
+
+    return export_tensorrt(parent, workdir, config)
+
+
+FORMATS: dict[str, ExportFormat] = {
+    "onnx": ExportFormat("onnx", ".onnx", ("fp32", "fp16", "int8"), ("cpu", "cuda", "tensorrt"), "onnx",
+                         ("onnx", "onnxruntime"), _onnx, parents=("torch", "onnx")),
+    # via the fp32 ONNX; int8 also needs nncf (checked when quantising: fp32 / fp16 do without it)
+    "openvino": ExportFormat("openvino", ".xml", ("fp32", "fp16", "int8"), ("cpu",), "openvino",
+                             ("onnx", "openvino"), _openvino, parents=("torch", "onnx"), groups=("openvino",)),
+    # an engine built on this machine's CUDA GPU from the (fp32 or Q/DQ int8) ONNX; parity runs with --device cuda
+    "tensorrt": ExportFormat("tensorrt", ".engine", ("fp32", "fp16", "int8"), ("cuda",), "tensorrt",
+                             ("tensorrt",), _tensorrt, parents=("torch", "onnx"), groups=("tensorrt",)),
+}

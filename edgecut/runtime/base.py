@@ -1,0 +1,87 @@
+"""The Runner contract every backend keeps, and the one table of which backend runs which format.
+
+A Runner is a callable: ``runner(batch)`` takes a float32 N x 3 x H x W numpy batch, already
+normalised as its ModelSpec says, and returns the one-channel output (N x 1 x H x W) as numpy.
+It also says what it runs on (``backend``, ``device``) and how to feed it (``spec``).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Protocol
+
+import numpy as np
+
+from edgecut.artifact import Artifact, ModelSpec
+from edgecut.errors import EdgecutError, ModelError
+
+# artifact format -> the backends that can run it (the first is the default)
+FORMAT_BACKENDS: dict[str, tuple[str, ...]] = {
+    "torch": ("torch",), "torchscript": ("torch",), "onnx": ("onnxruntime",), "openvino": ("openvino",),
+    "tensorrt": ("tensorrt",),
+}
+BACKENDS = tuple(dict.fromkeys(b for backends in FORMAT_BACKENDS.values() for b in backends))
+
+
+class Runner(Protocol):
+    backend: str
+    device: str
+    spec: ModelSpec
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray: ...
+
+
+def backend_for(art: Artifact, backend: str | None = None) -> str:
+    """The backend that runs ``art``: its format's default, or ``backend`` if that can run it."""
+    fmt = art.manifest.format
+    allowed = FORMAT_BACKENDS.get(fmt)
+    if allowed is None:
+        raise ModelError(f"{art.path}: no runner for format {fmt!r} (runners exist for {', '.join(FORMAT_BACKENDS)})")
+    if backend is None:
+        return allowed[0]
+    if backend not in allowed:
+        raise EdgecutError(f"{art.path}: a {fmt} artifact runs on {', '.join(allowed)}, not {backend}; export it "
+                           f"first (edgecut export {art.path} --format ...) or drop --backend")
+    return backend
+
+
+def checked_batch(batch: np.ndarray, path: os.PathLike | str, spec: ModelSpec,
+                  fixed_hw: tuple[int | None, int | None] = (None, None)) -> np.ndarray:
+    """``batch`` as contiguous float32 N x 3 x H x W that the exported model at ``path`` accepts:
+    its fixed input size if it has one, else multiples of the spec's size divisor."""
+    x = np.ascontiguousarray(batch, dtype=np.float32)
+    if x.ndim != 4 or x.shape[1] != 3:
+        raise ModelError(f"expected a N x 3 x H x W batch, got shape {x.shape}")
+    h, w = x.shape[2:]
+    if fixed_hw != (None, None) and (h, w) != fixed_hw:
+        raise ModelError(f"{path} was exported for {fixed_hw[0]}x{fixed_hw[1]} inputs only, "
+                         f"got {h}x{w} (export with --dynamic for other sizes)")
+    d = spec.size_divisor
+    if h % d or w % d:
+        raise ModelError(f"{path}: input {h}x{w} is not a multiple of {d} (spec.size_divisor)")
+    return x
+
+
+def spec_at(art: Artifact, size: tuple[int, int] | None) -> ModelSpec:
+    """``art``'s spec at another input size (H, W), if the model accepts it; its own for None."""
+    spec = art.spec
+    if size is None or tuple(size) == tuple(spec.input_size):
+        return spec
+    if not spec.dynamic_size:
+        raise EdgecutError(f"{art.path} was exported for {spec.input_size[0]}x{spec.input_size[1]} only; run it "
+                           "at that size (drop --size) or export with --dynamic")
+    d = spec.size_divisor
+    if size[0] % d or size[1] % d:
+        raise EdgecutError(f"--size {size[0]}x{size[1]}: {art.path} takes multiples of {d}")
+    return spec.with_size(size)
+
+
+class AtSize:
+    """A Runner seen through another ModelSpec (the same model at another input size)."""
+
+    def __init__(self, runner: Runner, spec: ModelSpec) -> None:
+        self._runner, self.spec = runner, spec
+        self.backend, self.device = runner.backend, runner.device
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return self._runner(batch)

@@ -1,0 +1,143 @@
+"""``train``: the front function behind ``edgecut train``: a folder of images and masks in,
+an artifact out (the run directory itself, with its checkpoints beside the model)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from edgecut import io
+from edgecut.artifact import Artifact, ModelSpec, Step, load_artifact
+from edgecut.data.folder import Sample, find_samples
+from edgecut.data.transforms import SegmentationDataset
+from edgecut.env import resolve_device
+from edgecut.models.registry import create_model
+from edgecut.models.store import save_model
+from edgecut.training.loop import Callback, LoopConfig, fit, on_main_process, seed_everything
+
+
+CACHE_MAX_IMAGES = 2000  # decoded 400x300 photos: about 0.7 GB
+
+
+def default_splits(root: Path) -> tuple[str | None, str | None]:
+    """Use root/splits/train.txt and val.txt when they exist."""
+    def has(name: str) -> bool:  # present and not empty
+        p = root / "splits" / f"{name}.txt"
+        return p.is_file() and bool(p.read_text(encoding="utf-8").strip())
+
+    return ("train" if has("train") else None), ("val" if has("val") else None)
+
+
+def keep_in_memory(asked: bool | None, images: int) -> bool:
+    """Whether to cache decoded images: as ``asked``, else when there are at most CACHE_MAX_IMAGES."""
+    return images <= CACHE_MAX_IMAGES if asked is None else asked
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """A folder data set as a training stage uses it: its splits resolved and their samples found."""
+
+    root: Path
+    train_split: str | None
+    val_split: str | None
+    train: list[Sample]
+    val: list[Sample] | None  # None: no validation split
+
+    @property
+    def val_name(self) -> str | None:
+        """How the validation images are named in an artifact's metrics (``root:split``)."""
+        return f"{self.root}:{self.val_split}" if self.val_split else None
+
+
+def training_data(root: str | os.PathLike, train_split: str | None = None,
+                  val_split: str | None = None) -> TrainingData:
+    """``root``'s splits (default: splits/train.txt and val.txt when present) and their samples."""
+    root = Path(root)
+    auto_train, auto_val = default_splits(root)
+    train_split, val_split = train_split or auto_train, val_split or auto_val
+    return TrainingData(root, train_split, val_split, find_samples(root, train_split),
+                        find_samples(root, val_split) if val_split else None)
+
+
+def validator(samples: Sequence[Sample], spec: ModelSpec, device: torch.device, batch_size: int = 8,
+              workers: int = 0, cache: bool = True, amp: bool = True):
+    """A function model -> val metrics at the model's input size (IoU, MAE, S-measure, ...);
+    on CPU under bf16 autocast unless ``amp`` is False (fake-quantised models are scored in fp32)."""
+    from edgecut.metrics import SegMetrics
+
+    ds = SegmentationDataset(samples, spec, train=False, cache=cache)
+    loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers)
+
+    @torch.no_grad()
+    def validate(model: nn.Module) -> dict[str, float]:
+        was_training = model.training
+        model.eval()
+        acc = SegMetrics()
+        for batch in loader:
+            x = batch["image"].to(device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cpu"):
+                logits = model(x)
+            prob = spec.to_probability(logits.float().cpu().numpy())
+            for p, m in zip(prob, batch["mask"][:, 0].numpy()):
+                acc.update(p, m)
+        model.train(was_training)
+        return {k: float(v) for k, v in acc.results().items() if k != "count"}
+
+    return validate
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """What ``train`` builds and how it trains it."""
+
+    arch: str = "unet"  # registered architecture (edgecut info --list-archs)
+    arch_kwargs: Mapping[str, Any] = field(default_factory=dict)  # its options, e.g. {"width": 16}
+    size: int = 320  # training input side (rounded up to the architecture's size divisor)
+    train_split: str | None = None  # default: splits/train.txt when present
+    val_split: str | None = None  # default: splits/val.txt when present; none: no validation, last weights shipped
+    threads: int | None = None  # torch CPU threads
+    cache: bool | None = None  # keep decoded images in memory; None: when there are at most CACHE_MAX_IMAGES
+    loop: LoopConfig = LoopConfig()  # epochs, batch, learning rate, precision, device, ...
+
+
+def train(data: str | os.PathLike, out: str | os.PathLike, config: TrainConfig = TrainConfig(), *,
+          resume: bool = False, progress: bool = True, callbacks: Sequence[Callback] = ()) -> Artifact:
+    """Train ``config.arch`` on the folder data set ``data``; write the artifact to ``out``.
+
+    ``out`` is the run folder: its checkpoints stay beside the model, and ``resume=True``
+    continues an interrupted run exactly where it stopped.
+    """
+    out, loop = Path(out), config.loop
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    ds = training_data(data, config.train_split, config.val_split)
+    cache = keep_in_memory(config.cache, len(ds.train))
+    arch_d = {"name": config.arch, "kwargs": dict(config.arch_kwargs)}
+    seed_everything(loop.seed)  # the initial weights are part of the run
+    model = create_model(config.arch, **arch_d["kwargs"])
+    spec = model.default_spec.with_size(config.size)
+    device = resolve_device(loop.device)
+    validate = validator(ds.val, spec, device, loop.batch_size, cache=cache) if ds.val else None
+    train_set = SegmentationDataset(ds.train, spec, train=True, seed=loop.seed, cache=cache)
+    result = fit(model, train_set, loop, out, validate=validate, resume=resume, progress=progress,
+                 callbacks=callbacks)
+
+    def write() -> Artifact:
+        io.write_json(out / "history.json", result.state.history)
+        step = Step(step="train", params={
+            "data": str(ds.root), "train_split": ds.train_split, "val_split": ds.val_split,
+            "train_images": len(ds.train), "size": config.size, "arch": arch_d, **asdict(loop),
+            "best_epoch": result.state.best_epoch, "wall_time_s": round(result.wall_time_s, 1),
+        })
+        metrics = {"val": result.best_metrics, "val_data": ds.val_name} if result.best_metrics else {}
+        return save_model(out, result.model.float().to("cpu", memory_format=torch.contiguous_format), arch_d, spec,
+                          lineage=[step], metrics=metrics)
+
+    return on_main_process(write, lambda: load_artifact(out))  # under torchrun rank 0 writes

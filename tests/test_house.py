@@ -1,0 +1,88 @@
+"""The house rules: one step shape, short functions and files, the step table the recipe runner reads."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import inspect
+from pathlib import Path
+
+import pytest
+
+import edgecut
+from edgecut.steps import STEPS
+
+PACKAGE = Path(edgecut.__file__).parent
+MAX_FUNCTION_LINES = 80
+MAX_FILE_LINES = 500
+LONG_FILE = "# over 500 lines:"  # the one-line reason a longer file gives at its top
+LONG_FUNCTION = "# over 80 lines:"  # ... and a longer function on the line above its def
+
+
+@pytest.mark.parametrize("name", sorted(STEPS))
+def test_every_step_has_the_one_shape(name):
+    kind = STEPS[name]
+    fn, config_class = kind.load()
+    params = list(inspect.signature(fn).parameters.values())
+    positional = [p.name for p in params if p.kind is p.POSITIONAL_OR_KEYWORD]
+    keyword = {p.name: p.default for p in params if p.kind is p.KEYWORD_ONLY}
+    assert len(positional) == len(kind.sources) + 2 and positional[-2:] == ["out", "config"], positional
+    assert keyword.get("resume") is False and keyword.get("progress") is True
+    assert dataclasses.is_dataclass(config_class) and config_class.__dataclass_params__.frozen
+    default = inspect.signature(fn).parameters["config"].default
+    assert isinstance(default, config_class) and default == config_class()  # the default is the class's default
+
+
+def test_the_public_api_names_every_step_and_its_config():
+    for name, kind in STEPS.items():
+        fn, config_class = kind.load()
+        assert getattr(edgecut, name) is fn
+        assert getattr(edgecut, config_class.__name__) is config_class
+
+
+def _long(path: Path, tree: ast.Module) -> list[str]:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    out = []
+    if len(lines) > MAX_FILE_LINES and not any(ln.startswith(LONG_FILE) for ln in lines[:3]):
+        out.append(f"{path.relative_to(PACKAGE.parent)}: {len(lines)} lines")
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+            length = node.end_lineno - node.lineno + 1
+            if length > MAX_FUNCTION_LINES and not lines[first - 2].strip().startswith(LONG_FUNCTION):
+                out.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno} {node.name}: {length} lines")
+    return out
+
+
+def test_functions_and_files_are_short_or_say_why():
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        found += _long(path, ast.parse(path.read_text(encoding="utf-8")))
+    assert not found, "too long, with no reason given at the top:\n" + "\n".join(found)
+
+
+def test_the_length_check_sees_long_functions(tmp_path):
+    body = "\n".join(f"    x{i} = {i}" for i in range(MAX_FUNCTION_LINES))
+    long_fn = tmp_path / "m.py"
+    long_fn.write_text(f"def f():\n{body}\n")
+    with pytest.raises(ValueError):  # outside the package: relative_to fails once it is found
+        _long(long_fn, ast.parse(long_fn.read_text()))
+    long_fn.write_text(f"{LONG_FUNCTION} a table written out\ndef f():\n{body}\n")
+    assert _long(long_fn, ast.parse(long_fn.read_text())) == []
+
+
+def test_no_package_hides_a_public_name():
+    """Importing ``edgecut.x`` sets ``edgecut.x`` to that module, so a package named like a public
+    function (``train``, ``export``, ``bench``) would replace the function once it is imported."""
+    modules = {p.stem if p.suffix else p.name for p in PACKAGE.iterdir() if p.suffix == ".py" or p.is_dir()}
+    assert not modules & set(edgecut.__all__)
+
+
+def test_public_functions_stay_functions_after_their_modules_load():
+    import subprocess
+    import sys
+
+    code = ("import edgecut, edgecut.training.loop, edgecut.exporters, edgecut.measure.run, edgecut.compress.qat; "
+            "print(all(callable(getattr(edgecut, n)) for n in ('train', 'export', 'bench', 'prune', 'distill', 'qat')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "True"
