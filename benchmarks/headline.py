@@ -173,7 +173,7 @@ Reproduce with `{command}` after the scripts that make the models (see
 
 - Latency is model-only, batch 1, after warm-up, {kept} of {args.repeats} fresh worker
   processes per row, interleaved across the rows, each taken while a parallel-speedup canary
-  said the host was not taking our CPU cores (see the README, "Measuring"); speed-ups are
+  said the host was not taking our CPU cores (see docs/measuring.md); speed-ups are
   ratios of p50 against the baseline on this machine in this run. `report.csv` also has p99, the first (cold) call,
   end-to-end cut-out time (decode, preprocess, infer, resize back, encode an RGBA PNG),
   throughput at batch 4 and peak RSS of a fresh process.

@@ -11,7 +11,8 @@ from rich.table import Table
 from edgecut import io
 from edgecut.cli import options
 from edgecut.cli.app import app, console, err
-from edgecut.cli.options import ParityCount, ResumeRun, SaveEvery, Tolerance, TorchThreads, TrainDevice, TrainSplit, ValSplit
+from edgecut.cli.options import (Batch, Epochs, ParityCount, ResumeRun, SaveEvery, Seed, Tolerance, TorchThreads,
+                                 TrainDevice, TrainSplit, ValSplit)
 from edgecut.errors import EdgecutError
 
 
@@ -42,7 +43,7 @@ def prune(
     threads: Annotated[Optional[int], typer.Option(help="Torch CPU threads (training and latency).")] = None,
     no_latency: Annotated[bool, typer.Option("--no-latency", help="Skip the before/after CPU latency.")] = False,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the pruning run in --out.")] = False,
-    seed: Annotated[int, typer.Option()] = 0,
+    seed: Seed = 0,
 ) -> None:
     """Structured channel pruning (Torch-Pruning dependency graph), with fine-tuning and sensitivity analysis."""
     if sensitivity:
@@ -94,10 +95,10 @@ def qat(
     model: Annotated[Path, typer.Argument(help="Float torch artifact to fine-tune with fake INT8 quantization.")],
     data: Annotated[Path, typer.Option(help="Data set folder (images/ + masks/, optional splits/).")],
     out: Annotated[Path, typer.Option(help="Run folder; becomes the INT8 ONNX artifact.")],
-    epochs: Annotated[int, typer.Option()] = 3,
+    epochs: Epochs = 3,
     lr: Annotated[float, typer.Option(help="Peak AdamW learning rate (fine-tuning: small).")] = 1e-4,
     calib_count: Annotated[int, typer.Option(help="Training images that set the initial ranges.")] = 64,
-    batch: Annotated[int, typer.Option()] = 8,
+    batch: Batch = 8,
     signed_activations: Annotated[bool, typer.Option("--signed-activations", help="int8 activations everywhere (TensorRT needs it); default uint8 after ReLU.")] = False,
     dynamic: Annotated[bool, typer.Option("--dynamic", help="Let H and W vary in the ONNX model (batch always does).")] = False,
     parity_data: Annotated[Optional[Path], typer.Option(help="Images the INT8 model is compared with its parent on (default: synthetic photos).")] = None,
@@ -107,7 +108,7 @@ def qat(
     threads: TorchThreads = None,
     train_split: TrainSplit = None,
     val_split: ValSplit = None,
-    seed: Annotated[int, typer.Option()] = 0,
+    seed: Seed = 0,
     save_every: SaveEvery = 0,
     resume: ResumeRun = False,
 ) -> None:

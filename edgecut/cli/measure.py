@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from edgecut.cli import options
+from edgecut.cli.options import RunDevice, RunThreads
 from edgecut.cli.app import app, console
 from edgecut.errors import EdgecutError
 
@@ -29,9 +30,9 @@ def eval_cmd(
     split: Annotated[Optional[str], typer.Option(help="Split file (or name in data/splits/).")] = None,
     pred: Annotated[Optional[Path], typer.Option(help="Score a folder of saved prediction maps instead of a model.")] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write metrics and per-image scores here.")] = None,
-    threads: Annotated[Optional[int], typer.Option()] = None,
-    device: Annotated[str, typer.Option()] = "cpu",
-    batch: Annotated[int, typer.Option()] = 1,
+    threads: RunThreads = None,
+    device: RunDevice = "cpu",
+    batch: Annotated[int, typer.Option(help="Images per inference call.")] = 1,
     worst: Annotated[int, typer.Option(help="List this many lowest-IoU images.")] = 5,
 ) -> None:
     """Score a model (or saved prediction maps) on a data set at each image's own resolution."""
@@ -76,7 +77,7 @@ def bench(
     name: Annotated[Optional[list[str]], typer.Option("--name", help="Display name per model, in order.")] = None,
     warmup: Annotated[float, typer.Option(help="Warm-up seconds (at least 5 calls).")] = 1.0,
     min_time: Annotated[float, typer.Option(help="Timed seconds (at least --min-iters calls).")] = 3.0,
-    min_iters: Annotated[int, typer.Option()] = 20,
+    min_iters: Annotated[int, typer.Option(help="Timed calls at least.")] = 20,
     e2e: Annotated[bool, typer.Option("--e2e/--no-e2e", help="Also time the whole cut-out of one image file.")] = True,
     isolate: Annotated[bool, typer.Option("--isolate/--in-process", help="Time each model in a fresh process.")] = True,
     repeats: Annotated[int, typer.Option(help="Worker runs per model; the lower-quartile run is kept (--keep), "

@@ -31,6 +31,11 @@ Autocast = Annotated[str, typer.Option(help="auto | bf16 | fp16 | fp32 (autocast
 Workers = Annotated[int, typer.Option(help="Data-loader processes.")]
 Ema = Annotated[Optional[float], typer.Option(help="EMA decay, e.g. 0.999.")]
 SaveEvery = Annotated[int, typer.Option(help="Also checkpoint every N steps inside an epoch.")]
+Epochs = Annotated[int, typer.Option(help="Training epochs.")]
+Batch = Annotated[int, typer.Option(help="Batch size (per process under torchrun).")]
+Seed = Annotated[int, typer.Option(help="Seeds the weights, the data order and the augmentation.")]
+RunThreads = Annotated[Optional[int], typer.Option(help="CPU threads of the runner (default: all this process may use).")]
+RunDevice = Annotated[str, typer.Option(help="cpu | cuda[:N] (onnxruntime also tensorrt[:N]).")]
 ResumeRun = Annotated[bool, typer.Option("--resume", help="Continue the run in --out exactly where it stopped.")]
 ParityCount = Annotated[Optional[int], typer.Option(help="Use this many of --parity-data's images (seeded).")]
 Tolerance = Annotated[Optional[list[str]], typer.Option(

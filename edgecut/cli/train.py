@@ -9,7 +9,8 @@ import typer
 
 from edgecut.cli.app import app, console, data_app
 from edgecut.cli import options
-from edgecut.cli.options import Autocast, Ema, ResumeRun, SaveEvery, TorchThreads, TrainDevice, TrainSplit, ValSplit, Workers
+from edgecut.cli.options import (Autocast, Batch, Ema, Epochs, ResumeRun, SaveEvery, Seed, TorchThreads, TrainDevice,
+                                 TrainSplit, ValSplit, Workers)
 from edgecut.errors import EdgecutError
 
 
@@ -39,8 +40,8 @@ def train(
     width: Annotated[Optional[int], typer.Option(help="Base width (unet: 64 is the full-size teacher).")] = None,
     depth: Annotated[Optional[int], typer.Option(help="Number of down stages (unet: 4).")] = None,
     size: Annotated[int, typer.Option(help="Training input side in pixels.")] = 320,
-    epochs: Annotated[int, typer.Option()] = 20,
-    batch: Annotated[int, typer.Option()] = 8,
+    epochs: Epochs = 20,
+    batch: Batch = 8,
     lr: Annotated[float, typer.Option(help="Peak AdamW learning rate.")] = 1e-3,
     ema: Ema = None,
     precision: Autocast = "auto",
@@ -49,7 +50,7 @@ def train(
     workers: Workers = 0,
     train_split: TrainSplit = None,
     val_split: ValSplit = None,
-    seed: Annotated[int, typer.Option()] = 0,
+    seed: Seed = 0,
     save_every: SaveEvery = 0,
     resume: ResumeRun = False,
 ) -> None:
@@ -71,8 +72,8 @@ def distill(
     width: Annotated[Optional[int], typer.Option(help="Student base width (unet).")] = None,
     depth: Annotated[Optional[int], typer.Option(help="Student down stages (unet).")] = None,
     size: Annotated[int, typer.Option(help="Training input side in pixels.")] = 320,
-    epochs: Annotated[int, typer.Option()] = 20,
-    batch: Annotated[int, typer.Option(help="Batch size (per process under torchrun).")] = 8,
+    epochs: Epochs = 20,
+    batch: Batch = 8,
     lr: Annotated[float, typer.Option(help="Peak AdamW learning rate.")] = 1e-3,
     temperature: Annotated[Optional[float], typer.Option(help="KD temperature T (default 2).")] = None,
     alpha: Annotated[Optional[float], typer.Option(help="Weight of the KD term; 1 - alpha weighs the labels (default 0.5).")] = None,
@@ -86,7 +87,7 @@ def distill(
     workers: Workers = 0,
     train_split: TrainSplit = None,
     val_split: ValSplit = None,
-    seed: Annotated[int, typer.Option()] = 0,
+    seed: Seed = 0,
     save_every: SaveEvery = 0,
     resume: ResumeRun = False,
 ) -> None:

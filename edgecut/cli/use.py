@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from edgecut.cli.app import app, console, err
+from edgecut.cli.options import RunDevice, RunThreads
 from edgecut.errors import EdgecutError
 
 
@@ -71,8 +72,8 @@ def remove(
     out: Annotated[Path, typer.Option(help="Output folder (one PNG per input).")],
     format: Annotated[str, typer.Option(help="rgba | mask | composite")] = "rgba",
     bg: Annotated[str, typer.Option(help="Background for --format composite: name, #RRGGBB or R,G,B.")] = "white",
-    threads: Annotated[Optional[int], typer.Option()] = None,
-    device: Annotated[str, typer.Option()] = "cpu",
+    threads: RunThreads = None,
+    device: RunDevice = "cpu",
 ) -> None:
     """Cut out backgrounds: files or folders in, PNGs at the original size out."""
     from edgecut import runtime
@@ -91,7 +92,7 @@ def remove(
 
 
 @app.command()
-def doctor(json_flag: Annotated[bool, typer.Option("--json")] = False) -> None:
+def doctor(json_flag: Annotated[bool, typer.Option("--json", help="Print everything as JSON.")] = False) -> None:
     """What this machine offers: backends, devices, CPU flags, threads."""
     from edgecut.env import environment
 
@@ -120,7 +121,7 @@ def quickstart(
     count: Annotated[int, typer.Option(help="Synthetic images to make.")] = 240,
     size: Annotated[int, typer.Option(help="Image and model input side.")] = 96,
     width: Annotated[int, typer.Option(help="Teacher width (64 is full size; small is quick).")] = 16,
-    epochs: Annotated[int, typer.Option()] = 12,
+    epochs: Annotated[int, typer.Option(help="Teacher training epochs.")] = 12,
 ) -> None:
     """The main job end to end on synthetic data: make data, train a small teacher, evaluate, cut out."""
     steps = [

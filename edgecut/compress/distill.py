@@ -107,12 +107,13 @@ class Teacher:
     arch: dict[str, Any] | None
 
 
-def load_teacher(source: str | os.PathLike) -> Teacher:
-    """An artifact directory or a TorchScript file, frozen in eval mode."""
+def load_teacher(source: Artifact | str | os.PathLike) -> Teacher:
+    """An artifact (or its directory) or a TorchScript file, frozen in eval mode."""
     loaded = load_model(source)
-    sha = loaded.artifact.sha256 if loaded.artifact is not None else io.sha256_file(source)
+    where = str(source.path if isinstance(source, Artifact) else source)
+    sha = loaded.artifact.sha256 if loaded.artifact is not None else io.sha256_file(where)
     module = loaded.module.eval().requires_grad_(False)
-    return Teacher(module, loaded.spec, str(source), sha, loaded.arch)
+    return Teacher(module, loaded.spec, where, sha, loaded.arch)
 
 
 # ---------------------------------------------------------------------------- building blocks
@@ -290,7 +291,7 @@ def _student(student: str | os.PathLike, kwargs: dict[str, Any] | None):
     return module, arch, module.default_spec, None
 
 
-def distill(teachers: Sequence[str | os.PathLike], data: str | os.PathLike | None, out: str | os.PathLike,
+def distill(teachers: Sequence[Artifact | str | os.PathLike], data: str | os.PathLike | None, out: str | os.PathLike,
             config: DistillConfig = DistillConfig(), *, resume: bool = False, progress: bool = True,
             callbacks: Sequence[Callback] = ()) -> Artifact:
     """Distill ``teachers`` (artifact directories or TorchScript files) into ``config.student`` on

@@ -57,15 +57,15 @@ def torch_latency(model: nn.Module, spec: ModelSpec, threads: int | None = None)
     return {**stats.to_json(), "threads": torch.get_num_threads(), "batch": 1, "size": list(spec.input_size)}
 
 
-def _loaded(source: str | os.PathLike) -> LoadedModel:
+def _loaded(source: Artifact | str | os.PathLike) -> LoadedModel:
     loaded = load_model(source)
     if loaded.arch is None or loaded.artifact is None:
-        raise InputError(source, "pruning needs a torch artifact with its architecture (TorchScript and bare "
+        raise InputError(loaded.artifact.path if loaded.artifact else source, "pruning needs a torch artifact with its architecture (TorchScript and bare "
                          "weights are not enough)", "train or load it with edgecut first, then prune the artifact")
     return loaded
 
 
-def prune(source: str | os.PathLike, out: str | os.PathLike, config: PruneConfig = PruneConfig(), *,
+def prune(source: Artifact | str | os.PathLike, out: str | os.PathLike, config: PruneConfig = PruneConfig(), *,
           resume: bool = False, progress: bool = True) -> Artifact:
     """Prune the torch artifact ``source`` into ``out`` (K steps of prune, then fine-tune on
     ``config.data``); the report (params, MACs, latency and val metrics before and after) is
@@ -107,7 +107,7 @@ def prune(source: str | os.PathLike, out: str | os.PathLike, config: PruneConfig
                      metrics=metrics)
     if config.latency:  # measured on the saved model as a fresh load would give it
         after["latency"] = torch_latency(load_model(out).module, spec, config.threads)
-    report = {"parent": str(source), "artifact": str(out), "before": before, "after": after,
+    report = {"parent": str(parent.artifact.path), "artifact": str(out), "before": before, "after": after,
               "macs_reduction": before["macs"] / after["macs"], "params_reduction": before["params"] / after["params"],
               "steps": {str(k): v for k, v in sorted(steps_log.items())}}
     if config.latency:

@@ -1,13 +1,11 @@
 """ONNX export: a torch artifact -> ``model.onnx`` in FP32, FP16 or INT8 (static QDQ).
 
-Exporter: ``torch.onnx.export(dynamo=False)``, the TorchScript tracer. On torch 2.14, once
-simplified, it gives the dynamo exporter's graph node for node (the U-Net: 11 Conv,
-2 ConvTranspose, 10 Relu, 2 MaxPool, 2 Concat; the student: 160 nodes, its squeeze-excite
-pooling a GlobalAveragePool here and a ReduceMean there), matches the eager model to ~3e-8,
-and takes 0.1-0.2 s instead of 5-12 s for the tiny test models; the dynamo exporter also
-needs ``onnxscript``, which edgecut does not install. The tracer bakes Python-level shape branches in at the trace
-size, so exported models need inputs that are multiples of ``spec.size_divisor`` (the Runner
-checks). Batch is always dynamic; ``dynamic=True`` frees H and W too.
+Exporter: ``torch.onnx.export(dynamo=False)``, the TorchScript tracer: once simplified its
+graphs equal the dynamo exporter's node for node, it is much faster, and it needs no
+``onnxscript`` (docs/measuring.md, "Design decisions, measured"). The tracer bakes
+Python-level shape branches in at the trace size, so exported models need inputs that are
+multiples of ``spec.size_divisor`` (the Runner checks). Batch is always dynamic;
+``dynamic=True`` frees H and W too.
 
 Then: onnxslim simplification when installed (the ``onnx`` extra; skipped with a note if
 not), the precision conversion, the ModelSpec written into ``metadata_props`` under

@@ -24,10 +24,8 @@ shape arithmetic is folded), which gives NNCF a clean graph and names close to t
   counterpart and is refused. ``--exclude`` names ONNX nodes (the OpenVINO nodes they became
   keep the name, or the name plus ``/suffix``); ``--exclude-op`` takes OpenVINO op types or the
   ONNX names in :data:`ONNX_OP_TYPES`. Weights are stored as int8. Bias correction is NNCF's
-  full one (``fast_bias_correction=False``): on the tiny test U-Net (8 calibration images) it
-  lifts the mean mask IoU against the float model from 0.957 to 0.989 (worst image 0.85 ->
-  0.91), and it costs 1.0x (MobileNetV3 student) to 1.5x (full U-Net, 30 -> 47 s at 320 px,
-  32 images) the quantisation time of the fast one.
+  full one (``fast_bias_correction=False``): on small calibration sets it keeps the masks
+  much closer to the float model's for at most 1.5x the quantisation time (docs/measuring.md).
 - INT8 from an INT8 Q/DQ ONNX artifact (QAT's output, or ONNX Runtime's static quantization):
   the graph is converted as it is; OpenVINO turns every QuantizeLinear / DequantizeLinear pair
   into a FakeQuantize and runs the int8 kernels with the parent's scales. No calibration.

@@ -16,10 +16,8 @@ explicitly, by key: ``max_abs_diff`` (upper bound, worst pixel of any image), ``
 IoU against the truth). The worst image is always reported by name.
 
 ``mask_iou`` bounds the mean, not the worst image, because on real photographs a few pixels on
-one thin edge flip at any reduced precision: on 64 ECSSD val images at 128 px the full-size
-U-Net's FP16 ONNX export agrees at 0.9987 on its worst image, and its INT8 export (mean 0.989,
-no drop of IoU against the masks) at 0.971. A per-image bound at the mean's level would refuse
-both; users who want one set ``mask_iou_min``.
+one thin edge flip at any reduced precision (docs/measuring.md has the figures); users who want
+a per-image bound set ``mask_iou_min``.
 """
 
 from __future__ import annotations

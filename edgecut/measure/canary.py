@@ -2,9 +2,9 @@
 
 On a shared host (a cloud VM, a CI runner) a neighbour can take the physical cores behind our
 virtual CPUs without anything showing inside the guest; what changes is how well threads run
-*together*, and with it every multi-threaded latency (README, "Measuring: bench and compare",
-has the numbers). The canary times a float32 GEMM (numpy's BLAS) on one thread and on
-``threads`` threads: :func:`parallel_speedup` is ``t(1) / t(threads)``.
+*together*, and with it every multi-threaded latency (docs/measuring.md has the numbers). The
+canary times a float32 GEMM (numpy's BLAS) on one thread and on ``threads`` threads:
+:func:`parallel_speedup` is ``t(1) / t(threads)``.
 
 That speedup depends on the CPU and the thread count, so a sample is only compared with this
 machine's quiet level at the same thread count (:class:`Canary`, remembered across runs), and

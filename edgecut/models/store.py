@@ -54,9 +54,11 @@ def build(arch: dict[str, Any], pretrained: bool = True) -> nn.Module:
     return module
 
 
-def load_model(source: str | os.PathLike, arch: str | None = None, arch_kwargs: dict[str, Any] | None = None,
-               spec: ModelSpec | None = None) -> LoadedModel:
+def load_model(source: Artifact | str | os.PathLike, arch: str | None = None,
+               arch_kwargs: dict[str, Any] | None = None, spec: ModelSpec | None = None) -> LoadedModel:
     """Load an artifact, weights + architecture name, or a TorchScript file, in eval mode."""
+    if isinstance(source, Artifact):
+        return _from_artifact(source)
     source = Path(source)
     if is_artifact(source):
         return _from_artifact(load_artifact(source))

@@ -1,6 +1,6 @@
 """Building the comparison: one row per bench record, speed-ups and accuracy deltas against a baseline.
 
-Fairness rules (README, "Measuring: bench and compare"): a speed-up is a ratio of p50 latencies
+Fairness rules (docs/measuring.md): a speed-up is a ratio of p50 latencies
 measured on one machine, ideally in one run. So a row measured on another machine gets no
 speed-up and a dagger naming the machine; a row of the same machine but another run keeps its
 ratio with a ``*``; a latency flagged unstable by ``edgecut bench``, or measured while the host

@@ -7,8 +7,8 @@ measured), and ``INFERENCE_PRECISION_HINT`` f32.
 
 Why f32 must be asked for: on a CPU with AVX-512 BF16 or AMX, the CPU plugin's default
 inference precision is bf16, whatever the IR holds. An "fp32" IR then silently runs in bf16
-(7 bits of mantissa: the tiny test U-Net's logits move by ~1.5e-3, fifteen times the fp32
-parity bar) and a latency table would compare bf16 against other backends' fp32. The hint is
+(7 bits of mantissa: far outside the fp32 parity bar) and a latency table would compare bf16
+against other backends' fp32. The hint is
 f32 for every artifact precision, so each one runs what its name says: an fp16 IR stores its
 weights in half precision (half the size on disk) and the x86 CPU plugin computes in f32 after
 decompressing them; an int8 IR runs int8 kernels where NNCF put quantisers and f32 elsewhere.
@@ -165,10 +165,8 @@ class OpenVinoRunner:
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         """One synchronous inference. The batch is copied into an input tensor the request keeps
         (a new one only when the shape changes) and the output copied out of the request's own,
-        which the next call overwrites. ``request.infer({0: x})`` does the same copies through a
-        dict of inputs and a dict of outputs, and measured 0.06-0.08 ms slower per call (5% of the
-        1.3 ms student); this path is within about 0.04 ms of a bare ``infer()`` on a request
-        whose input is already set, which is what ``benchmark_app`` times."""
+        which the next call overwrites: the cheapest path per call that keeps calls independent
+        (``request.infer({0: x})`` costs more; docs/measuring.md)."""
         x = checked_batch(batch, self.path, self.spec, self._fixed_hw)
         if self._input is None or self._input.shape != x.shape:
             tensor = self._ov.Tensor(self._ov.Type.f32, self._ov.Shape(list(x.shape)))
