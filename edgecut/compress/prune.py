@@ -6,7 +6,7 @@ concatenation, depthwise convolutions of a MobileNet block. Torch-Pruning traces
 once and groups such coupled channels, so the pruned model stays consistent; the output head
 keeps its channels. What edgecut adds:
 
-- ``prune``: uniform or global ratios, a MACs target (found by bisection), per-layer plans,
+- ``prune_model``: uniform or global ratios, a MACs target (found by bisection), per-layer plans,
   channel counts rounded to multiples of 8, and iterative steps whose ratios are relative to
   the current widths, so a run can stop after any step and resume from it;
 - ``sensitivity``: each prunable group pruned alone at several ratios, with the metric drop
@@ -14,7 +14,7 @@ keeps its channels. What edgecut adds:
   metric budget.
 
 Pruned models are saved as an architecture plus a channel configuration (models/channels.py).
-The artifact-level workflow (fine-tuning, resume, reports) is in ``prune_artifact``.
+The artifact-level workflow (fine-tuning, resume, reports) is :func:`edgecut.compress.prune_run.prune`.
 """
 
 from __future__ import annotations

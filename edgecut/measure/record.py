@@ -31,7 +31,7 @@ RECORD_SCHEMA = 1
 
 
 class Latency(BaseModel):
-    """Latency statistics of one call in milliseconds (see :class:`edgecut.measure.latency.LatencyStats`)."""
+    """Latency statistics of one call in milliseconds (see :class:`edgecut.runtime.timing.LatencyStats`)."""
 
     model_config = ConfigDict(extra="forbid")
 
