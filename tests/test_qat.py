@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import numpy as np
 import onnx
@@ -237,3 +238,22 @@ def test_cli_qat(trained, synth_data, tmp_path):
     assert "IoU vs masks" in text and "onnx int8 (QDQ)" in text
     params = load_artifact(out).manifest.lineage[-1].params
     assert (params["train"]["lr"], params["calib_count"], params["train"]["epochs"]) == (5e-5, 4, 1)
+
+
+def test_nncf_may_build_its_extension_for_longer_inside_qat(monkeypatch):
+    from edgecut.compress.qat import EXTENSION_TIMEOUT, extension_build_time, prepare
+
+    monkeypatch.delenv(EXTENSION_TIMEOUT, raising=False)
+    with extension_build_time(900):
+        assert os.environ[EXTENSION_TIMEOUT] == "900"
+    assert EXTENSION_TIMEOUT not in os.environ
+    monkeypatch.setenv(EXTENSION_TIMEOUT, "30")  # the user's setting wins
+    with extension_build_time(900):
+        assert os.environ[EXTENSION_TIMEOUT] == "30"
+
+    def slow(*_a, **_k):
+        raise RuntimeError("The extension load function failed to execute within 30 seconds.\nmore")
+
+    monkeypatch.setattr("nncf.quantize", slow)
+    with pytest.raises(ModelError, match=f"{EXTENSION_TIMEOUT}=1800"):
+        prepare(torch.nn.Sequential(torch.nn.Conv2d(3, 1, 1)), [torch.zeros(1, 3, 8, 8)], QATConfig())

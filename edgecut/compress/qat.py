@@ -38,10 +38,11 @@ interrupted run resumes from the setup and the loop's checkpoint with ``resume=T
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -127,6 +128,25 @@ def calibration_images(samples: Sequence[Sample], spec: ModelSpec, count: int,
     return [s.name for s in chosen], [torch.from_numpy(spec.preprocess(load_pair(s)[0])) for s in chosen]
 
 
+EXTENSION_TIMEOUT = "NNCF_EXTENSION_LOAD_TIMEOUT"  # NNCF's limit on building its torch extension (default 60 s)
+EXTENSION_BUILD_S = 900  # what QAT allows it unless the user set the variable
+
+
+@contextlib.contextmanager
+def extension_build_time(seconds: int = EXTENSION_BUILD_S) -> Iterator[None]:
+    """NNCF compiles a torch C++ extension the first time one of its quantizers runs in a Python
+    environment (45 s on a 2-core machine under load) and gives up after 60 s by default; inside
+    this block it may take ``seconds``, unless ``NNCF_EXTENSION_LOAD_TIMEOUT`` is already set."""
+    if EXTENSION_TIMEOUT in os.environ:
+        yield
+        return
+    os.environ[EXTENSION_TIMEOUT] = str(seconds)
+    try:
+        yield
+    finally:
+        os.environ.pop(EXTENSION_TIMEOUT, None)
+
+
 def prepare(model: nn.Module, images: Sequence[torch.Tensor] | None, config: QATConfig,
             setup: Mapping[str, Any] | None = None) -> nn.Module:
     """Fold batch norms, then insert NNCF's quantizers: calibrated on ``images``, or placed as a
@@ -146,8 +166,12 @@ def prepare(model: nn.Module, images: Sequence[torch.Tensor] | None, config: QAT
         model = nncf.quantize(model, nncf.Dataset(list(images or ())), subset_size=len(images or ()),
                               preset=nncf.QuantizationPreset.PERFORMANCE)
     except Exception as e:  # NNCF's tracer names the op it cannot handle
-        raise ModelError(f"NNCF could not insert quantizers into {type(model).__name__}: {io.first_line(e, 300)}") \
-            from None
+        hint = ""
+        if "extension load function failed" in str(e):
+            hint = (f" (NNCF builds its torch extension on first use; allow it longer with {EXTENSION_TIMEOUT}=1800, "
+                    "or remove a stale build lock as NNCF's message says)")
+        raise ModelError(f"NNCF could not insert quantizers into {type(model).__name__}: "
+                         f"{io.first_line(e, 300)}{hint}") from None
     if config.signed_activations:  # same range, 127 levels instead of 255 above zero; NNCF's own
         for m in model.modules():  # signedness_to_force conflicts with its hardware config for activations
             if isinstance(m, SymmetricQuantizer) and not m.signed:
@@ -180,6 +204,7 @@ def to_onnx(model: nn.Module, spec: ModelSpec, dest: Path, parent_sha256: str, o
                     tools=("nncf", *(("onnxslim",) if note is None else ())))
 
 
+@extension_build_time()
 def qat(source: Artifact | str | os.PathLike, data: str | os.PathLike, out: str | os.PathLike,
         config: QATConfig = QATConfig(), *, resume: bool = False, progress: bool = True,
         callbacks: Sequence[Callback] = ()) -> Artifact:
