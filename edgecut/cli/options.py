@@ -15,11 +15,11 @@ import typer
 from edgecut.errors import EdgecutError
 
 if TYPE_CHECKING:  # the builders import them when called: `edgecut --help` must not load torch
-    from edgecut.measure.run import BenchConfig
     from edgecut.compress.distill import DistillConfig
     from edgecut.compress.prune import PruneConfig
     from edgecut.compress.qat import QATConfig
     from edgecut.exporters.options import ExportConfig
+    from edgecut.measure.run import BenchConfig
     from edgecut.training.loop import LoopConfig
     from edgecut.training.run import TrainConfig
 
