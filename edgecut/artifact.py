@@ -13,6 +13,7 @@ runtimes and the end-user cut-out all call them.
 from __future__ import annotations
 
 import datetime as _dt
+import math
 import os
 import platform
 from collections.abc import Mapping, Sequence
@@ -22,10 +23,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edgecut import io
-from edgecut.errors import InputError, UnsafeFileError
+from edgecut.errors import InputError, NonFiniteOutput, UnsafeFileError
 
 MANIFEST = "edgecut.json"
 SCHEMA_VERSION = 1
@@ -54,6 +55,35 @@ class ModelSpec(BaseModel):
     def _positive(cls, v: tuple[int, int]) -> tuple[int, int]:
         if min(v) < 1:
             raise ValueError(f"input_size must be positive, got {v}")
+        return v
+
+    @field_validator("size_divisor")
+    @classmethod
+    def _divisor(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError(f"size_divisor must be at least 1, got {v}")
+        return v
+
+    @field_validator("scale", "std")
+    @classmethod
+    def _nonzero(cls, v):
+        values = v if isinstance(v, tuple) else (v,)
+        if not all(math.isfinite(x) and x > 0 for x in values):
+            raise ValueError(f"must be positive and finite (it divides or scales every pixel), got {v}")
+        return v
+
+    @field_validator("mean")
+    @classmethod
+    def _finite(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
+        if not all(math.isfinite(x) for x in v):
+            raise ValueError(f"must be finite, got {v}")
+        return v
+
+    @field_validator("threshold")
+    @classmethod
+    def _probability(cls, v: float) -> float:
+        if not 0.0 < v < 1.0:
+            raise ValueError(f"threshold is a probability strictly between 0 and 1, got {v}")
         return v
 
     def with_size(self, size: int | Sequence[int]) -> ModelSpec:
@@ -87,6 +117,11 @@ class ModelSpec(BaseModel):
             if out.shape[1] != 1:
                 raise ValueError(f"expected one output channel, got shape {out.shape}")
             out = out[:, 0]
+        bad = np.isnan(out) if self.output == "logits" else ~np.isfinite(out)  # an infinite logit is a sure 0 or 1
+        if bad.any():
+            raise NonFiniteOutput(f"the model's output holds {int(bad.sum())} NaN or infinite value(s) in "
+                                  f"{out.size} pixels: its weights are broken, or its spec divides by zero "
+                                  "(check mean/std/scale in edgecut.json)")
         if self.output == "logits":
             out = 0.5 * (1.0 + np.tanh(0.5 * out))  # sigmoid without overflow warnings
         return np.clip(out, 0.0, 1.0)
@@ -117,24 +152,60 @@ class FileEntry(BaseModel):
     size: int
 
 
+# artifact format -> the precisions its model file can hold (export formats list theirs from here)
+FORMAT_PRECISIONS: dict[str, tuple[str, ...]] = {
+    "torch": ("fp32", "bf16", "fp16"),  # weights in fp32; bf16 / fp16 run under autocast
+    "torchscript": ("fp32",),
+    "onnx": ("fp32", "fp16", "int8"),
+    "openvino": ("fp32", "fp16", "int8"),
+    "tensorrt": ("fp32", "fp16", "int8"),
+}
+
+
+class Arch(BaseModel):
+    """A registered architecture: its builder's name, its options, and the layers pruning resized."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    channels: dict[str, dict[str, int]] | None = None  # layer -> channel counts (models/channels.py)
+
+
 class Manifest(BaseModel):
     """The contents of ``edgecut.json``."""
 
     model_config = ConfigDict(extra="forbid")
 
     schema_version: int = SCHEMA_VERSION
-    format: str  # torch, torchscript, onnx, openvino, tensorrt, ...
-    precision: str = "fp32"
+    format: str  # a key of FORMAT_PRECISIONS: torch, torchscript, onnx, openvino, tensorrt
+    precision: str = "fp32"  # one that the format holds (FORMAT_PRECISIONS)
     model_file: str  # name of the model file inside the artifact directory
-    arch: dict[str, Any] | None = None  # {"name": registry name, "kwargs": {...}} for torch weights
-    spec: ModelSpec = Field(default_factory=ModelSpec)
-    params: int | None = None
-    macs: int | None = None  # multiply-accumulates of one image at spec.input_size
+    arch: dict[str, Any] | None = None  # {"name", "kwargs", "channels"?}: the registry architecture (see Arch)
+    spec: ModelSpec  # how to feed the model: never guessed
+    params: int | None = Field(default=None, ge=0)
+    macs: int | None = Field(default=None, ge=0)  # multiply-accumulates of one image at spec.input_size
     lineage: list[Step] = Field(default_factory=list)
     files: dict[str, FileEntry] = Field(default_factory=dict)
     tools: dict[str, str] = Field(default_factory=dict)
     metrics: dict[str, Any] = Field(default_factory=dict)  # e.g. {"val": {...}, "data": "..."}
     created: str = Field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+
+    @field_validator("arch")
+    @classmethod
+    def _arch(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        if v is not None:
+            Arch.model_validate(v)  # the shape only; the builder checks its options' values
+        return v
+
+    @model_validator(mode="after")
+    def _format_holds_precision(self) -> Manifest:
+        allowed = FORMAT_PRECISIONS.get(self.format)
+        if allowed is None:
+            raise ValueError(f"format {self.format!r} is not one edgecut knows ({', '.join(FORMAT_PRECISIONS)})")
+        if self.precision not in allowed:
+            raise ValueError(f"a {self.format} model is {' / '.join(allowed)}, not precision {self.precision!r}")
+        return self
 
 
 @dataclass(frozen=True)
@@ -158,22 +229,46 @@ class Artifact:
         return entry.sha256 if entry else io.sha256_file(self.model_path)
 
     def verify(self) -> None:
-        """Check every listed file against its recorded size and sha256."""
+        """Check every listed file (the model file must be one) against its recorded size and sha256."""
+        if self.manifest.model_file not in self.manifest.files:
+            raise InputError(self.path / MANIFEST, f"lists no sha256 for its model file {self.manifest.model_file!r}",
+                             "re-export or restore the artifact")
         for name, entry in self.manifest.files.items():
             p = self.path / name
             if not p.is_file():
                 raise InputError(p, "listed in edgecut.json but missing", "copy the whole artifact folder")
-            if p.stat().st_size != entry.size or io.sha256_file(p) != entry.sha256:
-                raise InputError(p, "does not match the sha256 in edgecut.json (modified or corrupt)",
-                                 "re-copy or re-create the artifact")
+            fix = "re-export or restore it (or pass --no-verify if you changed it on purpose)"
+            if p.stat().st_size != entry.size:
+                raise InputError(p, f"is {p.stat().st_size} bytes but edgecut.json says {entry.size}: truncated or "
+                                 "modified", fix)
+            if verified_sha256(p) != entry.sha256:
+                raise InputError(p, "does not match the sha256 in edgecut.json: modified or corrupt", fix)
+
+
+NO_VERIFY = "EDGECUT_NO_VERIFY"  # set to 1 (edgecut --no-verify): artifacts load without checking their files
+_HASHED: dict[tuple, str] = {}  # (path, size, mtime, inode) -> sha256: each file is hashed once per process
+
+
+def verification_on() -> bool:
+    return os.environ.get(NO_VERIFY, "") in ("", "0")
+
+
+def verified_sha256(path: Path) -> str:
+    """The sha256 of ``path``, computed once per process for a file that has not changed since."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
+    if key not in _HASHED:
+        _HASHED[key] = io.sha256_file(path)
+    return _HASHED[key]
 
 
 def is_artifact(path: str | os.PathLike) -> bool:
     return (Path(path) / MANIFEST).is_file()
 
 
-def load_artifact(path: str | os.PathLike, verify: bool = False) -> Artifact:
-    """Read and validate ``path/edgecut.json``."""
+def load_artifact(path: str | os.PathLike, verify: bool | None = None) -> Artifact:
+    """Read and validate ``path/edgecut.json``; check every file against it (``verify``, default: unless
+    ``EDGECUT_NO_VERIFY`` is set) before anything uses them."""
     path = Path(path)
     if not path.exists():
         raise InputError(path, "not found", "give an artifact directory (one holding edgecut.json)")
@@ -185,8 +280,10 @@ def load_artifact(path: str | os.PathLike, verify: bool = False) -> Artifact:
         manifest = Manifest.model_validate(raw)
     except ValidationError as e:
         first = e.errors()[0]
-        where = ".".join(str(x) for x in first["loc"])
-        raise InputError(path / MANIFEST, f"invalid manifest: {where}: {first['msg']}") from None
+        where = ".".join(str(x) for x in first["loc"]) or "manifest"
+        msg = first["msg"].removeprefix("Value error, ")
+        raise InputError(path / MANIFEST, f"invalid manifest: {where}: {msg}",
+                         "restore edgecut.json, or re-create the artifact") from None
     if manifest.schema_version > SCHEMA_VERSION:
         raise InputError(path / MANIFEST, f"written by a newer edgecut (schema {manifest.schema_version})",
                          "upgrade edgecut")
@@ -199,7 +296,7 @@ def load_artifact(path: str | os.PathLike, verify: bool = False) -> Artifact:
     if not art.model_path.is_file():
         raise InputError(art.model_path, "model file named in edgecut.json is missing",
                          "copy the whole artifact folder")
-    if verify:
+    if verification_on() if verify is None else verify:
         art.verify()
     return art
 
@@ -210,7 +307,7 @@ def write_artifact(path: str | os.PathLike, manifest: Manifest, files: Mapping[s
     ``files`` maps names inside the artifact to bytes or to a finished file to move in.
     """
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
+    io.make_dirs(path)
     entries: dict[str, FileEntry] = {}
     for name, content in files.items():
         dest = path / name

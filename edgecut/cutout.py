@@ -15,7 +15,7 @@ from typing import Literal
 import numpy as np
 
 from edgecut import io
-from edgecut.errors import EdgecutError, InputError
+from edgecut.errors import EdgecutError, InputError, NonFiniteOutput, OutputError
 
 Format = Literal["rgba", "mask", "composite"]
 COLORS = {"white": (255, 255, 255), "black": (0, 0, 0), "gray": (128, 128, 128), "green": (0, 177, 64)}
@@ -67,10 +67,12 @@ class RemoveReport:
 def remove_background(inputs: Sequence[str | os.PathLike], runner, out: str | os.PathLike, *,
                       fmt: Format = "rgba", bg: tuple[int, int, int] = (255, 255, 255),
                       progress: bool = True, on_error=None) -> RemoveReport:
-    """Write one PNG per input into ``out``; unreadable inputs are reported, not fatal."""
+    """Write one PNG per input into ``out``. An input that cannot be read, a model output that is not
+    finite, or a cut-out that cannot be written is reported (``on_error`` and the report) and the
+    rest go on; a bad ``out`` folder is one error before any work."""
     from rich.progress import Progress
 
-    out = Path(out)
+    out = io.make_dirs(out)
     files = expand_inputs(inputs)
     sources = {f.resolve() for f in files}
     report = RemoveReport()
@@ -87,7 +89,7 @@ def remove_background(inputs: Sequence[str | os.PathLike], runner, out: str | os
                 if dest.resolve() in sources:
                     raise InputError(path, f"its cut-out would overwrite an input ({dest})", "choose another --out")
                 report.written.append(io.write_image(dest, compose(image, alpha, fmt, bg)))
-            except InputError as e:
+            except (InputError, OutputError, NonFiniteOutput) as e:
                 report.failed.append((path, str(e)))
                 if on_error:
                     on_error(path, str(e))

@@ -10,6 +10,10 @@ from __future__ import annotations
 import os
 
 
+class DataWarning(UserWarning):
+    """Something about the user's data that edgecut handled, and that the user should know."""
+
+
 class EdgecutError(Exception):
     """Base class: a problem the user can fix; the message says how."""
 
@@ -30,8 +34,21 @@ class UnsafeFileError(InputError):
     """A file would run code or escape its folder if loaded; it was refused unread."""
 
 
+class OutputError(EdgecutError):
+    """A file or folder could not be written (read-only, no space, a file in the way, ...)."""
+
+    def __init__(self, path: str | os.PathLike, problem: str, fix: str = "") -> None:
+        self.path = os.fspath(path)
+        hint = f" ({fix})" if fix else ""
+        super().__init__(f"{self.path}: cannot write: {problem}{hint}")
+
+
 class ModelError(EdgecutError):
     """A model or artifact cannot be built, loaded or used as asked."""
+
+
+class NonFiniteOutput(ModelError):
+    """A model produced NaN or infinite values (broken weights, or a spec that divides by zero)."""
 
 
 class MissingBackendError(EdgecutError):

@@ -6,23 +6,27 @@ one :class:`~edgecut.errors.InputError` naming the file. Weights are read from s
 with ``torch.load(weights_only=True)``: nothing the user did not write is ever unpickled.
 
 Writing is atomic: a temporary file in the same folder, then ``os.replace``. A reader sees
-the old file or the new one, never half of one, and an interrupted write loses nothing.
+the old file or the new one, never half of one, and an interrupted write loses nothing. A write
+that fails (read-only, no space, a file where a folder should be) is one
+:class:`~edgecut.errors.OutputError` naming the path and the cause.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
 import tempfile
+import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgecut.errors import InputError, UnsafeFileError
+from edgecut.errors import DataWarning, InputError, OutputError, UnsafeFileError
 
 if TYPE_CHECKING:
     import torch
@@ -33,6 +37,42 @@ MAX_PIXELS = 100_000_000  # 100 MP: above any camera photo, far below a decompre
 
 
 # --------------------------------------------------------------------------- atomic writes
+
+# errno -> (what went wrong, what to do), for one clear error instead of an OSError traceback
+_WRITE_ERRORS = {
+    errno.EACCES: ("permission denied", "choose a folder you can write to"),
+    errno.EPERM: ("not permitted", "choose a folder you can write to"),
+    errno.EROFS: ("the file system is read-only", "choose a folder on a writable disk"),
+    errno.ENOSPC: ("no space left on the device", "free some space or choose another disk"),
+    errno.EDQUOT: ("disk quota exceeded", "free some space or choose another disk"),
+    errno.ENOTDIR: ("a file is in the way of a folder on the path", "choose a path whose parents are folders"),
+    errno.EEXIST: ("a file is in the way of a folder on the path", "choose a path whose parents are folders"),
+    errno.EISDIR: ("it is a folder", "give a file name"),
+    errno.ENAMETOOLONG: ("the name is too long", "choose a shorter path"),
+}
+
+
+def output_error(path: str | os.PathLike, e: OSError) -> OutputError:
+    """The one error for a failed write: the path, the cause in words, and the way out."""
+    problem, fix = _WRITE_ERRORS.get(e.errno, (e.strerror or type(e).__name__, ""))
+    return OutputError(path, problem, fix)
+
+
+@contextlib.contextmanager
+def writing(path: str | os.PathLike) -> Iterator[None]:
+    """Inside the block, an ``OSError`` becomes an :class:`~edgecut.errors.OutputError` naming ``path``."""
+    try:
+        yield
+    except OSError as e:
+        raise output_error(path, e) from None
+
+
+def make_dirs(path: str | os.PathLike) -> Path:
+    """``mkdir -p``, with one clear error when it cannot be done."""
+    path = Path(path)
+    with writing(path):
+        path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def umask() -> int:
@@ -52,14 +92,16 @@ def private_dir_made_public(path: Path) -> Path:
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; move it into place only if the block succeeds."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    make_dirs(path.parent)
+    with writing(path):
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
     tmp_path = Path(tmp)
     os.chmod(tmp_path, 0o666 & ~umask())  # mkstemp makes it private; a finished file gets the usual mode
     try:
-        yield tmp_path
-        os.replace(tmp_path, path)
+        with writing(path):
+            yield tmp_path
+            os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
@@ -154,17 +196,28 @@ def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndar
 def read_mask(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Decode a mask (or matte) to an HxW uint8 array, 0 background .. 255 foreground.
 
-    An RGBA file is read through its alpha channel; colour masks through their luminance.
+    An RGBA file is read through its alpha channel; colour masks through their luminance. A mask
+    that holds only the values 0 and 1 (a binary mask saved without scaling) is read as 0 / 255,
+    with a note: read as it is, every pixel would be background.
     """
     img = _open(path, max_pixels)
     with img:
-        if img.mode in _WIDE_MODES:
-            return _to_uint8_gray(img)
-        if img.mode in ("RGBA", "LA", "PA"):
-            alpha = np.array(img.getchannel("A"))
-            if alpha.min() < 255:  # a cut-out: the alpha is the mask
-                return alpha
-        return np.array(img.convert("L"))
+        mask = _mask_values(img)
+    if mask.max(initial=0) == 1:  # only 0 and 1
+        warnings.warn(f"{Path(path).parent}: masks hold only the values 0 and 1; read as 0 and 255",
+                      DataWarning, stacklevel=2)
+        return mask * np.uint8(255)
+    return mask
+
+
+def _mask_values(img) -> np.ndarray:
+    if img.mode in _WIDE_MODES:
+        return _to_uint8_gray(img)
+    if img.mode in ("RGBA", "LA", "PA"):
+        alpha = np.array(img.getchannel("A"))
+        if alpha.min() < 255:  # a cut-out: the alpha is the mask
+            return alpha
+    return np.array(img.convert("L"))
 
 
 def _open(path: str | os.PathLike, max_pixels: int):
@@ -174,11 +227,17 @@ def _open(path: str | os.PathLike, max_pixels: int):
     if not path.is_file():
         raise InputError(path, "file not found" if not path.exists() else "not a file")
     try:
-        img = Image.open(path)
+        with warnings.catch_warnings():  # PIL warns from 89 MP; edgecut's own cap decides below
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path)
     except UnidentifiedImageError:
         raise InputError(path, "not an image file (unknown or corrupt format)") from None
-    except (OSError, ValueError) as e:
-        raise InputError(path, f"cannot read image ({e})") from None
+    except Image.DecompressionBombError as e:  # PIL refuses above twice its own limit, before edgecut can look
+        raise InputError(path, f"image is above the cap of {max_pixels} pixels ({first_line(e)})",
+                         "resize it first") from None
+    except Exception as e:  # OSError, ValueError, SyntaxError, struct.error, ...: PIL's parsers on junk
+        raise InputError(path, f"cannot read image ({type(e).__name__}: {first_line(e)})",
+                         "re-export or re-download it") from None
     w, h = img.size
     if w * h > max_pixels:
         img.close()
@@ -189,7 +248,7 @@ def _open(path: str | os.PathLike, max_pixels: int):
         raise InputError(path, "image has zero size")
     try:
         img.load()
-    except (OSError, ValueError, SyntaxError) as e:
+    except Exception as e:  # OSError, ValueError, SyntaxError, struct.error, ...: a corrupt stream
         img.close()
         raise InputError(path, f"corrupt or truncated image ({e})", "re-export or re-download it") from None
     return img

@@ -179,12 +179,12 @@ def test_verify_catches_modified_file(tmp_path):
     data = bytearray(p.read_bytes())
     data[10] ^= 1  # same size, other content
     p.write_bytes(bytes(data))
-    loaded = load_artifact(art.path)  # without verify: loads
+    loaded = load_artifact(art.path, verify=False)  # asked not to verify: loads
     with pytest.raises(InputError) as e:
         loaded.verify()
     assert str(p) in str(e.value)
-    with pytest.raises(InputError):
-        load_artifact(art.path, verify=True)
+    with pytest.raises(InputError, match="re-export or restore"):
+        load_artifact(art.path)  # verified by default
 
 
 def test_verify_catches_missing_listed_file(tmp_path):

@@ -9,19 +9,33 @@ A user's mistake (an :class:`~edgecut.errors.EdgecutError`) is one red line and 
 from __future__ import annotations
 
 import sys
+import warnings
 
 from edgecut.cli import train, compress, measure, use  # noqa: F401,I001  (registers the commands, in this order)
 from edgecut.cli.app import app, console, err
-from edgecut.errors import EdgecutError
+from edgecut.errors import DataWarning, EdgecutError
 
 __all__ = ["app", "main", "console", "err"]
 
 
 def main() -> None:
+    from rich.markup import escape
+
+    shown = warnings.showwarning
+
+    def note(message, category, *args, **kwargs) -> None:  # edgecut's notes as one line, others as Python shows them
+        if issubclass(category, DataWarning):
+            err.print(f"[yellow]note[/yellow] {escape(str(message))}", highlight=False, soft_wrap=True)
+        else:
+            shown(message, category, *args, **kwargs)
+
+    warnings.showwarning = note
     try:
         app(standalone_mode=True)
     except EdgecutError as e:
-        from rich.markup import escape
-
         err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)  # "edgecut[onnx]" is no tag
+        sys.exit(2)
+    except OSError as e:  # a file operation edgecut did not wrap: still one line, naming the file
+        where = f"{e.filename}: " if e.filename else ""
+        err.print(f"[red]error:[/red] {escape(where + (e.strerror or str(e)))}", highlight=False, soft_wrap=True)
         sys.exit(2)

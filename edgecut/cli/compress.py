@@ -130,6 +130,8 @@ def qat(
     console.print(line)
     console.print(f"ONNX vs the fake-quantised torch model: max abs diff {f['max_abs_diff']:.3g}, "
                   f"min mask IoU {f['mask_iou_min']:.4f}")
+    for note in m.lineage[-1].params.get("notes", []):
+        err.print(f"[yellow]note[/yellow] {note}", highlight=False)
     size = sum(e.size for e in m.files.values())
     console.print(f"artifact {art.path}: {m.format} {m.precision} (QDQ), {size / 1e6:.2f} MB, input {m.spec.input_size}")
 

@@ -22,6 +22,8 @@ def info(
     list_archs: Annotated[bool, typer.Option("--list-archs", help="List registered architectures.")] = False,
 ) -> None:
     """Show an artifact's manifest: format, precision, spec, params, MACs, lineage, files."""
+    from rich.markup import escape
+
     from edgecut.artifact import load_artifact
 
     if list_archs:
@@ -32,7 +34,12 @@ def info(
         return
     if model is None:
         raise EdgecutError("give MODEL (an artifact directory), or --list-archs")
-    art = load_artifact(model)
+    art = load_artifact(model, verify=False)  # the manifest is worth showing even when a file is damaged
+    try:
+        art.verify()
+        files = f"{len(art.manifest.files)} file(s), sha256 checked"
+    except EdgecutError as e:
+        files = f"DAMAGED: {e}"
     m = art.manifest.model_dump(mode="json")
     if size is not None:
         if art.manifest.format != "torch":
@@ -41,12 +48,14 @@ def info(
         from edgecut.models.store import load_model
 
         spec = art.spec.with_size(size)
-        m["macs"] = count_macs(load_model(art.path).module, spec.input_size)
+        m["macs"] = count_macs(load_model(load_artifact(art.path)).module, spec.input_size)
         m["macs_input_size"] = list(spec.input_size)
     else:
         m["macs_input_size"] = list(art.spec.input_size)
     if json_flag:
         print(json.dumps(m, indent=2, sort_keys=True))
+        if files.startswith("DAMAGED"):
+            err.print(f"[yellow]note[/yellow] {escape(files)}", highlight=False)
         return
     table = Table(title=str(model), show_header=False)
     for key in ("format", "precision", "model_file", "params", "macs", "macs_input_size"):
@@ -60,8 +69,10 @@ def info(
     table.add_row("spec", json.dumps(m["spec"]))
     for step in m["lineage"]:
         table.add_row("lineage", f"{step['step']} at {step['time']}")
-    for k, v in m.get("metrics", {}).get("val", {}).items():
-        table.add_row(f"val {k}", f"{v:.4f}")
+    val = m["metrics"].get("val")
+    for k, v in val.items() if isinstance(val, dict) else ():
+        table.add_row(f"val {k}", f"{v:.4f}" if isinstance(v, (int, float)) else str(v))
+    table.add_row("files", files)
     console.print(table)
 
 

@@ -420,7 +420,7 @@ def write_sensitivity(out: str | os.PathLike, base_metric: float, rows: Sequence
                       plan: Mapping[str, float] | None = None, max_drop: float | None = None) -> list[Path]:
     """sensitivity.json / .csv / .md, the plot (when matplotlib is installed) and plan.json."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    io.make_dirs(out)
     written = [out / "sensitivity.json", out / "sensitivity.csv", out / "sensitivity.md"]
     io.write_json(written[0], {"metric": metric, "baseline": base_metric, "rows": [asdict(r) for r in rows]})
     header = ["layer", "channels", "ratio", "kept", "macs", "macs_saved", metric, "drop"]

@@ -135,7 +135,7 @@ def _claim(out: Path, settings: dict[str, Any], resume: bool) -> None:
                              "resume with the same options, or choose a new --out")
     elif (out / "edgecut.json").exists() or state_path.exists():
         raise InputError(out, "already holds a pruning run", "pass --resume to continue it, or choose a new --out")
-    out.mkdir(parents=True, exist_ok=True)
+    io.make_dirs(out)
     io.write_json(state_path, settings)
 
 

@@ -162,9 +162,13 @@ def prepare(model: nn.Module, images: Sequence[torch.Tensor] | None, config: QAT
         return nncf.torch.load_from_config(model, dict(setup))
     from nncf.torch.quantization.layers import SymmetricQuantizer
 
+    # overflow fix: weights start on a 7-bit grid, which x86 CPUs without VNNI run without int16
+    # saturation (exporters/onnx.py); TensorRT's int8 (--signed-activations) takes the full range
+    overflow = nncf.OverflowFix.FIRST_LAYER if config.signed_activations else nncf.OverflowFix.ENABLE
     try:
         model = nncf.quantize(model, nncf.Dataset(list(images or ())), subset_size=len(images or ()),
-                              preset=nncf.QuantizationPreset.PERFORMANCE)
+                              preset=nncf.QuantizationPreset.PERFORMANCE,
+                              advanced_parameters=nncf.AdvancedQuantizationParameters(overflow_fix=overflow))
     except Exception as e:  # NNCF's tracer names the op it cannot handle
         hint = ""
         if "extension load function failed" in str(e):
@@ -197,8 +201,10 @@ def to_onnx(model: nn.Module, spec: ModelSpec, dest: Path, parent_sha256: str, o
     folded = qdq.fold_weight_quantizers(graph)
     sunk = qdq.sink_concat_dequantize(graph)
     nodes = onnx_export.finish(graph, spec, "int8", parent_sha256, dest, "the QAT ONNX model")
-    params = {"opset": opset, "simplified": note is None, "notes": [note] if note else [],
-              "folded_weight_quantizers": folded, "concat_dequantize_sunk": sunk, "qdq": qdq.summary(graph),
+    summary = qdq.summary(graph)
+    notes = [n for n in (note, qdq.saturation_note(summary)) if n]
+    params = {"opset": opset, "simplified": note is None, "notes": notes,
+              "folded_weight_quantizers": folded, "concat_dequantize_sunk": sunk, "qdq": summary,
               "nodes": nodes}
     return Exported(files={MODEL_FILE: dest}, model_file=MODEL_FILE, spec=spec, params=params,
                     tools=("nncf", *(("onnxslim",) if note is None else ())))
@@ -283,7 +289,8 @@ def _export(parent: Artifact, model: nn.Module, spec: ModelSpec, out: Path, conf
     fidelity to the fake-quantised torch model recorded), written into the run folder ``out``."""
     from edgecut.runtime.torch_runner import TorchRunner
 
-    staging = Path(tempfile.mkdtemp(prefix=".qat-export-", dir=out))
+    with io.writing(out):
+        staging = Path(tempfile.mkdtemp(prefix=".qat-export-", dir=out))
     try:
         exported = to_onnx(model, spec, staging / MODEL_FILE, parent.sha256, config.opset)
         exported.metrics.update(metrics)

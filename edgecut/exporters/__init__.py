@@ -53,10 +53,11 @@ def export(source: Artifact | str | os.PathLike, out: str | os.PathLike, config:
     if resume and _finished(out, parent, config):
         return load_artifact(out)
     _check_out(out, parent, config.overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = io.private_dir_made_public(Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent)))
+    io.make_dirs(out.parent)
+    with io.writing(out.parent):
+        staging = io.private_dir_made_public(Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent)))
     try:
-        with _Status(progress, f"exporting to {config.format} {config.precision}") as status:
+        with _Status(progress, f"exporting to {config.format} {config.precision}") as status, io.writing(out):
             result = fmt.fn(parent, staging, config)
             step = Step(step="export", params=_step_params(config, result), parent_sha256=parent.sha256)
             manifest = manifest_for(parent, result, step, config.format, config.precision)
@@ -70,8 +71,9 @@ def export(source: Artifact | str | os.PathLike, out: str | os.PathLike, config:
                 status.update("timing against the parent")
                 manifest.metrics["speed_vs_parent"] = _require_faster(check.parent_runner, check.runner,
                                                                       check.images[0].image)
-        write_artifact(staging, manifest, result.files)
-        _move_into_place(staging, out, config.overwrite)
+        with io.writing(out):
+            write_artifact(staging, manifest, result.files)
+            _move_into_place(staging, out, config.overwrite)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

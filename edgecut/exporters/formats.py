@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgecut.artifact import Artifact
+from edgecut.artifact import FORMAT_PRECISIONS, Artifact
 from edgecut.exporters.options import ExportConfig, Exported
 
 
@@ -51,12 +51,12 @@ def _tensorrt(parent: Artifact, workdir: Path, config: ExportConfig) -> Exported
 
 
 FORMATS: dict[str, ExportFormat] = {
-    "onnx": ExportFormat("onnx", ".onnx", ("fp32", "fp16", "int8"), ("cpu", "cuda", "tensorrt"), "onnx",
+    "onnx": ExportFormat("onnx", ".onnx", FORMAT_PRECISIONS["onnx"], ("cpu", "cuda", "tensorrt"), "onnx",
                          ("onnx", "onnxruntime"), _onnx, parents=("torch", "onnx")),
     # via the fp32 ONNX; int8 also needs nncf (checked when quantising: fp32 / fp16 do without it)
-    "openvino": ExportFormat("openvino", ".xml", ("fp32", "fp16", "int8"), ("cpu",), "openvino",
+    "openvino": ExportFormat("openvino", ".xml", FORMAT_PRECISIONS["openvino"], ("cpu",), "openvino",
                              ("onnx", "openvino"), _openvino, parents=("torch", "onnx"), groups=("openvino",)),
     # an engine built on this machine's CUDA GPU from the (fp32 or Q/DQ int8) ONNX; parity runs with --device cuda
-    "tensorrt": ExportFormat("tensorrt", ".engine", ("fp32", "fp16", "int8"), ("cuda",), "tensorrt",
+    "tensorrt": ExportFormat("tensorrt", ".engine", FORMAT_PRECISIONS["tensorrt"], ("cuda",), "tensorrt",
                              ("tensorrt",), _tensorrt, parents=("torch", "onnx"), groups=("tensorrt",)),
 }

@@ -18,6 +18,10 @@ full_check=True)``.
   checker sees it.
 - INT8: ``onnxruntime.quantization.quantize_static`` in QDQ format, per-channel symmetric
   int8 weights, asymmetric int8 activations (S8S8, ORT's recommended first choice for QDQ).
+  Weights use 7 bits (``reduce_range``): on x86 CPUs without VNNI (AVX2 only), ONNX Runtime's
+  int8 kernels add pairs of u8 x s8 products in saturating int16 (VPMADDUBSW), which full-range
+  weights overflow; with 7-bit weights the model computes the same on every x86 CPU, at a
+  negligible cost in accuracy (docs/measuring.md). TensorRT's Q/DQ keeps the full range.
   Activation ranges come from calibration images run through the ModelSpec's preprocessing,
   computed with ``create_calibrator`` (MinMax, Entropy or Percentile) and handed to
   quantize_static as its ranges cache: quantize_static cannot set the histogram size, and
@@ -253,6 +257,7 @@ def to_int8(fp32: Path, dest: Path, model, spec: ModelSpec, calib: CalibConfig, 
             cache = Path(tmp) / "ranges.json"
             q.save_tensors_data(ranges, cache)
             q.quantize_static(str(fp32), str(dest), None, quant_format=q.QuantFormat.QDQ, per_channel=True,
+                              reduce_range=not tensorrt,  # 7-bit weights: see the module docstring
                               activation_type=q.QuantType.QInt8, weight_type=q.QuantType.QInt8,
                               calibrate_method=method, nodes_to_exclude=list(calib.exclude_nodes),
                               op_types_to_quantize=ops, calibration_cache_path=cache,

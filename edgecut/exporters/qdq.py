@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 INT_RANGES = {np.dtype(np.int8): (-128, 127), np.dtype(np.uint8): (0, 255)}
+NO_SATURATION = 64  # |int8 weight| up to this: two u8 x s8 products fit the int16 sum of AVX2's VPMADDUBSW
 
 
 def _constants(graph) -> dict[str, np.ndarray]:
@@ -150,15 +151,26 @@ def summary(model) -> dict[str, Any]:
     weights = [n for n in dq if n.input[0] in init_names]
     zps = [consts.get(n.input[2]) if len(n.input) > 2 else None for n in dq]
     types = Counter(("uint8" if z is None else str(z.dtype)) for z in zps)  # no zero point: uint8 0 by the spec
+    values = [v for n in weights if (v := consts.get(n.input[0])) is not None and v.dtype == np.int8]  # not int32 biases
     return {
         "quantize_linear": sum(1 for n in graph.node if n.op_type == "QuantizeLinear"),
         "dequantize_linear": len(dq),
         "int8_weights": len(weights),
+        "max_abs_int8_weight": max((int(np.abs(v.astype(np.int32)).max()) for v in values if v.size), default=None),
         "float_weights_quantized_at_run_time": sum(
             1 for n in graph.node if n.op_type == "QuantizeLinear" and n.input[0] in init_names),
         "zero_point_types": dict(sorted(types.items())),
         "symmetric": all(z is None or not np.any(z) for z in zps),
     }
+
+
+def saturation_note(summary: dict[str, Any]) -> str | None:
+    """A note when the int8 weights use more than 7 bits (what ONNX Runtime saturates on x86 without VNNI)."""
+    top = summary.get("max_abs_int8_weight")
+    if top is None or top <= NO_SATURATION:
+        return None
+    return (f"int8 weights reach |{top}| (more than 7 bits): on x86 CPUs without VNNI (AVX2 only) ONNX Runtime's int8 "
+            "kernels can saturate, so this model may compute differently there; on VNNI, ARM and GPUs it does not")
 
 
 def tensorrt_compatible(model) -> str | None:

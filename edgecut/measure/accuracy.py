@@ -18,7 +18,7 @@ import numpy as np
 from edgecut import io
 from edgecut.artifact import ModelSpec
 from edgecut.data.folder import Sample, load_pair
-from edgecut.errors import InputError
+from edgecut.errors import InputError, NonFiniteOutput
 from edgecut.metrics import MAX_F_CONVENTION, SegMetrics
 
 
@@ -57,7 +57,12 @@ def evaluate(runner, samples: Sequence[Sample], *, batch_size: int = 1, composit
         for start in range(0, len(samples), batch_size):
             chunk = samples[start : start + batch_size]
             pairs = [load_pair(s) for s in chunk]
-            probs = spec.to_probability(runner(spec.preprocess([img for img, _ in pairs])))
+            try:
+                probs = spec.to_probability(runner(spec.preprocess([img for img, _ in pairs])))
+            except NonFiniteOutput as e:
+                where = getattr(runner, "path", None) or "the model"
+                raise NonFiniteOutput(f"{where}: {e} (image {chunk[0].name}"
+                                      f"{f' and {len(chunk) - 1} more' if len(chunk) > 1 else ''})") from None
             for s, (img, mask), prob in zip(chunk, pairs, probs):
                 if mask is None:
                     raise InputError(s.image, "has no mask", "evaluation needs masks/ beside images/")

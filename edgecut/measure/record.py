@@ -25,6 +25,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
+from edgecut import io
 from edgecut.errors import InputError
 
 RECORD_SCHEMA = 1
@@ -199,8 +200,8 @@ def machine_label(env: dict[str, Any]) -> str:
 def append_records(path: str | os.PathLike, records: Iterable[BenchRecord]) -> Path:
     """Append records to a ``.jsonl`` file, one flushed and fsynced line each."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as f:
+    io.make_dirs(path.parent)
+    with io.writing(path), open(path, "a", encoding="utf-8") as f:
         for rec in records:
             f.write(rec.to_json_line() + "\n")
             f.flush()

@@ -46,7 +46,11 @@ def build(arch: dict[str, Any], pretrained: bool = True) -> nn.Module:
     kwargs = dict(arch.get("kwargs", {}))
     if not pretrained and kwargs.get("weights_backbone") is not None:
         kwargs["weights_backbone"] = None
-    module = create_model(arch["name"], **kwargs)
+    try:
+        module = create_model(arch["name"], **kwargs)
+    except (TypeError, ValueError, ZeroDivisionError) as e:  # an option of the wrong type or range
+        raise ModelError(f"architecture {arch['name']} with options {kwargs} cannot be built: {io.first_line(e)}") \
+            from None
     if arch.get("channels"):
         from edgecut.models.channels import apply_channels
 
@@ -67,11 +71,7 @@ def load_model(source: Artifact | str | os.PathLike, arch: str | None = None,
     if not source.is_file():
         raise InputError(source, "model not found")
     if _is_torchscript(source):
-        try:
-            module = torch.jit.load(str(source), map_location="cpu")
-        except RuntimeError as e:
-            raise InputError(source, f"corrupt TorchScript file ({io.first_line(e)})") from None
-        return LoadedModel(module.eval(), spec or ModelSpec(), None)
+        return LoadedModel(_torchscript(source).eval(), spec or ModelSpec(), None)
     if arch is None:
         raise InputError(source, "a weights file needs its architecture",
                          "pass --arch NAME (see 'edgecut info --list-archs') or give an artifact directory")
@@ -84,13 +84,22 @@ def load_model(source: Artifact | str | os.PathLike, arch: str | None = None,
 def _from_artifact(art: Artifact) -> LoadedModel:
     m = art.manifest
     if m.format == "torchscript":
-        return LoadedModel(torch.jit.load(str(art.model_path), map_location="cpu").eval(), m.spec, None, art)
+        return LoadedModel(_torchscript(art.model_path).eval(), m.spec, None, art)
     if m.format != "torch" or m.arch is None:
         raise ModelError(f"{art.path}: a {m.format} artifact is not a torch model; "
                          "run it through a Runner (edgecut.runtime.load) instead")
     module = build(m.arch, pretrained=False)
     _load_state(module, io.load_weights(art.model_path), art.model_path)
     return LoadedModel(module.eval(), m.spec, m.arch, art)
+
+
+def _torchscript(path: Path) -> torch.jit.ScriptModule:
+    """TorchScript's own loader, with one clear error for a file that is not TorchScript."""
+    try:
+        return torch.jit.load(str(path), map_location="cpu")
+    except Exception as e:  # RuntimeError for junk, ValueError / zipfile errors for other archives
+        raise InputError(path, f"not a readable TorchScript file ({io.first_line(e)})",
+                         "save the model with torch.jit.save, or give its artifact") from None
 
 
 def _load_state(module: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:

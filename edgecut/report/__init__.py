@@ -68,7 +68,7 @@ def compare(paths_or_records: Source | Iterable[Source], out: str | os.PathLike,
 
     report: Report = build_report(load(paths_or_records), baseline=baseline, title=title)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    io.make_dirs(out)
     png = plot_pareto(report)
     paths = [io.write_text(out / "report.md", to_markdown(report)),
              io.write_text(out / "report.csv", to_csv(report)),

@@ -165,5 +165,8 @@ class OnnxRuntimeRunner:
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         x = checked_batch(batch, self.path, self.spec, self._fixed_hw)
-        out = self.session.run(None, {self.input_name: x})[0]
+        try:
+            out = self.session.run(None, {self.input_name: x})[0]
+        except Exception as e:  # a corrupt model can load and still fail in a kernel
+            raise ModelError(f"{self.path}: onnxruntime failed to run it ({_ort_message(e)})") from None
         return np.asarray(out, dtype=np.float32)

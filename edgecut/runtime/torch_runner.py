@@ -23,13 +23,16 @@ class TorchRunner:
         self.precision = precision
         self.module = module.to(self.device).eval()
         self._amp = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+        self.path = None  # the artifact folder, when loaded from one
 
     @classmethod
     def from_artifact(cls, art: Artifact, device: str = "cpu", threads: int | None = None) -> TorchRunner:
         from edgecut.models.store import load_model
 
-        loaded = load_model(art.path)
-        return cls(loaded.module, loaded.spec, device=device, threads=threads, precision=art.manifest.precision)
+        loaded = load_model(art)
+        runner = cls(loaded.module, loaded.spec, device=device, threads=threads, precision=art.manifest.precision)
+        runner.path = art.path
+        return runner
 
     @torch.inference_mode()
     def __call__(self, batch: np.ndarray) -> np.ndarray:
