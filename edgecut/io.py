@@ -22,7 +22,7 @@ import tempfile
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -31,6 +31,7 @@ from edgecut.errors import DataWarning, InputError, OutputError, UnsafeFileError
 if TYPE_CHECKING:
     import torch
 
+F = TypeVar("F")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 _WIDE_MODES = ("I;16", "I;16B", "I;16L", "I", "F")  # 16/32-bit integer and float images
 MAX_PIXELS = 100_000_000  # 100 MP: above any camera photo, far below a decompression bomb
@@ -82,6 +83,57 @@ def umask() -> int:
     return mask
 
 
+@contextlib.contextmanager
+def exclusive(target: str | os.PathLike) -> Iterator[None]:
+    """Hold the one writer's lock on ``target`` (a lock file beside it) for the block; a second
+    process that asks meanwhile gets one clear error instead of a half-merged folder."""
+    import fcntl
+
+    target = Path(target)
+    lock = target.parent / f".{target.name}.lock"
+    make_dirs(target.parent)
+    while True:
+        with writing(lock):
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise OutputError(target, f"another edgecut process (pid {owner}) is writing it",
+                              "wait for it to finish, or choose another --out") from None
+        if os.path.exists(lock) and os.stat(lock).st_ino == os.fstat(fd).st_ino:
+            break  # locked the file that is still there (not one its last holder just removed)
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def writes_out(fn: F) -> F:
+    """Decorator of a step's front function: while it runs it holds the lock on its ``out``
+    (:func:`exclusive`). Under torchrun only rank 0 writes, so only rank 0 takes it."""
+    import functools
+    import inspect
+
+    signature = inspect.signature(fn)
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if os.environ.get("RANK", "0") != "0":
+            return fn(*args, **kwargs)
+        with exclusive(signature.bind(*args, **kwargs).arguments["out"]):
+            return fn(*args, **kwargs)
+
+    wrapper.locks_out = True  # type: ignore[attr-defined]  # functools.wraps carries it to outer decorators
+    return wrapper  # type: ignore[return-value]
+
+
 def private_dir_made_public(path: Path) -> Path:
     """Give a ``tempfile.mkdtemp`` folder (mode 0700) the mode a plain ``mkdir`` would have."""
     os.chmod(path, 0o777 & ~umask())
@@ -92,8 +144,8 @@ def private_dir_made_public(path: Path) -> Path:
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; move it into place only if the block succeeds."""
     path = Path(path)
-    make_dirs(path.parent)
-    with writing(path):
+    with writing(path):  # the error names the file asked for, whichever part of its path is wrong
+        path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.close(fd)
     tmp_path = Path(tmp)

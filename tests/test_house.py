@@ -86,3 +86,9 @@ def test_public_functions_stay_functions_after_their_modules_load():
             "print(all(callable(getattr(edgecut, n)) for n in ('train', 'export', 'bench', 'prune', 'distill', 'qat')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "True"
+
+
+@pytest.mark.parametrize("name", sorted(STEPS))
+def test_every_step_holds_the_lock_on_its_out(name):
+    fn, _ = STEPS[name].load()
+    assert getattr(fn, "locks_out", False), f"{name} is not decorated with io.writes_out"

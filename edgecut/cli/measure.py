@@ -34,6 +34,8 @@ def eval_cmd(
     device: RunDevice = "cpu",
     batch: Annotated[int, typer.Option(help="Images per inference call.")] = 1,
     worst: Annotated[int, typer.Option(help="List this many lowest-IoU images.")] = 5,
+    normalize: Annotated[bool, typer.Option("--normalize", help="Min-max normalise each prediction first, as SOD "
+                                                                "toolboxes score saliency maps.")] = False,
 ) -> None:
     """Score a model (or saved prediction maps) on a data set at each image's own resolution."""
     from edgecut import io
@@ -44,19 +46,19 @@ def eval_cmd(
         raise EdgecutError("give either MODEL (an artifact directory) or --pred DIR, not both or neither")
     samples = find_samples(data, split)
     if pred is not None:
-        result = evaluate_predictions(pred, samples)
+        result = evaluate_predictions(pred, samples, normalize=normalize)
         source = {"pred": str(pred)}
     else:
         from edgecut import runtime
 
         runner = runtime.load(model, device=device, threads=threads)
-        result = evaluate(runner, samples, batch_size=batch)
+        result = evaluate(runner, samples, batch_size=batch, normalize=normalize)
         source = {"model": str(model), "backend": runner.backend, "device": runner.device}
     console.print(_metrics_table(result.metrics, f"{result.count} images from {data}" + (f" ({split})" if split else "")))
     if worst:
         console.print("lowest IoU: " + ", ".join(f"{r['name']} {r['iou']:.3f}" for r in result.worst(worst)))
     if json_out:
-        io.write_json(json_out, result.to_json(data=str(data), split=split, **source))
+        io.write_json(json_out, result.to_json(data=str(data), split=split, normalized=normalize, **source))
         console.print(f"wrote {json_out}")
 
 

@@ -43,7 +43,7 @@ from torch import nn
 
 from edgecut import io
 from edgecut.artifact import Artifact, ModelSpec, Step, is_artifact, load_artifact
-from edgecut.data.folder import Sample, find_samples
+from edgecut.data.folder import Sample, check_pairs, find_samples
 from edgecut.data.transforms import SegmentationDataset
 from edgecut.env import resolve_device
 from edgecut.errors import EdgecutError, InputError, ModelError
@@ -291,6 +291,7 @@ def _student(student: str | os.PathLike, kwargs: dict[str, Any] | None):
     return module, arch, module.default_spec, None
 
 
+@io.writes_out
 def distill(teachers: Sequence[Artifact | str | os.PathLike], data: str | os.PathLike | None, out: str | os.PathLike,
             config: DistillConfig = DistillConfig(), *, resume: bool = False, progress: bool = True,
             callbacks: Sequence[Callback] = ()) -> Artifact:
@@ -309,10 +310,11 @@ def distill(teachers: Sequence[Artifact | str | os.PathLike], data: str | os.Pat
     if data is None and config.unlabeled is None:
         raise EdgecutError("give --data (images and masks), --unlabeled (images only), or both")
     loaded = [load_teacher(t) for t in teachers]
-    ds = training_data(data, config.train_split, config.val_split) if data is not None else None
+    ds = training_data(data, config.train_split, config.val_split, progress) if data is not None else None
     train_samples = ds.train if ds else []
     extra = [Sample(s.name, s.image, None) for s in find_samples(config.unlabeled, masks=False)] \
         if config.unlabeled else []
+    check_pairs(extra, progress=progress)
     cache = keep_in_memory(config.cache, len(train_samples) + len(extra))
 
     seed_everything(loop.seed)  # the initial weights and adapters are part of the run

@@ -65,6 +65,7 @@ def _loaded(source: Artifact | str | os.PathLike) -> LoadedModel:
     return loaded
 
 
+@io.writes_out
 def prune(source: Artifact | str | os.PathLike, out: str | os.PathLike, config: PruneConfig = PruneConfig(), *,
           resume: bool = False, progress: bool = True) -> Artifact:
     """Prune the torch artifact ``source`` into ``out`` (K steps of prune, then fine-tune on

@@ -211,6 +211,7 @@ def to_onnx(model: nn.Module, spec: ModelSpec, dest: Path, parent_sha256: str, o
 
 
 @extension_build_time()
+@io.writes_out
 def qat(source: Artifact | str | os.PathLike, data: str | os.PathLike, out: str | os.PathLike,
         config: QATConfig = QATConfig(), *, resume: bool = False, progress: bool = True,
         callbacks: Sequence[Callback] = ()) -> Artifact:
@@ -237,7 +238,7 @@ def qat(source: Artifact | str | os.PathLike, data: str | os.PathLike, out: str 
     if not resume and ((out / "edgecut.json").exists() or (out / CHECKPOINT_DIR / LAST).exists()):
         raise InputError(out, "already holds a QAT run", "pass --resume to continue it, or choose a new --out")
 
-    ds = training_data(data, config.train_split, config.val_split)
+    ds = training_data(data, config.train_split, config.val_split, progress)
     cache = keep_in_memory(config.cache, len(ds.train))
     model, calib_names = _quantized(parent, ds, spec, config, out / SETUP_FILE, resume)
     device = resolve_device(loop.device)

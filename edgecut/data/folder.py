@@ -123,6 +123,34 @@ def load_pair(sample: Sample) -> tuple[np.ndarray, np.ndarray | None]:
     return image, mask
 
 
+def check_pairs(samples: Sequence[Sample], *, progress: bool = True, what: str = "checking images") -> None:
+    """Decode every image and mask before any work starts (in parallel) and list every pair that
+    cannot be used in one error, instead of stopping on the first, mid-run."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from rich.progress import Progress
+
+    def problem(sample: Sample) -> str | None:
+        try:
+            load_pair(sample)
+        except InputError as e:
+            return str(e)
+        return None
+
+    workers = min(8, os.cpu_count() or 1)  # decoding releases the GIL
+    with Progress(transient=True, disable=not progress or len(samples) < 50) as bar, \
+            ThreadPoolExecutor(workers) as pool:
+        task = bar.add_task(what, total=len(samples))
+        found = []
+        for issue in pool.map(problem, samples):
+            bar.advance(task)
+            if issue:
+                found.append(issue)
+    if found:
+        raise InputError(None, f"{len(found)} of {len(samples)} image/mask pair(s) cannot be used: "
+                         + "; ".join(found), "fix or remove them, then run again")
+
+
 def subset(items: Sequence[T], count: int | None, seed: int = 0) -> list[T]:
     """``count`` of ``items`` drawn reproducibly (numpy's generator seeded with ``seed``), kept in
     their original order; all of them when ``count`` is None or not smaller than their number."""

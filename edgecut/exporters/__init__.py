@@ -37,6 +37,7 @@ __all__ = ["FORMATS", "PRECISIONS", "CALIB_METHODS", "CalibConfig", "ParityConfi
            "TensorRTOptions", "ExportConfig", "ExportFormat", "Exported", "export", "manifest_for"]
 
 
+@io.writes_out
 def export(source: Artifact | str | os.PathLike, out: str | os.PathLike, config: ExportConfig = ExportConfig(), *,
            resume: bool = False, progress: bool = True) -> Artifact:
     """Export ``source`` as ``config`` says into ``out``; return the new, parity-checked artifact.

@@ -38,7 +38,6 @@ from __future__ import annotations
 import contextlib
 import io as _io
 import logging
-import shutil
 import tempfile
 import warnings
 from collections import Counter
@@ -57,6 +56,7 @@ if TYPE_CHECKING:
 MODEL_FILE = "model.onnx"
 INPUT_NAME = "input"
 DEFAULT_OPSET = 18  # Resize-18, reductions with axes as inputs; run by onnxruntime >= 1.14, TensorRT 10, OpenVINO
+PROTOBUF_LIMIT = 2**31 - 1  # bytes an ONNX file without external data can hold
 MIN_OPSET = 17  # the oldest opset edgecut tests (LayerNormalization-17 and later)
 MAX_OPSET = 20  # the TorchScript exporter's ceiling on torch 2.14
 # calibration method -> onnxruntime.quantization's CalibrationMethod and its create_calibrator settings
@@ -83,7 +83,7 @@ def export_onnx(parent: Artifact, workdir: Path, config: ExportConfig) -> Export
         if config.dynamic and not parent.spec.dynamic_size:
             raise EdgecutError(f"{parent.path} was exported with fixed H and W; export its torch parent with "
                                "--dynamic instead")
-        shutil.copyfile(parent.model_path, fp32)
+        self_contained(parent.model_path, fp32)
         spec = parent.spec
         params: dict[str, Any] = {"from": "onnx"}
     else:
@@ -116,6 +116,20 @@ def export_onnx(parent: Artifact, workdir: Path, config: ExportConfig) -> Export
     tools = ("onnxslim",) if params["simplified"] else ()
     return Exported(files={MODEL_FILE: dest}, model_file=MODEL_FILE, spec=spec, params=params, metrics=metrics,
                     notes=notes, tools=tools)
+
+
+def self_contained(src: Path, dest: Path) -> None:
+    """``src`` as one self-contained file ``dest``: tensors stored as external data beside it (inside its
+    folder; anything outside is refused unread) are read in."""
+    from edgecut.runtime.onnxruntime_runner import inspect_model
+
+    onnx = require("onnx", "ONNX export")
+    inspect_model(src)  # refuses external data outside the folder, names missing data files
+    model = onnx.load(str(src), load_external_data=True)
+    if model.ByteSize() >= PROTOBUF_LIMIT:
+        raise ModelError(f"{src}: {model.ByteSize() / 2**30:.1f} GB of weights do not fit one ONNX file; re-export it "
+                         "from its torch artifact instead")
+    onnx.save(model, str(dest))
 
 
 def finish(model, spec: ModelSpec, precision: str, parent_sha256: str, dest: Path, what: str) -> dict[str, int]:

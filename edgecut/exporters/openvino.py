@@ -163,16 +163,15 @@ def export_openvino(parent: Artifact, workdir: Path, config: ExportConfig) -> Ex
 
 def _from_qdq(parent: Artifact, workdir: Path, config: ExportConfig) -> Exported:
     """An INT8 Q/DQ ONNX parent, copied as it is to ``workdir/model.onnx`` for ``convert_model``."""
-    import shutil
-
     from edgecut.exporters.onnx import MODEL_FILE as ONNX_FILE
+    from edgecut.exporters.onnx import self_contained
     from edgecut.exporters.qdq import summary
 
     onnx = require("onnx", "OpenVINO export")
     if config.dynamic and not parent.spec.dynamic_size:
         raise EdgecutError(f"{parent.path} was exported with fixed H and W; export its torch parent with "
                            "--dynamic instead")
-    shutil.copyfile(parent.model_path, workdir / ONNX_FILE)
+    self_contained(parent.model_path, workdir / ONNX_FILE)
     qdq = summary(onnx.load(str(workdir / ONNX_FILE), load_external_data=False))
     return Exported(files={}, model_file=ONNX_FILE, spec=parent.spec, params={"from": "onnx", "qdq": qdq},
                     tools=("onnx",))

@@ -146,10 +146,10 @@ def onnx_for_engine(parent: Artifact, workdir: Path, config: ExportConfig,
     if m.format == "onnx" and m.precision == "int8":  # a QDQ model, e.g. from QAT: explicit quantization
         if config.precision != "int8":
             raise EdgecutError(f"{parent.path} is an int8 ONNX model: build it as int8, or export the float model")
-        why = qdq.tensorrt_compatible(onnx.load(str(parent.model_path), load_external_data=False))
+        onnx_export.self_contained(parent.model_path, dest)
+        why = qdq.tensorrt_compatible(onnx.load(str(dest)))
         if why:
             raise ModelError(f"{parent.path}: TensorRT cannot build its Q/DQ graph: {why}")
-        shutil.copyfile(parent.model_path, dest)
         spec = parent.spec
         params["from"] = "onnx int8 (Q/DQ)"
     else:

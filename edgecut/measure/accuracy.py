@@ -17,7 +17,7 @@ import numpy as np
 
 from edgecut import io
 from edgecut.artifact import ModelSpec
-from edgecut.data.folder import Sample, load_pair
+from edgecut.data.folder import Sample, check_pairs, load_pair
 from edgecut.errors import InputError, NonFiniteOutput
 from edgecut.metrics import MAX_F_CONVENTION, SegMetrics
 
@@ -44,14 +44,19 @@ def _progress(enabled: bool, total: int, what: str):
 
 
 def evaluate(runner, samples: Sequence[Sample], *, batch_size: int = 1, composites: bool = True,
-             progress: bool = True, on_output: Callable[[Sample, np.ndarray], None] | None = None) -> EvalResult:
+             progress: bool = True, on_output: Callable[[Sample, np.ndarray], None] | None = None,
+             normalize: bool = False, check: bool = True) -> EvalResult:
     """Run every sample through ``runner`` and score it at the image's own resolution.
 
     ``on_output(sample, probability)`` sees each prediction at the model's input size (e.g. to
-    compare it with a reference model's) without a second pass.
+    compare it with a reference model's) without a second pass. ``normalize``: min-max normalise
+    each prediction first (as SOD toolboxes score saliency maps). ``check``: decode every pair
+    first and list all unusable ones at once (:func:`~edgecut.data.folder.check_pairs`).
     """
+    if check:
+        check_pairs(samples, progress=progress)
     spec = runner.spec
-    acc = SegMetrics(threshold=spec.threshold)
+    acc = SegMetrics(threshold=spec.threshold, normalize=normalize)
     prog, task = _progress(progress, len(samples), "evaluating")
     with prog:
         for start in range(0, len(samples), batch_size):
@@ -75,11 +80,13 @@ def evaluate(runner, samples: Sequence[Sample], *, batch_size: int = 1, composit
 
 
 def evaluate_predictions(pred_dir: str | os.PathLike, samples: Sequence[Sample], *, composites: bool = True,
-                         progress: bool = True) -> EvalResult:
+                         progress: bool = True, normalize: bool = False) -> EvalResult:
     """Score saved prediction maps (8-bit PNG, same names as the images) against the masks.
 
-    Maps of another size are resized to the mask's size, as the SOD toolboxes do.
+    Maps of another size are resized to the mask's size, as the SOD toolboxes do; ``normalize``
+    min-max normalises each map first, as they do too (published saliency maps expect it).
     """
+    check_pairs(samples, progress=progress)
     pred_dir = Path(pred_dir)
     if not pred_dir.is_dir():
         raise InputError(pred_dir, "prediction folder not found")
@@ -89,7 +96,7 @@ def evaluate_predictions(pred_dir: str | os.PathLike, samples: Sequence[Sample],
         shown = ", ".join(missing[:5]) + (f" ... and {len(missing) - 5} more" if len(missing) > 5 else "")
         raise InputError(pred_dir, f"{len(missing)} prediction map(s) missing: {shown}",
                          "save one map per image, named like the image")
-    acc = SegMetrics()
+    acc = SegMetrics(normalize=normalize)
     prog, task = _progress(progress, len(samples), "scoring")
     with prog:
         for s in samples:

@@ -188,7 +188,7 @@ def measure_accuracy(runner, spec: ModelSpec, samples, data_name: str, *, batch_
         ious.append(mask_iou(prob >= spec.threshold, ref >= spec.threshold))
 
     result = evaluate(AtSize(runner, spec), samples, batch_size=batch_size, progress=progress,
-                      on_output=agree if reference is not None else None)
+                      on_output=agree if reference is not None else None, check=False)  # checked once in bench
     by_name = {s.name: s for s in samples}
     worst_rows: list[WorstImage] = []
     for row in result.worst(worst):
@@ -215,6 +215,7 @@ def measure_accuracy(runner, spec: ModelSpec, samples, data_name: str, *, batch_
 # --------------------------------------------------------------------------- the front function
 
 
+@io.writes_out
 def bench(models: Sequence[str | os.PathLike | Artifact], out: str | os.PathLike, config: BenchConfig = BenchConfig(),
           *, resume: bool = False, progress: bool = True, names: Sequence[str] | None = None,
           run_id: str | None = None, on_record: Callable[[BenchRecord], None] | None = None,
@@ -411,13 +412,14 @@ def _record(art: Artifact, name: str, backend: str, spec: ModelSpec, threads: in
 def _samples(data, split, limit):
     if data is None:
         return [], None
-    from edgecut.data.folder import find_samples
+    from edgecut.data.folder import check_pairs, find_samples
 
     samples = find_samples(data, split)
     if limit is not None:
         samples = samples[:limit]
     if not samples:
         raise InputError(Path(data), "holds no image/mask pairs" + (f" in split {split}" if split else ""))
+    check_pairs(samples)  # before the first measurement, not in the middle of the run
     name = Path(data).name + (f"/{Path(split).stem}" if split else "")
     return samples, name
 

@@ -231,6 +231,9 @@ def fit(model: nn.Module, train_set: Dataset, config: LoopConfig, out_dir: str |
                          "pass --resume to continue it, or choose a new --out")
     if resume and not last_path.exists():
         raise InputError(last_path, "nothing to resume", "run without --resume to start training")
+    if world()[0] == 0:  # half-written checkpoints of a run that was killed mid-write: never read, now removed
+        for stale in last_path.parent.glob(".*.tmp"):
+            stale.unlink(missing_ok=True)
     run = _Run(model, len(train_set), config, out_dir, objective or SegmentationObjective(), extra_modules,
                resume_key or {})
     if resume:

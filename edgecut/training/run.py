@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 
 from edgecut import io
 from edgecut.artifact import Artifact, ModelSpec, Step, load_artifact
-from edgecut.data.folder import Sample, find_samples
+from edgecut.data.folder import Sample, check_pairs, find_samples
 from edgecut.data.transforms import SegmentationDataset
 from edgecut.env import resolve_device
 from edgecut.models.registry import create_model
@@ -56,14 +56,17 @@ class TrainingData:
         return f"{self.root}:{self.val_split}" if self.val_split else None
 
 
-def training_data(root: str | os.PathLike, train_split: str | None = None,
-                  val_split: str | None = None) -> TrainingData:
-    """``root``'s splits (default: splits/train.txt and val.txt when present) and their samples."""
+def training_data(root: str | os.PathLike, train_split: str | None = None, val_split: str | None = None,
+                  progress: bool = True) -> TrainingData:
+    """``root``'s splits (default: splits/train.txt and val.txt when present) and their samples, every
+    pair checked before training starts (:func:`~edgecut.data.folder.check_pairs`)."""
     root = Path(root)
     auto_train, auto_val = default_splits(root)
     train_split, val_split = train_split or auto_train, val_split or auto_val
-    return TrainingData(root, train_split, val_split, find_samples(root, train_split),
-                        find_samples(root, val_split) if val_split else None)
+    ds = TrainingData(root, train_split, val_split, find_samples(root, train_split),
+                      find_samples(root, val_split) if val_split else None)
+    check_pairs([*ds.train, *(ds.val or [])], progress=progress)
+    return ds
 
 
 def validator(samples: Sequence[Sample], spec: ModelSpec, device: torch.device, batch_size: int = 8,
@@ -107,6 +110,7 @@ class TrainConfig:
     loop: LoopConfig = LoopConfig()  # epochs, batch, learning rate, precision, device, ...
 
 
+@io.writes_out
 def train(data: str | os.PathLike, out: str | os.PathLike, config: TrainConfig = TrainConfig(), *,
           resume: bool = False, progress: bool = True, callbacks: Sequence[Callback] = ()) -> Artifact:
     """Train ``config.arch`` on the folder data set ``data``; write the artifact to ``out``.
@@ -117,7 +121,7 @@ def train(data: str | os.PathLike, out: str | os.PathLike, config: TrainConfig =
     out, loop = Path(out), config.loop
     if config.threads:
         torch.set_num_threads(config.threads)
-    ds = training_data(data, config.train_split, config.val_split)
+    ds = training_data(data, config.train_split, config.val_split, progress)
     cache = keep_in_memory(config.cache, len(ds.train))
     arch_d = {"name": config.arch, "kwargs": dict(config.arch_kwargs)}
     seed_everything(loop.seed)  # the initial weights are part of the run
