@@ -38,7 +38,7 @@ from edgecut.measure.record import new_run_id, read_records
 from edgecut.measure.run import BenchConfig, bench
 from edgecut.errors import EdgecutError
 from edgecut.exporters import ExportConfig, ParityConfig, export
-from edgecut.report import compare
+from edgecut.report import CompareConfig, compare
 from edgecut.runtime.timing import LatencyConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -135,8 +135,8 @@ def main(argv: list[str] | None = None) -> None:
     bench(list(REFERENCE.values()), args.records, latency_only, names=list(REFERENCE), run_id=run_id, resume=True,
           on_record=_show, on_wait=print)
 
-    result = compare(args.records, args.report, baseline="teacher",
-                     title=f"edgecut headline: ECSSD val, {args.size}x{args.size}, {args.threads} threads, batch 1")
+    result = compare(args.records, args.report, CompareConfig(
+        baseline="teacher", title=f"edgecut headline: ECSSD val, {args.size}x{args.size}, {args.threads} threads, batch 1"))
     shutil.copyfile(args.report / "pareto.png", args.records.parent / "pareto.png")
     command = "python benchmarks/headline.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     io.write_text(args.results_md, results_md(args, result, command))

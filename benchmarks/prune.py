@@ -27,7 +27,8 @@ import torch
 
 from edgecut import io, runtime
 from edgecut.measure.accuracy import evaluate
-from edgecut.compress.prune import PruneConfig, SensitivityRow, prune_model, recalibrate_batchnorm
+from edgecut.compress.configs import PruneConfig
+from edgecut.compress.prune import SensitivityRow, prune_model, recalibrate_batchnorm
 from edgecut.compress.prune_run import STATE_FILE, augmented_images, example_input, sensitivity_artifact, torch_latency
 from edgecut.compress.prune_run import prune as prune_run
 from edgecut.data.transforms import SegmentationDataset
@@ -35,7 +36,7 @@ from edgecut.data.folder import find_samples
 from edgecut.env import environment
 from edgecut.models.profile import count_macs
 from edgecut.models.store import load_model
-from edgecut.training.loop import LoopConfig
+from edgecut.training.config import LoopConfig
 from edgecut.training.run import validator
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -26,8 +26,10 @@ from edgecut.data.folder import find_samples
 from edgecut.env import environment
 from edgecut.models.profile import count_macs
 from edgecut.models.store import load_model
-from edgecut.training.loop import CHECKPOINT_DIR, LAST, LoopConfig
-from edgecut.training.run import TrainConfig, train
+from edgecut.training.config import LoopConfig
+from edgecut.training.loop import CHECKPOINT_DIR, LAST
+from edgecut.training.config import TrainConfig
+from edgecut.training.run import train
 
 ROOT = Path(__file__).resolve().parents[1]
 ECSSD = ROOT.parent / "shared" / "data" / "ecssd"

@@ -1,10 +1,11 @@
 """The step table: every stage's front function and config class, by name.
 
 Every step has one shape, ``fn(*sources, out, config, *, resume=False, progress=True)``: it
-reads its sources (artifacts, or a data folder), writes one artifact into ``out`` (``bench``:
-records) and takes its options as one frozen dataclass. The CLI and the Python API call these
-functions with these configs; a recipe runner reads the table to do the same from a file.
-Each entry imports its stage only when loaded, so reading the table is cheap.
+reads its sources (artifacts, or a data folder), writes one thing into ``out`` (an artifact, a
+data set, records or a report) and takes its options as one frozen dataclass. The CLI and the
+Python API call these functions with these configs; the recipe runner reads the table to do the
+same from a file. A config class is loaded without torch (recipes are checked in a fraction of
+a second); a function is imported only when its step runs.
 """
 
 from __future__ import annotations
@@ -19,53 +20,119 @@ class StepKind:
     """One row of the step table."""
 
     name: str
-    sources: tuple[str, ...]  # the positional parameters before ``out``: "model", "models", "data", "teachers"
-    load: Callable[[], tuple[Callable[..., Any], type]]  # -> (front function, config class)
-    writes: str = "artifact"  # what lands in ``out``: an artifact folder, or "records" (a .jsonl file)
+    sources: tuple[str, ...]  # the positional parameters before ``out``: "model", "models", "data", ...
+    function: Callable[[], Callable[..., Any]]  # imports and returns the front function
+    config: Callable[[], type]  # imports and returns the config class (light: no torch)
+    writes: str = "artifact"  # what lands in ``out``: an "artifact" folder, "data" (a data set folder),
+    # "records" (a .jsonl file) or a "report" folder (report.md, .csv, .html, pareto.png)
+
+    def load(self) -> tuple[Callable[..., Any], type]:
+        return self.function(), self.config()
 
 
-def _train():
-    from edgecut.training.run import TrainConfig, train
+def _synth_fn():
+    from edgecut.data.synth import synth
 
-    return train, TrainConfig
+    return synth
 
 
-def _prune():
-    from edgecut.compress.prune import PruneConfig
+def _synth_config():
+    from edgecut.data.synth import SynthConfig
+
+    return SynthConfig
+
+
+def _train_fn():
+    from edgecut.training.run import train
+
+    return train
+
+
+def _train_config():
+    from edgecut.training.config import TrainConfig
+
+    return TrainConfig
+
+
+def _prune_fn():
     from edgecut.compress.prune_run import prune
 
-    return prune, PruneConfig
+    return prune
 
 
-def _distill():
-    from edgecut.compress.distill import DistillConfig, distill
+def _prune_config():
+    from edgecut.compress.configs import PruneConfig
 
-    return distill, DistillConfig
-
-
-def _qat():
-    from edgecut.compress.qat import QATConfig, qat
-
-    return qat, QATConfig
+    return PruneConfig
 
 
-def _export():
-    from edgecut.exporters import ExportConfig, export
+def _distill_fn():
+    from edgecut.compress.distill import distill
 
-    return export, ExportConfig
+    return distill
 
 
-def _bench():
-    from edgecut.measure.run import BenchConfig, bench
+def _distill_config():
+    from edgecut.compress.configs import DistillConfig
 
-    return bench, BenchConfig
+    return DistillConfig
+
+
+def _qat_fn():
+    from edgecut.compress.qat import qat
+
+    return qat
+
+
+def _qat_config():
+    from edgecut.compress.configs import QATConfig
+
+    return QATConfig
+
+
+def _export_fn():
+    from edgecut.exporters import export
+
+    return export
+
+
+def _export_config():
+    from edgecut.exporters.options import ExportConfig
+
+    return ExportConfig
+
+
+def _bench_fn():
+    from edgecut.measure.run import bench
+
+    return bench
+
+
+def _bench_config():
+    from edgecut.measure.run import BenchConfig
+
+    return BenchConfig
+
+
+def _compare_fn():
+    from edgecut.report import compare
+
+    return compare
+
+
+def _compare_config():
+    from edgecut.report import CompareConfig
+
+    return CompareConfig
 
 
 STEPS: dict[str, StepKind] = {
-    "train": StepKind("train", ("data",), _train),
-    "prune": StepKind("prune", ("model",), _prune),
-    "distill": StepKind("distill", ("teachers", "data"), _distill),
-    "qat": StepKind("qat", ("model", "data"), _qat),
-    "export": StepKind("export", ("model",), _export),
-    "bench": StepKind("bench", ("models",), _bench, writes="records"),
+    "synth": StepKind("synth", (), _synth_fn, _synth_config, writes="data"),
+    "train": StepKind("train", ("data",), _train_fn, _train_config),
+    "prune": StepKind("prune", ("model",), _prune_fn, _prune_config),
+    "distill": StepKind("distill", ("teachers", "data"), _distill_fn, _distill_config),
+    "qat": StepKind("qat", ("model", "data"), _qat_fn, _qat_config),
+    "export": StepKind("export", ("model",), _export_fn, _export_config),
+    "bench": StepKind("bench", ("models",), _bench_fn, _bench_config, writes="records"),
+    "compare": StepKind("compare", ("records",), _compare_fn, _compare_config, writes="report"),
 }

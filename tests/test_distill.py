@@ -22,10 +22,12 @@ from typer.testing import CliRunner
 from edgecut import io
 from edgecut.artifact import ModelSpec, load_artifact
 from edgecut.cli import app
-from edgecut.compress.distill import (DistillConfig, DistillObjective, distill, load_teacher, make_adapters,
+from edgecut.compress.configs import DistillConfig
+from edgecut.compress.distill import (DistillObjective, distill, load_teacher, make_adapters,
                                       renormalise)
 from edgecut.errors import EdgecutError, InputError, ModelError
-from edgecut.training.loop import LoopConfig, TrainingInterrupted
+from edgecut.training.config import LoopConfig
+from edgecut.training.loop import TrainingInterrupted
 from edgecut.training.losses import (bce_dice_loss, boundary_loss, boundary_weights, edge_band, ensemble_probability,
                                   feature_loss, kd_loss, soften)
 

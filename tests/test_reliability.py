@@ -296,8 +296,8 @@ def test_8_info_shows_a_non_numeric_metric_and_a_fake_torchscript_is_refused(tin
 
 
 def test_9_a_half_written_checkpoint_is_removed_on_resume(synth_data, tmp_path):
-    from edgecut.training.loop import LoopConfig
-    from edgecut.training.run import TrainConfig, train
+    from edgecut.training.config import LoopConfig, TrainConfig
+    from edgecut.training.run import train
 
     config = TrainConfig(arch_kwargs={"width": 4, "depth": 2}, size=32, loop=LoopConfig(epochs=1, batch_size=4))
     train(synth_data, tmp_path / "run", config, progress=False)
@@ -308,8 +308,8 @@ def test_9_a_half_written_checkpoint_is_removed_on_resume(synth_data, tmp_path):
 
 
 def test_9_every_bad_training_image_is_found_before_training_starts(synth_data, tmp_path):
-    from edgecut.training.loop import LoopConfig
-    from edgecut.training.run import TrainConfig, train
+    from edgecut.training.config import LoopConfig, TrainConfig
+    from edgecut.training.run import train
 
     data = _copy_data(synth_data, tmp_path / "data")
     names = sorted((data / "images").iterdir())

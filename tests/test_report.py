@@ -18,7 +18,7 @@ from edgecut.measure.record import (Accuracy, BenchRecord, Latency, Memory, Thro
                                   machine_label)
 from edgecut.cli import app
 from edgecut.errors import EdgecutError, InputError
-from edgecut.report import compare, load
+from edgecut.report import CompareConfig, compare, load
 from edgecut.report.pareto import frontier
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -92,7 +92,7 @@ def written(tmp_path_factory) -> tuple[Path, object]:
     rgba[5:25, 10:30, 3] = 255  # an opaque square on a transparent background
     Image.fromarray(rgba, "RGBA").save(cut / "img_07.png")
     Image.fromarray(np.full((400, 300, 4), 128, np.uint8), "RGBA").save(cut / "big.png")
-    return records, compare(records, root / "out", title="Compression <results> & co")
+    return records, compare(records, root / "out", CompareConfig(title="Compression <results> & co"))
 
 
 def test_writes_the_four_files_atomically(written):
@@ -198,13 +198,13 @@ def test_pareto_frontier():
 
 def test_chosen_baseline_and_unknown_name(tmp_path):
     records = append_records(tmp_path / "r.jsonl", fixture_records())
-    result = compare(records, tmp_path / "out", baseline="student")
+    result = compare(records, tmp_path / "out", CompareConfig(baseline="student"))
     rows = md_table((tmp_path / "out" / "report.md").read_text())
     assert result.baseline.name == "student"
     assert rows["student"]["speed-up"] == "1.00x" and rows["teacher"]["speed-up"] == "0.20x"
     assert rows["teacher"]["ΔIoU"] == "+0.0200"
     with pytest.raises(EdgecutError, match="'nope' matches no record name.*'teacher', 'teacher-onnx'"):
-        compare(records, tmp_path / "out2", baseline="nope")
+        compare(records, tmp_path / "out2", CompareConfig(baseline="nope"))
 
 
 def test_baseline_name_with_several_backends_uses_its_torch_record(tmp_path):

@@ -14,8 +14,10 @@ import torch
 
 from edgecut import io
 from edgecut.errors import InputError
-from edgecut.training.loop import LoopConfig, lr_factor
-from edgecut.training.run import TrainConfig, train
+from edgecut.training.config import LoopConfig
+from edgecut.training.loop import lr_factor
+from edgecut.training.config import TrainConfig
+from edgecut.training.run import train
 
 ARGS = ["--arch", "unet", "--width", "4", "--depth", "2", "--size", "32", "--epochs", "3", "--batch", "4",
         "--save-every", "2", "--threads", "1", "--ema", "0.9"]

@@ -128,9 +128,10 @@ def compare(
     """Compare bench records: speed-ups and accuracy deltas against a baseline (md, csv, html) and a Pareto plot."""
     from rich.markup import escape
 
+    from edgecut.report import CompareConfig
     from edgecut.report import compare as compare_fn
 
-    result = compare_fn(records, out, baseline=baseline, title=title)
+    result = compare_fn(records, out, CompareConfig(baseline=baseline, title=title))
     columns = list(result.columns)  # the terminal drops the least telling columns that do not fit; report.md has all
     for key in ("mae", "s_measure", "p90", "params", "macs", "format", "size_mb", "data", "target", "input",
                 "precision"):

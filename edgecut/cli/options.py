@@ -15,13 +15,13 @@ import typer
 from edgecut.errors import EdgecutError
 
 if TYPE_CHECKING:  # the builders import them when called: `edgecut --help` must not load torch
-    from edgecut.compress.distill import DistillConfig
-    from edgecut.compress.prune import PruneConfig
-    from edgecut.compress.qat import QATConfig
+    from edgecut.compress.configs import DistillConfig
+    from edgecut.compress.configs import PruneConfig
+    from edgecut.compress.configs import QATConfig
     from edgecut.exporters.options import ExportConfig
     from edgecut.measure.run import BenchConfig
-    from edgecut.training.loop import LoopConfig
-    from edgecut.training.run import TrainConfig
+    from edgecut.training.config import LoopConfig
+    from edgecut.training.config import TrainConfig
 
 TrainSplit = Annotated[Optional[str], typer.Option(help="Split file or name (default: splits/train.txt if present).")]
 ValSplit = Annotated[Optional[str], typer.Option(help="Split file or name (default: splits/val.txt if present).")]
@@ -65,8 +65,8 @@ def _widths(**kwargs: Any) -> dict[str, Any]:
 
 def train_config(*, arch, width, depth, size, threads, train_split, val_split, epochs, batch, lr, ema, precision,
                  device, workers, seed, save_every, **_) -> TrainConfig:
-    from edgecut.training.loop import LoopConfig
-    from edgecut.training.run import TrainConfig
+    from edgecut.training.config import LoopConfig
+    from edgecut.training.config import TrainConfig
 
     loop = loop_config(LoopConfig(), epochs=epochs, batch=batch, lr=lr, ema=ema, precision=precision, device=device,
                        workers=workers, seed=seed, save_every=save_every)
@@ -77,8 +77,8 @@ def train_config(*, arch, width, depth, size, threads, train_split, val_split, e
 def distill_config(*, student, unlabeled, width_mult, width, depth, size, temperature, alpha, feature_kd,
                    feature_weight, boundary_weight, threads, train_split, val_split, epochs, batch, lr, ema, precision,
                    device, workers, seed, save_every, **_) -> DistillConfig:
-    from edgecut.compress.distill import DistillConfig
-    from edgecut.training.loop import LoopConfig
+    from edgecut.compress.configs import DistillConfig
+    from edgecut.training.config import LoopConfig
 
     loop = loop_config(LoopConfig(), epochs=epochs, batch=batch, lr=lr, ema=ema, precision=precision, device=device,
                        workers=workers, seed=seed, save_every=save_every)
@@ -92,7 +92,8 @@ def distill_config(*, student, unlabeled, width_mult, width, depth, size, temper
 
 def prune_config(*, ratio, target_macs, plan, importance, scope, steps, round_to, ignore, data, finetune_epochs,
                  recalibrate_bn, batch, lr, ema, train_split, val_split, threads, no_latency, seed, **_) -> PruneConfig:
-    from edgecut.compress.prune import PRUNE_LOOP, PruneConfig, read_plan
+    from edgecut.compress.configs import PRUNE_LOOP, PruneConfig
+    from edgecut.compress.prune import read_plan
 
     layer_ratios = read_plan(plan) if plan else {}
     if ratio is None and target_macs is None and not layer_ratios:
@@ -107,7 +108,7 @@ def prune_config(*, ratio, target_macs, plan, importance, scope, steps, round_to
 
 def qat_config(*, epochs, lr, calib_count, batch, signed_activations, dynamic, parity_data, parity_count, tolerance,
                device, threads, train_split, val_split, seed, save_every, **_) -> QATConfig:
-    from edgecut.compress.qat import QAT_LOOP, QATConfig
+    from edgecut.compress.configs import QAT_LOOP, QATConfig
     from edgecut.exporters.options import ParityConfig
     from edgecut.exporters.parity import parse_tolerances
 

@@ -33,9 +33,9 @@ import contextlib
 import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -49,53 +49,10 @@ from edgecut.env import resolve_device
 from edgecut.errors import EdgecutError, InputError, ModelError
 from edgecut.models.registry import create_model
 from edgecut.models.store import load_model, save_model
-from edgecut.training.loop import Callback, LoopConfig, fit, on_main_process, seed_everything, world
+from edgecut.compress.configs import DistillConfig
+from edgecut.training.loop import Callback, fit, on_main_process, seed_everything, world
 from edgecut.training.losses import (bce_dice_loss, boundary_loss, ensemble_probability, feature_loss, kd_loss)
 from edgecut.training.run import keep_in_memory, training_data, validator
-
-
-KD_FIELDS = ("temperature", "alpha", "feature_kd", "feature_weight", "boundary_weight", "boundary_width", "edge_gain",
-             "pseudo_label", "unlabeled_weight")  # what the objective reads; a resumed run must keep them
-
-
-@dataclass(frozen=True)
-class DistillConfig:
-    """The student, the distillation terms and how the student is trained."""
-
-    student: str = "mobilenet_v3_large_unet"  # registered architecture, or a torch artifact to start from
-    student_kwargs: Mapping[str, Any] = field(default_factory=dict)  # the architecture's options (not for an artifact)
-    size: int = 320  # training input side (rounded up so every model accepts it)
-    temperature: float = 2.0  # softens both outputs in the KD term; 1 is plain, Hinton et al. used 2-20
-    alpha: float = 0.5  # weight of the KD term; (1 - alpha) weighs the ground-truth BCE + Dice
-    feature_kd: bool = False  # also match intermediate features (needs feature_taps on both models)
-    feature_weight: float = 1.0  # weight of the feature term when feature_kd is on
-    boundary_weight: float = 0.0  # weight of the edge-band BCE term (0: off)
-    boundary_width: int = 3  # half-width in pixels of the edge band at the training size
-    edge_gain: float = 4.0  # pixels in the edge band weigh 1 + edge_gain in the boundary term
-    pseudo_label: Literal["hard", "soft"] = "hard"  # teachers' mask for unlabelled images: thresholded or not
-    unlabeled_weight: float = 1.0  # weight of a teacher-labelled image against a labelled one in the gt terms
-    unlabeled: str | None = None  # folder of images without masks (images/ or plain): the teachers label them
-    train_split: str | None = None  # of the labelled data; default: splits/train.txt when present
-    val_split: str | None = None  # default: splits/val.txt when present
-    threads: int | None = None  # torch CPU threads
-    cache: bool | None = None  # keep decoded images in memory; None: when there are at most CACHE_MAX_IMAGES
-    loop: LoopConfig = LoopConfig()  # epochs, batch, learning rate, precision, device, ...
-
-    def kd_settings(self) -> dict[str, Any]:
-        """The distillation terms (what :class:`DistillObjective` reads)."""
-        return {k: getattr(self, k) for k in KD_FIELDS}
-
-    def __post_init__(self) -> None:
-        if self.temperature <= 0:
-            raise EdgecutError(f"temperature must be positive, got {self.temperature}")
-        if not 0.0 <= self.alpha <= 1.0:
-            raise EdgecutError(f"alpha must lie in [0, 1], got {self.alpha}")
-        if min(self.feature_weight, self.boundary_weight, self.edge_gain, self.unlabeled_weight) < 0:
-            raise EdgecutError("feature_weight, boundary_weight, edge_gain and unlabeled_weight must not be negative")
-        if self.boundary_width < 1:
-            raise EdgecutError(f"boundary_width must be at least 1 pixel, got {self.boundary_width}")
-        if self.pseudo_label not in ("hard", "soft"):
-            raise EdgecutError(f"pseudo_label must be 'hard' or 'soft', got {self.pseudo_label!r}")
 
 
 @dataclass

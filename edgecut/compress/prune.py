@@ -24,9 +24,9 @@ import dataclasses
 import math
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
@@ -36,66 +36,8 @@ from edgecut._optional import require
 from edgecut.errors import InputError, ModelError
 from edgecut.models.channels import RESIZABLE
 from edgecut.models.profile import count_macs, count_params
-from edgecut.training.loop import LoopConfig
+from edgecut.compress.configs import Importance, PruneConfig
 
-Importance = Literal["l1", "l2", "bn", "taylor"]
-IMPORTANCES = ("l1", "l2", "bn", "taylor")
-
-
-# fine-tuning after each pruning step: no epochs unless asked for, a smaller peak learning rate
-PRUNE_LOOP = LoopConfig(epochs=0, lr=3e-4, warmup_epochs=0.2)
-METHOD_FIELDS = ("ratio", "target_macs", "importance", "scope", "steps", "round_to", "max_layer_ratio", "layer_ratios",
-                 "ignore")  # what decides which channels go (prune_model reads these)
-
-
-@dataclass(frozen=True)
-class PruneConfig:
-    """Which channels go (ratio, MACs target or per-layer plan; ranking; schedule), and how the
-    pruned model is fine-tuned and measured."""
-
-    ratio: float | None = 0.5  # share of each group's channels removed (uniform) or of all channels (global)
-    target_macs: float | None = None  # instead of ratio: prune until MACs (in G, at the MACs size) are at most this
-    importance: Importance = "l2"  # channel ranking: l1 / l2 weight norm, bn: BN scale, taylor: |w * grad|
-    scope: Literal["uniform", "global"] = "uniform"  # uniform: same ratio per group; global: rank all together
-    steps: int = 1  # iterative schedule: prune (then fine-tune) this many times to reach the target
-    round_to: int | None = 8  # kept channels are a multiple of this (vector units, tensor cores)
-    max_layer_ratio: float = 0.9  # global scope: no group loses a larger share than this
-    layer_ratios: Mapping[str, float] = field(default_factory=dict)  # per-group plan: root layer -> ratio
-    ignore: tuple[str, ...] = ()  # layers (qualified names) whose output channels are kept whole
-    data: str | None = None  # folder data set: fine-tuning, validation, taylor; None: prune only
-    train_split: str | None = None  # default: splits/train.txt when present
-    val_split: str | None = None  # default: splits/val.txt when present
-    bn_batches: int = 0  # after each step, re-estimate batch-norm statistics on this many training batches
-    loop: LoopConfig = PRUNE_LOOP  # fine-tuning after each step (loop.epochs of them; 0: none)
-    threads: int | None = None  # torch CPU threads (fine-tuning and latency)
-    latency: bool = True  # measure batch-1 torch CPU latency before and after
-
-    def method(self) -> dict[str, Any]:
-        """The settings that decide which channels go."""
-        return {k: getattr(self, k) for k in METHOD_FIELDS}
-
-    def validate(self) -> None:
-        if self.importance not in IMPORTANCES:
-            raise ModelError(f"unknown importance {self.importance!r}; choose one of {', '.join(IMPORTANCES)}")
-        if self.scope not in ("uniform", "global"):
-            raise ModelError(f"unknown scope {self.scope!r}; choose uniform or global")
-        if self.steps < 1:
-            raise ModelError(f"steps must be at least 1, got {self.steps}")
-        if self.round_to is not None and self.round_to < 1:
-            raise ModelError(f"round_to must be at least 1, got {self.round_to}")
-        if self.target_macs is not None and self.target_macs <= 0:
-            raise ModelError(f"target MACs must be positive, got {self.target_macs}")
-        if self.target_macs is None and not self.layer_ratios and self.ratio is None:
-            raise ModelError("give a pruning ratio, a MACs target or a per-layer plan")
-        for name, r in {"ratio": self.ratio, **self.layer_ratios}.items():
-            if r is not None and not 0 <= r < 1:
-                raise ModelError(f"pruning ratio {r} for {name} must be in [0, 1): a ratio of 1 removes the "
-                                 "whole group")
-        if not 0 < self.max_layer_ratio < 1:
-            raise ModelError(f"max_layer_ratio must be in (0, 1), got {self.max_layer_ratio}")
-        if self.data is None and (self.loop.epochs or self.bn_batches):
-            raise InputError(None, "fine-tuning and batch-norm recalibration need data",
-                             "pass --data DIR with --finetune-epochs or --recalibrate-bn")
 
 
 @dataclass(frozen=True)

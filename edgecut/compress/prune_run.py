@@ -21,7 +21,8 @@ from torch import nn
 
 from edgecut import io
 from edgecut.artifact import Artifact, ModelSpec, Step
-from edgecut.compress.prune import (PruneConfig, PruneStats, plan_from_sensitivity, prunable_groups, prune_model,
+from edgecut.compress.configs import PruneConfig
+from edgecut.compress.prune import (PruneStats, plan_from_sensitivity, prunable_groups, prune_model,
                                     recalibrate_batchnorm, sensitivity, write_sensitivity)
 from edgecut.data.folder import Sample, find_samples, subset
 from edgecut.data.transforms import SegmentationDataset
@@ -30,7 +31,8 @@ from edgecut.models.channels import channel_config
 from edgecut.models.profile import count_macs
 from edgecut.models.store import LoadedModel, build, load_model, save_model
 from edgecut.runtime.timing import LatencyConfig, measure
-from edgecut.training.loop import LoopConfig, fit
+from edgecut.training.config import LoopConfig
+from edgecut.training.loop import fit
 from edgecut.training.run import default_splits, keep_in_memory, training_data, validator
 
 STATE_FILE = "prune_state.json"

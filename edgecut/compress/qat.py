@@ -43,7 +43,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -61,47 +61,13 @@ from edgecut.exporters import manifest_for, parity, qdq
 from edgecut.exporters import onnx as onnx_export
 from edgecut.exporters.options import Exported, ParityConfig
 from edgecut.models.store import load_model
-from edgecut.training.loop import CHECKPOINT_DIR, LAST, Callback, LoopConfig, fit
+from edgecut.compress.configs import QATConfig
+from edgecut.training.loop import CHECKPOINT_DIR, LAST, Callback, fit
 from edgecut.training.run import TrainingData, keep_in_memory, training_data, validator
 
 SETUP_FILE = "qat_setup.json"
 PARITY_COUNT = 32  # images of the training data set the parity check runs on when no folder is given
 MODEL_FILE = "model.onnx"
-# fine-tuning a trained model: a small learning rate, fp32 (see the module docstring), no weight
-# decay (it would shrink the quantizer scales too), a short warm-up
-QAT_LOOP = LoopConfig(epochs=3, lr=1e-4, weight_decay=0.0, warmup_epochs=0.1, precision="fp32")
-
-
-QUANT_FIELDS = ("calib_count", "signed_activations", "fold_batchnorm", "dynamic", "opset")  # fixed by qat_setup.json
-
-
-@dataclass(frozen=True)
-class QATConfig:
-    """Where the quantizers go, how the fake-quantised model is fine-tuned, and how its export is checked."""
-
-    calib_count: int = 64  # training images (unaugmented, seeded pick) that set the initial ranges
-    signed_activations: bool = False  # int8 activations everywhere (TensorRT takes no uint8); else uint8 after ReLU
-    fold_batchnorm: bool = True  # fold Conv2d + BatchNorm2d pairs before quantizing
-    dynamic: bool = False  # batch is always dynamic; True also lets H and W vary in the ONNX model
-    opset: int = 18  # of the exported ONNX model (QuantizeLinear with int8 / uint8 and per-axis scales)
-    train_split: str | None = None  # default: splits/train.txt when present (the calibration images come from it)
-    val_split: str | None = None  # default: splits/val.txt when present
-    parity: ParityConfig = ParityConfig()  # data None: PARITY_COUNT images of the training data set
-    threads: int | None = None  # torch CPU threads
-    cache: bool | None = None  # keep decoded images in memory; None: when there are at most CACHE_MAX_IMAGES
-    loop: LoopConfig = QAT_LOOP  # fine-tuning: a small learning rate, fp32, no weight decay
-
-    def quant_settings(self) -> dict[str, Any]:
-        """What decides where the quantizers go: a resumed run must keep it."""
-        return {k: getattr(self, k) for k in QUANT_FIELDS}
-
-    def validate(self) -> None:
-        if self.calib_count < 1:
-            raise EdgecutError(f"calib_count must be at least 1, got {self.calib_count}")
-        if not 13 <= self.opset <= 20:  # per-axis QuantizeLinear came with opset 13
-            raise EdgecutError(f"opset {self.opset}: QAT exports opset 13 to 20")
-
-
 def fold_batchnorm(model: nn.Module) -> int:
     """Fold every ``BatchNorm2d`` that directly follows a ``Conv2d`` in an ``nn.Sequential`` into
     it (eval statistics), leaving an ``nn.Identity``; return how many were folded."""

@@ -35,7 +35,7 @@ import numpy as np
 from rich.progress import Progress
 
 from edgecut.data.products import BUILDERS, SHIFT, Shape, area, hsv
-from edgecut.io import encode_image, write_bytes
+from edgecut.io import encode_image, write_bytes, writes_out
 
 CATEGORIES: tuple[str, ...] = ("bottle", "box", "can", "shoe", "mug", "garment")
 VERSION = 1
@@ -120,6 +120,31 @@ def generate(out: str | os.PathLike, count: int, size: int = 128, seed: int = 0,
         if not (path.is_file() and path.read_bytes() == data):
             _write(path, data)
     return root
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """A synthetic data set: how many shots, how large, which random streams."""
+
+    count: int = 256  # images (and masks)
+    size: int = 256  # side in pixels
+    seed: int = 0  # the same seed gives the same bytes
+    val_fraction: float = 0.2  # share of the names listed in splits/val.txt
+
+
+@writes_out
+def synth(out: str | os.PathLike, config: SynthConfig = SynthConfig(), *, resume: bool = False,
+          progress: bool = True) -> pathlib.Path:
+    """The ``synth`` step: :func:`generate` as a step of a recipe (a folder made earlier with the same
+    settings is completed, whatever ``resume`` says; one with other settings is an error)."""
+    from edgecut.errors import EdgecutError
+
+    del resume  # generate() always completes a folder of its own settings and refuses any other
+    try:
+        return generate(out, config.count, config.size, config.seed, val_fraction=config.val_fraction,
+                        progress=progress)
+    except (ValueError, FileExistsError) as e:
+        raise EdgecutError(str(e)) from None
 
 
 # ----------------------------------------------------------------------------- files

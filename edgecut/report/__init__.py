@@ -21,7 +21,7 @@ from edgecut.errors import InputError
 from edgecut.report.render import to_csv, to_markdown
 from edgecut.report.table import Column, Report, Row, build_report, choose_baseline
 
-__all__ = ["compare", "CompareResult", "Column", "Report", "Row", "build_report", "choose_baseline", "load"]
+__all__ = ["compare", "CompareConfig", "CompareResult", "Column", "Report", "Row", "build_report", "choose_baseline", "load"]
 
 
 @dataclass(frozen=True)
@@ -55,18 +55,28 @@ def load(paths_or_records: Source | Iterable[Source]) -> list[BenchRecord]:
     return latest(records)
 
 
-def compare(paths_or_records: Source | Iterable[Source], out: str | os.PathLike, baseline: str | None = None,
-            title: str | None = None) -> CompareResult:
+@dataclass(frozen=True)
+class CompareConfig:
+    """What a comparison is measured against and called."""
+
+    baseline: str | None = None  # a record name; None: the fp32 record with the most MACs, torch first
+    title: str | None = None  # None: "edgecut benchmark report"
+
+
+@io.writes_out
+def compare(paths_or_records: Source | Iterable[Source], out: str | os.PathLike,
+            config: CompareConfig = CompareConfig(), *, resume: bool = False, progress: bool = True) -> CompareResult:
     """Write ``report.md``, ``report.csv``, ``report.html`` and ``pareto.png`` into ``out``.
 
-    ``baseline`` is a record name (default: the fp32 record with the most MACs, torch first);
-    every speed-up and ΔIoU is measured against it. ``pareto.png`` needs matplotlib
-    (``edgecut[plot]``); without it the other three files are written and the html says so.
+    Every speed-up and ΔIoU is measured against ``config.baseline``. ``pareto.png`` needs
+    matplotlib (``edgecut[plot]``); without it the other three files are written and the html
+    says so. (A report is made again from its records each time: ``resume`` has nothing to keep.)
     """
+    del resume, progress
     from edgecut.report.html import render_html, worst_strips
     from edgecut.report.pareto import plot_pareto
 
-    report: Report = build_report(load(paths_or_records), baseline=baseline, title=title)
+    report: Report = build_report(load(paths_or_records), baseline=config.baseline, title=config.title)
     out = Path(out)
     io.make_dirs(out)
     png = plot_pareto(report)

@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,6 +39,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from edgecut import io
 from edgecut.env import resolve_device
+from edgecut.training.config import LoopConfig
 from edgecut.data.transforms import EpochBatchSampler
 from edgecut.errors import EdgecutError, InputError
 from edgecut.training.losses import SegmentationObjective
@@ -46,32 +47,6 @@ from edgecut.training.losses import SegmentationObjective
 CHECKPOINT_DIR = "checkpoints"
 LAST = "last.pt"
 BEST = "best.safetensors"
-
-
-@dataclass(frozen=True)
-class LoopConfig:
-    epochs: int = 20
-    batch_size: int = 8
-    lr: float = 1e-3  # peak learning rate of AdamW
-    weight_decay: float = 1e-4
-    warmup_epochs: float = 1.0  # linear warm-up length, then cosine decay to min_lr_ratio * lr
-    min_lr_ratio: float = 0.01
-    grad_clip: float | None = 1.0  # max global gradient norm; None: no clipping
-    ema_decay: float | None = None  # e.g. 0.999: validate and ship an exponential moving average
-    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # auto: bf16 on CPU, bf16/fp16 on CUDA
-    channels_last: bool = True
-    seed: int = 0
-    workers: int = 0  # data-loader processes
-    save_every: int = 0  # also checkpoint every N steps inside an epoch (0: by time only)
-    save_interval_s: float = 120.0  # checkpoint at least this often inside an epoch
-    select_metric: str = "iou"  # validation metric (higher is better) that picks the best weights
-    device: str = "auto"  # auto, cpu, cuda, cuda:1, ...
-
-    def resume_key(self) -> dict[str, Any]:
-        """Settings that must not change between a run and its resumption."""
-        keep = ("epochs", "batch_size", "lr", "weight_decay", "warmup_epochs", "min_lr_ratio", "grad_clip",
-                "ema_decay", "precision", "channels_last", "seed")
-        return {k: getattr(self, k) for k in keep}
 
 
 @dataclass

@@ -4,10 +4,9 @@ an artifact out (the run directory itself, with its checkpoints beside the model
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -20,10 +19,10 @@ from edgecut.data.transforms import SegmentationDataset
 from edgecut.env import resolve_device
 from edgecut.models.registry import create_model
 from edgecut.models.store import save_model
-from edgecut.training.loop import Callback, LoopConfig, fit, on_main_process, seed_everything
+from edgecut.training.config import CACHE_MAX_IMAGES, TrainConfig
+from edgecut.training.loop import Callback, fit, on_main_process, seed_everything
 
 
-CACHE_MAX_IMAGES = 2000  # decoded 400x300 photos: about 0.7 GB
 
 
 def default_splits(root: Path) -> tuple[str | None, str | None]:
@@ -94,20 +93,6 @@ def validator(samples: Sequence[Sample], spec: ModelSpec, device: torch.device, 
         return {k: float(v) for k, v in acc.results().items() if k != "count"}
 
     return validate
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """What ``train`` builds and how it trains it."""
-
-    arch: str = "unet"  # registered architecture (edgecut info --list-archs)
-    arch_kwargs: Mapping[str, Any] = field(default_factory=dict)  # its options, e.g. {"width": 16}
-    size: int = 320  # training input side (rounded up to the architecture's size divisor)
-    train_split: str | None = None  # default: splits/train.txt when present
-    val_split: str | None = None  # default: splits/val.txt when present; none: no validation, last weights shipped
-    threads: int | None = None  # torch CPU threads
-    cache: bool | None = None  # keep decoded images in memory; None: when there are at most CACHE_MAX_IMAGES
-    loop: LoopConfig = LoopConfig()  # epochs, batch, learning rate, precision, device, ...
 
 
 @io.writes_out

@@ -1,0 +1,153 @@
+"""The settings of the compression steps: :class:`PruneConfig`, :class:`DistillConfig`, :class:`QATConfig`.
+
+Plain frozen dataclasses without torch, so a recipe or a command line can be checked against
+them in a fraction of a second; the steps themselves are in prune_run.py, distill.py and qat.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from edgecut.errors import EdgecutError, InputError, ModelError
+from edgecut.exporters.options import ParityConfig
+from edgecut.training.config import LoopConfig
+
+Importance = Literal["l1", "l2", "bn", "taylor"]
+IMPORTANCES = ("l1", "l2", "bn", "taylor")
+
+
+# fine-tuning after each pruning step: no epochs unless asked for, a smaller peak learning rate
+PRUNE_LOOP = LoopConfig(epochs=0, lr=3e-4, warmup_epochs=0.2)
+METHOD_FIELDS = ("ratio", "target_macs", "importance", "scope", "steps", "round_to", "max_layer_ratio", "layer_ratios",
+                 "ignore")  # what decides which channels go (prune_model reads these)
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """Which channels go (ratio, MACs target or per-layer plan; ranking; schedule), and how the
+    pruned model is fine-tuned and measured."""
+
+    ratio: float | None = 0.5  # share of each group's channels removed (uniform) or of all channels (global)
+    target_macs: float | None = None  # instead of ratio: prune until MACs (in G, at the MACs size) are at most this
+    importance: Importance = "l2"  # channel ranking: l1 / l2 weight norm, bn: BN scale, taylor: |w * grad|
+    scope: Literal["uniform", "global"] = "uniform"  # uniform: same ratio per group; global: rank all together
+    steps: int = 1  # iterative schedule: prune (then fine-tune) this many times to reach the target
+    round_to: int | None = 8  # kept channels are a multiple of this (vector units, tensor cores)
+    max_layer_ratio: float = 0.9  # global scope: no group loses a larger share than this
+    layer_ratios: Mapping[str, float] = field(default_factory=dict)  # per-group plan: root layer -> ratio
+    ignore: tuple[str, ...] = ()  # layers (qualified names) whose output channels are kept whole
+    data: str | None = None  # folder data set: fine-tuning, validation, taylor; None: prune only
+    train_split: str | None = None  # default: splits/train.txt when present
+    val_split: str | None = None  # default: splits/val.txt when present
+    bn_batches: int = 0  # after each step, re-estimate batch-norm statistics on this many training batches
+    loop: LoopConfig = PRUNE_LOOP  # fine-tuning after each step (loop.epochs of them; 0: none)
+    threads: int | None = None  # torch CPU threads (fine-tuning and latency)
+    latency: bool = True  # measure batch-1 torch CPU latency before and after
+
+    def method(self) -> dict[str, Any]:
+        """The settings that decide which channels go."""
+        return {k: getattr(self, k) for k in METHOD_FIELDS}
+
+    def validate(self) -> None:
+        if self.importance not in IMPORTANCES:
+            raise ModelError(f"unknown importance {self.importance!r}; choose one of {', '.join(IMPORTANCES)}")
+        if self.scope not in ("uniform", "global"):
+            raise ModelError(f"unknown scope {self.scope!r}; choose uniform or global")
+        if self.steps < 1:
+            raise ModelError(f"steps must be at least 1, got {self.steps}")
+        if self.round_to is not None and self.round_to < 1:
+            raise ModelError(f"round_to must be at least 1, got {self.round_to}")
+        if self.target_macs is not None and self.target_macs <= 0:
+            raise ModelError(f"target MACs must be positive, got {self.target_macs}")
+        if self.target_macs is None and not self.layer_ratios and self.ratio is None:
+            raise ModelError("give a pruning ratio, a MACs target or a per-layer plan")
+        for name, r in {"ratio": self.ratio, **self.layer_ratios}.items():
+            if r is not None and not 0 <= r < 1:
+                raise ModelError(f"pruning ratio {r} for {name} must be in [0, 1): a ratio of 1 removes the "
+                                 "whole group")
+        if not 0 < self.max_layer_ratio < 1:
+            raise ModelError(f"max_layer_ratio must be in (0, 1), got {self.max_layer_ratio}")
+        if self.data is None and (self.loop.epochs or self.bn_batches):
+            raise InputError(None, "fine-tuning and batch-norm recalibration need data",
+                             "pass --data DIR with --finetune-epochs or --recalibrate-bn")
+
+
+KD_FIELDS = ("temperature", "alpha", "feature_kd", "feature_weight", "boundary_weight", "boundary_width", "edge_gain",
+             "pseudo_label", "unlabeled_weight")  # what the objective reads; a resumed run must keep them
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """The student, the distillation terms and how the student is trained."""
+
+    student: str = "mobilenet_v3_large_unet"  # registered architecture, or a torch artifact to start from
+    student_kwargs: Mapping[str, Any] = field(default_factory=dict)  # the architecture's options (not for an artifact)
+    size: int = 320  # training input side (rounded up so every model accepts it)
+    temperature: float = 2.0  # softens both outputs in the KD term; 1 is plain, Hinton et al. used 2-20
+    alpha: float = 0.5  # weight of the KD term; (1 - alpha) weighs the ground-truth BCE + Dice
+    feature_kd: bool = False  # also match intermediate features (needs feature_taps on both models)
+    feature_weight: float = 1.0  # weight of the feature term when feature_kd is on
+    boundary_weight: float = 0.0  # weight of the edge-band BCE term (0: off)
+    boundary_width: int = 3  # half-width in pixels of the edge band at the training size
+    edge_gain: float = 4.0  # pixels in the edge band weigh 1 + edge_gain in the boundary term
+    pseudo_label: Literal["hard", "soft"] = "hard"  # teachers' mask for unlabelled images: thresholded or not
+    unlabeled_weight: float = 1.0  # weight of a teacher-labelled image against a labelled one in the gt terms
+    unlabeled: str | None = None  # folder of images without masks (images/ or plain): the teachers label them
+    train_split: str | None = None  # of the labelled data; default: splits/train.txt when present
+    val_split: str | None = None  # default: splits/val.txt when present
+    threads: int | None = None  # torch CPU threads
+    cache: bool | None = None  # keep decoded images in memory; None: when there are at most CACHE_MAX_IMAGES
+    loop: LoopConfig = LoopConfig()  # epochs, batch, learning rate, precision, device, ...
+
+    def kd_settings(self) -> dict[str, Any]:
+        """The distillation terms (what :class:`DistillObjective` reads)."""
+        return {k: getattr(self, k) for k in KD_FIELDS}
+
+    def __post_init__(self) -> None:
+        if self.temperature <= 0:
+            raise EdgecutError(f"temperature must be positive, got {self.temperature}")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise EdgecutError(f"alpha must lie in [0, 1], got {self.alpha}")
+        if min(self.feature_weight, self.boundary_weight, self.edge_gain, self.unlabeled_weight) < 0:
+            raise EdgecutError("feature_weight, boundary_weight, edge_gain and unlabeled_weight must not be negative")
+        if self.boundary_width < 1:
+            raise EdgecutError(f"boundary_width must be at least 1 pixel, got {self.boundary_width}")
+        if self.pseudo_label not in ("hard", "soft"):
+            raise EdgecutError(f"pseudo_label must be 'hard' or 'soft', got {self.pseudo_label!r}")
+
+
+# fine-tuning a trained model: a small learning rate, fp32 (see the module docstring), no weight
+# decay (it would shrink the quantizer scales too), a short warm-up
+QAT_LOOP = LoopConfig(epochs=3, lr=1e-4, weight_decay=0.0, warmup_epochs=0.1, precision="fp32")
+
+
+QUANT_FIELDS = ("calib_count", "signed_activations", "fold_batchnorm", "dynamic", "opset")  # fixed by qat_setup.json
+
+
+@dataclass(frozen=True)
+class QATConfig:
+    """Where the quantizers go, how the fake-quantised model is fine-tuned, and how its export is checked."""
+
+    calib_count: int = 64  # training images (unaugmented, seeded pick) that set the initial ranges
+    signed_activations: bool = False  # int8 activations everywhere (TensorRT takes no uint8); else uint8 after ReLU
+    fold_batchnorm: bool = True  # fold Conv2d + BatchNorm2d pairs before quantizing
+    dynamic: bool = False  # batch is always dynamic; True also lets H and W vary in the ONNX model
+    opset: int = 18  # of the exported ONNX model (QuantizeLinear with int8 / uint8 and per-axis scales)
+    train_split: str | None = None  # default: splits/train.txt when present (the calibration images come from it)
+    val_split: str | None = None  # default: splits/val.txt when present
+    parity: ParityConfig = ParityConfig()  # data None: PARITY_COUNT images of the training data set
+    threads: int | None = None  # torch CPU threads
+    cache: bool | None = None  # keep decoded images in memory; None: when there are at most CACHE_MAX_IMAGES
+    loop: LoopConfig = QAT_LOOP  # fine-tuning: a small learning rate, fp32, no weight decay
+
+    def quant_settings(self) -> dict[str, Any]:
+        """What decides where the quantizers go: a resumed run must keep it."""
+        return {k: getattr(self, k) for k in QUANT_FIELDS}
+
+    def validate(self) -> None:
+        if self.calib_count < 1:
+            raise EdgecutError(f"calib_count must be at least 1, got {self.calib_count}")
+        if not 13 <= self.opset <= 20:  # per-axis QuantizeLinear came with opset 13
+            raise EdgecutError(f"opset {self.opset}: QAT exports opset 13 to 20")
