@@ -26,7 +26,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edgecut import io
-from edgecut.errors import InputError, NonFiniteOutput, UnsafeFileError
+from edgecut.errors import EdgecutError, InputError, NonFiniteOutput, UnsafeFileError
 
 MANIFEST = "edgecut.json"
 SCHEMA_VERSION = 1
@@ -55,6 +55,9 @@ class ModelSpec(BaseModel):
     def _positive(cls, v: tuple[int, int]) -> tuple[int, int]:
         if min(v) < 1:
             raise ValueError(f"input_size must be positive, got {v}")
+        if v[0] * v[1] > io.MAX_PIXELS:  # a batch of one would not fit in memory
+            raise ValueError(f"input_size {v[0]}x{v[1]} is above the cap of {io.MAX_PIXELS} pixels that "
+                             "edgecut reads images at")
         return v
 
     @field_validator("size_divisor")
@@ -86,11 +89,28 @@ class ModelSpec(BaseModel):
             raise ValueError(f"threshold is a probability strictly between 0 and 1, got {v}")
         return v
 
+    @model_validator(mode="after")
+    def _finite_pixels(self) -> ModelSpec:
+        # preprocess's own float32 arithmetic at the darkest and brightest pixel: a scale, mean or std
+        # that overflows it (1e308, 1e-300) would feed the model infinities, and ReLU can turn those
+        # into finite but meaningless masks
+        px = np.array([[0.0], [255.0]], np.float32) * self.scale
+        with np.errstate(all="ignore"):
+            values = (px - np.asarray(self.mean, np.float32)) * (1.0 / np.asarray(self.std, np.float32))
+        if not np.isfinite(values).all():
+            raise ValueError(f"scale {self.scale}, mean {self.mean} and std {self.std} overflow float32: preprocessed "
+                             "pixels would be infinite")
+        return self
+
     def with_size(self, size: int | Sequence[int]) -> ModelSpec:
-        """The same spec at another input size (rounded up to the size divisor)."""
+        """The same spec at another input size (rounded up to the size divisor), checked as a spec is
+        (a size that is not positive, or above the pixel cap, is one :class:`EdgecutError`)."""
         h, w = (size, size) if isinstance(size, int) else tuple(size)
         d = self.size_divisor
-        return self.model_copy(update={"input_size": (-(-h // d) * d, -(-w // d) * d)})
+        try:
+            return self.model_validate({**self.model_dump(), "input_size": (-(-h // d) * d, -(-w // d) * d)})
+        except ValidationError as e:
+            raise EdgecutError(f"input size {h}x{w}: {first_error(e, with_field=False)}") from None
 
     def preprocess(self, images: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
         """HxWx3 uint8 RGB image(s) -> float32 NCHW batch at ``input_size``, normalised."""
@@ -262,6 +282,25 @@ def verified_sha256(path: Path) -> str:
     return _HASHED[key]
 
 
+def first_error(e: ValidationError, whole: str = "spec", with_field: bool = True) -> str:
+    """A validation error's first problem in words: ``field.path: message`` (``whole`` when it is no one field's)."""
+    first = e.errors()[0]
+    msg = first["msg"].removeprefix("Value error, ")
+    if not with_field:
+        return msg
+    return f"{'.'.join(str(x) for x in first['loc']) or whole}: {msg}"
+
+
+def spec_from_json(text: str | bytes, path: str | os.PathLike, where: str) -> ModelSpec:
+    """The ModelSpec a model file carries as JSON (in ``where``: ONNX metadata_props, OpenVINO rt_info),
+    or one :class:`InputError` naming the file when that JSON is not a valid spec."""
+    try:
+        return ModelSpec.model_validate_json(text)
+    except ValidationError as e:
+        raise InputError(path, f"invalid edgecut spec in its {where}: {first_error(e)}",
+                         "re-export it, or give the artifact folder with its edgecut.json") from None
+
+
 def is_artifact(path: str | os.PathLike) -> bool:
     return (Path(path) / MANIFEST).is_file()
 
@@ -279,19 +318,26 @@ def load_artifact(path: str | os.PathLike, verify: bool | None = None) -> Artifa
     try:
         manifest = Manifest.model_validate(raw)
     except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(str(x) for x in first["loc"]) or "manifest"
-        msg = first["msg"].removeprefix("Value error, ")
-        raise InputError(path / MANIFEST, f"invalid manifest: {where}: {msg}",
+        raise InputError(path / MANIFEST, f"invalid manifest: {first_error(e, 'manifest')}",
                          "restore edgecut.json, or re-create the artifact") from None
     if manifest.schema_version > SCHEMA_VERSION:
         raise InputError(path / MANIFEST, f"written by a newer edgecut (schema {manifest.schema_version})",
                          "upgrade edgecut")
     root = path.resolve()
     for name in (manifest.model_file, *manifest.files):
-        if not (path / name).resolve().is_relative_to(root):
-            raise UnsafeFileError(path / MANIFEST, f"file {name!r} lies outside the artifact folder",
+        shown = repr(name) if len(name) <= 300 else f"{name[:100]!r}... ({len(name)} characters)"
+        try:
+            where = (path / name).resolve()
+            (path / name).exists()  # a name too long for the file system passes resolve() and fails here
+        except (OSError, ValueError, RuntimeError) as e:  # a NUL byte, a name too long, a symlink loop (3.11)
+            raise InputError(path / MANIFEST, f"file {shown} cannot be opened ({io.first_line(e, 80)})",
+                             "restore edgecut.json, or re-create the artifact") from None
+        if not where.is_relative_to(root):
+            raise UnsafeFileError(path / MANIFEST, f"file {shown} lies outside the artifact folder",
                                   "an artifact's files must be inside its folder")
+        if where == root:
+            raise InputError(path / MANIFEST, f"file {shown} names the artifact folder itself, not a file in it",
+                             "restore edgecut.json, or re-create the artifact")
     art = Artifact(path, manifest)
     if not art.model_path.is_file():
         raise InputError(art.model_path, "model file named in edgecut.json is missing",

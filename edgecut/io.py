@@ -250,11 +250,14 @@ def read_mask(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndarr
 
     An RGBA file is read through its alpha channel; colour masks through their luminance. A mask
     that holds only the values 0 and 1 (a binary mask saved without scaling) is read as 0 / 255,
-    with a note: read as it is, every pixel would be background.
+    with a note: read as it is, every pixel would be background. EXIF orientation is applied as
+    :func:`read_image` applies it, so a mask and its image read from the same tags agree in shape.
     """
+    from PIL import ImageOps
+
     img = _open(path, max_pixels)
     with img:
-        mask = _mask_values(img)
+        mask = _mask_values(_exif_upright(ImageOps, img, path))
     if mask.max(initial=0) == 1:  # only 0 and 1
         warnings.warn(f"{Path(path).parent}: masks hold only the values 0 and 1; read as 0 and 255",
                       DataWarning, stacklevel=2)

@@ -114,8 +114,13 @@ def _load_state(module: nn.Module, state: dict[str, torch.Tensor], path: Path) -
 def _is_torchscript(path: Path) -> bool:
     if not zipfile.is_zipfile(path):
         return False
-    with zipfile.ZipFile(path) as z:
-        return any(n.split("/", 2)[1:2] == ["code"] for n in z.namelist())
+    try:  # is_zipfile reads only the end record; the directory it points to may still be junk
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as e:
+        raise InputError(path, f"corrupt zip archive ({type(e).__name__}: {io.first_line(e)})",
+                         "save the model again, or copy it again") from None
+    return any(n.split("/", 2)[1:2] == ["code"] for n in names)
 
 
 def save_model(out: str | os.PathLike, module: nn.Module, arch: dict[str, Any], spec: ModelSpec,

@@ -24,7 +24,7 @@ import numpy as np
 
 from edgecut import io
 from edgecut._optional import require
-from edgecut.artifact import Artifact, ModelSpec
+from edgecut.artifact import Artifact, ModelSpec, spec_from_json
 from edgecut.errors import InputError, ModelError, UnsafeFileError
 from edgecut.env import default_threads
 from edgecut.runtime.base import checked_batch
@@ -88,11 +88,12 @@ def inspect_model(path: str | os.PathLike):
     return model
 
 
-def read_spec(model) -> ModelSpec | None:
-    """The ModelSpec stored in an ONNX model's ``metadata_props``, if any."""
+def read_spec(model, path: str | os.PathLike | None = None) -> ModelSpec | None:
+    """The ModelSpec stored in an ONNX model's ``metadata_props``, if any (an invalid one is an
+    :class:`~edgecut.errors.InputError` naming ``path``)."""
     for prop in model.metadata_props:
         if prop.key == SPEC_KEY:
-            return ModelSpec.model_validate_json(prop.value)
+            return spec_from_json(prop.value, path, f"metadata_props {SPEC_KEY}")
     return None
 
 
@@ -121,7 +122,7 @@ class OnnxRuntimeRunner:
         ort = require("onnxruntime", "running ONNX models")
         self.path = Path(path)
         model = inspect_model(self.path)
-        spec = spec or read_spec(model)
+        spec = spec or read_spec(model, self.path)
         if spec is None:
             raise InputError(self.path, f"ONNX model without an edgecut spec ({SPEC_KEY} in metadata_props)",
                              "give the artifact folder written by 'edgecut export'")

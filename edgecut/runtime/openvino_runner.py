@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from edgecut._optional import require
-from edgecut.artifact import Artifact, ModelSpec
+from edgecut.artifact import Artifact, ModelSpec, spec_from_json
 from edgecut.errors import InputError, ModelError
 from edgecut.env import default_threads
 from edgecut.runtime.base import checked_batch
@@ -91,10 +91,11 @@ def read_rt(model, key: str) -> str | None:
     return model.get_rt_info(path).astype(str) if model.has_rt_info(path) else None
 
 
-def read_spec(model) -> ModelSpec | None:
-    """The ModelSpec stored in an IR's ``rt_info``, if any."""
+def read_spec(model, path: str | os.PathLike | None = None) -> ModelSpec | None:
+    """The ModelSpec stored in an IR's ``rt_info``, if any (an invalid one is an
+    :class:`~edgecut.errors.InputError` naming ``path``)."""
     raw = read_rt(model, "spec")
-    return None if raw is None else ModelSpec.model_validate_json(raw)
+    return None if raw is None else spec_from_json(raw, path, f"rt_info {RT_SECTION}/spec")
 
 
 def compile_config(threads: int) -> dict[str, Any]:
@@ -123,7 +124,7 @@ class OpenVinoRunner:
         ov = require("openvino", "running OpenVINO models")
         self.path = Path(path)
         model = read_model(self.path)
-        spec = spec or read_spec(model)
+        spec = spec or read_spec(model, self.path)
         if spec is None:
             raise InputError(self.path, f"OpenVINO IR without an edgecut spec (rt_info {RT_SECTION}/spec)",
                              "give the artifact folder written by 'edgecut export'")
