@@ -49,6 +49,46 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
+# oneDNN ISA caps (ONEDNN_MAX_CPU_ISA) under which its kernels still use bf16 instructions
+BF16_ISAS = {"AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX10_1_512", "AVX512_CORE_AMX", "AVX10_1_512_AMX",
+             "AVX512_CORE_AMX_FP16", "AVX10_1_512_AMX_FP16", "DEFAULT", "ALL"}
+
+
+def native_bf16() -> bool:
+    """Whether this CPU computes bf16 itself (AVX-512 BF16 or AMX on x86, the BF16 extension on ARM)
+    and oneDNN is let use it (``ONEDNN_MAX_CPU_ISA`` not capped below AVX512_CORE_BF16); elsewhere
+    torch's bf16 autocast is emulated, many times slower than fp32."""
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper()
+    if cap and cap not in BF16_ISAS:
+        return False
+    flags = set(cpu_info()["flags"])
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
+def isa_notes(flags: set[str] | None = None) -> list[str]:
+    """What this CPU's instruction set means for edgecut's defaults, one line each."""
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper()
+    flags = set(cpu_info()["flags"]) if flags is None else flags
+    notes = []
+    if cap and cap not in BF16_ISAS and flags & {"avx512_bf16", "amx_bf16"}:
+        notes.append(f"bf16: the CPU has it, but ONEDNN_MAX_CPU_ISA={cap} keeps oneDNN from it (emulated); "
+                     "--precision auto trains in fp32")
+    elif flags & {"avx512_bf16", "amx_bf16", "bf16"}:
+        notes.append("bf16: native; training with --precision auto times bf16 against fp32 and keeps the faster")
+    else:
+        notes.append("bf16: not native (emulated, many times slower than fp32); --precision auto trains in fp32")
+    if flags & {"avx512_vnni", "avx_vnni", "amx_int8"}:
+        notes.append("int8: VNNI dot products; INT8 models run their fast kernels")
+    elif "avx2" in flags:
+        notes.append("int8: AVX2 without VNNI (pairs of products in int16); edgecut's INT8 ONNX uses 7-bit weights, "
+                     "so it computes the same here as on VNNI CPUs, though with less speed-up")
+    elif flags & {"asimddp", "i8mm"}:
+        notes.append("int8: ARM dot-product instructions; INT8 models run their fast kernels")
+    if flags & {"avx512_bf16", "amx_bf16"}:
+        notes.append("OpenVINO: its CPU plugin would run FP32 models in bf16 here; edgecut's runner asks for f32")
+    return notes
+
+
 def cpu_info() -> dict[str, Any]:
     model, flags = platform.processor() or platform.machine(), set()
     try:

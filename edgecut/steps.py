@@ -25,6 +25,7 @@ class StepKind:
     config: Callable[[], type]  # imports and returns the config class (light: no torch)
     writes: str = "artifact"  # what lands in ``out``: an "artifact" folder, "data" (a data set folder),
     # "records" (a .jsonl file) or a "report" folder (report.md, .csv, .html, pareto.png)
+    labels: str | None = None  # keyword that takes the display names of the (first, listed) sources
 
     def load(self) -> tuple[Callable[..., Any], type]:
         return self.function(), self.config()
@@ -133,6 +134,6 @@ STEPS: dict[str, StepKind] = {
     "distill": StepKind("distill", ("teachers", "data"), _distill_fn, _distill_config),
     "qat": StepKind("qat", ("model", "data"), _qat_fn, _qat_config),
     "export": StepKind("export", ("model",), _export_fn, _export_config),
-    "bench": StepKind("bench", ("models",), _bench_fn, _bench_config, writes="records"),
+    "bench": StepKind("bench", ("models",), _bench_fn, _bench_config, writes="records", labels="names"),
     "compare": StepKind("compare", ("records",), _compare_fn, _compare_config, writes="report"),
 }

@@ -251,7 +251,7 @@ def test_labelled_and_unlabelled_images_mix(tmp_path, synth_data, tiny_artifact)
 
 def test_interrupted_distillation_resumes_to_the_same_weights(synth_data, tmp_path, tiny_artifact):
     cfg = DistillConfig(feature_kd=True)
-    train = {"epochs": 2, "ema_decay": 0.9}
+    train = {"epochs": 2, "ema_decay": 0.9, "precision": "fp32"}  # pinned: "auto" is chosen by timing
     full = _distill([tiny_artifact], synth_data, tmp_path / "full", dconfig=cfg, train=train)
 
     def stop(state):
@@ -332,7 +332,7 @@ def test_torchrun_two_ranks_stay_identical_and_resume_exactly(synth_data, tmp_pa
         env = {**os.environ, "DUMP": str(dump), "STOP_AT": str(stop), "OMP_NUM_THREADS": "1"}
         args = ["--teacher", str(tiny_artifact.path), "--student", "unet", "--width", "2", "--depth", "2",
                 "--data", str(synth_data), "--out", str(out), "--size", "32", "--epochs", "2", "--batch", "4",
-                "--feature-kd", "--threads", "1", "--device", "cpu", *extra]
+                "--feature-kd", "--threads", "1", "--device", "cpu", "--precision", "fp32", *extra]
         return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                                str(script), *args], capture_output=True, text=True, timeout=240, env=env)
 

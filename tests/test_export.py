@@ -177,6 +177,25 @@ def test_calibration_images_are_picked_reproducibly(synth_data):
     assert next(synthetic.batches(spec)).shape == (1, 3, 32, 32)
 
 
+def test_calibration_and_parity_images_can_come_from_one_split(synth_data, tmp_path):
+    from edgecut.errors import InputError
+    from edgecut.exporters import parity
+
+    spec = ModelSpec().with_size(32)
+    train = set((synth_data / "splits" / "train.txt").read_text().split())
+    val = set((synth_data / "splits" / "val.txt").read_text().split())
+    cset = calibration.load_set(synth_data, spec, 100, split="train")
+    assert set(cset.names) == train and cset.available == len(train) and cset.source.endswith(":train")
+    assert {im.name for im in parity.load_images(synth_data, spec, split="val")} == val
+    rep = calibration.report(cset, synth_data, eval_split="val")
+    assert rep["eval"]["available"] == len(val) and rep["eval"]["source"].endswith(":val")
+    plain = tmp_path / "plain"
+    (plain).mkdir()
+    (plain / "a.png").write_bytes((synth_data / "images" / f"{sorted(val)[0]}.png").read_bytes())
+    with pytest.raises(InputError, match="no split 'val'"):
+        parity.load_images(plain, spec, split="val")
+
+
 def test_calibration_report_flags_a_darker_set(synth_data, tmp_path):
     from edgecut import io
 
@@ -389,6 +408,13 @@ def test_cli_export_end_to_end(trained, synth_data, tmp_path):
         "--tolerance", "mask_iou=0.8", "--threads", "1"])
     assert res.exit_code == 0, res.output
     assert "calibration: 8 of 24 images" in res.output and "parity on 24 image(s)" in res.output
+    val = (synth_data / "splits" / "val.txt").read_text().split()
+    res = CliRunner().invoke(app, [
+        "export", str(trained.path), "--out", str(tmp_path / "split"), "--precision", "int8", "--calib",
+        str(synth_data), "--calib-split", "train", "--calib-count", "8", "--parity-data", str(synth_data),
+        "--parity-split", "val", "--tolerance", "mask_iou=0.8", "--threads", "1"])
+    assert res.exit_code == 0, res.output
+    assert f"parity on {len(val)} image(s) ({synth_data}:val)" in res.output
     art = load_artifact(out, verify=True)
     assert (art.manifest.format, art.manifest.precision) == ("onnx", "int8")
     assert art.manifest.metrics["parity"]["tolerances"] == {"mask_iou": 0.8}

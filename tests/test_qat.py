@@ -240,7 +240,9 @@ def test_cli_qat(trained, synth_data, tmp_path):
         "--calib-count", "4", "--lr", "5e-5", "--device", "cpu", "--threads", "1", "--tolerance", "mask_iou=0.8"])
     assert res.exit_code == 0, res.output
     text = " ".join(res.output.split())  # rich wraps long lines
-    assert "parity vs the float parent on 24 image(s)" in text  # default: the data set, whose masks give an IoU
+    val = (synth_data / "splits" / "val.txt").read_text().split()
+    # default: the data set's val images (not trained on), whose masks give an IoU
+    assert f"parity vs the float parent on {len(val)} image(s) ({synth_data}:val)" in text
     assert "IoU vs masks" in text and "onnx int8 (QDQ)" in text
     params = load_artifact(out).manifest.lineage[-1].params
     assert (params["train"]["lr"], params["calib_count"], params["train"]["epochs"]) == (5e-5, 4, 1)

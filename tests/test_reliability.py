@@ -27,7 +27,7 @@ from edgecut import io, runtime
 from edgecut.artifact import load_artifact
 from edgecut.cli import app
 from edgecut.data.folder import find_samples
-from edgecut.errors import DataWarning, EdgecutError, InputError, ModelError, NonFiniteOutput, OutputError
+from edgecut.errors import DataWarning, EdgecutError, InputError, NonFiniteOutput, OutputError
 from edgecut.exporters import ExportConfig, export
 from edgecut.measure.accuracy import evaluate
 

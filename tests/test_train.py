@@ -19,7 +19,9 @@ from edgecut.training.loop import lr_factor
 from edgecut.training.config import TrainConfig
 from edgecut.training.run import train
 
+# runs compared for identical weights pin their precision: "auto" is chosen by timing, which may differ
 ARGS = ["--arch", "unet", "--width", "4", "--depth", "2", "--size", "32", "--epochs", "3", "--batch", "4",
+        "--precision", "fp32",
         "--save-every", "2", "--threads", "1", "--ema", "0.9"]
 
 
@@ -134,3 +136,73 @@ def test_ema_forgets_the_initial_weights():
     counters = [torch.tensor(5)]
     update(counters, [torch.tensor(9)], torch.tensor(3))
     assert int(counters[0]) == 9
+
+
+def test_auto_precision_is_fp32_without_native_bf16_and_the_faster_one_with_it(synth_data, tmp_path, monkeypatch):
+    from edgecut import env
+    from edgecut.training import loop
+
+    monkeypatch.setattr(env, "native_bf16", lambda: False)  # an AVX2-only CPU: bf16 is not even tried
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    art = _tiny_train(synth_data, tmp_path / "avx2")
+    used = art.manifest.lineage[-1].params["precision_used"]
+    assert used["chosen"] == "fp32" and used["tried"] == ["fp32"] and "no native bf16" in used["note"]
+
+    monkeypatch.setattr(env, "native_bf16", lambda: True)
+    for faster in ("bf16", "fp32"):  # the measured times decide (stood in for here: real ones are timing)
+        monkeypatch.setattr(loop._Run, "_step_ms", lambda self, batch, p, f=faster: 1.0 if p == f else 3.0)
+        art = _tiny_train(synth_data, tmp_path / faster)
+        used = art.manifest.lineage[-1].params["precision_used"]
+        assert used["chosen"] == faster and used["step_ms"] == {"fp32": 3.0 if faster == "bf16" else 1.0,
+                                                                "bf16": 1.0 if faster == "bf16" else 3.0}
+
+
+def test_bf16_is_not_native_where_onednn_is_capped_below_it(monkeypatch):
+    from edgecut import env
+
+    monkeypatch.setattr(env, "cpu_info", lambda: {"flags": ["avx2", "avx512f", "avx512_bf16"]})
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    assert env.native_bf16()
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # oneDNN keeps to AVX2 kernels: bf16 is emulated
+    assert not env.native_bf16()
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx512_core_amx")
+    assert env.native_bf16()
+    monkeypatch.setattr(env, "cpu_info", lambda: {"flags": ["avx2"]})
+    assert not env.native_bf16()
+
+
+def test_timing_the_precisions_leaves_the_run_as_it_was(synth_data, tmp_path, monkeypatch):
+    """Timing touches the weights' batch-norm statistics and the random state; both are put back, so a
+    run that measured gives the weights of a run told the winning precision."""
+    from edgecut import env
+
+    monkeypatch.setattr(env, "native_bf16", lambda: True)
+    measured = _tiny_train(synth_data, tmp_path / "auto")
+    chosen = measured.manifest.lineage[-1].params["precision_used"]["chosen"]
+    told = _tiny_train(synth_data, tmp_path / "told", precision=chosen)
+    a, b = io.load_weights(measured.model_path), io.load_weights(told.model_path)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_resumed_run_keeps_the_precision_it_started_with(synth_data, tmp_path, monkeypatch):
+    from edgecut import env
+    from edgecut.training import loop
+
+    monkeypatch.setattr(env, "native_bf16", lambda: True)
+    monkeypatch.setattr(loop._Run, "_step_ms", lambda self, batch, p: 1.0 if p == "bf16" else 3.0)
+    first = _tiny_train(synth_data, tmp_path / "run")
+    assert first.manifest.lineage[-1].params["precision_used"]["chosen"] == "bf16"
+    monkeypatch.setattr(loop._Run, "_step_ms", lambda self, batch, p: 1.0 if p == "fp32" else 3.0)  # would now pick fp32
+    again = train(synth_data, tmp_path / "run", _tiny(), resume=True, progress=False)  # a finished run, resumed
+    assert again.manifest.lineage[-1].params["precision_used"]["chosen"] == "bf16"
+
+
+def test_the_epoch_line_is_short_and_the_history_has_everything(synth_data, tmp_path):
+    from edgecut.training.progress import epoch_line
+
+    line = epoch_line({"epoch": 2, "loss": 0.41234, "lr": 9.8e-4, "val_iou": 0.6123, "val_mae": 0.0831,
+                       "val_s_measure": 0.7, "val_max_f": 0.8, "elapsed_s": 12.34}, 8)
+    assert line == "epoch 3/8  loss 0.4123  lr 9.80e-04  val IoU 0.6123  MAE 0.0831  12 s"
+    _tiny_train(synth_data, tmp_path / "run")
+    history = io.read_json(tmp_path / "run" / "history.json")
+    assert {"val_iou", "val_mae", "val_s_measure", "val_max_f", "loss", "lr"} <= set(history[0])

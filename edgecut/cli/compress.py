@@ -11,7 +11,7 @@ from rich.table import Table
 from edgecut import io
 from edgecut.cli import options
 from edgecut.cli.app import app, console, err
-from edgecut.cli.options import (Batch, Epochs, ParityCount, ResumeRun, SaveEvery, Seed, Tolerance, TorchThreads,
+from edgecut.cli.options import (Autocast, Batch, Epochs, ParityCount, ResumeRun, SaveEvery, Seed, Tolerance, TorchThreads,
                                  TrainDevice, TrainSplit, ValSplit)
 from edgecut.errors import EdgecutError
 
@@ -34,6 +34,7 @@ def prune(
     batch: Annotated[int, typer.Option(help="Fine-tuning batch size.")] = 8,
     lr: Annotated[float, typer.Option(help="Fine-tuning peak learning rate.")] = 3e-4,
     ema: Annotated[Optional[float], typer.Option(help="Fine-tuning EMA decay, e.g. 0.998.")] = None,
+    precision: Autocast = "auto",
     train_split: TrainSplit = None,
     val_split: ValSplit = None,
     sensitivity: Annotated[bool, typer.Option("--sensitivity", help="Measure each group's metric drop instead of pruning.")] = False,
@@ -144,6 +145,7 @@ def export_cmd(
     precision: Annotated[str, typer.Option(help="fp32 | fp16 | int8")] = "fp32",
     calib: Annotated[Optional[Path], typer.Option(help="INT8: calibration images (a folder, or a data set with images/); default: synthetic photos.")] = None,
     calib_count: Annotated[int, typer.Option(help="INT8: images drawn (seeded) from --calib.")] = 64,
+    calib_split: Annotated[Optional[str], typer.Option(help="INT8: only this split of --calib's data set (e.g. train).")] = None,
     calib_method: Annotated[str, typer.Option(help="INT8: minmax | entropy | percentile")] = "minmax",
     exclude: Annotated[Optional[list[str]], typer.Option(help="INT8: node name kept in float (repeatable).")] = None,
     exclude_op: Annotated[Optional[list[str]], typer.Option(help="INT8: op type kept in float, e.g. Resize (repeatable).")] = None,
@@ -151,6 +153,7 @@ def export_cmd(
     opset: Annotated[Optional[int], typer.Option(help="ONNX opset (default 18).")] = None,
     no_simplify: Annotated[bool, typer.Option("--no-simplify", help="Skip onnxslim.")] = False,
     parity_data: Annotated[Optional[Path], typer.Option(help="Images the export is compared with its parent on (default: synthetic photos).")] = None,
+    parity_split: Annotated[Optional[str], typer.Option(help="Only this split of --parity-data's data set (e.g. val).")] = None,
     parity_count: ParityCount = None,
     tolerance: Tolerance = None,
     require_faster: Annotated[bool, typer.Option("--require-faster", help="Refuse an export slower than its parent on this machine.")] = False,
@@ -161,6 +164,7 @@ def export_cmd(
     preset: Annotated[Optional[str], typer.Option(help="OpenVINO INT8: mixed | performance (default mixed).")] = None,
     max_drop: Annotated[Optional[float], typer.Option(help="OpenVINO INT8 with accuracy control: largest drop of mean mask IoU (absolute, e.g. 0.01); layers fall back to float until it holds.")] = None,
     val_data: Annotated[Optional[Path], typer.Option(help="OpenVINO --max-drop: images + masks the IoU is measured on (default: --parity-data, else synthetic).")] = None,
+    val_split: Annotated[Optional[str], typer.Option(help="Only this split of --val-data's data set.")] = None,
 ) -> None:
     """Export a model (ONNX, OpenVINO or TensorRT; fp32 / fp16 / int8), check parity with its parent, write an artifact."""
     config = options.export_config(**locals())

@@ -27,7 +27,8 @@ TrainSplit = Annotated[Optional[str], typer.Option(help="Split file or name (def
 ValSplit = Annotated[Optional[str], typer.Option(help="Split file or name (default: splits/val.txt if present).")]
 TrainDevice = Annotated[str, typer.Option(help="Training device: auto | cpu | cuda | cuda:N")]
 TorchThreads = Annotated[Optional[int], typer.Option(help="Torch CPU threads.")]
-Autocast = Annotated[str, typer.Option(help="auto | bf16 | fp16 | fp32 (autocast).")]
+Autocast = Annotated[str, typer.Option(help="auto | bf16 | fp16 | fp32 (autocast; auto: the fastest here, timed on "
+                                            "the first batch).")]
 Workers = Annotated[int, typer.Option(help="Data-loader processes.")]
 Ema = Annotated[Optional[float], typer.Option(help="EMA decay, e.g. 0.999.")]
 SaveEvery = Annotated[int, typer.Option(help="Also checkpoint every N steps inside an epoch.")]
@@ -91,14 +92,16 @@ def distill_config(*, student, unlabeled, width_mult, width, depth, size, temper
 
 
 def prune_config(*, ratio, target_macs, plan, importance, scope, steps, round_to, ignore, data, finetune_epochs,
-                 recalibrate_bn, batch, lr, ema, train_split, val_split, threads, no_latency, seed, **_) -> PruneConfig:
+                 recalibrate_bn, batch, lr, ema, precision, train_split, val_split, threads, no_latency, seed,
+                 **_) -> PruneConfig:
     from edgecut.compress.configs import PRUNE_LOOP, PruneConfig
     from edgecut.compress.prune import read_plan
 
     layer_ratios = read_plan(plan) if plan else {}
     if ratio is None and target_macs is None and not layer_ratios:
         raise EdgecutError("say how much to prune: --ratio R, --target-macs G or --plan FILE")
-    loop = loop_config(PRUNE_LOOP, epochs=finetune_epochs, batch=batch, lr=lr, ema=ema, seed=seed)
+    loop = loop_config(PRUNE_LOOP, epochs=finetune_epochs, batch=batch, lr=lr, ema=ema, precision=precision,
+                       seed=seed)
     return PruneConfig(ratio=ratio, target_macs=target_macs, importance=importance, scope=scope, steps=steps,
                        round_to=round_to if round_to > 1 else None, layer_ratios=layer_ratios,
                        ignore=tuple(ignore or ()), data=str(data) if data else None, train_split=train_split,
@@ -118,19 +121,20 @@ def qat_config(*, epochs, lr, calib_count, batch, signed_activations, dynamic, p
                      train_split=train_split, val_split=val_split, parity=parity, threads=threads, loop=loop)
 
 
-def export_config(*, format, precision, calib, calib_count, calib_method, exclude, exclude_op, dynamic, opset,
-                  no_simplify, parity_data, parity_count, tolerance, require_faster, device, threads, seed, overwrite,
-                  preset, max_drop, val_data, **_) -> ExportConfig:
+def export_config(*, format, precision, calib, calib_count, calib_split, calib_method, exclude, exclude_op, dynamic,
+                  opset, no_simplify, parity_data, parity_split, parity_count, tolerance, require_faster, device,
+                  threads, seed, overwrite, preset, max_drop, val_data, val_split, **_) -> ExportConfig:
     from edgecut.exporters.options import CalibConfig, ExportConfig, OpenVinoOptions, ParityConfig
     from edgecut.exporters.parity import parse_tolerances
 
-    openvino = OpenVinoOptions(preset=preset, max_drop=max_drop, val_data=val_data) if preset is not None else \
-        OpenVinoOptions(max_drop=max_drop, val_data=val_data)
+    openvino = OpenVinoOptions(max_drop=max_drop, val_data=val_data, val_split=val_split,
+                               **({"preset": preset} if preset is not None else {}))
     return ExportConfig(
         format=format, precision=precision, dynamic=dynamic, opset=opset, simplify=not no_simplify,
-        calib=CalibConfig(data=calib, count=calib_count, method=calib_method, exclude_nodes=tuple(exclude or ()),
-                          exclude_op_types=tuple(exclude_op or ())),
-        parity=ParityConfig(data=parity_data, count=parity_count, tolerances=parse_tolerances(tolerance or [])),
+        calib=CalibConfig(data=calib, count=calib_count, split=calib_split, method=calib_method,
+                          exclude_nodes=tuple(exclude or ()), exclude_op_types=tuple(exclude_op or ())),
+        parity=ParityConfig(data=parity_data, count=parity_count, split=parity_split,
+                            tolerances=parse_tolerances(tolerance or [])),
         openvino=openvino, require_faster=require_faster, device=device, threads=threads, seed=seed,
         overwrite=overwrite)
 

@@ -96,7 +96,7 @@ def distill(
     Runs under torchrun (python -m torch.distributed.run --nproc_per_node N -m edgecut.cli distill ...)."""
     config = options.distill_config(**locals())
     from edgecut.compress.distill import distill as distill_fn
-    from edgecut.training.loop import world
+    from edgecut.training.distributed import world
 
     art = distill_fn(teacher, data, out, config, resume=resume)
     if world()[0] == 0:  # under torchrun rank 0 speaks

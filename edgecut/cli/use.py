@@ -105,9 +105,10 @@ def remove(
 @app.command()
 def doctor(json_flag: Annotated[bool, typer.Option("--json", help="Print everything as JSON.")] = False) -> None:
     """What this machine offers: backends, devices, CPU flags, threads."""
-    from edgecut.env import environment
+    from edgecut.env import environment, isa_notes
 
     env = environment(probe_backends=True)
+    env["isa_notes"] = isa_notes(set(env["cpu"]["flags"]))
     if json_flag:
         print(json.dumps(env, indent=2, sort_keys=True))
         return
@@ -115,6 +116,8 @@ def doctor(json_flag: Annotated[bool, typer.Option("--json", help="Print everyth
     console.print(f"python {env['python']} on {env['platform']}")
     console.print(f"cpu    {cpu['model']} ({cpu['arch']}, {cpu['cores']} logical cores)")
     console.print(f"flags  {' '.join(cpu['flags']) or '-'}")
+    for note in isa_notes(set(cpu["flags"])):
+        console.print(f"       {note}", highlight=False)
     console.print(f"torch  {env['devices']['torch']}")
     table = Table("backend", "version", "devices / providers")
     from edgecut.env import PACKAGES
@@ -128,28 +131,13 @@ def doctor(json_flag: Annotated[bool, typer.Option("--json", help="Print everyth
 
 @app.command()
 def quickstart(
-    out: Annotated[Path, typer.Option(help="Folder for the data, the model and the cut-outs.")] = Path("runs/quickstart"),
-    count: Annotated[int, typer.Option(help="Synthetic images to make.")] = 240,
-    size: Annotated[int, typer.Option(help="Image and model input side.")] = 96,
-    width: Annotated[int, typer.Option(help="Teacher width (64 is full size; small is quick).")] = 16,
-    epochs: Annotated[int, typer.Option(help="Teacher training epochs.")] = 12,
+    out: Annotated[Path, typer.Option(help="Run folder.")] = Path("runs/quickstart"),
 ) -> None:
-    """The main job end to end on synthetic data: make data, train a small teacher, evaluate, cut out."""
-    steps = [
-        ["data", "synth", "--out", f"{out}/data", "--count", str(count), "--size", str(size), "--seed", "0"],
-        ["train", "--data", f"{out}/data", "--arch", "unet", "--width", str(width), "--size", str(size),
-         "--epochs", str(epochs), "--batch", "8", "--out", f"{out}/teacher"]
-        + (["--resume"] if (out / "teacher" / "checkpoints" / "last.pt").exists() else []),
-        ["eval", f"{out}/teacher", "--data", f"{out}/data", "--split", "val", "--json", f"{out}/teacher-val.json"],
-        ["info", f"{out}/teacher"],
-        ["remove", f"{out}/data/images/00000.png", f"{out}/data/images/00001.png", f"{out}/data/images/00002.png",
-         "--model", f"{out}/teacher", "--out", f"{out}/cutouts"],
-    ]
-    for args in steps:
-        if args[0] == "train" and (out / "teacher" / "edgecut.json").exists():
-            console.print(f"[dim]skipping training: {out}/teacher already holds a model[/dim]")
-            continue
-        console.rule("edgecut " + " ".join(args))
-        app(args, standalone_mode=False)
-    console.rule("done")
-    console.print(f"cut-outs in {out}/cutouts; metrics in {out}/teacher-val.json")
+    """The main job on synthetic data: recipes/quickstart.yaml (teacher, pruned, student, exports, bench, compare)."""
+    from edgecut.cli.recipes import run_cmd
+
+    recipe = Path(__file__).resolve().parents[2] / "recipes" / "quickstart.yaml"
+    if not recipe.is_file():
+        raise EdgecutError("the quickstart recipe is recipes/quickstart.yaml of edgecut's source checkout, which this "
+                           "installation does not have: run 'edgecut run path/to/recipes/quickstart.yaml'")
+    run_cmd(recipe, out=out, from_step=None, only=None, dry_run=False, set_=None)

@@ -50,7 +50,8 @@ from edgecut.errors import EdgecutError, InputError, ModelError
 from edgecut.models.registry import create_model
 from edgecut.models.store import load_model, save_model
 from edgecut.compress.configs import DistillConfig
-from edgecut.training.loop import Callback, fit, on_main_process, seed_everything, world
+from edgecut.training.distributed import on_main_process, world
+from edgecut.training.loop import Callback, fit, seed_everything
 from edgecut.training.losses import (bce_dice_loss, boundary_loss, ensemble_probability, feature_loss, kd_loss)
 from edgecut.training.run import keep_in_memory, training_data, validator
 
@@ -306,6 +307,7 @@ def distill(teachers: Sequence[Artifact | str | os.PathLike], data: str | os.Pat
             "unlabeled": str(config.unlabeled) if config.unlabeled else None, "unlabeled_images": len(extra),
             "size": list(spec.input_size), **config.kd_settings(), **asdict(loop), "world_size": world()[1],
             "best_epoch": result.state.best_epoch, "wall_time_s": round(result.wall_time_s, 1),
+            "precision_used": result.precision,
         })
         metrics = {"val": result.best_metrics, "val_data": ds.val_name} if result.best_metrics else {}
         lineage = [*(init.manifest.lineage if init else []), step]

@@ -104,6 +104,9 @@ def prune(source: Artifact | str | os.PathLike, out: str | os.PathLike, config: 
     step = Step(step="prune", parent_sha256=parent.artifact.sha256, params={
         **settings["config"], "finetune": settings["finetune"], "train": settings["train"],
         "params_before": before["params"], "macs_before": before["macs"],
+        # what fine-tuning trained in (the first step's choice; report.json has every step's)
+        "precision_used": next((s["precision_used"] for _, s in sorted(steps_log.items()) if "precision_used" in s),
+                               None),
     })
     metrics = {"val": after["val"], "val_data": val_data} if "val" in after else {}
     art = save_model(out, module, arch_of(module), spec, lineage=[*parent.artifact.manifest.lineage, step],
@@ -178,6 +181,7 @@ class _Finetune:
                      resume=(step_dir / "checkpoints" / "last.pt").exists())
         model.load_state_dict(result.model.state_dict())  # the shipped (best, EMA when on) weights
         log["val_after_finetune"] = result.best_metrics
+        log["precision_used"] = result.precision
         model.float().to("cpu", memory_format=torch.contiguous_format).eval()
         save_model(step_dir, model, self.arch_of(model), self.spec,
                    metrics={"val": result.best_metrics} if result.best_metrics else {})

@@ -186,7 +186,7 @@ def qat(source: Artifact | str | os.PathLike, data: str | os.PathLike, out: str 
     ``qat``) to ``out`` once it passes parity against ``source``.
 
     The calibration images come from the training split. Without ``config.parity.data`` the
-    parity check runs on ``PARITY_COUNT`` images of ``data`` (its masks give the IoU change).
+    parity check runs on ``PARITY_COUNT`` images of ``data``'s validation split (its masks give the IoU change).
     A failed check keeps the training: ``resume=True`` with other tolerances exports it again.
     """
     config.validate()
@@ -218,12 +218,13 @@ def qat(source: Artifact | str | os.PathLike, data: str | os.PathLike, out: str 
     step = {"data": str(ds.root), "train_split": ds.train_split, "val_split": ds.val_split,
             "train_images": len(ds.train), **config.quant_settings(), "train": asdict(loop),
             "quantizer": "nncf.quantize (performance preset)", "best_epoch": result.state.best_epoch,
+            "precision_used": result.precision,
             "wall_time_s": round(result.wall_time_s, 1)}
     metrics: dict[str, Any] = {"calibration": {"source": f"{ds.root}:{ds.train_split or 'all'}", "names": calib_names}}
     if result.best_metrics:
         metrics.update(val=result.best_metrics, val_data=ds.val_name)
     checked = config.parity if config.parity.data is not None else \
-        replace(config.parity, data=ds.root, count=config.parity.count or PARITY_COUNT)
+        replace(config.parity, data=ds.root, split=ds.val_split, count=config.parity.count or PARITY_COUNT)
     return _export(parent, model, spec, out, config, step, metrics, checked, tol)
 
 

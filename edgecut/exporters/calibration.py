@@ -47,8 +47,9 @@ class CalibSet:
             yield spec.preprocess(image)
 
 
-def load_set(folder: str | os.PathLike | None, spec: ModelSpec, count: int, seed: int = 0) -> CalibSet:
-    """The calibration images: ``count`` drawn from ``folder``, or synthetic ones."""
+def load_set(folder: str | os.PathLike | None, spec: ModelSpec, count: int, seed: int = 0,
+             split: str | None = None) -> CalibSet:
+    """The calibration images: ``count`` drawn from ``folder`` (its ``split``, when given), or synthetic ones."""
     if folder is None:
         from edgecut.data.synth import MAX_SIZE, MIN_SIZE, render
 
@@ -56,18 +57,18 @@ def load_set(folder: str | os.PathLike | None, spec: ModelSpec, count: int, seed
         pairs = [render(i, side, seed=SYNTHETIC_SEED) for i in range(count)]
         return CalibSet("synthetic", [f"synthetic-{i:03d}" for i in range(count)], [p[0] for p in pairs],
                         [p[1] for p in pairs], count)
-    return _from_folder(folder, count, seed)
+    return _from_folder(folder, count, seed, split)
 
 
-def _from_folder(folder: str | os.PathLike, count: int, seed: int) -> CalibSet:
+def _from_folder(folder: str | os.PathLike, count: int, seed: int, split: str | None = None) -> CalibSet:
     from edgecut.data.folder import load_pair, subset
-    from edgecut.exporters.parity import image_samples
+    from edgecut.exporters.parity import describe_source, image_samples
 
-    samples = image_samples(folder)
+    samples = image_samples(folder, split)
     chosen = subset(samples, count, seed)
     pairs = [load_pair(s) for s in chosen]
     masks = [m for _, m in pairs]
-    return CalibSet(str(folder), [s.name for s in chosen], [img for img, _ in pairs],
+    return CalibSet(describe_source(folder, split), [s.name for s in chosen], [img for img, _ in pairs],
                     masks if all(m is not None for m in masks) else None, len(samples))
 
 
@@ -93,8 +94,9 @@ def describe(images: Sequence[np.ndarray], masks: Sequence[np.ndarray] | None) -
     return out
 
 
-def report(calib: CalibSet, eval_folder: str | os.PathLike | None = None, seed: int = 0) -> dict[str, Any]:
-    """The calibration report: the set described, and compared with ``eval_folder`` if given."""
+def report(calib: CalibSet, eval_folder: str | os.PathLike | None = None, seed: int = 0,
+           eval_split: str | None = None) -> dict[str, Any]:
+    """The calibration report: the set described, and compared with ``eval_folder`` (its ``eval_split``) if given."""
     rep: dict[str, Any] = {"source": calib.source, "available": calib.available, "names": calib.names,
                            "calibration": describe(calib.images, calib.masks), "warnings": []}
     if calib.source == "synthetic":
@@ -105,8 +107,8 @@ def report(calib: CalibSet, eval_folder: str | os.PathLike | None = None, seed: 
     if eval_folder is None:
         rep["eval"] = None
         return rep
-    ev = _from_folder(Path(eval_folder), EVAL_SAMPLE, seed)
-    rep["eval"] = {"source": str(eval_folder), "available": ev.available, **describe(ev.images, ev.masks)}
+    ev = _from_folder(Path(eval_folder), EVAL_SAMPLE, seed, eval_split)
+    rep["eval"] = {"source": ev.source, "available": ev.available, **describe(ev.images, ev.masks)}
     c, e = rep["calibration"], rep["eval"]
     gaps: dict[str, float] = {"brightness": c["brightness"]["mean"] - e["brightness"]["mean"]}
     if c["foreground_fraction"] and e["foreground_fraction"]:

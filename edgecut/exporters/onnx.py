@@ -106,7 +106,7 @@ def export_onnx(parent: Artifact, workdir: Path, config: ExportConfig) -> Export
     elif config.precision == "int8":
         onnx.save(model, str(fp32))
         model, report = to_int8(fp32, workdir / "model.int8.onnx", model, spec, config.calib, config.seed,
-                                config.parity.data)
+                                config.parity.data, eval_split=config.parity.split)
         metrics["calibration"] = report
         notes.extend(report["warnings"])
     dest = workdir / MODEL_FILE
@@ -223,7 +223,7 @@ def _topological_sort(graph) -> None:
 
 
 def to_int8(fp32: Path, dest: Path, model, spec: ModelSpec, calib: CalibConfig, seed: int, eval_data: Path | None,
-            tensorrt: bool = False):
+            tensorrt: bool = False, eval_split: str | None = None):
     """Static QDQ quantisation of ``fp32`` calibrated on ``calib``; returns (model, calibration report).
     ``tensorrt``: Q/DQ as TensorRT's explicit quantization takes it (every zero point 0, float biases)."""
     import numpy as np
@@ -242,8 +242,8 @@ def to_int8(fp32: Path, dest: Path, model, spec: ModelSpec, calib: CalibConfig, 
     if calib.exclude_op_types:
         ops = sorted({n.op_type for n in model.graph.node} - set(calib.exclude_op_types))
 
-    cset = calibration.load_set(calib.data, spec, calib.count, seed)
-    report = calibration.report(cset, eval_data, seed)
+    cset = calibration.load_set(calib.data, spec, calib.count, seed, calib.split)
+    report = calibration.report(cset, eval_data, seed, eval_split)
 
     class Reader(q.CalibrationDataReader):
         def __init__(self) -> None:

@@ -193,8 +193,8 @@ def to_int8(model, spec: ModelSpec, config: ExportConfig):
 
     calib, vino = config.calib, config.openvino
     scope, scope_report = ignored_scope(model, calib)
-    cset = calibration.load_set(calib.data, spec, calib.count, config.seed)
-    report = calibration.report(cset, config.parity.data, config.seed)
+    cset = calibration.load_set(calib.data, spec, calib.count, config.seed, calib.split)
+    report = calibration.report(cset, config.parity.data, config.seed, config.parity.split)
     estimator, estimator_name = range_estimator(calib)
     common = {"preset": getattr(nncf.QuantizationPreset, vino.preset.upper()), "subset_size": len(cset.images),
               "ignored_scope": scope, "fast_bias_correction": False}  # see the module docstring
@@ -205,7 +205,8 @@ def to_int8(model, spec: ModelSpec, config: ExportConfig):
             if vino.max_drop is None:
                 quantized = nncf.quantize(model, calib_data, advanced_parameters=advanced, **common)
             else:
-                val_source, items = validation_items(vino.val_data or config.parity.data, spec, config.seed)
+                val_source, items = validation_items(vino.val_data or config.parity.data, spec, config.seed,
+                                                     vino.val_split if vino.val_data else config.parity.split)
                 validate = iou_validation(spec)
                 quantized = nncf.quantize_with_accuracy_control(
                     model, calib_data, nncf.Dataset(items, lambda item: item[0]), validate,
@@ -274,7 +275,8 @@ def ignored_scope(model, calib: CalibConfig):
 # --------------------------------------------------------------------------- accuracy control
 
 
-def validation_items(folder: Path | None, spec: ModelSpec, seed: int) -> tuple[str, list[tuple[Any, Any]]]:
+def validation_items(folder: Path | None, spec: ModelSpec, seed: int,
+                     split: str | None = None) -> tuple[str, list[tuple[Any, Any]]]:
     """(source, [(preprocessed batch, truth mask at the spec size as bool), ...]) for accuracy control."""
     import cv2
 
@@ -287,13 +289,13 @@ def validation_items(folder: Path | None, spec: ModelSpec, seed: int) -> tuple[s
         pairs = [render(i, side, seed=VAL_SYNTHETIC_SEED) for i in range(VAL_SYNTHETIC)]
         source = "synthetic"
     else:
-        images = parity.load_images(folder, spec, count=VAL_MAX_IMAGES, seed=seed)
+        images = parity.load_images(folder, spec, count=VAL_MAX_IMAGES, seed=seed, split=split)
         missing = [im.name for im in images if im.mask is None]
         if missing:
             raise InputError(folder, f"accuracy control needs ground-truth masks; {missing[0]!r} has none",
                              "give a data set folder with images/ and masks/ (--val-data)")
         pairs = [(im.image, im.mask) for im in images]
-        source = str(folder)
+        source = parity.describe_source(folder, split)
     h, w = spec.input_size
     items = [(spec.preprocess(image), cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST) > 127)
              for image, mask in pairs]

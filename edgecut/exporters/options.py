@@ -24,6 +24,7 @@ class CalibConfig:
 
     data: Path | None = None  # image folder (or data set root with images/); None: synthetic product photos
     count: int = 64  # images drawn from the folder (seeded; all of them when it holds fewer)
+    split: str | None = None  # only this split of a data set folder (e.g. train: calibrate on what you train on)
     method: str = "minmax"  # minmax | entropy | percentile
     percentile: float = 99.999  # percentile method: share of |activations| kept inside the range
     exclude_nodes: tuple[str, ...] = ()  # node names left in float
@@ -36,6 +37,7 @@ class ParityConfig:
 
     data: Path | None = None  # images (a folder, or a data set with images/ [+ masks/]); None: synthetic photos
     count: int | None = None  # images drawn from it (seeded); None: all of a folder, 8 synthetic ones
+    split: str | None = None  # only this split of a data set folder (e.g. val)
     tolerances: Mapping[str, float] = field(default_factory=dict)  # overrides of the precision's defaults
 
 
@@ -46,6 +48,7 @@ class OpenVinoOptions:
     preset: str = "mixed"  # mixed: symmetric weights, asymmetric activations | performance: symmetric both
     max_drop: float | None = None  # accuracy control: largest absolute drop of mean mask IoU; None: plain PTQ
     val_data: Path | None = None  # images + masks the drop is measured on; None: the parity folder, else synthetic
+    val_split: str | None = None  # only this split of val_data
 
 
 @dataclass(frozen=True)

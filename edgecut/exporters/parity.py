@@ -83,9 +83,10 @@ def parse_tolerances(items: Sequence[str]) -> dict[str, float]:
 
 
 def load_images(folder: str | os.PathLike | None, spec: ModelSpec, count: int | None = None,
-                seed: int = 0) -> list[ParityImage]:
-    """Images of ``folder`` (a data set root with images/ [+ masks/], or a plain image folder),
-    all of them or ``count`` drawn with ``seed``; without a folder, synthetic product photos."""
+                seed: int = 0, split: str | None = None) -> list[ParityImage]:
+    """Images of ``folder`` (a data set root with images/ [+ masks/], or a plain image folder; only
+    ``split``'s when given), all of them or ``count`` drawn with ``seed``; without a folder,
+    synthetic product photos."""
     if folder is None:
         from edgecut.data.synth import MAX_SIZE, MIN_SIZE, render
 
@@ -97,19 +98,30 @@ def load_images(folder: str | os.PathLike | None, spec: ModelSpec, count: int | 
         return out
     from edgecut.data.folder import load_pair, subset
 
-    samples = subset(image_samples(folder), count, seed)
+    samples = subset(image_samples(folder, split), count, seed)
     return [ParityImage(s.name, *load_pair(s)) for s in samples]
 
 
-def image_samples(folder: str | os.PathLike):
-    """Samples of a data set root (images/ + optional masks/) or of a plain folder of images."""
+def describe_source(folder: str | os.PathLike | None, split: str | None = None) -> str:
+    """How a report names the images: the folder (with ``:split`` when only one split was used) or synthetic."""
+    if folder is None:
+        return "synthetic"
+    return f"{folder}:{split}" if split else str(folder)
+
+
+def image_samples(folder: str | os.PathLike, split: str | None = None):
+    """Samples of a data set root (images/ + optional masks/; ``split``'s only, when given) or of a
+    plain folder of images."""
     from edgecut.data.folder import Sample, find_samples
 
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(folder, "image folder not found")
     if (folder / "images").is_dir():
-        return find_samples(folder, masks=False)
+        return find_samples(folder, split, masks=False)
+    if split is not None:
+        raise InputError(folder, f"a plain folder of images has no split {split!r}",
+                         "give a data set with images/ and splits/, or drop the split")
     files = io.list_images(folder)
     if not files:
         raise InputError(folder, "holds no images", "give a folder of images, or a data set with images/")
@@ -135,8 +147,8 @@ def against_parent(parent: Artifact, candidate: Artifact, tolerances: Mapping[st
     parent_device = device.replace("tensorrt", "cuda") if parent.manifest.format == "torch" else device
     parent_runner = runtime.load(parent, device=parent_device, threads=threads)
     runner = runtime.load(candidate, device=device, threads=threads)
-    images = load_images(config.data, candidate.spec, count=config.count, seed=seed)
-    report = check(parent_runner, runner, images, tolerances, data=str(config.data or "synthetic"))
+    images = load_images(config.data, candidate.spec, count=config.count, seed=seed, split=config.split)
+    report = check(parent_runner, runner, images, tolerances, data=describe_source(config.data, config.split))
     return ParityCheck(report, parent_runner, runner, images)
 
 

@@ -163,7 +163,8 @@ def onnx_for_engine(parent: Artifact, workdir: Path, config: ExportConfig,
         if config.precision == "int8" and int8_source == "qdq":
             model = onnx.load(str(dest))
             q, report = onnx_export.to_int8(dest, workdir / "model.int8.onnx", model, spec, config.calib,
-                                            config.seed, config.parity.data, tensorrt=True)
+                                            config.seed, config.parity.data, tensorrt=True,
+                                            eval_split=config.parity.split)
             onnx_export.stamp(q, spec, "int8", parent.sha256)
             onnx.save(q, str(dest))
             (workdir / "model.int8.onnx").unlink(missing_ok=True)
@@ -286,8 +287,8 @@ def export_tensorrt(parent: Artifact, workdir: Path, config: ExportConfig) -> Ex
     if config.precision == "int8" and settings.int8_source == "calibrator":
         from edgecut.exporters import calibration as calib_sets
 
-        cset = calib_sets.load_set(config.calib.data, spec, config.calib.count, config.seed)
-        metrics["calibration"] = {**calib_sets.report(cset, config.parity.data, config.seed),
+        cset = calib_sets.load_set(config.calib.data, spec, config.calib.count, config.seed, config.calib.split)
+        metrics["calibration"] = {**calib_sets.report(cset, config.parity.data, config.seed, config.parity.split),
                                   "method": "entropy (TensorRT IInt8EntropyCalibrator2)"}
         calibration, calib_cache = list(cset.batches(spec)), workdir / CALIB_CACHE_FILE
     machine = machine_cache_path(target) if settings.machine_cache else None

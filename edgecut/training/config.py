@@ -23,7 +23,7 @@ class LoopConfig:
     min_lr_ratio: float = 0.01
     grad_clip: float | None = 1.0  # max global gradient norm; None: no clipping
     ema_decay: float | None = None  # e.g. 0.999: validate and ship an exponential moving average
-    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # auto: bf16 on CPU, bf16/fp16 on CUDA
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # auto: the fastest here, timed (training/loop.py)
     channels_last: bool = True
     seed: int = 0
     workers: int = 0  # data-loader processes

@@ -18,13 +18,11 @@ the others wait. Batch-norm buffers are rank 0's (DDP broadcasts them before eac
 
 from __future__ import annotations
 
-import atexit
-import contextlib
+import copy
 import dataclasses
 import math
 import os
 import random
-import signal
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -38,11 +36,13 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from edgecut import io
-from edgecut.env import resolve_device
-from edgecut.training.config import LoopConfig
 from edgecut.data.transforms import EpochBatchSampler
+from edgecut.env import resolve_device
 from edgecut.errors import EdgecutError, InputError
+from edgecut.training.config import LoopConfig
+from edgecut.training.distributed import any_rank, average_gradients, barrier, init_distributed, world
 from edgecut.training.losses import SegmentationObjective
+from edgecut.training.progress import EpochBar, SignalGuard
 
 CHECKPOINT_DIR = "checkpoints"
 LAST = "last.pt"
@@ -61,6 +61,7 @@ class TrainState:
     best_epoch: int = -1
     history: list[dict[str, Any]] = field(default_factory=list)
     last_logs: dict[str, float] = field(default_factory=dict)
+    precision: dict[str, Any] = field(default_factory=dict)  # what precision="auto" chose, and the timings why
 
 
 @dataclass
@@ -70,73 +71,66 @@ class FitResult:
     best_metrics: dict[str, float]
     wall_time_s: float
 
+    @property
+    def precision(self) -> dict[str, Any]:
+        """The precision the run trained in (``chosen``) and, for ``auto``, the step times it was chosen by."""
+        return self.state.precision
+
 
 class TrainingInterrupted(EdgecutError):
     pass
 
 
-# ----------------------------------------------------------------------------- distributed
-
-
-def world() -> tuple[int, int]:
-    """(rank, world size) of this process: (0, 1) unless started by torchrun with WORLD_SIZE > 1."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-
-
-def init_distributed(device: torch.device) -> tuple[int, int]:
-    """Join the process group torchrun described in the environment (once); (rank, world size)."""
-    rank, size = world()
-    if size > 1 and not dist.is_initialized():
-        if not dist.is_available():
-            raise EdgecutError("WORLD_SIZE > 1 but this torch build has no torch.distributed")
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-        atexit.register(dist.destroy_process_group)
-        rank, size = world()
-    return rank, size
-
-
-def barrier() -> None:
-    """Wait for every rank (nothing to wait for in a single process)."""
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-
-
-def on_main_process(write: Callable[[], Any], read: Callable[[], Any]) -> Any:
-    """Run ``write`` on rank 0 only; the other ranks wait for it, then ``read`` what it wrote."""
-    if world()[1] == 1:
-        return write()
-    result = write() if world()[0] == 0 else None
-    barrier()
-    return result if world()[0] == 0 else read()
-
-
-def _any_rank(flag: bool, device: torch.device) -> bool:
-    t = torch.tensor([float(flag)], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
-
-
-def _average_gradients(params: Sequence[torch.Tensor], world_size: int) -> None:
-    """All-reduce the gradients of parameters that DDP does not own (the extra modules)."""
-    for p in params:
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
-        dist.all_reduce(p.grad)
-        p.grad.div_(world_size)
-
-
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of an explicit precision (fp32: none); ``auto`` is measured (:func:`candidates`)."""
     if precision == "fp32":
         return None
     if precision == "fp16":
         return torch.float16
-    if precision == "bf16" or device.type == "cpu":
+    if precision == "bf16":
         return torch.bfloat16
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    raise ValueError(f"precision {precision!r}: auto is measured by the run; give fp32, bf16 or fp16")
+
+
+def candidates(device: torch.device) -> tuple[list[str], str]:
+    """The precisions ``auto`` times on ``device``, and why the others are left out. On a CPU
+    without native bf16 (AVX2 only) autocast emulates it, 9 to 18 times slower than fp32 in
+    training, so it is not even tried."""
+    from edgecut.env import native_bf16
+
+    if device.type == "cuda":
+        return (["fp32", "bf16", "fp16"] if torch.cuda.is_bf16_supported() else ["fp32", "fp16"]), ""
+    if native_bf16():
+        return ["fp32", "bf16"], ""
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA")
+    if cap:
+        return ["fp32"], f"oneDNN is kept below bf16 here (ONEDNN_MAX_CPU_ISA={cap}): bf16 autocast would be emulated"
+    return ["fp32"], "this CPU has no native bf16 (no AVX-512 BF16 or AMX): bf16 autocast would be emulated"
+
+
+def step_ms(model: nn.Module, objective: Callable[..., Any], batch: dict[str, torch.Tensor], precision: str,
+            device: torch.device, extra_modules: Sequence[nn.Module] = (), steps: int = 3) -> float:
+    """Median time in ms of one forward and backward pass of ``objective(model, batch)`` at
+    ``precision`` (after one untimed pass): what ``precision="auto"`` compares. The gradients are
+    dropped; the weights are not stepped (batch-norm statistics do move: the caller puts them back)."""
+    dtype = autocast_dtype(precision, device)
+    for m in (model, *extra_modules):
+        m.train()
+    times = []
+    for k in range(steps + 1):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            loss, _ = objective(model, batch)
+        loss.float().backward()
+        for m in (model, *extra_modules):
+            m.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if k:
+            times.append((time.perf_counter() - t0) * 1e3)
+    return float(np.median(times))
 
 
 def lr_factor(step: int, total: int, warmup: int, min_ratio: float) -> float:
@@ -213,9 +207,11 @@ def fit(model: nn.Module, train_set: Dataset, config: LoopConfig, out_dir: str |
                resume_key or {})
     if resume:
         run.restore()
+    if not run.state.precision:
+        run.choose_precision(train_set)
     run.start()
-    bar = _Progress(progress and run.rank == 0, config.epochs, run.state.steps_per_epoch)
-    interrupted = _SignalGuard()
+    bar = EpochBar(progress and run.rank == 0, config.epochs, run.state.steps_per_epoch)
+    interrupted = SignalGuard()
     try:
         with bar, interrupted:
             while run.state.epoch < config.epochs:
@@ -259,8 +255,8 @@ class _Run:
         total, warmup = config.epochs * steps, int(round(config.warmup_epochs * steps))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(s, total, warmup, config.min_lr_ratio))
-        self.amp_dtype = autocast_dtype(config.precision, self.device)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=(self.amp_dtype == torch.float16))
+        self.amp_dtype: torch.dtype | None = None  # set by choose_precision (fresh runs) or restore
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=False)
         self.ema = None
         if config.ema_decay:
             self.ema = torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=ema_update(config.ema_decay),
@@ -311,9 +307,57 @@ class _Run:
         self.scaler.load_state_dict(ck["scaler"])
         _set_rng_state(ck["rng"])
         self.state = TrainState(**ck["state"])
+        if self.state.precision:  # the precision the run started with, not a new measurement
+            self._use(self.state.precision["chosen"])
 
-    def train_epoch(self, train_set: Dataset, bar: _Progress, callbacks: Sequence[Callback],
-                    interrupted: _SignalGuard) -> None:
+    def _use(self, precision: str) -> None:
+        self.amp_dtype = autocast_dtype(precision, self.device)
+        enabled = self.amp_dtype == torch.float16
+        if enabled != self.scaler.is_enabled():
+            self.scaler = torch.amp.GradScaler(self.device.type, enabled=enabled)
+
+    def choose_precision(self, train_set: Dataset) -> None:
+        """The run's precision: the one asked for, or for ``auto`` the fastest of :func:`candidates`,
+        timed on this model, objective and batch size (forward and backward; the weights, batch-norm
+        statistics and random state are put back afterwards). Rank 0 measures; every rank uses its choice."""
+        config = self.config
+        if config.precision != "auto":
+            choice: dict[str, Any] = {"chosen": config.precision, "asked": config.precision}
+        elif self.rank == 0:
+            choice = self._time_precisions(train_set)
+        else:
+            choice = {}
+        if self.world_size > 1:
+            shared = [choice]
+            dist.broadcast_object_list(shared, src=0)
+            choice = shared[0]
+        self.state.precision = choice
+        self._use(choice["chosen"])
+
+    def _time_precisions(self, train_set: Dataset) -> dict[str, Any]:
+        names, why = candidates(self.device)
+        choice: dict[str, Any] = {"asked": "auto", "device": self.device.type, "tried": names}
+        if why:
+            choice["note"] = why
+        if len(names) == 1:
+            return {**choice, "chosen": names[0]}
+        batch = _collate([train_set[(0, i)] for i in range(min(self.config.batch_size, len(train_set)))])
+        batch = {k: (v.to(self.device, memory_format=self.memory_format) if v.ndim == 4 else v.to(self.device))
+                 for k, v in batch.items()}
+        saved = [copy.deepcopy(m.state_dict()) for m in (self.model, *self.extra_modules)]
+        rng = _rng_state()
+        times = {name: self._step_ms(batch, name) for name in names}
+        for m, sd in zip((self.model, *self.extra_modules), saved):
+            m.load_state_dict(sd)
+        _set_rng_state(rng)
+        self.optimizer.zero_grad(set_to_none=True)
+        return {**choice, "chosen": min(times, key=times.get), "step_ms": {k: round(v, 1) for k, v in times.items()}}
+
+    def _step_ms(self, batch: dict[str, torch.Tensor], precision: str, steps: int = 3) -> float:
+        return step_ms(self.model, self.objective, batch, precision, self.device, self.extra_modules, steps)
+
+    def train_epoch(self, train_set: Dataset, bar: EpochBar, callbacks: Sequence[Callback],
+                    interrupted: SignalGuard) -> None:
         """The steps left in the current epoch (all of them, or those after a resumed position)."""
         config, state, device = self.config, self.state, self.device
         sampler = EpochBatchSampler(len(train_set), config.batch_size, state.epoch, config.seed,
@@ -335,7 +379,7 @@ class _Run:
                 last_save = time.monotonic()
             for cb in callbacks:
                 cb(state)
-            stop = interrupted.hit if self.world_size == 1 else _any_rank(interrupted.hit, device)
+            stop = interrupted.hit if self.world_size == 1 else any_rank(interrupted.hit, device)
             if stop:  # all ranks stop at the same step
                 raise KeyboardInterrupt
 
@@ -350,7 +394,7 @@ class _Run:
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if self.world_size > 1 and self.extra_params:
-            _average_gradients(self.extra_params, self.world_size)
+            average_gradients(self.extra_params, self.world_size)
         if self.config.grad_clip:
             self.scaler.unscale_(self.optimizer)
             nn.utils.clip_grad_norm_(self.params, self.config.grad_clip)
@@ -399,6 +443,13 @@ class _Run:
         return FitResult(self.shipped.eval(), state, best_metrics, time.perf_counter() - self.started)
 
 
+def _collate(items: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    """Dataset items -> one batch, as the DataLoader's default collation makes it (tensors stacked)."""
+    from torch.utils.data import default_collate
+
+    return {k: v for k, v in default_collate(list(items)).items() if isinstance(v, torch.Tensor)}
+
+
 def _load_checkpoint(path: Path) -> dict[str, Any]:
     import pickle
 
@@ -409,61 +460,3 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
                          "delete it to start over") from None
 
 
-class _SignalGuard:
-    """Turn SIGTERM into a clean stop at the end of the current step (Ctrl-C already is)."""
-
-    def __init__(self) -> None:
-        self.hit = False
-        self._old: Any = None
-
-    def __enter__(self) -> _SignalGuard:
-        with contextlib.suppress(ValueError):  # not the main thread
-            self._old = signal.signal(signal.SIGTERM, self._handle)
-        return self
-
-    def _handle(self, *_: Any) -> None:
-        self.hit = True
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._old is not None:
-            signal.signal(signal.SIGTERM, self._old)
-
-
-class _Progress:
-    """A rich progress bar over steps, one line printed per epoch."""
-
-    def __init__(self, enabled: bool, epochs: int, steps: int) -> None:
-        self.enabled, self.epochs, self.steps = enabled, epochs, steps
-        self.progress = None
-        if enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                     TimeRemainingColumn(), TextColumn("{task.fields[logs]}"))
-            self.task = None
-
-    def __enter__(self) -> _Progress:
-        if self.progress:
-            self.progress.__enter__()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.progress:
-            self.progress.__exit__(*exc)
-
-    def start_epoch(self, epoch: int, done: int) -> None:
-        if self.progress:
-            if self.task is not None:
-                self.progress.remove_task(self.task)
-            self.task = self.progress.add_task(f"epoch {epoch + 1}/{self.epochs}", total=self.steps,
-                                               completed=done, logs="")
-
-    def step(self, logs: dict[str, float]) -> None:
-        if self.progress:
-            text = " ".join(f"{k} {v:.3g}" for k, v in logs.items())
-            self.progress.update(self.task, advance=1, logs=text)
-
-    def end_epoch(self, record: dict[str, Any]) -> None:
-        if self.progress:
-            text = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items())
-            self.progress.console.print(text)

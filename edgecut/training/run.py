@@ -16,11 +16,12 @@ from edgecut import io
 from edgecut.artifact import Artifact, ModelSpec, Step, load_artifact
 from edgecut.data.folder import Sample, check_pairs, find_samples
 from edgecut.data.transforms import SegmentationDataset
-from edgecut.env import resolve_device
+from edgecut.env import native_bf16, resolve_device
 from edgecut.models.registry import create_model
 from edgecut.models.store import save_model
 from edgecut.training.config import CACHE_MAX_IMAGES, TrainConfig
-from edgecut.training.loop import Callback, fit, on_main_process, seed_everything
+from edgecut.training.distributed import on_main_process
+from edgecut.training.loop import Callback, fit, seed_everything
 
 
 
@@ -69,11 +70,13 @@ def training_data(root: str | os.PathLike, train_split: str | None = None, val_s
 
 
 def validator(samples: Sequence[Sample], spec: ModelSpec, device: torch.device, batch_size: int = 8,
-              workers: int = 0, cache: bool = True, amp: bool = True):
-    """A function model -> val metrics at the model's input size (IoU, MAE, S-measure, ...);
-    on CPU under bf16 autocast unless ``amp`` is False (fake-quantised models are scored in fp32)."""
+              workers: int = 0, cache: bool = True, amp: bool | None = None):
+    """A function model -> val metrics at the model's input size (IoU, MAE, S-measure, ...); on a CPU
+    with native bf16 under bf16 autocast, unless ``amp`` says otherwise (fake-quantised models are
+    scored in fp32: ``amp=False``)."""
     from edgecut.metrics import SegMetrics
 
+    use_bf16 = device.type == "cpu" and (native_bf16() if amp is None else amp)
     ds = SegmentationDataset(samples, spec, train=False, cache=cache)
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers)
 
@@ -84,7 +87,7 @@ def validator(samples: Sequence[Sample], spec: ModelSpec, device: torch.device, 
         acc = SegMetrics()
         for batch in loader:
             x = batch["image"].to(device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cpu"):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 logits = model(x)
             prob = spec.to_probability(logits.float().cpu().numpy())
             for p, m in zip(prob, batch["mask"][:, 0].numpy()):
@@ -124,6 +127,7 @@ def train(data: str | os.PathLike, out: str | os.PathLike, config: TrainConfig =
             "data": str(ds.root), "train_split": ds.train_split, "val_split": ds.val_split,
             "train_images": len(ds.train), "size": config.size, "arch": arch_d, **asdict(loop),
             "best_epoch": result.state.best_epoch, "wall_time_s": round(result.wall_time_s, 1),
+            "precision_used": result.precision,
         })
         metrics = {"val": result.best_metrics, "val_data": ds.val_name} if result.best_metrics else {}
         return save_model(out, result.model.float().to("cpu", memory_format=torch.contiguous_format), arch_d, spec,
