@@ -948,7 +948,8 @@ def carried_size(root: Path = ROOT, carry: Sequence[str] = (".gpu",)) -> dict[st
     carried = {c: tree_bytes(root / c) for c in carry}
     ignored = {}
     for c in carry:
-        q = subprocess.run(["git", "-C", str(root), "check-ignore", "-q", c], capture_output=True)
+        # the trailing slash: a folder pattern matches a folder that does not exist yet (a clean clone)
+        q = subprocess.run(["git", "-C", str(root), "check-ignore", "-q", c.rstrip("/") + "/"], capture_output=True)
         ignored[c] = q.returncode == 0
     total = tree + sum(carried.values())
     return {"tree_files": len(files), "tree_bytes": tree, "carried_bytes": carried, "total_bytes": total,
