@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -175,3 +176,21 @@ def test_the_ready_recipes_are_valid(recipe, tmp_path, tiny_artifact, synth_data
     mine = {"model": tiny_artifact.path, "data": synth_data}  # what a user passes with --set inputs.NAME=PATH
     loaded = load_recipe(recipe, {f"inputs.{k}": str(mine[k]) for k in given}, run_dir=tmp_path / "run")
     assert loaded.steps and all(s.config is not None for s in loaded.steps.values())
+
+
+def test_a_data_folder_is_known_by_its_contents_not_its_file_times(tmp_path):
+    from edgecut.recipe.runner import fingerprint
+
+    data = tmp_path / "data"
+    (data / "images").mkdir(parents=True)
+    (data / "images" / "a.png").write_bytes(b"\x89PNG one")
+    (data / "images" / "b.png").write_bytes(b"\x89PNG two")
+    (data / ".cache").write_text("ignored")
+    before = fingerprint(data)
+    for p in (data / "images").iterdir():  # a restored or copied folder: the same files, new times
+        os.utime(p, (1_000_000_000, 1_000_000_000))
+    assert fingerprint(data) == before
+    (data / ".cache").write_text("still ignored")
+    assert fingerprint(data) == before
+    (data / "images" / "b.png").write_bytes(b"\x89PNG 2wo")  # same size, other bytes
+    assert fingerprint(data) != before

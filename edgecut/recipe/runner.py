@@ -1,12 +1,13 @@
 """Running a recipe: every step in order, each one skipped when its inputs and settings have not changed.
 
 A step's cache key is the sha256 of its kind, its whole config (defaults filled in) and a
-fingerprint of everything it reads (an artifact's model sha256, a data folder's file list with
-sizes and times, a records file's sha256). ``run_dir/.recipe/<step>.json`` keeps the key of the
-step's last run and whether it finished: a finished step with the same key is a cache hit; an
-unfinished one with the same key resumes (the stages resume exactly); any other is run afresh,
-its old output removed. A changed setting therefore re-runs that step and, because its output
-changes, everything that reads it, and nothing before it. The run ends with ``recipe.lock.yaml``:
+fingerprint of everything it reads (an artifact's model sha256, a data folder's file names and
+contents, not times, so a copied or restored folder is the same; a records file's sha256).
+``run_dir/.recipe/<step>.json`` keeps the key of the step's last run and whether it finished: a
+finished step with the same key is a cache hit; an unfinished one with the same key resumes (the
+stages resume exactly); any other is run afresh, its old output removed. A changed setting
+therefore re-runs that step and, because its output changes, everything that reads it, and
+nothing before it. The run ends with ``recipe.lock.yaml``:
 the recipe with every default filled in and the versions that ran it.
 """
 
@@ -83,9 +84,19 @@ def fingerprint(path: str | os.PathLike) -> str:
     h = hashlib.sha256()
     for p in sorted(path.rglob("*")):
         if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts):
-            st = p.stat()
-            h.update(f"{p.relative_to(path)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            h.update(f"{p.relative_to(path)}\0{_file_sha256(p)}\n".encode())
     return "folder:" + h.hexdigest()
+
+
+_HASHES: dict[tuple[str, int, int], str] = {}  # (path, size, mtime): sha256, for the plan's repeated looks
+
+
+def _file_sha256(p: Path) -> str:
+    st = p.stat()
+    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _HASHES:
+        _HASHES[key] = io.sha256_file(p)
+    return _HASHES[key]
 
 
 def step_key(spec: StepSpec) -> str:
