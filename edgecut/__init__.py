@@ -24,6 +24,8 @@ _API = {
     "list_models": "edgecut.models.registry",
     "load_model": "edgecut.models.store",
     "save_model": "edgecut.models.store",
+    "ImportConfig": "edgecut.intake.config",
+    "import_model": "edgecut.intake.importer",
     "LoopConfig": "edgecut.training.config",
     "TrainConfig": "edgecut.training.config",
     "train": "edgecut.training.run",

@@ -176,6 +176,7 @@ class FileEntry(BaseModel):
 FORMAT_PRECISIONS: dict[str, tuple[str, ...]] = {
     "torch": ("fp32", "bf16", "fp16"),  # weights in fp32; bf16 / fp16 run under autocast
     "torchscript": ("fp32",),
+    "pt2": ("fp32",),  # a torch.export program (ExportedProgram saved with torch.export.save)
     "onnx": ("fp32", "fp16", "int8"),
     "openvino": ("fp32", "fp16", "int8"),
     "tensorrt": ("fp32", "fp16", "int8"),
@@ -183,13 +184,26 @@ FORMAT_PRECISIONS: dict[str, tuple[str, ...]] = {
 
 
 class Arch(BaseModel):
-    """A registered architecture: its builder's name, its options, and the layers pruning resized."""
+    """How to build the module: a registered architecture (its builder's name) or a user's class
+    (``class_path``), its options, the layers pruning resized, and which output to read."""
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str
+    name: str  # registry name; for a user's class, the class's name (shown, not used to build)
     kwargs: dict[str, Any] = Field(default_factory=dict)
     channels: dict[str, dict[str, int]] | None = None  # layer -> channel counts (models/channels.py)
+    class_path: str | None = None  # "package.module:Class", or "/abs/path/file.py:Class" (see models/store.py)
+    class_sha256: str | None = None  # of the class's file when class_path names a file: it must not change
+    output: dict[str, int | str] | None = None  # {"index": N} | {"key": NAME}, and/or {"channel": C}
+
+    @field_validator("output")
+    @classmethod
+    def _output(cls, v: dict[str, int | str] | None) -> dict[str, int | str] | None:
+        if v is not None:
+            unknown = set(v) - {"index", "key", "channel"}
+            if unknown or ("index" in v and "key" in v) or not v:
+                raise ValueError(f"output selection {v}: give index or key, and/or channel")
+        return v
 
 
 class Manifest(BaseModel):
@@ -198,10 +212,10 @@ class Manifest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     schema_version: int = SCHEMA_VERSION
-    format: str  # a key of FORMAT_PRECISIONS: torch, torchscript, onnx, openvino, tensorrt
+    format: str  # a key of FORMAT_PRECISIONS: torch, torchscript, pt2, onnx, openvino, tensorrt
     precision: str = "fp32"  # one that the format holds (FORMAT_PRECISIONS)
     model_file: str  # name of the model file inside the artifact directory
-    arch: dict[str, Any] | None = None  # {"name", "kwargs", "channels"?}: the registry architecture (see Arch)
+    arch: dict[str, Any] | None = None  # {"name", "kwargs", "channels"?, "class_path"?, ...}: how to build it (Arch)
     spec: ModelSpec  # how to feed the model: never guessed
     params: int | None = Field(default=None, ge=0)
     macs: int | None = Field(default=None, ge=0)  # multiply-accumulates of one image at spec.input_size

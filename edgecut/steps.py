@@ -43,6 +43,18 @@ def _synth_config():
     return SynthConfig
 
 
+def _import_fn():
+    from edgecut.intake.importer import import_model
+
+    return import_model
+
+
+def _import_config():
+    from edgecut.intake.config import ImportConfig
+
+    return ImportConfig
+
+
 def _train_fn():
     from edgecut.training.run import train
 
@@ -129,6 +141,7 @@ def _compare_config():
 
 STEPS: dict[str, StepKind] = {
     "synth": StepKind("synth", (), _synth_fn, _synth_config, writes="data"),
+    "import": StepKind("import", ("model",), _import_fn, _import_config),
     "train": StepKind("train", ("data",), _train_fn, _train_config),
     "prune": StepKind("prune", ("model",), _prune_fn, _prune_config),
     "distill": StepKind("distill", ("teachers", "data"), _distill_fn, _distill_config),

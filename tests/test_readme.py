@@ -50,7 +50,7 @@ def test_every_command_the_readme_shows_exists():
     from edgecut.cli import app
 
     shown = _shown_commands()
-    assert {("train",), ("prune",), ("distill",), ("export",), ("bench",), ("compare",), ("run",)} <= shown
+    assert {("train",), ("prune",), ("distill",), ("export",), ("bench",), ("compare",), ("run",), ("import",)} <= shown
     for words in sorted(shown):
         res = CliRunner().invoke(app, [*words, "--help"])
         assert res.exit_code == 0, f"edgecut {' '.join(words)} --help: {res.output}"

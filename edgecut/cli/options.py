@@ -121,6 +121,28 @@ def qat_config(*, epochs, lr, calib_count, batch, signed_activations, dynamic, p
                      train_split=train_split, val_split=val_split, parity=parity, threads=threads, loop=loop)
 
 
+def import_config(*, class_, arch, kwargs, output_index, output_key, output_channel, output, size, dynamic, mean,
+                  std, scale, size_divisor, threshold, data, count, force, overwrite, **_):
+    import json
+
+    from edgecut.errors import EdgecutError
+    from edgecut.intake.config import ImportConfig
+
+    try:
+        parsed = json.loads(kwargs) if kwargs else {}
+    except json.JSONDecodeError as e:
+        raise EdgecutError(f"--kwargs {kwargs!r} is not JSON ({e.msg}); write e.g. '{{\"width\": 32}}'") from None
+    if not isinstance(parsed, dict):
+        raise EdgecutError(f"--kwargs is a JSON object of options, got {kwargs!r}")
+    if output not in (None, "logits", "probability"):
+        raise EdgecutError(f"--output is logits or probability, not {output!r}")
+    return ImportConfig(arch=arch, class_path=class_, kwargs=parsed, output_index=output_index, output_key=output_key,
+                        output_channel=output_channel, output=output, size=tuple(size) if size else None,
+                        dynamic=dynamic, mean=tuple(mean) if mean else None, std=tuple(std) if std else None,
+                        scale=scale, size_divisor=size_divisor, threshold=threshold,
+                        data=str(data) if data else None, count=count, force=force, overwrite=overwrite)
+
+
 def export_config(*, format, precision, calib, calib_count, calib_split, calib_method, exclude, exclude_op, dynamic,
                   opset, no_simplify, parity_data, parity_split, parity_count, tolerance, require_faster, device,
                   threads, seed, overwrite, preset, max_drop, val_data, val_split, **_) -> ExportConfig:

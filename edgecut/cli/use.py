@@ -66,7 +66,12 @@ def info(
             val = f"{val:,}"
         table.add_row(key, str(val))
     table.add_row("arch", json.dumps(m["arch"]))
-    table.add_row("spec", json.dumps(m["spec"]))
+    sources = (m["metrics"].get("import") or {}).get("spec_source")
+    if isinstance(sources, dict):  # an imported model: each field, and whether it was given or measured
+        for key, value in m["spec"].items():
+            table.add_row(f"spec {key}", f"{json.dumps(value)}  ({sources.get(key, 'fixed')})")
+    else:
+        table.add_row("spec", json.dumps(m["spec"]))
     for step in m["lineage"]:
         table.add_row("lineage", f"{step['step']} at {step['time']}")
     val = m["metrics"].get("val")

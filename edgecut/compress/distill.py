@@ -21,7 +21,9 @@ student's resolution), re-normalised when their ModelSpec asks for other mean/st
 their outputs would save that forward, but every (epoch, index) is a new augmented image, so
 a cache would grow with epochs x images; on the fly is simple and exact. A teacher with a
 fixed input size (``dynamic_size=False``) sees the batch resized to its size, and its output is
-resized back.
+resized back. A teacher may be of any format: torch, TorchScript and torch.export artifacts run as
+modules, ONNX / OpenVINO / TensorRT artifacts through their Runner (on the CPU, or their device),
+which serves output distillation; feature distillation needs a torch module's layers.
 
 Under ``torchrun`` the student trains with DistributedDataParallel (see train/loop.py); each
 rank runs the teachers on its own shard.
@@ -37,6 +39,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -65,12 +68,34 @@ class Teacher:
     arch: dict[str, Any] | None
 
 
-def load_teacher(source: Artifact | str | os.PathLike) -> Teacher:
-    """An artifact (or its directory) or a TorchScript file, frozen in eval mode."""
-    loaded = load_model(source)
+class RunnerTeacher(nn.Module):
+    """A teacher of any format, through its Runner: forward is its output on the batch (no
+    gradients, no features: output distillation only)."""
+
+    def __init__(self, runner: Any, fmt: str) -> None:
+        super().__init__()
+        self.runner, self.format = runner, fmt
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.runner(x.detach().float().cpu().numpy())
+        return torch.from_numpy(np.ascontiguousarray(out)).to(x.device)
+
+
+def load_teacher(source: Artifact | str | os.PathLike, device: str = "cpu") -> Teacher:
+    """A teacher frozen in eval mode: a torch, TorchScript or torch.export artifact (or TorchScript
+    file) as its module; an ONNX, OpenVINO or TensorRT artifact through its Runner."""
     where = str(source.path if isinstance(source, Artifact) else source)
+    art = source if isinstance(source, Artifact) else load_artifact(source) if is_artifact(source) else None
+    if art is not None and art.manifest.format not in ("torch", "torchscript", "pt2"):
+        from edgecut import runtime
+
+        runner = runtime.load(art, device=device)
+        return Teacher(RunnerTeacher(runner, art.manifest.format), art.spec, where, art.sha256, art.manifest.arch)
+    loaded = load_model(source)
     sha = loaded.artifact.sha256 if loaded.artifact is not None else io.sha256_file(where)
-    module = loaded.module.eval().requires_grad_(False)
+    module = loaded.module.eval()
+    for p in module.parameters():  # requires_grad_() on the module is refused by TorchScript
+        p.requires_grad_(False)
     return Teacher(module, loaded.spec, where, sha, loaded.arch)
 
 
@@ -100,6 +125,9 @@ def as_logits(output: torch.Tensor, spec: ModelSpec) -> torch.Tensor:
 
 def feature_taps(model: nn.Module, who: str) -> dict[int, str]:
     """The model's stride -> submodule map, or a clear error when it has none."""
+    if isinstance(model, RunnerTeacher):
+        raise ModelError(f"{who} is a {model.format} model run through its Runner: feature distillation needs its "
+                         "layers as a torch module; drop --feature-kd (output distillation works with it)")
     taps = getattr(model, "feature_taps", None)
     if not taps:
         raise ModelError(f"{who} ({type(model).__name__}) declares no feature_taps, so feature distillation "

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from edgecut import io
-from edgecut.artifact import Artifact, ModelSpec, Step
+from edgecut.artifact import Artifact, ModelSpec, Step, is_artifact, load_artifact
 from edgecut.compress.configs import PruneConfig
 from edgecut.compress.prune import (PruneStats, plan_from_sensitivity, prunable_groups, prune_model,
                                     recalibrate_batchnorm, sensitivity, write_sensitivity)
@@ -60,11 +60,15 @@ def torch_latency(model: nn.Module, spec: ModelSpec, threads: int | None = None)
 
 
 def _loaded(source: Artifact | str | os.PathLike) -> LoadedModel:
-    loaded = load_model(source)
-    if loaded.arch is None or loaded.artifact is None:
-        raise InputError(loaded.artifact.path if loaded.artifact else source, "pruning needs a torch artifact with its architecture (TorchScript and bare "
-                         "weights are not enough)", "train or load it with edgecut first, then prune the artifact")
-    return loaded
+    art = source if isinstance(source, Artifact) else load_artifact(source) \
+        if is_artifact(source) or not Path(source).is_file() else None  # a missing path: load_artifact says so
+    if art is None or art.manifest.format != "torch":
+        what = "this file" if art is None else f"this {art.manifest.format} artifact"
+        raise InputError(art.path if art is not None else source,
+                         f"{what} has no module structure to prune (a graph, not layers edgecut can resize)",
+                         "import its state dict with its class (edgecut import model.pth --class file.py:Class) "
+                         "and prune that artifact")
+    return load_model(art)
 
 
 @io.writes_out
@@ -89,11 +93,11 @@ def prune(source: Artifact | str | os.PathLike, out: str | os.PathLike, config: 
         if (out / STEPS_DIR / str(k) / "edgecut.json").exists():
             module, start_step = load_model(out / STEPS_DIR / str(k)).module, k
             break
-    reference = build({"name": parent.arch["name"], "kwargs": parent.arch.get("kwargs", {})})
+    unpruned = {k: v for k, v in parent.arch.items() if k != "channels"}  # registry name or class, output
+    reference = build(unpruned)
 
     def arch_of(model: nn.Module) -> dict[str, Any]:
-        return {"name": parent.arch["name"], "kwargs": parent.arch.get("kwargs", {}),
-                "channels": channel_config(model, reference)}
+        return {**unpruned, "channels": channel_config(model, reference)}
 
     steps_log: dict[int, dict[str, Any]] = {}
     finetune = _Finetune(config, spec, train_set, validate, out, steps_log, arch_of, progress)

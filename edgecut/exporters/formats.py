@@ -52,11 +52,11 @@ def _tensorrt(parent: Artifact, workdir: Path, config: ExportConfig) -> Exported
 
 FORMATS: dict[str, ExportFormat] = {
     "onnx": ExportFormat("onnx", ".onnx", FORMAT_PRECISIONS["onnx"], ("cpu", "cuda", "tensorrt"), "onnx",
-                         ("onnx", "onnxruntime"), _onnx, parents=("torch", "onnx")),
+                         ("onnx", "onnxruntime"), _onnx, parents=("torch", "torchscript", "pt2", "onnx")),
     # via the fp32 ONNX; int8 also needs nncf (checked when quantising: fp32 / fp16 do without it)
     "openvino": ExportFormat("openvino", ".xml", FORMAT_PRECISIONS["openvino"], ("cpu",), "openvino",
-                             ("onnx", "openvino"), _openvino, parents=("torch", "onnx"), groups=("openvino",)),
+                             ("onnx", "openvino"), _openvino, parents=("torch", "torchscript", "pt2", "onnx"), groups=("openvino",)),
     # an engine built on this machine's CUDA GPU from the (fp32 or Q/DQ int8) ONNX; parity runs with --device cuda
     "tensorrt": ExportFormat("tensorrt", ".engine", FORMAT_PRECISIONS["tensorrt"], ("cuda",), "tensorrt",
-                             ("tensorrt",), _tensorrt, parents=("torch", "onnx"), groups=("tensorrt",)),
+                             ("tensorrt",), _tensorrt, parents=("torch", "torchscript", "pt2", "onnx"), groups=("tensorrt",)),
 }

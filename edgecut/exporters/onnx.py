@@ -163,6 +163,7 @@ def trace(module, path: Path, spec: ModelSpec, opset: int, who: str) -> None:
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
         warnings.filterwarnings("ignore", message=".*feature will be removed.*")
+        warnings.filterwarnings("ignore", message=".*no signature found for.*")  # a ScriptModule has no Python signature
         try:
             torch.onnx.export(module, (x,), str(path), dynamo=False, opset_version=opset, do_constant_folding=True,
                               input_names=[INPUT_NAME], output_names=[spec.output],

@@ -69,6 +69,8 @@ def _paths(value: Any) -> list[str]:
         return [p for v in value for p in _paths(v)]
     if isinstance(value, (str, Path)) and str(value) and os.path.exists(value):
         return [str(value)]
+    if isinstance(value, str) and ".py:" in value and os.path.isfile(value.rpartition(":")[0]):
+        return [value.rpartition(":")[0]]  # an import's class_path: the class's file is read too
     return []
 
 

@@ -286,6 +286,14 @@ def _step(path: Path, lines, name: str, entry: dict[str, Any], kinds: dict[str, 
                 raise RecipeError(path, lines.get(("steps", name, *key)), f"step {name!r}: {key[-1]} {value!r} "
                                   f"does not exist (looked for {p})", "give a path relative to the recipe file")
             return str(p)
+        if isinstance(value, str) and key[-1] == "class_path" and ".py:" in value:  # a class in a file beside it
+            file, _, cls = value.rpartition(":")
+            p = Path(os.path.expanduser(file))
+            p = p if p.is_absolute() else base / p
+            if not p.is_file():
+                raise RecipeError(path, lines.get(("steps", name, *key)), f"step {name!r}: class_path {value!r}: "
+                                  f"no file {p}", "give path/to/file.py:ClassName relative to the recipe file")
+            return f"{p}:{cls}"
         if isinstance(value, dict):
             return {k: resolve(v, (*key, k)) for k, v in value.items()}
         if isinstance(value, list):
