@@ -49,6 +49,10 @@ _API = {
     "SynthConfig": "edgecut.data.synth",
     "STEPS": "edgecut.steps",
     "remove_background": "edgecut.cutout",
+    "Profile": "edgecut.targets.profiles",
+    "load_profile": "edgecut.targets.profiles",
+    "bundle": "edgecut.targets.bundle",
+    "verify_bundle": "edgecut.targets.bundle",
     "SegMetrics": "edgecut.metrics",
 }
 

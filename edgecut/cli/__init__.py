@@ -1,7 +1,7 @@
 """The ``edgecut`` command: thin; parses options, builds each stage's config once, calls the front functions.
 
 One module per group of commands (:mod:`~edgecut.cli.recipes`, :mod:`~edgecut.cli.intake`, :mod:`~edgecut.cli.train`, :mod:`~edgecut.cli.compress`,
-:mod:`~edgecut.cli.measure`, :mod:`~edgecut.cli.use`) registers its commands on the one
+:mod:`~edgecut.cli.measure`, :mod:`~edgecut.cli.use`, :mod:`~edgecut.cli.targets`) registers its commands on the one
 application (:mod:`edgecut.cli.app`); importing them here does that, in ``edgecut --help`` order.
 A user's mistake (an :class:`~edgecut.errors.EdgecutError`) is one red line and exit code 2.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 import warnings
 
-from edgecut.cli import recipes, intake, train, compress, measure, use  # noqa: F401,I001  (registers the commands, in this order)
+from edgecut.cli import recipes, intake, train, compress, measure, use, targets  # noqa: F401,I001  (registers the commands, in this order)
 from edgecut.cli.app import app, console, err
 from edgecut.errors import DataWarning, EdgecutError
 

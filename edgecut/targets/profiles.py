@@ -1,0 +1,72 @@
+"""Device profiles: what a device runs (formats, precisions, runtime providers, threads, input
+size) and how it is reached, one YAML file each in ``export_targets/`` (or any path)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from edgecut.artifact import first_error
+from edgecut.errors import EdgecutError, InputError
+
+PROFILE_DIR = Path(__file__).resolve().parents[2] / "export_targets"  # the repository's (an editable install)
+
+
+class Profile(BaseModel):
+    """One device: the formats and precisions it runs, in preference order, and how to reach it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    description: str = ""
+    arch: Literal["aarch64", "x86_64"]
+    formats: tuple[Literal["onnx", "openvino"], ...] = Field(min_length=1)
+    precisions: tuple[Literal["fp32", "fp16", "int8"], ...] = Field(min_length=1)
+    providers: tuple[str, ...] = ("CPUExecutionProvider",)  # ONNX Runtime, first available wins
+    threads: int | None = Field(default=None, ge=1)  # None: the runtime's default (all cores)
+    input_size: tuple[int, int] | None = None  # the size the device runs at; None: the model's own
+    reach: str = "local"  # local | arm64-emu | ssh://user@host[:port]
+    trtexec: bool = False  # the device builds a TensorRT engine from the ONNX file (Jetson)
+    notes: str = ""
+
+    @field_validator("reach")
+    @classmethod
+    def _reach(cls, v: str) -> str:
+        if v not in ("local", "arm64-emu") and not v.startswith("ssh://"):
+            raise ValueError(f"reach {v!r}: use local, arm64-emu or ssh://user@host[:port]")
+        return v
+
+
+def profile_names() -> list[str]:
+    return sorted(p.stem for p in PROFILE_DIR.glob("*.yaml")) if PROFILE_DIR.is_dir() else []
+
+
+def load_profile(name_or_path: str | os.PathLike) -> Profile:
+    """A profile by name (``export_targets/NAME.yaml``) or by path, checked; one clear error otherwise."""
+    import yaml
+
+    path = Path(name_or_path)
+    if path.suffix not in (".yaml", ".yml"):
+        path = PROFILE_DIR / f"{name_or_path}.yaml"
+        if not path.is_file():
+            names = ", ".join(profile_names()) or "none found"
+            raise EdgecutError(f"no device profile {str(name_or_path)!r} (profiles: {names}); or give a "
+                               "profile's .yaml path")
+    if not path.is_file():
+        raise InputError(path, "device profile not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark else ""
+        raise InputError(f"{path}{where}", "not valid YAML", "fix the profile's syntax") from None
+    if not isinstance(data, dict):
+        raise InputError(path, "a device profile is a mapping of keys (name, arch, formats, ...)")
+    try:
+        return Profile.model_validate(data)
+    except ValidationError as e:
+        raise InputError(path, f"not a valid device profile: {first_error(e)}",
+                         "see export_targets/README.md for the keys") from None
