@@ -174,3 +174,46 @@ def test_the_cli_bundles_and_verifies(onnx_model, tmp_path):
     assert res.exit_code == 0 and "match SHA256SUMS" in res.output
     res = CliRunner().invoke(app, ["bundle", str(onnx_model.path)])
     assert res.exit_code != 0
+
+
+def _arm64_root() -> Path:
+    """The user's own cache (the test session's cache is a fresh folder): the sysroot is built once."""
+    import shutil
+
+    if not shutil.which("qemu-aarch64"):
+        pytest.skip("qemu-user is not installed (apt-get install qemu-user)")
+    if not shutil.which("apt-get") or not shutil.which("dpkg-deb"):
+        pytest.skip("building the arm64 sysroot needs Debian's apt-get and dpkg-deb")
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgecut" / "arm64"
+
+
+@pytest.mark.slow
+@pytest.mark.arm64
+@pytest.mark.timeout(600)
+def test_a_bundle_runs_on_arm64_emu_and_cuts_out_what_x86_does(onnx_model, synth_data, tmp_path):
+    from edgecut.io import read_mask
+    from edgecut.targets import arm64
+    from edgecut.targets.run import run_bundle
+
+    root = arm64.setup(_arm64_root(), say=lambda _: None)
+    assert arm64.is_ready(root) and arm64.setup(root, say=lambda _: None) == root  # idempotent
+    probe = arm64.run_python(["-c", "import platform, sys; print(platform.machine(), 'torch' in sys.modules)"],
+                             root=root)
+    assert probe.stdout.split() == ["aarch64", "False"]
+    folder = bundle(onnx_model.path, tmp_path / "pi", "raspberry-pi-5")
+    images = synth_data / "images"
+    p = run_bundle(folder, ["remove", str(images), "--out", str(tmp_path / "arm"), "--format", "mask"], "arm64-emu",
+                   root=root)
+    assert p.returncode == 0, p.stdout + p.stderr
+    p = subprocess.run([sys.executable, "-m", "edgecut.cli", "remove", str(images), "--model", str(onnx_model.path),
+                        "--out", str(tmp_path / "x86"), "--format", "mask"], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    inter = union = 0
+    for f in sorted((tmp_path / "x86").iterdir()):
+        a, b = read_mask(f) > 127, read_mask(tmp_path / "arm" / f.name) > 127
+        inter, union = inter + (a & b).sum(), union + (a | b).sum()
+    assert union > 0 and inter / union >= 0.999  # NEON MLAS kernels against x86's: the same masks
+    p = run_bundle(folder, ["bench", "--iters", "2"], "arm64-emu", root=root)
+    result = json.loads(p.stdout)
+    assert result["target"] == "arm64-emu" and result["machine"]["machine"] == "aarch64"
+    assert "not device time" in result["time"]

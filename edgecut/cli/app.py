@@ -12,6 +12,8 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_
                   help="Make background-removal networks small and fast, and prove it with numbers.")
 data_app = typer.Typer(no_args_is_help=True, help="Make and inspect data sets.")
 app.add_typer(data_app, name="data")
+target_app = typer.Typer(no_args_is_help=True, help="Where models run: set up a target, run a bundle there.")
+app.add_typer(target_app, name="target")
 console = Console()
 err = Console(stderr=True, soft_wrap=True)
 

@@ -1,14 +1,16 @@
-"""The commands that take a model to a device: ``bundle`` (and ``bundle verify``)."""
+"""The commands that take a model to a device: ``bundle`` (and ``bundle verify``), ``target setup`` and
+``target run``."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.markup import escape
 
-from edgecut.cli.app import app, console, err
+from edgecut.cli.app import app, console, err, target_app
 from edgecut.errors import EdgecutError
 
 
@@ -40,3 +42,34 @@ def bundle_cmd(
                   f"{info['precision']}; on the device: python3 runner.py remove IMAGES --out DIR", highlight=False)
     for note in info["notes"]:
         err.print(f"[yellow]note[/yellow] {escape(note)}", highlight=False)
+
+
+@target_app.command("setup")
+def target_setup(
+    name: Annotated[str, typer.Argument(help="arm64: Debian's aarch64 Python and the runner's aarch64 wheels, "
+                                             "run through qemu-user.")],
+) -> None:
+    """Build a target once (idempotent; cached): for arm64, a sysroot under the edgecut cache."""
+    from edgecut.targets import arm64
+
+    if name != "arm64":
+        raise EdgecutError(f"target {name!r}: the one target to set up is arm64")
+    arm64.setup(say=lambda text: console.print(escape(text), highlight=False))
+
+
+@target_app.command("run", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def target_run(
+    ctx: typer.Context,
+    target: Annotated[str, typer.Argument(help="local | arm64-emu")],
+    bundle_dir: Annotated[Path, typer.Argument(help="A folder edgecut bundle wrote.")],
+) -> None:
+    """Run a bundle's runner there: edgecut target run arm64-emu BUNDLE remove photos/ --out cutouts/."""
+    from edgecut.targets.run import run_bundle
+
+    if not ctx.args:
+        raise EdgecutError("give the runner's command after the bundle: remove IMAGES --out DIR, bench or verify")
+    p = run_bundle(bundle_dir, list(ctx.args), target)
+    sys.stdout.write(p.stdout)
+    sys.stderr.write(p.stderr)
+    if p.returncode:
+        raise typer.Exit(p.returncode)

@@ -1,0 +1,48 @@
+"""Running a bundle's device runner on a target: ``local`` (this Python) or ``arm64-emu`` (the
+emulated aarch64 Python of :mod:`edgecut.targets.arm64`). The bundle is verified first, and a
+``bench`` result says where it ran: emulated time is labelled as such, never as device time."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from edgecut.errors import EdgecutError
+from edgecut.targets import arm64
+from edgecut.targets.bundle import verify_bundle
+
+TARGETS = ("local", "arm64-emu")
+EMULATED = "emulated (qemu-user on x86): for parity and for running the aarch64 runtimes, not device time"
+
+
+def run_bundle(folder: str | os.PathLike, args: list[str], target: str = "local", *,
+               root: Path | None = None, timeout: float = 3600) -> subprocess.CompletedProcess:
+    """``runner.py ARGS`` of the bundle in ``folder`` on ``target``; its output, bench lines labelled."""
+    if target not in TARGETS:
+        raise EdgecutError(f"target {target!r}: this runs bundles on {', '.join(TARGETS)} (ssh:// devices: to come)")
+    folder = Path(folder).resolve()
+    verify_bundle(folder)
+    if target == "local":
+        cmd, env = [sys.executable, "-S"], {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p.endswith("site-packages"))
+    else:
+        cmd, env = arm64.python_command(root)
+    p = subprocess.run([*cmd, str(folder / "runner.py"), *args], capture_output=True, text=True, env=env,
+                       timeout=timeout)
+    lines = []
+    for line in p.stdout.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            lines.append(line)
+            continue
+        if isinstance(record, dict) and "p50_ms" in record:
+            record["target"] = target
+            if target == "arm64-emu":
+                record["time"] = EMULATED
+        lines.append(json.dumps(record))
+    p.stdout = "\n".join(lines) + ("\n" if lines else "")
+    return p
