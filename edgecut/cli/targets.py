@@ -60,15 +60,20 @@ def target_setup(
 @target_app.command("run", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def target_run(
     ctx: typer.Context,
-    target: Annotated[str, typer.Argument(help="local | arm64-emu")],
+    target: Annotated[str, typer.Argument(help="local | arm64-emu | ssh://user@host[:port]")],
     bundle_dir: Annotated[Path, typer.Argument(help="A folder edgecut bundle wrote.")],
+    identity: Annotated[Optional[Path], typer.Option(help="ssh: the private key the device accepts "
+                                                          "(default: your ssh agent and config).")] = None,
+    device_python: Annotated[str, typer.Option(help="ssh: the device's Python, with the bundle's "
+                                                    "requirements installed.")] = "python3",
 ) -> None:
-    """Run a bundle's runner there: edgecut target run arm64-emu BUNDLE remove photos/ --out cutouts/."""
+    """Run a bundle's runner there: edgecut target run arm64-emu BUNDLE remove photos/ --out cutouts/.
+    Over ssh the inputs go to the device and the cut-outs come back; the device's folder is removed."""
     from edgecut.targets.run import run_bundle
 
     if not ctx.args:
         raise EdgecutError("give the runner's command after the bundle: remove IMAGES --out DIR, bench or verify")
-    p = run_bundle(bundle_dir, list(ctx.args), target)
+    p = run_bundle(bundle_dir, list(ctx.args), target, identity=identity, python=device_python)
     sys.stdout.write(p.stdout)
     sys.stderr.write(p.stderr)
     if p.returncode:
