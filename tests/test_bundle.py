@@ -219,6 +219,31 @@ def test_a_bundle_runs_on_arm64_emu_and_cuts_out_what_x86_does(onnx_model, synth
     assert "not device time" in result["time"]
 
 
+@pytest.mark.slow
+@pytest.mark.arm64
+@pytest.mark.timeout(600)
+def test_arm64_instruction_counts_repeat_exactly_and_parity_holds_for_fp32_and_int8(trained, onnx_model, synth_data,
+                                                                                   tmp_path):
+    from edgecut.exporters import ExportConfig, export
+    from edgecut.targets import arm64
+    from edgecut.targets.run import parity
+
+    root = arm64.setup(_arm64_root(), say=lambda _: None)
+    int8 = export(trained, tmp_path / "int8", ExportConfig(format="onnx", precision="int8"))
+    counts = {}
+    for name, model in (("fp32", onnx_model), ("int8", int8)):
+        folder = bundle(model.path, tmp_path / f"b-{name}", "raspberry-pi-5")
+        first, second = (arm64.count_instructions(folder, 2, root=root) for _ in range(2))
+        assert first["instructions_per_inference"] == second["instructions_per_inference"] > 0
+        counts[name] = first["instructions_per_inference"]
+        check = parity(folder, synth_data / "images", "arm64-emu", root=root)
+        assert check["images"] == 24
+        if name == "fp32":
+            assert check["max_abs_diff"] <= 1e-4
+        assert 0.0 <= check["mask_iou_min"] <= 1.0  # INT8: reported (ARM's integer kernels may round otherwise)
+    assert counts["fp32"] != counts["int8"]
+
+
 @pytest.fixture
 def loopback_sshd(tmp_path):
     """An sshd on 127.0.0.1 only, with a throw-away host key and client key (skipped where it cannot start)."""

@@ -78,3 +78,36 @@ def target_run(
     sys.stderr.write(p.stderr)
     if p.returncode:
         raise typer.Exit(p.returncode)
+
+
+@target_app.command("count")
+def target_count(
+    bundles: Annotated[list[Path], typer.Argument(help="Bundle folders (edgecut bundle).")],
+    iters: Annotated[int, typer.Option(help="Inferences counted (after two uncounted ones).")] = 3,
+) -> None:
+    """Guest instructions per inference of each bundle on arm64-emu: exact and repeatable, they rank
+    artifacts on aarch64; they are not milliseconds on a device."""
+    import json
+
+    from edgecut.targets.arm64 import count_instructions
+    from edgecut.targets.bundle import verify_bundle
+
+    for folder in bundles:
+        verify_bundle(folder)
+        result = {"bundle": str(folder), **count_instructions(folder, iters)}
+        sys.stdout.write(json.dumps(result) + "\n")
+
+
+@target_app.command("parity")
+def target_parity(
+    target: Annotated[str, typer.Argument(help="local | arm64-emu")],
+    bundle_dir: Annotated[Path, typer.Argument(help="A folder edgecut bundle wrote.")],
+    images: Annotated[Path, typer.Option(help="Images (a folder or a file) run on both.")],
+) -> None:
+    """The same images through this machine's Runner and the bundle's runner on TARGET: max abs
+    difference of the outputs and mask IoU (ARM kernels differ: NEON MLAS, XNNPACK, ACL)."""
+    import json
+
+    from edgecut.targets.run import parity
+
+    sys.stdout.write(json.dumps(parity(bundle_dir, images, target)) + "\n")

@@ -7,7 +7,12 @@ machine) and unpacked with ``dpkg-deb -x``; and the aarch64 wheels of the device
 packages (the versions a bundle pins) installed with ``pip --platform``. A ``/proc/cpuinfo`` an
 aarch64 ONNX Runtime can parse sits inside the prefix (the host's x86 one makes it crash).
 
-Times measured here are emulated time: they rank nothing and are never device time.
+It also builds ``insn_count.c``, a TCG plugin counting the guest instructions between two markers
+the runner's ``count`` command sets (the plugin API header comes from Debian's qemu source package,
+fetched the same way). With one thread, address randomisation off (``setarch -R``) and the bundle
+at a fixed path, the count of an inference is the same on every run: a deterministic ARM cost
+that ranks artifacts (FP32 against INT8, teacher against student). It is not milliseconds on a
+device, and emulated times measured here are not device time either.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ CPU revision\t: 1
 
 """
 READY = "ready.json"
+PLUGIN = "libinsn_count.so"
 
 
 def default_root() -> Path:
@@ -71,7 +77,12 @@ def is_ready(root: Path | None = None) -> bool:
         ready = json.loads((root / READY).read_text())
     except (OSError, ValueError):
         return False
-    return ready.get("wheels") == pins() and (root / "sysroot" / "usr" / "bin" / "python3.11").is_file()
+    return ready.get("wheels") == pins() and ready.get("plugin_source") == _plugin_source() \
+        and (root / "sysroot" / "usr" / "bin" / "python3.11").is_file() and (root / "plugin" / PLUGIN).is_file()
+
+
+def _plugin_source() -> str:
+    return io.sha256_file(Path(__file__).with_name("insn_count.c"))
 
 
 def setup(root: Path | None = None, *, say=print) -> Path:
@@ -91,10 +102,13 @@ def setup(root: Path | None = None, *, say=print) -> Path:
             _wheels(work)
             (work / "sysroot" / "proc").mkdir(exist_ok=True)
             (work / "sysroot" / "proc" / "cpuinfo").write_text(CPUINFO)
-            for name in ("sysroot", "site"):
+            say("arm64: the instruction-counting plugin (qemu's plugin header from Debian's source package)")
+            _plugin(root, work)
+            for name in ("sysroot", "site", "plugin"):
                 if (root / name).exists():
                     shutil.rmtree(root / name)
                 os.replace(work / name, root / name)
+            _compile(root)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         probe = run_python(["-c", "import numpy, PIL, cv2, onnxruntime, platform; print(platform.machine())"],
@@ -102,7 +116,8 @@ def setup(root: Path | None = None, *, say=print) -> Path:
         if probe.returncode != 0 or probe.stdout.strip() != "aarch64":
             raise EdgecutError(f"the arm64 sysroot in {root} does not run its packages: "
                                f"{(probe.stderr or probe.stdout).strip()[-300:]}")
-        io.write_json(root / READY, {"wheels": pins(), "python": "3.11", "qemu": qemu()})
+        io.write_json(root / READY, {"wheels": pins(), "plugin_source": _plugin_source(), "python": "3.11",
+                                     "qemu": qemu()})
     say(f"arm64 sysroot ready in {root}")
     return root
 
@@ -141,6 +156,52 @@ def _sysroot(root: Path, work: Path) -> None:
         _run(["dpkg-deb", "-x", str(deb), str(sysroot)])
 
 
+def _compile(root: Path) -> None:
+    """Byte-compile the emulated Python's modules once (with this 3.11, whose .pyc format is the
+    same), so no run writes .pyc files and every run starts from the same state."""
+    import compileall
+
+    if sys.version_info[:2] != (3, 11):
+        return  # the emulated Python compiles them on first use instead
+    for folder in (root / "sysroot" / "usr" / "lib" / "python3.11", root / "site"):
+        compileall.compile_dir(str(folder), quiet=2, workers=1)
+
+
+def _plugin(root: Path, work: Path) -> None:
+    """qemu-plugin.h of the installed qemu-user's source version, and the plugin built against it."""
+    import tarfile
+
+    cc = shutil.which("gcc") or shutil.which("cc")
+    if not cc:
+        raise MissingBackendError("building the instruction-counting plugin needs a C compiler: apt-get install gcc")
+    version = _run(["dpkg-query", "-W", "-f=${source:Version}", "qemu-user"]).strip()
+    src = root / "apt" / "src"
+    for d in (src / "lists" / "partial", src / "cache" / "archives" / "partial"):
+        d.mkdir(parents=True, exist_ok=True)
+    (src / "sources.list").write_text("".join(f"deb-src http://deb.debian.org/{repo} main\n" for repo in (
+        "debian bookworm", "debian bookworm-updates", "debian-security bookworm-security")))
+    opts = ["-o", f"Dir::State::Lists={src / 'lists'}", "-o", f"Dir::Cache={src / 'cache'}",
+            "-o", f"Dir::Etc::SourceList={src / 'sources.list'}", "-o", "Dir::Etc::SourceParts=/nonexistent",
+            "-o", "Debug::NoLocking=1"]
+    _run(["apt-get", *opts, "update"])
+    download = work / "qemu-src"
+    download.mkdir()
+    _run(["apt-get", *opts, "source", "--download-only", f"qemu={version}"], cwd=download)
+    orig = next(download.glob("qemu_*.orig.tar.*"), None)
+    if orig is None:
+        raise EdgecutError(f"Debian's qemu {version} source has no .orig tarball in {download}")
+    include = work / "plugin-include"
+    include.mkdir()
+    with tarfile.open(orig) as tar:
+        member = next((m for m in tar if m.name.endswith("include/qemu/qemu-plugin.h")), None)
+        if member is None:
+            raise EdgecutError(f"{orig.name} holds no include/qemu/qemu-plugin.h")
+        (include / "qemu-plugin.h").write_bytes(tar.extractfile(member).read())
+    (work / "plugin").mkdir()
+    _run([cc, "-shared", "-fPIC", "-O2", "-Wall", f"-I{include}", "-o", str(work / "plugin" / PLUGIN),
+          str(Path(__file__).with_name("insn_count.c"))])
+
+
 def _wheels(work: Path) -> None:
     platforms = [a for p in PLATFORMS for a in ("--platform", p)]
     _run([sys.executable, "-m", "pip", "install", "-q", "--target", str(work / "site"), *platforms,
@@ -166,3 +227,46 @@ def run_python(args: list[str], *, root: Path | None = None, cwd: Path | None = 
     if check and p.returncode != 0:
         raise EdgecutError(f"the emulated aarch64 Python failed ({p.returncode}): {(p.stderr or p.stdout).strip()[-400:]}")
     return p
+
+
+def count_instructions(folder: Path, iters: int = 3, *, root: Path | None = None) -> dict:
+    """Guest instructions per inference of the bundle in ``folder`` on the emulated aarch64 CPU:
+    the runner's ``count`` between its two markers, divided by ``iters``. The bundle runs from a
+    fixed folder in the cache, with one thread, on one host CPU (onnxruntime asks ``getcpu``),
+    with address randomisation off and qemu's random numbers seeded, so a second run gives the
+    same number."""
+    root = Path(root or default_root())
+    cmd, env = python_command(root)
+    plugin = root / "plugin" / PLUGIN
+    setarch = shutil.which("setarch")
+    if not setarch:
+        raise MissingBackendError("counting instructions needs setarch (util-linux) to turn address randomisation off")
+    import hashlib
+
+    # one fixed folder per bundle content, kept: the same path, files and directory order on every run
+    key = hashlib.sha256((Path(folder) / "SHA256SUMS").read_bytes()).hexdigest()[:16]
+    stage = root / "count" / key
+    with io.exclusive(stage):
+        if not (stage / "bundle" / "SHA256SUMS").is_file():
+            shutil.rmtree(stage, ignore_errors=True)
+            io.make_dirs(stage)
+            shutil.copytree(folder, stage / "bundle")
+        out = stage / "counts.txt"
+        env = {**env, "PYTHONHASHSEED": "0", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
+               "PYTHONDONTWRITEBYTECODE": "1"}
+        argv = [setarch, "x86_64", "-R", cmd[0], "-seed", "0", "-plugin", f"{plugin},out={out}", *cmd[1:], "runner.py", "count",
+                "--iters", str(iters)]
+        cpu = min(os.sched_getaffinity(0))  # onnxruntime asks getcpu() and takes per-CPU paths: always the same one
+        p = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=stage / "bundle",
+                           preexec_fn=lambda: os.sched_setaffinity(0, {cpu}))
+        if p.returncode != 0:
+            raise EdgecutError(f"counting on arm64-emu failed ({p.returncode}): {(p.stderr or p.stdout).strip()[-400:]}")
+        marks = [int(ln.split()[1]) for ln in out.read_text().splitlines() if ln.startswith("mark ")]
+        total = next(int(ln.split()[1]) for ln in out.read_text().splitlines() if ln.startswith("total "))
+        out.unlink()
+    if len(marks) != 2:
+        raise EdgecutError(f"the counting plugin saw {len(marks)} markers, not 2 (is the bundle's runner current?)")
+    return {"instructions_per_inference": (marks[1] - marks[0]) // iters, "iterations": iters,
+            "instructions_process": total, "threads": 1, "target": "arm64-emu",
+            "note": "guest instructions retired per inference under qemu-user: a deterministic cost that ranks "
+                    "artifacts on aarch64, not time on a device"}

@@ -28,6 +28,8 @@ def run_bundle(folder: str | os.PathLike, args: list[str], target: str = "local"
         raise EdgecutError(f"target {target!r}: use {', '.join(TARGETS)} or ssh://user@host[:port]")
     folder = Path(folder).resolve()
     verify_bundle(folder)
+    if args[:1] == ["count"]:
+        raise EdgecutError("count runs under the counting emulator: edgecut target count BUNDLE (arm64-emu)")
     if target.startswith("ssh://"):
         return _labelled(ssh.run_on_device(target, folder, args, identity=identity, python=python,
                                            timeout=timeout), target)
@@ -56,3 +58,40 @@ def _labelled(p: subprocess.CompletedProcess, target: str) -> subprocess.Complet
         lines.append(json.dumps(record))
     p.stdout = "\n".join(lines) + ("\n" if lines else "")
     return p
+
+
+def parity(folder: str | os.PathLike, images: str | os.PathLike, target: str = "arm64-emu", *,
+           root: Path | None = None, identity: Path | None = None, python: str = "python3") -> dict:
+    """The same images through this machine's Runner and the bundle's runner on ``target``: the
+    largest absolute difference of the raw outputs, and the mask IoU per image (mean and worst)."""
+    import tempfile
+
+    import numpy as np
+
+    from edgecut import io, runtime
+    from edgecut.cutout import expand_inputs
+    from edgecut.metrics import mask_iou
+
+    if target.startswith("ssh://"):
+        raise EdgecutError("parity over ssh: to come (the outputs file stays on the device); use local or arm64-emu")
+    folder = Path(folder).resolve()
+    with tempfile.TemporaryDirectory(prefix="edgecut-parity-") as tmp:
+        out = Path(tmp) / "outputs.npz"
+        p = run_bundle(folder, ["outputs", str(images), "--out", str(out)], target, root=root, identity=identity,
+                       python=python)
+        if p.returncode != 0:
+            raise EdgecutError(f"the runner on {target} failed: {(p.stderr or p.stdout).strip()[-400:]}")
+        there = dict(np.load(out))
+    runner = runtime.load(folder)
+    spec = runner.spec
+    diffs, ious = [], []
+    for path in expand_inputs([images]):
+        here = np.asarray(runner(spec.preprocess(io.read_image(path))), np.float32)
+        other = there[path.name]
+        diffs.append(float(np.abs(here - other).max()))
+        ious.append(mask_iou(spec.to_probability(here)[0] > spec.threshold,
+                             spec.to_probability(other)[0] > spec.threshold))
+    if not diffs:
+        raise EdgecutError(f"{images}: no images")
+    return {"target": target, "images": len(diffs), "max_abs_diff": max(diffs), "mask_iou_mean": float(np.mean(ious)),
+            "mask_iou_min": float(min(ious))}
