@@ -45,6 +45,9 @@ CPU revision\t: 1
 
 """
 READY = "ready.json"
+# the emulated core: a Cortex-A76 (Raspberry Pi 5, most phones' big cores): NEON and dot product, no SVE.
+# qemu's default "max" CPU has 512-bit SVE, which aarch64 onnxruntime uses, and which those devices lack.
+CPU = "cortex-a76"
 PLUGIN = "libinsn_count.so"
 
 
@@ -216,7 +219,7 @@ def python_command(root: Path | None = None, *, ready: bool = True) -> tuple[lis
     sysroot = root / "sysroot"
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(root / "site"), "ORT_DISABLE_TELEMETRY": "1",
            "PYTHONNOUSERSITE": "1", "HOME": os.environ.get("HOME", "/tmp")}
-    return [qemu(), "-L", str(sysroot), str(sysroot / "usr" / "bin" / "python3.11")], env
+    return [qemu(), "-cpu", CPU, "-L", str(sysroot), str(sysroot / "usr" / "bin" / "python3.11")], env
 
 
 def run_python(args: list[str], *, root: Path | None = None, cwd: Path | None = None, check: bool = True,
