@@ -87,8 +87,8 @@ def main(argv: list[str] | None = None) -> int:
               "size": args.size, "parity_images": args.images, "wheels": arm64.pins(), "machine": fingerprint(),
               "rows": rows}
     io.write_json(args.out, report)
-    print(f"\n| model | precision | params | G instructions / inference | teacher fp32 / this | max abs diff vs x86 "
-          f"| mask IoU vs x86, mean / min |\n|---|---|---|---|---|---|---|")
+    print("\n| model | precision | params | G instructions / inference | teacher fp32 / this | max abs diff vs x86 "
+          "| mask IoU vs x86, mean / min |\n|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['model']} | {r['precision']} | {r['params'] / 1e6:.2f} M | {r['instructions_per_inference'] / 1e9:.3f} "
               f"| {base / r['instructions_per_inference']:.1f}x | {r['max_abs_diff']:.2e} "
