@@ -18,6 +18,7 @@ import errno
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 import warnings
 from collections.abc import Iterator, Mapping
@@ -138,6 +139,45 @@ def private_dir_made_public(path: Path) -> Path:
     """Give a ``tempfile.mkdtemp`` folder (mode 0700) the mode a plain ``mkdir`` would have."""
     os.chmod(path, 0o777 & ~umask())
     return path
+
+
+def cache_dir() -> Path:
+    """edgecut's cache folder: ``$EDGECUT_CACHE``, else ``$XDG_CACHE_HOME/edgecut`` or ``~/.cache/edgecut``."""
+    root = os.environ.get("EDGECUT_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgecut"
+    return Path(root)
+
+
+def replace_dir(staging: Path, out: Path, overwrite: bool = True) -> None:
+    """Replace ``out`` by the finished folder ``staging`` (an old ``out`` is moved aside first and
+    removed last, so no moment leaves neither)."""
+    old = None
+    if out.exists():
+        if out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        elif overwrite:
+            old = out.parent / f".{out.name}.old-{os.getpid()}"
+            os.replace(out, old)
+    os.replace(staging, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
+
+
+@contextlib.contextmanager
+def staged_dir(out: str | os.PathLike, what: str, overwrite: bool = True) -> Iterator[Path]:
+    """A fresh folder beside ``out`` to write a whole artifact into: when the block succeeds it
+    replaces ``out`` (:func:`replace_dir`); when it fails it is removed and ``out`` is as it was.
+    Write errors name ``out``."""
+    out = Path(out)
+    make_dirs(out.parent)
+    with writing(out.parent):
+        staging = private_dir_made_public(Path(tempfile.mkdtemp(prefix=f".{out.name}.{what}-", dir=out.parent)))
+    try:
+        with writing(out):
+            yield staging
+            replace_dir(staging, out, overwrite)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 @contextlib.contextmanager

@@ -20,8 +20,6 @@ QAT (:mod:`edgecut.compress.qat`) ends in the same manifest and gate (:func:`man
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -54,11 +52,8 @@ def export(source: Artifact | str | os.PathLike, out: str | os.PathLike, config:
     if resume and _finished(out, parent, config):
         return load_artifact(out)
     _check_out(out, parent, config.overwrite)
-    io.make_dirs(out.parent)
-    with io.writing(out.parent):
-        staging = io.private_dir_made_public(Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent)))
-    try:
-        with _Status(progress, f"exporting to {config.format} {config.precision}") as status, io.writing(out):
+    with io.staged_dir(out, "staging", config.overwrite) as staging:
+        with _Status(progress, f"exporting to {config.format} {config.precision}") as status:
             result = fmt.fn(parent, staging, config)
             step = Step(step="export", params=_step_params(config, result), parent_sha256=parent.sha256)
             manifest = manifest_for(parent, result, step, config.format, config.precision)
@@ -72,12 +67,7 @@ def export(source: Artifact | str | os.PathLike, out: str | os.PathLike, config:
                 status.update("timing against the parent")
                 manifest.metrics["speed_vs_parent"] = _require_faster(check.parent_runner, check.runner,
                                                                       check.images[0].image)
-        with io.writing(out):
-            write_artifact(staging, manifest, result.files)
-            _move_into_place(staging, out, config.overwrite)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        write_artifact(staging, manifest, result.files)
     return load_artifact(out)
 
 
@@ -141,20 +131,6 @@ def _check_out(out: Path, parent: Artifact, overwrite: bool) -> None:
         raise EdgecutError(f"--out {out} is the parent artifact itself; choose another folder")
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise InputError(out, "already exists and is not empty", "choose a new --out folder or pass --overwrite")
-
-
-def _move_into_place(staging: Path, out: Path, overwrite: bool) -> None:
-    """Replace ``out`` by the finished staging folder (an old ``out`` is moved aside first)."""
-    old = None
-    if out.exists():
-        if out.is_dir() and not any(out.iterdir()):
-            out.rmdir()
-        elif overwrite:
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            os.replace(out, old)
-    os.replace(staging, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
 
 
 def _require_faster(parent_runner, runner, image) -> dict[str, Any]:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,18 +119,8 @@ def import_model(source: nn.Module | str | os.PathLike, out: str | os.PathLike, 
         "arch": config.arch, "class_path": (src.arch or {}).get("class_path"),
         "kwargs": dict(config.kwargs), "data": str(config.data) if config.data else "synthetic", "force": config.force})
     final = _make_spec(values)
-    io.make_dirs(out.parent)
-    with io.writing(out.parent):
-        staging = io.private_dir_made_public(Path(tempfile.mkdtemp(prefix=f".{out.name}.import-", dir=out.parent)))
-    try:
-        with io.writing(out):
-            _write(src, staging, final, config, step, metrics)
-            if out.exists():
-                shutil.rmtree(out)
-            os.replace(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    with io.staged_dir(out, "import") as staging:
+        _write(src, staging, final, config, step, metrics)
     return load_artifact(out)
 
 

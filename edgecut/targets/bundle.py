@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from importlib import metadata
 from pathlib import Path
 
@@ -45,18 +44,8 @@ def bundle(model: str | os.PathLike, out: str | os.PathLike, target: str | os.Pa
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise InputError(out, "already holds files", "choose a new --out, or pass --overwrite to replace it")
     notes = _notes(art, profile)
-    io.make_dirs(out.parent)
-    with io.writing(out.parent):
-        staging = io.private_dir_made_public(Path(tempfile.mkdtemp(prefix=f".{out.name}.bundle-", dir=out.parent)))
-    try:
-        with io.writing(out):
-            _write(art, profile, staging, notes, out.name)
-            if out.exists():
-                shutil.rmtree(out)
-            os.replace(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    with io.staged_dir(out, "bundle") as staging:
+        _write(art, profile, staging, notes, out.name)
     return out
 
 
@@ -69,7 +58,11 @@ def verify_bundle(folder: str | os.PathLike) -> dict[str, str]:
         sums = device_runner.check_sums(folder)
     except device_runner.BundleError as e:
         raise EdgecutError(str(e)) from None
-    load_artifact(folder, verify=True)
+    manifest = load_artifact(folder, verify=False).manifest  # its files were hashed just now: compare, not rehash
+    for name, entry in manifest.files.items():
+        if sums.get(name) != entry.sha256:
+            raise EdgecutError(f"{folder / name}: its sha256 differs from edgecut.json's; the bundle is not the "
+                               "artifact it was written from (write it again with edgecut bundle)")
     return sums
 
 
@@ -98,13 +91,20 @@ def _write(art: Artifact, profile: Profile, dest: Path, notes: list[str], folder
                                            encoding="utf-8")
 
 
-def _requirements(fmt: str, profile: Profile) -> str:
-    lines = [f"# {profile.name}: the versions edgecut tested this runner with"]
-    for package in (*BASE_PACKAGES, RUNTIME_PACKAGES[fmt]):
+def pinned(packages: tuple[str, ...]) -> list[str]:
+    """``name==version`` of each package as installed here (unpinned where it is not installed)."""
+    out = []
+    for package in packages:
         try:
-            lines.append(f"{package}=={metadata.version(package)}")
+            out.append(f"{package}=={metadata.version(package)}")
         except metadata.PackageNotFoundError:
-            lines.append(package)  # not installed here: unpinned
+            out.append(package)
+    return out
+
+
+def _requirements(fmt: str, profile: Profile) -> str:
+    lines = [f"# {profile.name}: the versions edgecut tested this runner with",
+             *pinned((*BASE_PACKAGES, RUNTIME_PACKAGES[fmt]))]
     if profile.trtexec:
         lines.append("# on a Jetson: NVIDIA's onnxruntime-gpu wheel for your JetPack replaces onnxruntime")
     return "\n".join(lines) + "\n"
