@@ -53,6 +53,24 @@ def test_the_runner_preprocesses_and_postprocesses_exactly_as_the_model_spec(siz
     assert np.array_equal(device_runner.resize_back(prob[0], size), spec.resize_back(prob[0], size))
 
 
+@pytest.mark.parametrize("kind", ["photo", "alpha", "gray", "deep"])
+def test_the_runner_decodes_and_composes_exactly_as_edgecut_remove(kind, tmp_path):
+    from test_cli import make_inputs
+
+    from edgecut import io
+    from edgecut.cutout import compose
+
+    path = make_inputs(tmp_path)[kind]  # JPEG, RGBA PNG, gray PNG, 16-bit PNG
+    image = io.read_image(path)
+    assert np.array_equal(device_runner.read_image(path), image)
+    alpha = np.random.default_rng(2).random(image.shape[:2]).astype(np.float32)
+    for fmt in ("rgba", "mask", "composite"):
+        assert np.array_equal(device_runner.compose(image, alpha, fmt), compose(image, alpha, fmt))
+    out = tmp_path / "out.png"
+    device_runner.write_png(out, compose(image, alpha, "rgba"))
+    assert out.read_bytes() == io.encode_image(compose(image, alpha, "rgba"))
+
+
 @pytest.fixture(scope="module")
 def onnx_model(trained, tmp_path_factory):
     from edgecut.exporters import ExportConfig, export

@@ -29,6 +29,8 @@ from typing import TypeVar
 
 import numpy as np
 
+from edgecut import io
+
 T = TypeVar("T")
 BUSY_FRACTION = 0.88  # a canary below this fraction of the best seen: the machine is busy (here: 1.65 / 1.97 = 0.84)
 GEMM_SIZE = 384  # float32 n x n GEMM: about 1 ms on one core of an AVX-512 CPU
@@ -77,9 +79,8 @@ def parallel_speedup(threads: int | None, *, calls: int = 15) -> float | None:
 
 
 def cache_file() -> Path:
-    """Where the canary's recent samples are remembered: ``$EDGECUT_CACHE`` or ``~/.cache/edgecut``."""
-    root = os.environ.get("EDGECUT_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgecut"
-    return Path(root) / "canary.json"
+    """Where the canary's recent samples are remembered: in edgecut's cache folder (:func:`io.cache_dir`)."""
+    return io.cache_dir() / "canary.json"
 
 
 def _read_cache() -> dict:

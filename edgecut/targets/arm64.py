@@ -23,16 +23,15 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from importlib import metadata
 from pathlib import Path
 
 from edgecut import io
 from edgecut.errors import EdgecutError, MissingBackendError
+from edgecut.targets.bundle import BASE_PACKAGES, RUNTIME_PACKAGES, pinned
 
 ROOT_PACKAGES = ("python3.11", "libstdc++6", "libgomp1")
 SKIP_PACKAGES = {"dpkg", "install-info", "perl", "perl-base", "perl-modules-5.36", "libperl5.36", "tar", "mailcap",
                  "mime-support"}  # pulled in by Debian's tooling, not needed to run Python
-WHEELS = ("numpy", "pillow", "opencv-python-headless", "onnxruntime")
 PLATFORMS = ("manylinux2014_aarch64", "manylinux_2_17_aarch64", "manylinux_2_28_aarch64")
 CPUINFO = """processor\t: 0
 BogoMIPS\t: 50.00
@@ -52,8 +51,7 @@ PLUGIN = "libinsn_count.so"
 
 
 def default_root() -> Path:
-    base = os.environ.get("EDGECUT_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgecut"
-    return Path(base) / "arm64"
+    return io.cache_dir() / "arm64"
 
 
 def qemu() -> str:
@@ -64,14 +62,8 @@ def qemu() -> str:
 
 
 def pins() -> list[str]:
-    """The runner's packages at the versions installed here (what a bundle's requirements.txt pins)."""
-    out = []
-    for name in WHEELS:
-        try:
-            out.append(f"{name}=={metadata.version(name)}")
-        except metadata.PackageNotFoundError:
-            out.append(name)
-    return out
+    """The runner's packages for ONNX bundles, pinned as a bundle's requirements.txt pins them."""
+    return pinned((*BASE_PACKAGES, RUNTIME_PACKAGES["onnx"]))
 
 
 def is_ready(root: Path | None = None) -> bool:
@@ -264,9 +256,10 @@ def count_instructions(folder: Path, iters: int = 3, *, root: Path | None = None
                            preexec_fn=lambda: os.sched_setaffinity(0, {cpu}))
         if p.returncode != 0:
             raise EdgecutError(f"counting on arm64-emu failed ({p.returncode}): {(p.stderr or p.stdout).strip()[-400:]}")
-        marks = [int(ln.split()[1]) for ln in out.read_text().splitlines() if ln.startswith("mark ")]
-        total = next(int(ln.split()[1]) for ln in out.read_text().splitlines() if ln.startswith("total "))
+        lines = out.read_text().splitlines()
         out.unlink()
+    marks = [int(ln.split()[1]) for ln in lines if ln.startswith("mark ")]
+    total = next(int(ln.split()[1]) for ln in lines if ln.startswith("total "))
     if len(marks) != 2:
         raise EdgecutError(f"the counting plugin saw {len(marks)} markers, not 2 (is the bundle's runner current?)")
     return {"instructions_per_inference": (marks[1] - marks[0]) // iters, "iterations": iters,

@@ -8,7 +8,6 @@ is remembered in the edgecut cache on first use and checked after.
 
 from __future__ import annotations
 
-import os
 import shlex
 import subprocess
 from dataclasses import dataclass
@@ -53,8 +52,7 @@ def _options(device: Device, identity: Path | None, known_hosts: Path) -> list[s
 
 
 def _known_hosts() -> Path:
-    base = os.environ.get("EDGECUT_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgecut"
-    return io.make_dirs(Path(base) / "ssh") / "known_hosts"
+    return io.make_dirs(io.cache_dir() / "ssh") / "known_hosts"
 
 
 def run_on_device(url: str, folder: Path, args: list[str], *, identity: Path | None = None,
