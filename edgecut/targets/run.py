@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from edgecut.errors import EdgecutError
+from edgecut.errors import EdgecutError, InputError
 from edgecut.targets import arm64, ssh
 from edgecut.targets.bundle import verify_bundle
 
@@ -74,6 +74,8 @@ def parity(folder: str | os.PathLike, images: str | os.PathLike, target: str = "
 
     if target.startswith("ssh://"):
         raise EdgecutError("parity over ssh: to come (the outputs file stays on the device); use local or arm64-emu")
+    if not Path(images).exists():
+        raise InputError(images, "not found", "give a folder of images or an image file")
     folder = Path(folder).resolve()
     with tempfile.TemporaryDirectory(prefix="edgecut-parity-") as tmp:
         out = Path(tmp) / "outputs.npz"
