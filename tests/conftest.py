@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -93,3 +94,26 @@ def synth_data(tmp_path_factory) -> Path:
     from edgecut.data.synth import generate
 
     return generate(tmp_path_factory.mktemp("synth") / "data", 24, 32, seed=3, progress=False)
+
+
+@pytest.fixture(scope="session")
+def arm64_root() -> Path:
+    """The arm64-emu sysroot, built once in the user's own cache (the tests' cache is a fresh folder);
+    setup fetches Debian's qemu-user there where the machine has none. Skipped only on a machine
+    without Debian's apt tools."""
+    import shutil
+
+    from edgecut.targets import arm64
+
+    if not shutil.which("apt-get") or not shutil.which("dpkg-deb"):
+        pytest.skip("building the arm64 sysroot needs Debian's apt-get and dpkg-deb")
+    root = Path(os.environ.get("EDGECUT_ARM64") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+                / "edgecut" / "arm64")
+    return arm64.setup(root, say=lambda _: None)
+
+
+@pytest.fixture
+def arm64_env(arm64_root, monkeypatch) -> Path:
+    """arm64_root, and EDGECUT_ARM64 pointing at it for the processes a test starts."""
+    monkeypatch.setenv("EDGECUT_ARM64", str(arm64_root))
+    return arm64_root

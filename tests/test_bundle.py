@@ -194,26 +194,15 @@ def test_the_cli_bundles_and_verifies(onnx_model, tmp_path):
     assert res.exit_code != 0
 
 
-def _arm64_root() -> Path:
-    """The user's own cache (the test session's cache is a fresh folder): the sysroot is built once."""
-    import shutil
-
-    if not shutil.which("qemu-aarch64"):
-        pytest.skip("qemu-user is not installed (apt-get install qemu-user)")
-    if not shutil.which("apt-get") or not shutil.which("dpkg-deb"):
-        pytest.skip("building the arm64 sysroot needs Debian's apt-get and dpkg-deb")
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgecut" / "arm64"
-
-
 @pytest.mark.slow
 @pytest.mark.arm64
 @pytest.mark.timeout(600)
-def test_a_bundle_runs_on_arm64_emu_and_cuts_out_what_x86_does(onnx_model, synth_data, tmp_path):
+def test_a_bundle_runs_on_arm64_emu_and_cuts_out_what_x86_does(onnx_model, synth_data, tmp_path, arm64_root):
     from edgecut.io import read_mask
     from edgecut.targets import arm64
     from edgecut.targets.run import run_bundle
 
-    root = arm64.setup(_arm64_root(), say=lambda _: None)
+    root = arm64_root
     assert arm64.is_ready(root) and arm64.setup(root, say=lambda _: None) == root  # idempotent
     probe = arm64.run_python(["-c", "import platform, sys; print(platform.machine(), 'torch' in sys.modules)"],
                              root=root)
@@ -241,12 +230,12 @@ def test_a_bundle_runs_on_arm64_emu_and_cuts_out_what_x86_does(onnx_model, synth
 @pytest.mark.arm64
 @pytest.mark.timeout(600)
 def test_arm64_instruction_counts_repeat_exactly_and_parity_holds_for_fp32_and_int8(trained, onnx_model, synth_data,
-                                                                                   tmp_path):
+                                                                                   tmp_path, arm64_root):
     from edgecut.exporters import ExportConfig, export
     from edgecut.targets import arm64
     from edgecut.targets.run import parity
 
-    root = arm64.setup(_arm64_root(), say=lambda _: None)
+    root = arm64_root
     int8 = export(trained, tmp_path / "int8", ExportConfig(format="onnx", precision="int8"))
     counts = {}
     for name, model in (("fp32", onnx_model), ("int8", int8)):

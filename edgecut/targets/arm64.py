@@ -1,4 +1,5 @@
-"""``arm64-emu``: real aarch64 runtimes on an x86 machine through Debian's ``qemu-user``.
+"""``arm64-emu``: real aarch64 runtimes on an x86 machine through Debian's ``qemu-user`` (the
+machine's, or, where it has none, Debian's package fetched into the cache and run from there).
 
 ``setup`` builds, once and idempotently, a sysroot under the cache (``$EDGECUT_CACHE/arm64``,
 default ``~/.cache/edgecut/arm64``): Debian's arm64 Python 3.11 and the libraries it needs,
@@ -48,17 +49,34 @@ READY = "ready.json"
 # qemu's default "max" CPU has 512-bit SVE, which aarch64 onnxruntime uses, and which those devices lack.
 CPU = "cortex-a76"
 PLUGIN = "libinsn_count.so"
+QEMU_BIN = Path("qemu") / "usr" / "bin" / "qemu-aarch64"
 
 
 def default_root() -> Path:
-    return io.cache_dir() / "arm64"
+    """``$EDGECUT_ARM64`` (a sysroot shared between caches), else ``arm64`` in edgecut's cache."""
+    return Path(os.environ["EDGECUT_ARM64"]) if os.environ.get("EDGECUT_ARM64") else io.cache_dir() / "arm64"
 
 
-def qemu() -> str:
+def qemu(root: Path | None = None) -> str:
+    """The qemu-aarch64 the target runs: the one ``setup`` fetched into the cache (where the machine
+    had none), else the machine's."""
+    fetched = Path(root or default_root()) / QEMU_BIN
+    if fetched.is_file():
+        return str(fetched)
     path = shutil.which("qemu-aarch64")
     if not path:
-        raise MissingBackendError("qemu-aarch64 is not installed: apt-get install qemu-user (Debian's, 7.2 or newer)")
+        raise MissingBackendError("no qemu-aarch64: run edgecut target setup arm64 (it fetches Debian's qemu-user into "
+                                  "the cache), or apt-get install qemu-user")
     return path
+
+
+def _qemu_env(root: Path, qemu_path: str) -> dict[str, str]:
+    """A fetched qemu finds its libraries in the cache (and the guest is not told: ``-U`` below)."""
+    if not qemu_path.startswith(str(root)):
+        return {}
+    base = root / "qemu"
+    return {"LD_LIBRARY_PATH": os.pathsep.join(str(base / d) for d in ("usr/lib/x86_64-linux-gnu",
+                                                                        "lib/x86_64-linux-gnu", "usr/lib", "lib"))}
 
 
 def pins() -> list[str]:
@@ -72,8 +90,13 @@ def is_ready(root: Path | None = None) -> bool:
         ready = json.loads((root / READY).read_text())
     except (OSError, ValueError):
         return False
+    try:
+        emulator = qemu(root)
+    except MissingBackendError:
+        return False
     return ready.get("wheels") == pins() and ready.get("plugin_source") == _plugin_source() \
-        and (root / "sysroot" / "usr" / "bin" / "python3.11").is_file() and (root / "plugin" / PLUGIN).is_file()
+        and ready.get("qemu") == emulator and (root / "sysroot" / "usr" / "bin" / "python3.11").is_file() \
+        and (root / "plugin" / PLUGIN).is_file()
 
 
 def _plugin_source() -> str:
@@ -83,14 +106,19 @@ def _plugin_source() -> str:
 def setup(root: Path | None = None, *, say=print) -> Path:
     """Build the sysroot and wheels under ``root`` unless they are there already; the root."""
     root = Path(root or default_root())
-    qemu()
     if is_ready(root):
         say(f"arm64 sysroot ready in {root}")
         return root
     io.make_dirs(root)
     with io.exclusive(root / "sysroot"):
+        if is_ready(root):  # another process built it while this one waited
+            say(f"arm64 sysroot ready in {root}")
+            return root
         work = Path(tempfile.mkdtemp(prefix=".setup-", dir=root))
         try:
+            if not (root / QEMU_BIN).is_file() and not shutil.which("qemu-aarch64"):
+                say("arm64: Debian's qemu-user (the machine has none; kept in the cache, the machine unchanged)")
+                _fetch_qemu(root, work)
             say("arm64: Debian packages (apt, arm64 lists kept in the cache)")
             _sysroot(root, work)
             say(f"arm64: aarch64 wheels ({', '.join(pins())})")
@@ -112,9 +140,58 @@ def setup(root: Path | None = None, *, say=print) -> Path:
             raise EdgecutError(f"the arm64 sysroot in {root} does not run its packages: "
                                f"{(probe.stderr or probe.stdout).strip()[-300:]}")
         io.write_json(root / READY, {"wheels": pins(), "plugin_source": _plugin_source(), "python": "3.11",
-                                     "qemu": qemu()})
+                                     "qemu": qemu(root), "qemu_version": _qemu_version(root)})
     say(f"arm64 sysroot ready in {root}")
     return root
+
+
+def _fetch_qemu(root: Path, work: Path) -> None:
+    """Debian's qemu-user for this machine's architecture, and the libraries it needs that the
+    machine lacks, unpacked under ``root/qemu`` (private apt lists; nothing installed)."""
+    if not shutil.which("apt-get") or not shutil.which("dpkg-deb"):
+        raise MissingBackendError("fetching qemu-user needs Debian's apt-get and dpkg-deb (or: apt-get install qemu-user)")
+    apt = root / "apt-host"
+    for d in (apt / "lists" / "partial", apt / "cache" / "archives" / "partial"):
+        d.mkdir(parents=True, exist_ok=True)
+    opts = ["-o", f"Dir::State::Lists={apt / 'lists'}", "-o", f"Dir::Cache={apt / 'cache'}", "-o", "Debug::NoLocking=1",
+            "-o", "Dir::State::status=/dev/null"]
+    _run(["apt-get", *opts, "update"])
+    tree = _run(["apt-cache", *opts, "depends", "--recurse", "--no-recommends", "--no-suggests", "--no-conflicts",
+                 "--no-breaks", "--no-replaces", "--no-enhances", "qemu-user"])
+    names = sorted({ln.strip() for ln in tree.splitlines() if ln and not ln.startswith((" ", "<"))})
+    installed = subprocess.run(["dpkg-query", "-W", "-f=${Package} ${Status}\n", *names], capture_output=True,
+                               text=True).stdout.splitlines()
+    have = {ln.split()[0] for ln in installed if ln.endswith(" installed")}
+    debs = work / "qemu-debs"
+    debs.mkdir()
+    _run(["apt-get", *opts, "download", *[n for n in names if n == "qemu-user" or n not in have]], cwd=debs)
+    for deb in sorted(debs.glob("*.deb")):
+        _run(["dpkg-deb", "-x", str(deb), str(work / "qemu")])
+    qemu_deb = next(debs.glob("qemu-user_*.deb"))
+    (work / "qemu" / "qemu-user.version").write_text(_deb_source_version(qemu_deb))
+    if (root / "qemu").exists():
+        shutil.rmtree(root / "qemu")
+    os.replace(work / "qemu", root / "qemu")
+    p = subprocess.run([str(root / QEMU_BIN), "--version"], capture_output=True, text=True,
+                       env={**os.environ, **_qemu_env(root, str(root / QEMU_BIN))})
+    if p.returncode != 0:
+        raise EdgecutError(f"the fetched qemu-aarch64 in {root / 'qemu'} does not run: {(p.stderr or p.stdout)[-300:]}")
+
+
+def _deb_source_version(deb: Path) -> str:
+    """The source version of a .deb (a binary-only rebuild, '+b3', has its source's in the Source field)."""
+    fields = _run(["dpkg-deb", "-f", str(deb), "Source", "Version"])
+    source = next((ln.split(":", 1)[1].strip() for ln in fields.splitlines() if ln.startswith("Source:")), "")
+    version = next(ln.split(":", 1)[1].strip() for ln in fields.splitlines() if ln.startswith("Version:"))
+    return source[source.index("(") + 1:source.index(")")] if "(" in source else version
+
+
+def _qemu_version(root: Path) -> str:
+    """The Debian source version of the qemu the target runs (its plugin header must match it)."""
+    fetched = root / "qemu" / "qemu-user.version"
+    if (root / QEMU_BIN).is_file() and fetched.is_file():
+        return fetched.read_text().strip()
+    return _run(["dpkg-query", "-W", "-f=${source:Version}", "qemu-user"]).strip()
 
 
 def _apt(root: Path) -> list[str]:
@@ -169,7 +246,7 @@ def _plugin(root: Path, work: Path) -> None:
     cc = shutil.which("gcc") or shutil.which("cc")
     if not cc:
         raise MissingBackendError("building the instruction-counting plugin needs a C compiler: apt-get install gcc")
-    version = _run(["dpkg-query", "-W", "-f=${source:Version}", "qemu-user"]).strip()
+    version = _qemu_version(root)
     src = root / "apt" / "src"
     for d in (src / "lists" / "partial", src / "cache" / "archives" / "partial"):
         d.mkdir(parents=True, exist_ok=True)
@@ -209,9 +286,12 @@ def python_command(root: Path | None = None, *, ready: bool = True) -> tuple[lis
     if ready and not is_ready(root):
         raise EdgecutError(f"no arm64 sysroot in {root}: run edgecut target setup arm64 first (once, a few minutes)")
     sysroot = root / "sysroot"
+    emulator = qemu(root)
+    lib = _qemu_env(root, emulator)
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(root / "site"), "ORT_DISABLE_TELEMETRY": "1",
-           "PYTHONNOUSERSITE": "1", "HOME": os.environ.get("HOME", "/tmp")}
-    return [qemu(), "-cpu", CPU, "-L", str(sysroot), str(sysroot / "usr" / "bin" / "python3.11")], env
+           "PYTHONNOUSERSITE": "1", "HOME": os.environ.get("HOME", "/tmp"), **lib}
+    hide = [a for name in lib for a in ("-U", name)]  # the fetched qemu's libraries are not the guest's
+    return [emulator, *hide, "-cpu", CPU, "-L", str(sysroot), str(sysroot / "usr" / "bin" / "python3.11")], env
 
 
 def run_python(args: list[str], *, root: Path | None = None, cwd: Path | None = None, check: bool = True,
@@ -222,6 +302,16 @@ def run_python(args: list[str], *, root: Path | None = None, cwd: Path | None = 
     if check and p.returncode != 0:
         raise EdgecutError(f"the emulated aarch64 Python failed ({p.returncode}): {(p.stderr or p.stdout).strip()[-400:]}")
     return p
+
+
+STAGES_KEPT = 8  # bundle copies kept for counting: a recount of a recent artifact is the same path, no copy
+
+
+def _prune_stages(parent: Path, keep: Path) -> None:
+    """Drop all but the STAGES_KEPT most recently made stage folders (they are copies of bundles)."""
+    stages = sorted((d for d in parent.iterdir() if d.is_dir() and d != keep), key=lambda d: d.stat().st_mtime)
+    for old in stages[:max(0, len(stages) - (STAGES_KEPT - 1))]:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def count_instructions(folder: Path, iters: int = 3, *, root: Path | None = None) -> dict:
@@ -246,6 +336,7 @@ def count_instructions(folder: Path, iters: int = 3, *, root: Path | None = None
             shutil.rmtree(stage, ignore_errors=True)
             io.make_dirs(stage)
             shutil.copytree(folder, stage / "bundle")
+            _prune_stages(root / "count", keep=stage)
         out = stage / "counts.txt"
         env = {**env, "PYTHONHASHSEED": "0", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
                "PYTHONDONTWRITEBYTECODE": "1"}
