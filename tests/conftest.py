@@ -117,3 +117,47 @@ def arm64_env(arm64_root, monkeypatch) -> Path:
     """arm64_root, and EDGECUT_ARM64 pointing at it for the processes a test starts."""
     monkeypatch.setenv("EDGECUT_ARM64", str(arm64_root))
     return arm64_root
+
+
+@pytest.fixture
+def loopback_sshd(tmp_path):
+    """An sshd on 127.0.0.1 only, with a throw-away host key and client key (skipped where it cannot start)."""
+    import shutil
+    import socket
+    import subprocess
+    import time
+
+    sshd = shutil.which("sshd") or "/usr/sbin/sshd"
+    if not Path(sshd).is_file() or not shutil.which("ssh-keygen") or not shutil.which("scp"):
+        pytest.skip("openssh-server and openssh-client are not installed (apt-get install openssh-server)")
+    d = tmp_path / "sshd"
+    d.mkdir()
+    for key in ("host", "client"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / key)], check=True)
+    (d / "authorized_keys").write_text((d / "client.pub").read_text())
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (d / "sshd_config").write_text(
+        f"ListenAddress 127.0.0.1\nPort {port}\nHostKey {d / 'host'}\nAuthorizedKeysFile {d / 'authorized_keys'}\n"
+        "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
+        f"PidFile {d / 'sshd.pid'}\nPermitRootLogin prohibit-password\nSubsystem sftp internal-sftp\n")
+    try:
+        Path("/run/sshd").mkdir(parents=True, exist_ok=True)  # its privilege-separation folder
+    except OSError:
+        pass
+    proc = subprocess.Popen([sshd, "-D", "-e", "-f", str(d / "sshd_config")], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.skip(f"sshd cannot start here: {proc.stderr.read().decode()[-300:]}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.1)
+    import getpass
+
+    yield f"ssh://{getpass.getuser()}@127.0.0.1:{port}", d / "client"
+    proc.terminate()
+    proc.wait(timeout=10)

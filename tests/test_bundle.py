@@ -251,49 +251,6 @@ def test_arm64_instruction_counts_repeat_exactly_and_parity_holds_for_fp32_and_i
     assert counts["fp32"] != counts["int8"]
 
 
-@pytest.fixture
-def loopback_sshd(tmp_path):
-    """An sshd on 127.0.0.1 only, with a throw-away host key and client key (skipped where it cannot start)."""
-    import shutil
-    import socket
-    import time
-
-    sshd = shutil.which("sshd") or "/usr/sbin/sshd"
-    if not Path(sshd).is_file() or not shutil.which("ssh-keygen") or not shutil.which("scp"):
-        pytest.skip("openssh-server and openssh-client are not installed (apt-get install openssh-server)")
-    d = tmp_path / "sshd"
-    d.mkdir()
-    for key in ("host", "client"):
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / key)], check=True)
-    (d / "authorized_keys").write_text((d / "client.pub").read_text())
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    (d / "sshd_config").write_text(
-        f"ListenAddress 127.0.0.1\nPort {port}\nHostKey {d / 'host'}\nAuthorizedKeysFile {d / 'authorized_keys'}\n"
-        "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
-        f"PidFile {d / 'sshd.pid'}\nPermitRootLogin prohibit-password\nSubsystem sftp internal-sftp\n")
-    try:
-        Path("/run/sshd").mkdir(parents=True, exist_ok=True)  # its privilege-separation folder
-    except OSError:
-        pass
-    proc = subprocess.Popen([sshd, "-D", "-e", "-f", str(d / "sshd_config")], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.skip(f"sshd cannot start here: {proc.stderr.read().decode()[-300:]}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        time.sleep(0.1)
-    import getpass
-
-    yield f"ssh://{getpass.getuser()}@127.0.0.1:{port}", d / "client"
-    proc.terminate()
-    proc.wait(timeout=10)
-
-
 @pytest.mark.slow
 def test_a_bundle_runs_on_an_ssh_device_and_the_cutouts_come_back(onnx_model, synth_data, tmp_path, loopback_sshd,
                                                                    monkeypatch):

@@ -36,6 +36,10 @@ def eval_cmd(
     worst: Annotated[int, typer.Option(help="List this many lowest-IoU images.")] = 5,
     normalize: Annotated[bool, typer.Option("--normalize", help="Min-max normalise each prediction first, as SOD "
                                                                 "toolboxes score saliency maps.")] = False,
+    target: Annotated[str, typer.Option(help="Where the model runs: local, arm64-emu, ssh://user@host[:port] or a "
+                                             "device profile with a reach (scored here from its outputs).")] = "local",
+    identity: Annotated[Optional[Path], typer.Option(help="ssh: the private key the device accepts.")] = None,
+    device_python: Annotated[str, typer.Option(help="ssh: the device's Python.")] = "python3",
 ) -> None:
     """Score a model (or saved prediction maps) on a data set at each image's own resolution."""
     from edgecut import io
@@ -45,7 +49,18 @@ def eval_cmd(
     if (model is None) == (pred is None):
         raise EdgecutError("give either MODEL (an artifact directory) or --pred DIR, not both or neither")
     samples = find_samples(data, split)
-    if pred is not None:
+    if target != "local":
+        if pred is not None or normalize or batch != 1:
+            raise EdgecutError(f"--target {target} scores a model's outputs there: --pred, --normalize and --batch "
+                               "are for local runs")
+        from edgecut.targets.measure import evaluate_on_target, resolve
+
+        where = resolve(target, threads=threads, identity=identity, python=device_python)
+        result, agree = evaluate_on_target(model, samples, where)
+        source = {"model": str(model), "target": target, "parity": agree.model_dump(mode="json")}
+        console.print(f"on {target} against this machine's {agree.backend}: max abs diff {agree.max_abs_diff:.2e}, "
+                      f"mask IoU mean {agree.mask_iou_mean:.4f}, worst {agree.mask_iou_min:.4f}", highlight=False)
+    elif pred is not None:
         result = evaluate_predictions(pred, samples, normalize=normalize)
         source = {"pred": str(pred)}
     else:
@@ -93,10 +108,42 @@ def bench(
                                                  "(a parallel-speedup canary says so); 0: never wait, only flag.")] = 120.0,
     worst: Annotated[int, typer.Option(help="Worst images kept per record (cut-outs saved for the html report).")] = 6,
     resume: Annotated[bool, typer.Option("--resume", help="Add to an existing records file; skip what it holds.")] = False,
+    target: Annotated[str, typer.Option(help="Where the models run: local; arm64-emu (instruction counts, no "
+                                             "latency); ssh://user@host[:port] (the device's latency); or a device "
+                                             "profile with a reach.")] = "local",
+    identity: Annotated[Optional[Path], typer.Option(help="ssh: the private key the device accepts.")] = None,
+    device_python: Annotated[str, typer.Option(help="ssh: the device's Python, with a bundle's requirements.")] = "python3",
+    count_iters: Annotated[int, typer.Option(help="arm64-emu: inferences counted per model.")] = 3,
 ) -> None:
-    """Measure latency (and accuracy on --data) of every model through its Runner; append one record each."""
+    """Measure latency (and accuracy on --data) of every model through its Runner; append one record each.
+    With --target, each model goes there as a bundle and runs through the device's own runtime."""
     config = options.bench_config(**locals())
     from rich.markup import escape
+
+    if target != "local":
+        from edgecut.targets.measure import bench_on_target, resolve
+
+        where = resolve(target, identity=identity, python=device_python)
+
+        def show_target(rec) -> None:
+            line = f"{rec.name}  {rec.backend} {rec.precision} {rec.input_size[0]}x{rec.input_size[1]} on {rec.target}:"
+            if rec.instructions:
+                line += f" {rec.instructions.per_inference / 1e6:,.1f} M instructions/inference (emulated {rec.instructions.cpu})"
+            if rec.latency:
+                line += f" p50 {rec.latency.p50_ms:.2f} ms"
+            if rec.parity:
+                line += f"  vs local: max diff {rec.parity.max_abs_diff:.2e}, mask IoU {rec.parity.mask_iou_min:.4f}"
+            if rec.accuracy:
+                line += f"  IoU {rec.accuracy.metrics['iou']:.4f}"
+            console.print(escape(line), highlight=False)
+
+        result = bench_on_target(models, out, config, where, resume=resume, names=name, count_iters=count_iters,
+                                 on_record=show_target,
+                                 say=lambda text: console.print(f"[dim]{escape(text)}[/dim]", highlight=False))
+        for s in result.skipped:
+            console.print(f"[dim]already in {out}: {s}[/dim]")
+        console.print(f"wrote {len(result.records)} record(s) to {out}")
+        return
 
     from edgecut.measure.run import bench as bench_fn
 

@@ -100,9 +100,11 @@ def target_count(
 
 @target_app.command("parity")
 def target_parity(
-    target: Annotated[str, typer.Argument(help="local | arm64-emu")],
+    target: Annotated[str, typer.Argument(help="local | arm64-emu | ssh://user@host[:port]")],
     bundle_dir: Annotated[Path, typer.Argument(help="A folder edgecut bundle wrote.")],
     images: Annotated[Path, typer.Option(help="Images (a folder or a file) run on both.")],
+    identity: Annotated[Optional[Path], typer.Option(help="ssh: the private key the device accepts.")] = None,
+    device_python: Annotated[str, typer.Option(help="ssh: the device's Python.")] = "python3",
 ) -> None:
     """The same images through this machine's Runner and the bundle's runner on TARGET: max abs
     difference of the outputs and mask IoU (ARM kernels differ: NEON MLAS, XNNPACK, ACL)."""
@@ -110,4 +112,4 @@ def target_parity(
 
     from edgecut.targets.run import parity
 
-    sys.stdout.write(json.dumps(parity(bundle_dir, images, target)) + "\n")
+    sys.stdout.write(json.dumps(parity(bundle_dir, images, target, identity=identity, python=device_python)) + "\n")

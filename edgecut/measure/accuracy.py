@@ -79,6 +79,26 @@ def evaluate(runner, samples: Sequence[Sample], *, batch_size: int = 1, composit
     return EvalResult(acc.results(), acc.per_image, len(samples))
 
 
+def evaluate_outputs(spec: ModelSpec, samples: Sequence[Sample], outputs: dict[str, np.ndarray], *,
+                     composites: bool = True, progress: bool = True) -> EvalResult:
+    """Score raw model outputs computed elsewhere (a target's runner), keyed by image file name,
+    exactly as :func:`evaluate` scores a Runner's: probability, resized back, at the image's size."""
+    check_pairs(samples, progress=progress)
+    acc = SegMetrics(threshold=spec.threshold)
+    prog, task = _progress(progress, len(samples), "scoring")
+    with prog:
+        for s in samples:
+            if s.image.name not in outputs:
+                raise InputError(s.image, "has no output from the target", "run it again; the runner skipped it")
+            img, mask = load_pair(s)
+            if mask is None:
+                raise InputError(s.image, "has no mask", "evaluation needs masks/ beside images/")
+            prob = spec.to_probability(outputs[s.image.name])[0]
+            acc.update(spec.resize_back(prob, img.shape[:2]), mask, image=img if composites else None, name=s.name)
+            prog.advance(task)
+    return EvalResult(acc.results(), acc.per_image, len(samples))
+
+
 def evaluate_predictions(pred_dir: str | os.PathLike, samples: Sequence[Sample], *, composites: bool = True,
                          progress: bool = True, normalize: bool = False) -> EvalResult:
     """Score saved prediction maps (8-bit PNG, same names as the images) against the masks.

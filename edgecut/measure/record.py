@@ -113,6 +113,33 @@ class Agreement(BaseModel):
     max_abs_diff: float  # of probabilities, over all images
 
 
+class Instructions(BaseModel):
+    """Guest instructions retired per inference on an emulated CPU (``arm64-emu``): exact and
+    repeatable, they rank artifacts on that architecture; they are not milliseconds on a device."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    per_inference: int
+    iterations: int  # inferences counted (after two uncounted ones)
+    process_total: int  # the whole process, start-up and loading included
+    cpu: str  # the emulated core
+    emulator: str
+    note: str = ""
+
+
+class TargetParity(BaseModel):
+    """The same artifact on the target against this machine's Runner of it, image by image."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    against: str  # "local"
+    backend: str  # the local Runner's backend
+    count: int
+    max_abs_diff: float  # of the raw outputs, over all images
+    mask_iou_mean: float
+    mask_iou_min: float
+
+
 class BenchRecord(BaseModel):
     """One measurement; one line of a ``.jsonl`` records file."""
 
@@ -129,7 +156,7 @@ class BenchRecord(BaseModel):
     precision: str  # fp32, fp16, int8
     backend: str  # torch, onnxruntime, openvino, tensorrt
     device: str  # cpu, cuda
-    target: str = "local"  # where the Runner executed: local, arm64-qemu, ssh:host, ...
+    target: str = "local"  # where it ran: local, arm64-emu (emulated: instructions, no latency), ssh://user@host
     input_size: tuple[int, int]  # (H, W)
     batch: int
     threads: int | None  # intra-op threads the Runner was given (None: the backend's default)
@@ -145,6 +172,8 @@ class BenchRecord(BaseModel):
     host: Host | None = None  # CPU only: the parallel-speedup canary of the kept run
     accuracy: Accuracy | None = None
     agreement: Agreement | None = None
+    instructions: Instructions | None = None  # arm64-emu: the deterministic cost (no latency there)
+    parity: TargetParity | None = None  # a target's outputs against this machine's (--target)
     env: dict[str, Any] = Field(default_factory=dict)  # edgecut.env.environment() of the measuring machine
     notes: list[str] = Field(default_factory=list)
     _source: Path | None = PrivateAttr(default=None)  # the .jsonl it was read from (set by read_records)

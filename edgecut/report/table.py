@@ -61,6 +61,8 @@ COLUMNS = (
     Column("p90", "p90 ms"),
     Column("speedup", "speed-up"),
     Column("e2e", "cut-out ms"),  # optional: when any record has the end-to-end time
+    Column("instructions", "M instructions"),  # optional: per inference on an emulated CPU (arm64-emu)
+    Column("parity", "IoU vs local"),  # optional: a target's masks against this machine's (worst image)
     Column("data", "data", numeric=False),  # optional: when records were scored on different data sets
     Column("iou", "IoU"),
     Column("mae", "MAE"),
@@ -75,7 +77,8 @@ CSV_COLUMNS = (
     "cov", "first_ms", "unstable",
     "speedup", "e2e_p50_ms", "e2e_unstable", "peak_rss_mb", "gpu_peak_mb", "host_speedup", "host_busy",
     "throughput_batch",
-    "throughput_images_per_s", "data", "data_count", "iou", "mae", "s_measure", "delta_iou",
+    "throughput_images_per_s", "instructions_per_inference", "instructions_cpu", "parity_max_abs_diff",
+    "parity_mask_iou_min", "data", "data_count", "iou", "mae", "s_measure", "delta_iou",
 )
 
 
@@ -366,6 +369,8 @@ def _cells(r: BenchRecord) -> dict[str, str]:
         "p50": _opt(lat and lat.p50_ms, sig) + _ci_cell(r), "p90": _opt(lat and lat.p90_ms, sig),
         "e2e": _opt(r.end_to_end and r.end_to_end.p50_ms, sig)
         + (f" {UNSTABLE_MARK}" if r.end_to_end and r.end_to_end.unstable else ""),
+        "instructions": _opt(r.instructions and r.instructions.per_inference, lambda n: sig(n / 1e6)),
+        "parity": _opt(r.parity and r.parity.mask_iou_min, lambda v: f"{v:.4f}"),
         "data": f"{acc.data} ({acc.count})" if acc else MISSING,
         **{k: _opt(metrics.get(k), lambda v: f"{v:.4f}") for k in MAIN_METRICS},
     }
@@ -394,6 +399,10 @@ def _values(r: BenchRecord, base: BenchRecord, m: _Measures, label: str) -> dict
         "p50_ci_hi_ms": r.latency_ci_ms[1] if r.latency_ci_ms else None,
         "throughput_batch": top.batch if top else None, "throughput_images_per_s": top.images_per_s if top else None,
         "data": acc.data if acc else None, "data_count": acc.count if acc else None, "delta_iou": m.delta_iou,
+        "instructions_per_inference": r.instructions.per_inference if r.instructions else None,
+        "instructions_cpu": r.instructions.cpu if r.instructions else None,
+        "parity_max_abs_diff": r.parity.max_abs_diff if r.parity else None,
+        "parity_mask_iou_min": r.parity.mask_iou_min if r.parity else None,
     }
     for key in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "cov", "first_ms", "unstable"):
         values[key] = getattr(lat, key) if lat else None
@@ -425,6 +434,8 @@ def _visible_columns(records: Sequence[BenchRecord]) -> list[Column]:
         "input": varies(lambda r: tuple(r.input_size)),
         "data": len({_data_key(r) for r in records if r.accuracy}) > 1,
         "e2e": any(r.end_to_end is not None for r in records),
+        "instructions": any(r.instructions is not None for r in records),
+        "parity": any(r.parity is not None for r in records),
     }
     return [c for c in COLUMNS if show.get(c.key, True)]
 
@@ -487,6 +498,14 @@ def _notes(records: Sequence[BenchRecord], base: BenchRecord, ref: BenchRecord |
     if len(same_name) > 1:
         which = "its torch record" if base.backend == "torch" else "its first record"
         notes.append(f"{base.name!r} has {len(same_name)} records; speed-ups are against {which}.")
+    if any(r.instructions is not None for r in records):
+        cpus = sorted({r.instructions.cpu for r in records if r.instructions})
+        notes.append(f"M instructions: guest instructions retired per inference on an emulated {', '.join(cpus)} "
+                     "(arm64-emu, one thread): exact and repeatable, they rank artifacts there; they are not "
+                     "milliseconds on a device, and emulated records carry no latency.")
+    if any(r.parity is not None for r in records):
+        notes.append("IoU vs local: the target's masks against this machine's Runner of the same artifact "
+                     "(worst image).")
     if base.latency is None:
         notes.append("The baseline has no latency: no speed-ups.")
     elif base.latency.unstable:

@@ -64,36 +64,18 @@ def parity(folder: str | os.PathLike, images: str | os.PathLike, target: str = "
            root: Path | None = None, identity: Path | None = None, python: str = "python3") -> dict:
     """The same images through this machine's Runner and the bundle's runner on ``target``: the
     largest absolute difference of the raw outputs, and the mask IoU per image (mean and worst)."""
-    import tempfile
-
-    import numpy as np
-
-    from edgecut import io, runtime
+    from edgecut.artifact import load_artifact
     from edgecut.cutout import expand_inputs
-    from edgecut.metrics import mask_iou
+    from edgecut.targets.measure import compare_outputs, target_outputs
 
-    if target.startswith("ssh://"):
-        raise EdgecutError("parity over ssh: to come (the outputs file stays on the device); use local or arm64-emu")
     if not Path(images).exists():
         raise InputError(images, "not found", "give a folder of images or an image file")
     folder = Path(folder).resolve()
-    with tempfile.TemporaryDirectory(prefix="edgecut-parity-") as tmp:
-        out = Path(tmp) / "outputs.npz"
-        p = run_bundle(folder, ["outputs", str(images), "--out", str(out)], target, root=root, identity=identity,
-                       python=python)
-        if p.returncode != 0:
-            raise EdgecutError(f"the runner on {target} failed: {(p.stderr or p.stdout).strip()[-400:]}")
-        there = dict(np.load(out))
-    runner = runtime.load(folder)
-    spec = runner.spec
-    diffs, ious = [], []
-    for path in expand_inputs([images]):
-        here = np.asarray(runner(spec.preprocess(io.read_image(path))), np.float32)
-        other = there[path.name]
-        diffs.append(float(np.abs(here - other).max()))
-        ious.append(mask_iou(spec.to_probability(here)[0] > spec.threshold,
-                             spec.to_probability(other)[0] > spec.threshold))
-    if not diffs:
+    verify_bundle(folder)
+    files = list(expand_inputs([images]))
+    if not files:
         raise EdgecutError(f"{images}: no images")
-    return {"target": target, "images": len(diffs), "max_abs_diff": max(diffs), "mask_iou_mean": float(np.mean(ious)),
-            "mask_iou_min": float(min(ious))}
+    there = target_outputs(folder, files, target, root=root, identity=identity, python=python)
+    got = compare_outputs(load_artifact(folder), files, there, target)
+    return {"target": target, "images": got.count, "max_abs_diff": got.max_abs_diff,
+            "mask_iou_mean": got.mask_iou_mean, "mask_iou_min": got.mask_iou_min}

@@ -255,13 +255,18 @@ def outputs(inputs: list[str], out: Path, threads: int | None) -> int:
     arrays = {}
     for path in _files(inputs):
         arrays[path.name] = np.asarray(run(preprocess(spec, read_image(path))), np.float32)
+    out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "wb") as f:
         np.savez(f, **arrays)
     print(f"wrote {len(arrays)} output(s) to {out}")
     return 0
 
 
+UNSTABLE_COV = 0.10  # as edgecut's: a robust CoV above this flags the measurement
+
+
 def bench(iters: int, threads: int | None) -> int:
+    """Latency of the model alone on one preprocessed image: edgecut's statistics, one JSON line."""
     import numpy as np
 
     m = manifest()
@@ -272,18 +277,25 @@ def bench(iters: int, threads: int | None) -> int:
     t0 = time.perf_counter()
     run(x)
     first = time.perf_counter() - t0
-    for _ in range(min(5, iters)):
+    warmup = min(5, iters)
+    for _ in range(warmup):
         run(x)
     times = []
     for _ in range(iters):
         t0 = time.perf_counter()
         run(x)
         times.append((time.perf_counter() - t0) * 1e3)
-    q = np.percentile(times, [50, 90, 99])
+    ms = np.asarray(times, np.float64)
+    p50, p90, p99 = (float(v) for v in np.percentile(ms, [50, 90, 99]))
+    mean, std = float(ms.mean()), float(ms.std(ddof=1)) if ms.size > 1 else 0.0
+    robust = float(1.4826 * np.median(np.abs(ms - p50)) / p50) if p50 > 0 else 0.0
+    latency = {"p50_ms": p50, "p90_ms": p90, "p99_ms": p99, "mean_ms": mean, "std_ms": std, "min_ms": float(ms.min()),
+               "cov": std / mean if mean > 0 else 0.0, "robust_cov": robust, "first_ms": first * 1e3,
+               "warmup": warmup, "iterations": int(ms.size), "unstable": robust > UNSTABLE_COV}
     print(json.dumps({"model": m["model_file"], "format": m["format"], "precision": m["precision"],
                       "input_size": [h, w], "threads": threads, "iterations": iters, "first_ms": round(first * 1e3, 3),
-                      "p50_ms": round(float(q[0]), 4), "p90_ms": round(float(q[1]), 4),
-                      "p99_ms": round(float(q[2]), 4), "machine": _machine()}))
+                      "p50_ms": round(p50, 4), "p90_ms": round(p90, 4), "p99_ms": round(p99, 4), "latency": latency,
+                      "machine": _machine(m["format"])}))
     return 0
 
 
@@ -319,11 +331,28 @@ def count(iters: int) -> int:
     return 0
 
 
-def _machine() -> dict:
+def _machine(fmt: str | None = None) -> dict:
+    """What this device is: architecture, OS, Python, CPU model and cores, the runtime's version."""
+    import os
     import platform
 
+    model = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip().lower() in ("model name", "hardware", "model") and value.strip():
+                    model = value.strip()
+                    break
+    except OSError:
+        pass
+    runtime = {}
+    module = {"onnx": "onnxruntime", "openvino": "openvino"}.get(fmt or "")
+    if module in sys.modules:
+        runtime[module] = getattr(sys.modules[module], "__version__", None) or "unknown"
     return {"machine": platform.machine(), "system": platform.system(), "python": platform.python_version(),
-            "processor": platform.processor()}
+            "processor": platform.processor(), "cpu_model": model or platform.processor(), "cores": os.cpu_count(),
+            "runtime": runtime}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -87,7 +87,10 @@ def run_on_device(url: str, folder: Path, args: list[str], *, identity: Path | N
         command = f"cd {shlex.quote(work + '/bundle')} && {shlex.quote(python)} runner.py " + \
                   " ".join(shlex.quote(a) for a in args)
         p = remote(command, check=False)
-        if local_out is not None and p.returncode in (0, 1):  # 1: some inputs failed, the rest came out
+        if local_out is not None and args[0] == "outputs" and p.returncode == 0:
+            io.make_dirs(local_out.parent)
+            copy([f"{at}{work}/out/{OUTPUTS}"], str(local_out))
+        elif local_out is not None and p.returncode in (0, 1):  # 1: some inputs failed, the rest came out
             io.make_dirs(local_out)
             listing = remote(f"ls -A {shlex.quote(work + '/out')}", check=False).stdout.split()
             if listing:
@@ -97,9 +100,14 @@ def run_on_device(url: str, folder: Path, args: list[str], *, identity: Path | N
         remote(f"rm -rf {shlex.quote(work)}", check=False)
 
 
+OUTPUTS = "outputs.npz"
+
+
 def _device_args(args: list[str], work: str, send, make_in) -> tuple[list[str], Path | None]:
-    """The runner's arguments with local paths replaced by the device's, and the local --out."""
-    if not args or args[0] != "remove":
+    """The runner's arguments with local paths replaced by the device's, and the local --out (the
+    cut-outs' folder for ``remove``, the .npz file for ``outputs``). Inputs go to one folder on the
+    device, so two inputs with one file name are refused rather than one overwriting the other."""
+    if not args or args[0] not in ("remove", "outputs"):
         return args, None
     out, inputs, rest, i = None, [], [], 1
     while i < len(args):
@@ -114,14 +122,21 @@ def _device_args(args: list[str], work: str, send, make_in) -> tuple[list[str], 
             inputs.append(Path(args[i]))
             i += 1
     if out is None or not inputs:
-        raise EdgecutError("remove needs IMAGES and --out DIR")
+        raise EdgecutError(f"{args[0]} needs IMAGES and --out " + ("DIR" if args[0] == "remove" else "FILE.npz"))
     files: list[str] = []
     for item in inputs:
         if not item.exists():
             raise InputError(item, "not found")
         files += [str(p) for p in sorted(item.iterdir()) if p.is_file() and not p.name.startswith(".")] \
             if item.is_dir() else [str(item)]
+    seen: dict[str, str] = {}
+    for f in files:
+        if Path(f).name in seen:
+            raise InputError(f, f"has the file name of {seen[Path(f).name]}; on the device both land in one folder",
+                             "rename one, or run the two folders separately")
+        seen[Path(f).name] = f
     make_in()
     if files:
         send(files)
-    return ["remove", f"{work}/in", "--out", f"{work}/out", *rest], out
+    dest = f"{work}/out" if args[0] == "remove" else f"{work}/out/{OUTPUTS}"
+    return [args[0], f"{work}/in", "--out", dest, *rest], out
