@@ -6,9 +6,10 @@ the MobileNet student, each as ONNX FP32 and INT8, with parity of the aarch64 ru
 The models are the architectures with seeded random weights (cost only: instruction counts and
 x86-against-ARM parity do not need trained weights; accuracy is not measured, and the INT8 export's
 mask bar against its float parent is lowered because random weights put pixels on the threshold). Each is bundled for
-raspberry-pi-5 and run on the emulated aarch64 CPU through `edgecut target count` and `edgecut
-target parity`. Counts are exact and repeatable on one machine; they rank artifacts on aarch64 and
-are not milliseconds on a device. Writes benchmarks/results/arm64.json and prints the table.
+arm64-emu and measured by `edgecut bench --target arm64-emu` (instruction counts and parity against
+x86 on the generated images), twice, to show the counts repeat. Counts are exact and repeatable on
+one machine; they rank artifacts on aarch64 and are not milliseconds on a device. Writes the records
+to benchmarks/results/arm64.jsonl, the summary to benchmarks/results/arm64.json, and prints the table.
 """
 
 from __future__ import annotations
@@ -45,13 +46,13 @@ def main(argv: list[str] | None = None) -> int:
     from edgecut.env import fingerprint
     from edgecut.exporters import ExportConfig, ParityConfig, export
     from edgecut.models.store import build, save_model
+    from edgecut.measure.run import BenchConfig
     from edgecut.targets import arm64
-    from edgecut.targets.bundle import bundle
-    from edgecut.targets.run import parity
+    from edgecut.targets.measure import bench_on_target, resolve
 
     import shutil
 
-    root = arm64.setup(say=print)
+    arm64.setup(say=print)
     shutil.rmtree(args.work, ignore_errors=True)  # scratch: every model is made again from its seed
     work = io.make_dirs(args.work)
     data = generate(work / "images", args.images, args.size, seed=7, progress=False)
@@ -62,30 +63,41 @@ def main(argv: list[str] | None = None) -> int:
         torches[name] = save_model(work / name, model, arch, model.default_spec.with_size(args.size))
     torches["pruned"] = prune(torches["teacher"], work / "pruned", PruneConfig(ratio=0.5, latency=False),
                               progress=False)
-    rows = []
+    arts, names = [], []
     for name in ("teacher", "pruned", "student"):
         for precision in ("fp32", "int8"):
-            started = time.monotonic()
             # random weights put many pixels near the threshold, where INT8 flips them: cost only, so the
             # INT8 mask bar is lowered here, explicitly (trained models keep edgecut's default bar)
             loose = {"mask_iou": 0.0, "mask_iou_min": 0.0} if precision == "int8" else {}
-            art = export(torches[name], work / f"{name}-onnx-{precision}",
-                         ExportConfig(format="onnx", precision=precision, parity=ParityConfig(tolerances=loose)),
-                         progress=False)
-            folder = bundle(art.path, work / f"{name}-{precision}-bundle", "raspberry-pi-5", overwrite=True)
-            counts = [arm64.count_instructions(folder, 1, root=root)["instructions_per_inference"] for _ in range(2)]
-            check = parity(folder, data / "images", "arm64-emu", root=root)
-            rows.append({"model": name, "precision": precision, "params": art.manifest.params,
-                         "macs": torches[name].manifest.macs, "instructions_per_inference": counts[0],
-                         "repeat_identical": counts[0] == counts[1], **{k: check[k] for k in
-                                                                        ("max_abs_diff", "mask_iou_mean", "mask_iou_min")},
-                         "seconds": round(time.monotonic() - started, 1)})
-            print(json.dumps(rows[-1]), flush=True)
+            arts.append(export(torches[name], work / f"{name}-onnx-{precision}",
+                               ExportConfig(format="onnx", precision=precision, parity=ParityConfig(tolerances=loose)),
+                               progress=False))
+            names.append(f"{name}-{precision}")
+    # what a user runs: edgecut bench MODELS --target arm64-emu --data DIR; twice, the second to show the counts repeat
+    where = resolve("arm64-emu")
+    records = args.out.with_suffix(".jsonl")
+    records.unlink(missing_ok=True)
+    started = time.monotonic()
+    first = bench_on_target(arts, records, BenchConfig(data=data), where, names=names, count_iters=1, progress=False,
+                            say=print).records
+    seconds = time.monotonic() - started
+    second = bench_on_target(arts, work / "repeat.jsonl", BenchConfig(data=data), where, names=names, count_iters=1,
+                             progress=False).records
+    rows = []
+    for rec, again, art in zip(first, second, arts):
+        model, precision = rec.name.rsplit("-", 1)
+        rows.append({"model": model, "precision": precision, "params": art.manifest.params,
+                     "macs": torches[model].manifest.macs, "instructions_per_inference": rec.instructions.per_inference,
+                     "repeat_identical": rec.instructions.per_inference == again.instructions.per_inference,
+                     "max_abs_diff": rec.parity.max_abs_diff, "mask_iou_mean": rec.parity.mask_iou_mean,
+                     "mask_iou_min": rec.parity.mask_iou_min})
+        print(json.dumps(rows[-1]), flush=True)
     base = next(r["instructions_per_inference"] for r in rows if r["model"] == "teacher" and r["precision"] == "fp32")
     report = {"what": "guest instructions per inference on arm64-emu (qemu-user, aarch64 onnxruntime), one thread; "
                       "random weights (cost only); not device time",
               "size": args.size, "parity_images": args.images, "wheels": arm64.pins(), "machine": fingerprint(),
-              "rows": rows}
+              "records": str(records.relative_to(ROOT)) if records.is_relative_to(ROOT) else str(records),
+              "seconds_one_bench": round(seconds, 1), "rows": rows}
     io.write_json(args.out, report)
     print("\n| model | precision | params | G instructions / inference | teacher fp32 / this | max abs diff vs x86 "
           "| mask IoU vs x86, mean / min |\n|---|---|---|---|---|---|---|")
