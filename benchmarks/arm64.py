@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     from edgecut.models.store import build, save_model
     from edgecut.measure.run import BenchConfig
     from edgecut.targets import arm64
-    from edgecut.targets.measure import bench_on_target, resolve
+    from edgecut.measure.target import bench_on_target, resolve
 
     import shutil
 

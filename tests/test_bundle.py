@@ -233,7 +233,7 @@ def test_arm64_instruction_counts_repeat_exactly_and_parity_holds_for_fp32_and_i
                                                                                    tmp_path, arm64_root):
     from edgecut.exporters import ExportConfig, export
     from edgecut.targets import arm64
-    from edgecut.targets.run import parity
+    from edgecut.measure.target import bundle_parity as parity
 
     root = arm64_root
     int8 = export(trained, tmp_path / "int8", ExportConfig(format="onnx", precision="int8"))

@@ -53,7 +53,7 @@ def eval_cmd(
         if pred is not None or normalize or batch != 1:
             raise EdgecutError(f"--target {target} scores a model's outputs there: --pred, --normalize and --batch "
                                "are for local runs")
-        from edgecut.targets.measure import evaluate_on_target, resolve
+        from edgecut.measure.target import evaluate_on_target, resolve
 
         where = resolve(target, threads=threads, identity=identity, python=device_python)
         result, agree = evaluate_on_target(model, samples, where)
@@ -121,7 +121,7 @@ def bench(
     from rich.markup import escape
 
     if target != "local":
-        from edgecut.targets.measure import bench_on_target, resolve
+        from edgecut.measure.target import bench_on_target, resolve
 
         where = resolve(target, identity=identity, python=device_python)
 

@@ -110,6 +110,6 @@ def target_parity(
     difference of the outputs and mask IoU (ARM kernels differ: NEON MLAS, XNNPACK, ACL)."""
     import json
 
-    from edgecut.targets.run import parity
+    from edgecut.measure.target import bundle_parity as parity
 
     sys.stdout.write(json.dumps(parity(bundle_dir, images, target, identity=identity, python=device_python)) + "\n")

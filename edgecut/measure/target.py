@@ -158,6 +158,26 @@ def parity_images() -> list[Path]:
     return paths
 
 
+def bundle_parity(folder: str | os.PathLike, images: str | os.PathLike, target: str = "arm64-emu", *,
+           root: Path | None = None, identity: Path | None = None, python: str = "python3") -> dict:
+    """The same images through this machine's Runner and the bundle's runner on ``target``: the
+    largest absolute difference of the raw outputs, and the mask IoU per image (mean and worst)."""
+    from edgecut.cutout import expand_inputs
+    from edgecut.targets.bundle import verify_bundle
+
+    if not Path(images).exists():
+        raise InputError(images, "not found", "give a folder of images or an image file")
+    folder = Path(folder).resolve()
+    verify_bundle(folder)
+    files = list(expand_inputs([images]))
+    if not files:
+        raise EdgecutError(f"{images}: no images")
+    there = target_outputs(folder, files, target, root=root, identity=identity, python=python)
+    got = compare_outputs(load_artifact(folder), files, there, target)
+    return {"target": target, "images": got.count, "max_abs_diff": got.max_abs_diff,
+            "mask_iou_mean": got.mask_iou_mean, "mask_iou_min": got.mask_iou_min}
+
+
 # --------------------------------------------------------------------------- bench
 
 
