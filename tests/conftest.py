@@ -97,6 +97,19 @@ def synth_data(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def x86_qemu():
+    """qemu-x86_64 for tests/emulated.py (the machine's, or Debian's fetched into the user's cache)."""
+    from emulated import qemu_x86
+
+    from edgecut.errors import MissingBackendError
+
+    try:
+        return qemu_x86()
+    except MissingBackendError as e:
+        pytest.skip(f"emulating an AVX2-only CPU: {e}")
+
+
+@pytest.fixture(scope="session")
 def arm64_root() -> Path:
     """The arm64-emu sysroot, built once in the user's own cache (the tests' cache is a fresh folder);
     setup fetches Debian's qemu-user there where the machine has none. Skipped only on a machine

@@ -1,4 +1,5 @@
-"""Python run as if on another x86 CPU, through QEMU's user-mode emulator (Debian's qemu-user).
+"""Python run as if on another x86 CPU, through QEMU's user-mode emulator (Debian's qemu-user: the
+machine's, or the package fetched into the user's cache as ``edgecut target setup arm64`` does).
 
 Machines of this project's kind differ: some CPUs have AVX-512 with VNNI, others (AMD EPYC of
 family 25, "EPYC-Milan") AVX2 only, and onnxruntime, oneDNN and torch pick other kernels on each.
@@ -14,21 +15,36 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-QEMU = shutil.which("qemu-x86_64")
 CPU = "EPYC-Milan"
-needs_qemu = pytest.mark.skipif(QEMU is None, reason="emulating an AVX2-only CPU needs Debian's qemu-user "
-                                                     "(apt-get install qemu-user)")
+needs_qemu = pytest.mark.usefixtures("x86_qemu")  # conftest: the machine's qemu-x86_64, or Debian's fetched
+
+
+def qemu_x86() -> tuple[str, dict[str, str]]:
+    """The machine's qemu-x86_64, else the one in Debian's qemu-user that ``edgecut target setup
+    arm64`` fetches into the user's cache (fetched here if it is not there yet); and its environment."""
+    system = shutil.which("qemu-x86_64")
+    if system:
+        return system, {}
+    from edgecut.targets import arm64
+
+    root = Path(os.environ.get("EDGECUT_ARM64") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+                / "edgecut" / "arm64")
+    binary = str(arm64.fetch_qemu(root) / "qemu-x86_64")
+    return binary, arm64.qemu_library_env(root, binary)
 NO_AVX512 = ("import numpy._core._multiarray_umath as m; "
              "assert not m.__cpu_features__['AVX512F'], 'the emulated CPU has AVX-512'")
 
 
 def run_as_avx2(code: str, *args: object, timeout: float = 900) -> subprocess.CompletedProcess:
     """``python -c code args...`` on an emulated AVX2-only CPU (it first checks that it sees no AVX-512)."""
-    env = {**os.environ, "NPY_DISABLE_CPU_FEATURES": "AVX2", "OMP_NUM_THREADS": "1"}
-    return subprocess.run([QEMU, "-cpu", CPU, sys.executable, "-c", f"{NO_AVX512}\n{code}", *map(str, args)],
+    qemu, lib = qemu_x86()
+    env = {**os.environ, "NPY_DISABLE_CPU_FEATURES": "AVX2", "OMP_NUM_THREADS": "1", **lib}
+    hide = [a for name in lib for a in ("-U", name)]  # a fetched qemu's libraries are not the guest's
+    return subprocess.run([qemu, *hide, "-cpu", CPU, sys.executable, "-c", f"{NO_AVX512}\n{code}", *map(str, args)],
                           capture_output=True, text=True, timeout=timeout, env=env)
 
 

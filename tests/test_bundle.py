@@ -3,6 +3,7 @@ in a Python without torch or edgecut, and refuses a bundle whose files changed."
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -226,6 +227,18 @@ def test_a_bundle_runs_on_arm64_emu_and_cuts_out_what_x86_does(onnx_model, synth
     assert "not device time" in result["time"]
 
 
+@contextlib.contextmanager
+def _cores_taken():
+    """Two busy processes for the block: every core of a 2-core machine taken."""
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    try:
+        yield
+    finally:
+        for h in hogs:
+            h.kill()
+            h.wait()
+
+
 @pytest.mark.slow
 @pytest.mark.arm64
 @pytest.mark.timeout(600)
@@ -240,7 +253,9 @@ def test_arm64_instruction_counts_repeat_exactly_and_parity_holds_for_fp32_and_i
     counts = {}
     for name, model in (("fp32", onnx_model), ("int8", int8)):
         folder = bundle(model.path, tmp_path / f"b-{name}", "raspberry-pi-5")
-        first, second = (arm64.count_instructions(folder, 2, root=root) for _ in range(2))
+        first = arm64.count_instructions(folder, 2, root=root)
+        with _cores_taken():  # a loaded host makes the guest's inference slower, never longer in instructions
+            second = arm64.count_instructions(folder, 2, root=root)
         assert first["instructions_per_inference"] == second["instructions_per_inference"] > 0
         counts[name] = first["instructions_per_inference"]
         check = parity(folder, synth_data / "images", "arm64-emu", root=root)

@@ -121,29 +121,7 @@ def bench(
     from rich.markup import escape
 
     if target != "local":
-        from edgecut.measure.target import bench_on_target, resolve
-
-        where = resolve(target, identity=identity, python=device_python)
-
-        def show_target(rec) -> None:
-            line = f"{rec.name}  {rec.backend} {rec.precision} {rec.input_size[0]}x{rec.input_size[1]} on {rec.target}:"
-            if rec.instructions:
-                line += f" {rec.instructions.per_inference / 1e6:,.1f} M instructions/inference (emulated {rec.instructions.cpu})"
-            if rec.latency:
-                line += f" p50 {rec.latency.p50_ms:.2f} ms"
-            if rec.parity:
-                line += f"  vs local: max diff {rec.parity.max_abs_diff:.2e}, mask IoU {rec.parity.mask_iou_min:.4f}"
-            if rec.accuracy:
-                line += f"  IoU {rec.accuracy.metrics['iou']:.4f}"
-            console.print(escape(line), highlight=False)
-
-        result = bench_on_target(models, out, config, where, resume=resume, names=name, count_iters=count_iters,
-                                 on_record=show_target,
-                                 say=lambda text: console.print(f"[dim]{escape(text)}[/dim]", highlight=False))
-        for s in result.skipped:
-            console.print(f"[dim]already in {out}: {s}[/dim]")
-        console.print(f"wrote {len(result.records)} record(s) to {out}")
-        return
+        return _bench_on_target(models, out, config, target, identity, device_python, resume, name, count_iters)
 
     from edgecut.measure.run import bench as bench_fn
 
@@ -163,6 +141,32 @@ def bench(
         console.print(f"[dim]already in {out}: {s}[/dim]")
     console.print(f"wrote {len(result.records)} record(s) to {out}; compare them with 'edgecut compare {out} --out DIR'")
 
+
+
+def _bench_on_target(models, out, config, target, identity, device_python, resume, names, count_iters) -> None:
+    from rich.markup import escape
+
+    from edgecut.measure.target import bench_on_target, resolve
+
+    where = resolve(target, identity=identity, python=device_python)
+
+    def show(rec) -> None:
+        line = f"{rec.name}  {rec.backend} {rec.precision} {rec.input_size[0]}x{rec.input_size[1]} on {rec.target}:"
+        if rec.instructions:
+            line += f" {rec.instructions.per_inference / 1e6:,.1f} M instructions/inference (emulated {rec.instructions.cpu})"
+        if rec.latency:
+            line += f" p50 {rec.latency.p50_ms:.2f} ms"
+        if rec.parity:
+            line += f"  vs local: max diff {rec.parity.max_abs_diff:.2e}, mask IoU {rec.parity.mask_iou_min:.4f}"
+        if rec.accuracy:
+            line += f"  IoU {rec.accuracy.metrics['iou']:.4f}"
+        console.print(escape(line), highlight=False)
+
+    result = bench_on_target(models, out, config, where, resume=resume, names=names, count_iters=count_iters,
+                             on_record=show, say=lambda text: console.print(f"[dim]{escape(text)}[/dim]", highlight=False))
+    for s in result.skipped:
+        console.print(f"[dim]already in {out}: {s}[/dim]")
+    console.print(f"wrote {len(result.records)} record(s) to {out}")
 
 
 @app.command()

@@ -1,3 +1,4 @@
+# over 500 lines: columns, cells, marks and notes are one set of fairness rules; split, each half would need the other's private helpers
 """Building the comparison: one row per bench record, speed-ups and accuracy deltas against a baseline.
 
 Fairness rules (docs/measuring.md): a speed-up is a ratio of p50 latencies
@@ -499,13 +500,10 @@ def _notes(records: Sequence[BenchRecord], base: BenchRecord, ref: BenchRecord |
         which = "its torch record" if base.backend == "torch" else "its first record"
         notes.append(f"{base.name!r} has {len(same_name)} records; speed-ups are against {which}.")
     if any(r.instructions is not None for r in records):
-        cpus = sorted({r.instructions.cpu for r in records if r.instructions})
-        notes.append(f"M instructions: guest instructions retired per inference on an emulated {', '.join(cpus)} "
-                     "(arm64-emu, one thread): exact and repeatable, they rank artifacts there; they are not "
-                     "milliseconds on a device, and emulated records carry no latency.")
+        notes.append("M instructions: per inference on the emulated CPU (arm64-emu, one thread): exact, they rank "
+                     "artifacts there; not milliseconds on a device, and emulated records carry no latency.")
     if any(r.parity is not None for r in records):
-        notes.append("IoU vs local: the target's masks against this machine's Runner of the same artifact "
-                     "(worst image).")
+        notes.append("IoU vs local: the target's masks against this machine's Runner of the artifact (worst image).")
     if base.latency is None:
         notes.append("The baseline has no latency: no speed-ups.")
     elif base.latency.unstable:

@@ -30,7 +30,7 @@ from edgecut import io
 from edgecut.errors import EdgecutError, MissingBackendError
 from edgecut.targets.bundle import BASE_PACKAGES, RUNTIME_PACKAGES, pinned
 
-ROOT_PACKAGES = ("python3.11", "libstdc++6", "libgomp1")
+ROOT_PACKAGES = ("python3.11", "libstdc++6", "libgomp1", "libfaketime")
 SKIP_PACKAGES = {"dpkg", "install-info", "perl", "perl-base", "perl-modules-5.36", "libperl5.36", "tar", "mailcap",
                  "mime-support"}  # pulled in by Debian's tooling, not needed to run Python
 PLATFORMS = ("manylinux2014_aarch64", "manylinux_2_17_aarch64", "manylinux_2_28_aarch64")
@@ -50,6 +50,10 @@ READY = "ready.json"
 CPU = "cortex-a76"
 PLUGIN = "libinsn_count.so"
 QEMU_BIN = Path("qemu") / "usr" / "bin" / "qemu-aarch64"
+# counting runs on a made-up clock that moves 1 ms per reading: onnxruntime reads the real-time clock
+# four times an inference and its instructions depend on the values (a loaded host moved counts ~1e-5)
+FAKETIME_LIB = "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1"
+FAKETIME = "@2026-01-01 00:00:00 i0.001"
 
 
 def default_root() -> Path:
@@ -94,9 +98,10 @@ def is_ready(root: Path | None = None) -> bool:
         emulator = qemu(root)
     except MissingBackendError:
         return False
+    sysroot = root / "sysroot"
     return ready.get("wheels") == pins() and ready.get("plugin_source") == _plugin_source() \
-        and ready.get("qemu") == emulator and (root / "sysroot" / "usr" / "bin" / "python3.11").is_file() \
-        and (root / "plugin" / PLUGIN).is_file()
+        and ready.get("qemu") == emulator and (sysroot / "usr" / "bin" / "python3.11").is_file() \
+        and (sysroot / FAKETIME_LIB.lstrip("/")).is_file() and (root / "plugin" / PLUGIN).is_file()
 
 
 def _plugin_source() -> str:
@@ -118,7 +123,7 @@ def setup(root: Path | None = None, *, say=print) -> Path:
         try:
             if not (root / QEMU_BIN).is_file() and not shutil.which("qemu-aarch64"):
                 say("arm64: Debian's qemu-user (the machine has none; kept in the cache, the machine unchanged)")
-                _fetch_qemu(root, work)
+                fetch_qemu(root)
             say("arm64: Debian packages (apt, arm64 lists kept in the cache)")
             _sysroot(root, work)
             say(f"arm64: aarch64 wheels ({', '.join(pins())})")
@@ -145,11 +150,31 @@ def setup(root: Path | None = None, *, say=print) -> Path:
     return root
 
 
+def fetch_qemu(root: Path | None = None) -> Path:
+    """Debian's qemu-user for this machine's architecture (all its emulators: qemu-aarch64,
+    qemu-x86_64, ...), and the libraries it needs that the machine lacks, unpacked under
+    ``root/qemu`` once (private apt lists; nothing installed). The folder of the binaries."""
+    root = Path(root or default_root())
+    if not (root / QEMU_BIN).is_file():
+        if not shutil.which("apt-get") or not shutil.which("dpkg-deb"):
+            raise MissingBackendError("fetching qemu-user needs Debian's apt-get and dpkg-deb (or: apt-get install "
+                                      "qemu-user)")
+        with io.exclusive(root / "qemu"):
+            if not (root / QEMU_BIN).is_file():
+                work = Path(tempfile.mkdtemp(prefix=".qemu-", dir=io.make_dirs(root)))
+                try:
+                    _fetch_qemu(root, work)
+                finally:
+                    shutil.rmtree(work, ignore_errors=True)
+    return (root / QEMU_BIN).parent
+
+
+def qemu_library_env(root: Path | None, binary: str) -> dict[str, str]:
+    """The environment a qemu binary from :func:`fetch_qemu` needs (none for the machine's own)."""
+    return _qemu_env(Path(root or default_root()), binary)
+
+
 def _fetch_qemu(root: Path, work: Path) -> None:
-    """Debian's qemu-user for this machine's architecture, and the libraries it needs that the
-    machine lacks, unpacked under ``root/qemu`` (private apt lists; nothing installed)."""
-    if not shutil.which("apt-get") or not shutil.which("dpkg-deb"):
-        raise MissingBackendError("fetching qemu-user needs Debian's apt-get and dpkg-deb (or: apt-get install qemu-user)")
     apt = root / "apt-host"
     for d in (apt / "lists" / "partial", apt / "cache" / "archives" / "partial"):
         d.mkdir(parents=True, exist_ok=True)
@@ -318,8 +343,8 @@ def count_instructions(folder: Path, iters: int = 3, *, root: Path | None = None
     """Guest instructions per inference of the bundle in ``folder`` on the emulated aarch64 CPU:
     the runner's ``count`` between its two markers, divided by ``iters``. The bundle runs from a
     fixed folder in the cache, with one thread, on one host CPU (onnxruntime asks ``getcpu``),
-    with address randomisation off and qemu's random numbers seeded, so a second run gives the
-    same number."""
+    with address randomisation off, qemu's random numbers seeded and a made-up clock (libfaketime,
+    1 ms a reading), so a second run gives the same number, on a quiet host or a loaded one."""
     root = Path(root or default_root())
     cmd, env = python_command(root)
     plugin = root / "plugin" / PLUGIN
@@ -340,8 +365,9 @@ def count_instructions(folder: Path, iters: int = 3, *, root: Path | None = None
         out = stage / "counts.txt"
         env = {**env, "PYTHONHASHSEED": "0", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
                "PYTHONDONTWRITEBYTECODE": "1"}
-        argv = [setarch, "x86_64", "-R", cmd[0], "-seed", "0", "-plugin", f"{plugin},out={out}", *cmd[1:], "runner.py", "count",
-                "--iters", str(iters)]
+        clock = ["-E", f"LD_PRELOAD={FAKETIME_LIB}", "-E", f"FAKETIME={FAKETIME}"]  # the guest's, not qemu's
+        argv = [setarch, "x86_64", "-R", cmd[0], "-seed", "0", "-plugin", f"{plugin},out={out}", *clock, *cmd[1:],
+                "runner.py", "count", "--iters", str(iters)]
         cpu = min(os.sched_getaffinity(0))  # onnxruntime asks getcpu() and takes per-CPU paths: always the same one
         p = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=stage / "bundle",
                            preexec_fn=lambda: os.sched_setaffinity(0, {cpu}))
