@@ -81,14 +81,17 @@ def main(argv: list[str] | None = None) -> int:
     first = bench_on_target(arts, records, BenchConfig(data=data), where, names=names, count_iters=1, progress=False,
                             say=print).records
     seconds = time.monotonic() - started
-    second = bench_on_target(arts, work / "repeat.jsonl", BenchConfig(data=data), where, names=names, count_iters=1,
+    again = records.with_name(records.stem + "-repeat.jsonl")
+    again.unlink(missing_ok=True)
+    second = bench_on_target(arts, again, BenchConfig(data=data), where, names=names, count_iters=1,
                              progress=False).records
     rows = []
-    for rec, again, art in zip(first, second, arts):
+    for rec, other, art in zip(first, second, arts):
         model, precision = rec.name.rsplit("-", 1)
         rows.append({"model": model, "precision": precision, "params": art.manifest.params,
                      "macs": torches[model].manifest.macs, "instructions_per_inference": rec.instructions.per_inference,
-                     "repeat_identical": rec.instructions.per_inference == again.instructions.per_inference,
+                     "instructions_repeat": other.instructions.per_inference,
+                     "repeat_identical": rec.instructions.per_inference == other.instructions.per_inference,
                      "max_abs_diff": rec.parity.max_abs_diff, "mask_iou_mean": rec.parity.mask_iou_mean,
                      "mask_iou_min": rec.parity.mask_iou_min})
         print(json.dumps(rows[-1]), flush=True)
