@@ -85,13 +85,24 @@ def info(
 def remove(
     inputs: Annotated[list[Path], typer.Argument(help="Image files or folders of images.")],
     model: Annotated[Path, typer.Option(help="Artifact directory.")],
-    out: Annotated[Path, typer.Option(help="Output folder (one PNG per input).")],
+    out: Annotated[Path, typer.Option(help="Output folder (one cut-out per input).")],
     format: Annotated[str, typer.Option(help="rgba | mask | composite")] = "rgba",
     bg: Annotated[str, typer.Option(help="Background for --format composite: name, #RRGGBB or R,G,B.")] = "white",
+    encoding: Annotated[str, typer.Option(help="png (lossless) | webp | jpg (composite and mask only).")] = "png",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Cut out again images whose output exists "
+                                                                "(default: skip them; a stopped run resumes).")] = False,
     threads: RunThreads = None,
+    workers: Annotated[Optional[int], typer.Option(help="Threads for decoding, resizing and encoding, beside the "
+                                                        "model's --threads (default: one per core; 0: one image "
+                                                        "at a time).")] = None,
+    batch: Annotated[str, typer.Option(help="Images per inference call, or auto (several where the model "
+                                            "takes a batch).")] = "1",
     device: RunDevice = "cpu",
 ) -> None:
-    """Cut out backgrounds: files or folders in, PNGs at the original size out."""
+    """Cut out backgrounds: files or folders in, cut-outs at the original size out, decoding,
+    inference and encoding overlapping; failures are listed at the end and the rest go on."""
+    from rich.markup import escape
+
     from edgecut import runtime
     from edgecut.cutout import parse_color, remove_background
 
@@ -99,10 +110,18 @@ def remove(
         raise EdgecutError(f"--format {format!r}: use rgba, mask or composite")
     color = parse_color(bg)
     runner = runtime.load(model, device=device, threads=threads)
-    report = remove_background(inputs, runner, out, fmt=format, bg=color,  # type: ignore[arg-type]
-                               on_error=lambda p, msg: err.print(f"[red]error[/red] {msg}", highlight=False))
-    console.print(f"wrote {len(report.written)} cut-out(s) to {out}"
-                  + (f"; {len(report.failed)} input(s) failed" if report.failed else ""))
+    report = remove_background(inputs, runner, out, fmt=format, bg=color, encoding=encoding,  # type: ignore[arg-type]
+                               overwrite=overwrite, workers=workers, batch=batch)
+    line = f"wrote {len(report.written)} cut-out(s) to {out}"
+    if report.written and report.seconds > 0:
+        line += f" ({report.images_per_s:.1f} images/s)"
+    if report.skipped:
+        line += f"; {len(report.skipped)} already there, skipped (--overwrite redoes them)"
+    if report.failed:
+        line += f"; {len(report.failed)} input(s) failed:"
+    console.print(escape(line), highlight=False)
+    for _, msg in report.failed:  # at the end, after every other image was cut out
+        err.print(f"[red]error[/red] {escape(msg)}", highlight=False)
     if report.failed:
         raise typer.Exit(1)
 
