@@ -85,20 +85,23 @@ def png_sweep(files, runner, count: int = 40) -> list[dict]:
     filters = {"none": cv2.IMWRITE_PNG_FILTER_NONE, "sub": cv2.IMWRITE_PNG_FILTER_SUB,
                "up": cv2.IMWRITE_PNG_FILTER_UP, "paeth": cv2.IMWRITE_PNG_FILTER_PAETH,
                "fast": cv2.IMWRITE_PNG_FAST_FILTERS, "all": cv2.IMWRITE_PNG_ALL_FILTERS}
+    strategies = {"default": cv2.IMWRITE_PNG_STRATEGY_DEFAULT, "rle": cv2.IMWRITE_PNG_STRATEGY_RLE,
+                  "huffman": cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY}
     rows = []
-    for level in (1, 2, 3, 6):
-        for name, flag in filters.items():
-            params = [cv2.IMWRITE_PNG_COMPRESSION, level, cv2.IMWRITE_PNG_FILTER, flag]
-            best, size = float("inf"), 0
-            for _ in range(3):
-                t0 = time.perf_counter()
-                size = sum(len(cv2.imencode(".png", a, params)[1]) for a in cutouts)
-                best = min(best, time.perf_counter() - t0)
-            rows.append({"level": level, "filter": name, "ms_per_image": 1e3 * best / len(cutouts),
-                         "kb_per_image": size / len(cutouts) / 1024})
+    for level, strategy, name in [(lv, st, f) for lv in (1, 2, 3, 6) for st in strategies for f in filters
+                                  if st == "default" or lv == 1]:
+        params = [cv2.IMWRITE_PNG_COMPRESSION, level, cv2.IMWRITE_PNG_STRATEGY, strategies[strategy],
+                  cv2.IMWRITE_PNG_FILTER, filters[name]]
+        best, size = float("inf"), 0
+        for _ in range(3):
+            t0 = time.perf_counter()
+            size = sum(len(cv2.imencode(".png", a, params)[1]) for a in cutouts)
+            best = min(best, time.perf_counter() - t0)
+        rows.append({"level": level, "strategy": strategy, "filter": name, "ms_per_image": 1e3 * best / len(cutouts),
+                     "kb_per_image": size / len(cutouts) / 1024})
     t0 = time.perf_counter()
     size = sum(len(cv2.imencode(".png", a, [cv2.IMWRITE_PNG_COMPRESSION, 3])[1]) for a in cutouts)
-    rows.append({"level": 3, "filter": "opencv default (before)",
+    rows.append({"level": 3, "strategy": "default", "filter": "opencv default (before)",
                  "ms_per_image": 1e3 * (time.perf_counter() - t0) / len(cutouts), "kb_per_image": size / len(cutouts) / 1024})
     return rows
 
@@ -118,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from edgecut import io, runtime
-    from edgecut.cutout import remove_background
+    from edgecut.cutout import cutout_threads, remove_background
     from edgecut.env import fingerprint
     from edgecut.exporters import CalibConfig, ExportConfig, ParityConfig, export
     from edgecut.models.store import build, save_model
@@ -143,21 +146,25 @@ def main(argv: list[str] | None = None) -> int:
     for name, (parent, config) in exports.items():
         if not (work / name / "edgecut.json").is_file():
             export(models[parent], work / name, config, progress=False)
-    runners = {name: runtime.load(work / name, threads=args.threads) for name in exports}
+    runners = {name: runtime.load(work / name, threads=args.threads) for name in exports}  # the loop's: all threads
+    model_threads, image_threads = cutout_threads(None, None)  # the pipeline's split, as edgecut remove makes it
+    split = {name: runtime.load(work / name, threads=model_threads) for name in exports}
 
     report = {"what": "whole RGBA PNG cut-outs per second, ECSSD val photos, models with random weights (cost only)",
               "images": len(files), "size": args.size, "threads": args.threads, "rounds": args.rounds,
+              "pipeline_split": {"model_threads": model_threads, "image_threads": image_threads},
               "machine": fingerprint()}
     if args.png_sweep:
         report["png_sweep"] = png_sweep(files, runners["student-onnx"])
         for row in report["png_sweep"]:
-            print(f"png level {row['level']} filter {row['filter']}: {row['ms_per_image']:.2f} ms, "
+            print(f"png level {row['level']} {row['strategy']} filter {row['filter']}: {row['ms_per_image']:.2f} ms, "
                   f"{row['kb_per_image']:.0f} KB", flush=True)
 
     cases = {"rembg, u2netp-onnx": ("rembg", "u2netp-onnx"), "loop, u2netp-onnx": ("loop", "u2netp-onnx"),
              "pipeline, u2netp-onnx": ("pipeline", "u2netp-onnx"), "loop, student-onnx": ("loop", "student-onnx"),
              "pipeline, student-onnx": ("pipeline", "student-onnx"),
              "pipeline, student-openvino": ("pipeline", "student-openvino"),
+             "loop, student-openvino-int8": ("loop", "student-openvino-int8"),
              "pipeline, student-openvino-int8": ("pipeline", "student-openvino-int8")}
     rembg = args.rembg_python
     if rembg is None or not rembg.is_file():
@@ -173,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
             if how == "rembg":
                 p = subprocess.run([str(rembg), "-c", REMBG_SCRIPT, str(work / name / "model.onnx"), str(args.threads),
                                     str(dest), *map(str, files)], capture_output=True, text=True,
-                                   env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
+                                   env={**os.environ, "OMP_NUM_THREADS": str(args.threads),
+                                        "U2NET_HOME": str(work / name)})  # rembg reads custom models from there
                 if p.returncode != 0:
                     raise SystemExit(f"rembg failed: {p.stderr[-800:]}")
                 got = json.loads(p.stdout.strip().splitlines()[-1])
@@ -184,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
                 if how == "loop":
                     loop_cutouts(files, runners[name], dest)
                 else:
-                    done = remove_background(files, runners[name], dest, progress=False)
+                    done = remove_background(files, split[name], dest, workers=image_threads, progress=False)
                     assert len(done.written) == len(files), done.failed[:3]
                 took = time.perf_counter() - t0
             seconds[label].append(took)

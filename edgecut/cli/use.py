@@ -93,8 +93,8 @@ def remove(
                                                                 "(default: skip them; a stopped run resumes).")] = False,
     threads: RunThreads = None,
     workers: Annotated[Optional[int], typer.Option(help="Threads for decoding, resizing and encoding, beside the "
-                                                        "model's --threads (default: one per core; 0: one image "
-                                                        "at a time).")] = None,
+                                                        "model's --threads (default: the cores split between the "
+                                                        "two; 0: one image at a time).")] = None,
     batch: Annotated[str, typer.Option(help="Images per inference call, or auto (several where the model "
                                             "takes a batch).")] = "1",
     device: RunDevice = "cpu",
@@ -104,14 +104,15 @@ def remove(
     from rich.markup import escape
 
     from edgecut import runtime
-    from edgecut.cutout import parse_color, remove_background
+    from edgecut.cutout import cutout_threads, parse_color, remove_background
 
     if format not in ("rgba", "mask", "composite"):
         raise EdgecutError(f"--format {format!r}: use rgba, mask or composite")
     color = parse_color(bg)
-    runner = runtime.load(model, device=device, threads=threads)
+    model_threads, image_threads = cutout_threads(threads, workers)  # the cores split between the two
+    runner = runtime.load(model, device=device, threads=model_threads)
     report = remove_background(inputs, runner, out, fmt=format, bg=color, encoding=encoding,  # type: ignore[arg-type]
-                               overwrite=overwrite, workers=workers, batch=batch)
+                               overwrite=overwrite, workers=image_threads, batch=batch)
     line = f"wrote {len(report.written)} cut-out(s) to {out}"
     if report.written and report.seconds > 0:
         line += f" ({report.images_per_s:.1f} images/s)"

@@ -169,7 +169,10 @@ def write_png(path: Path, array) -> None:
 
     if array.ndim == 3:
         array = cv2.cvtColor(array, cv2.COLOR_RGBA2BGRA if array.shape[2] == 4 else cv2.COLOR_RGB2BGR)
-    ok, data = cv2.imencode(".png", array, [cv2.IMWRITE_PNG_COMPRESSION, 3])
+    # as edgecut remove writes them (edgecut.cutout.encode_cutout): zlib level 1, Huffman only, the Up filter
+    ok, data = cv2.imencode(".png", array, [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY,
+                                            cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY, cv2.IMWRITE_PNG_FILTER,
+                                            cv2.IMWRITE_PNG_FILTER_UP])
     if not ok:
         raise BundleError(f"{path}: could not encode the cut-out")
     tmp = path.with_name(f".{path.name}.tmp")
