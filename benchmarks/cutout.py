@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from edgecut import io, runtime
-    from edgecut.cutout import cutout_threads, remove_background
+    from edgecut.cutout import load_for_cutouts, remove_background
     from edgecut.env import fingerprint
     from edgecut.exporters import CalibConfig, ExportConfig, ParityConfig, export
     from edgecut.models.store import build, save_model
@@ -147,12 +147,11 @@ def main(argv: list[str] | None = None) -> int:
         if not (work / name / "edgecut.json").is_file():
             export(models[parent], work / name, config, progress=False)
     runners = {name: runtime.load(work / name, threads=args.threads) for name in exports}  # the loop's: all threads
-    model_threads, image_threads = cutout_threads(None, None)  # the pipeline's split, as edgecut remove makes it
-    split = {name: runtime.load(work / name, threads=model_threads) for name in exports}
+    split = {name: load_for_cutouts(work / name, probe=files[0]) for name in exports}  # as edgecut remove loads it
 
     report = {"what": "whole RGBA PNG cut-outs per second, ECSSD val photos, models with random weights (cost only)",
               "images": len(files), "size": args.size, "threads": args.threads, "rounds": args.rounds,
-              "pipeline_split": {"model_threads": model_threads, "image_threads": image_threads},
+              "pipeline_threads": {name: {"model": r.threads, "image_work": w} for name, (r, w) in split.items()},
               "machine": fingerprint()}
     if args.png_sweep:
         report["png_sweep"] = png_sweep(files, runners["student-onnx"])
@@ -192,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
                 if how == "loop":
                     loop_cutouts(files, runners[name], dest)
                 else:
-                    done = remove_background(files, split[name], dest, workers=image_threads, progress=False)
+                    runner, image_threads = split[name]
+                    done = remove_background(files, runner, dest, workers=image_threads, progress=False)
                     assert len(done.written) == len(files), done.failed[:3]
                 took = time.perf_counter() - t0
             seconds[label].append(took)

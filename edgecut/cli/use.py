@@ -103,15 +103,16 @@ def remove(
     inference and encoding overlapping; failures are listed at the end and the rest go on."""
     from rich.markup import escape
 
-    from edgecut import runtime
-    from edgecut.cutout import cutout_threads, parse_color, remove_background
+    from edgecut.cutout import expand_inputs, load_for_cutouts, parse_color, remove_background
 
     if format not in ("rgba", "mask", "composite"):
         raise EdgecutError(f"--format {format!r}: use rgba, mask or composite")
     color = parse_color(bg)
-    model_threads, image_threads = cutout_threads(threads, workers)  # the cores split between the two
-    runner = runtime.load(model, device=device, threads=model_threads)
-    report = remove_background(inputs, runner, out, fmt=format, bg=color, encoding=encoding,  # type: ignore[arg-type]
+    files = expand_inputs(inputs)
+    # the cores split between the model and the image work, or all to a model that is the bottleneck
+    runner, image_threads = load_for_cutouts(model, device=device, threads=threads, workers=workers,
+                                             probe=files[0] if len(files) > 8 else None)
+    report = remove_background(files, runner, out, fmt=format, bg=color, encoding=encoding,  # type: ignore[arg-type]
                                overwrite=overwrite, workers=image_threads, batch=batch)
     line = f"wrote {len(report.written)} cut-out(s) to {out}"
     if report.written and report.seconds > 0:
