@@ -145,3 +145,34 @@ def test_the_cli_resumes_and_says_what_it_skipped(tiny_artifact, tmp_path):
     again = run()
     assert "wrote 0 cut-out(s)" in again and "3 already there, skipped" in again
     assert "wrote 3 cut-out(s)" in run("--overwrite", "--workers", "0")
+
+
+def test_the_cores_are_split_unless_the_model_is_the_bottleneck(tiny_artifact, tmp_path, monkeypatch):
+    import time
+
+    import edgecut.cutout as cutout
+    from edgecut import env
+
+    monkeypatch.setattr(env, "default_threads", lambda: 4)
+    (photo,) = _photos(tmp_path / "in", 1)
+    runner, workers = cutout.load_for_cutouts(tiny_artifact.path, threads=3, workers=2, probe=photo)
+    assert (runner.threads, workers) == (3, 2)  # as given
+    runner, workers = cutout.load_for_cutouts(tiny_artifact.path, probe=None)
+    assert (runner.threads, workers) == (2, 2)  # nothing to time: the cores split in two
+    real = runtime.load
+
+    def slow_model(*a, **k):  # a model far slower than the image work (0.2 s against milliseconds)
+        inner = real(*a, **k)
+
+        class Slow:
+            spec, threads = inner.spec, inner.threads
+
+            def __call__(self, x):
+                time.sleep(0.2)
+                return inner(x)
+
+        return Slow()
+
+    monkeypatch.setattr(runtime, "load", slow_model)
+    runner, workers = cutout.load_for_cutouts(tiny_artifact.path, probe=photo)
+    assert (runner.threads, workers) == (4, 1)  # the model gets every core
