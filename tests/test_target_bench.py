@@ -115,3 +115,22 @@ def _bundle(art, tmp_path: Path) -> Path:
     from edgecut.targets.bundle import bundle
 
     return bundle(art.path, tmp_path / "bundle", "raspberry-pi-5")
+
+
+@pytest.mark.slow
+@pytest.mark.arm64
+@pytest.mark.timeout(900)
+def test_an_openvino_model_runs_on_arm64_emu_with_parity(trained, synth_data, tmp_path, arm64_env):
+    """OpenVINO's aarch64 wheel (its ARM CPU plugin) in the sysroot: parity and accuracy on the
+    emulated Cortex-A76; its instruction count is marked inexact (its thread pool)."""
+    from edgecut.exporters import ExportConfig, export
+
+    ov = export(trained, tmp_path / "ov", ExportConfig(format="openvino"))
+    out = tmp_path / "ov.jsonl"
+    p = _cli("bench", str(ov.path), "--out", str(out), "--target", "arm64-emu", "--data", str(synth_data), "--limit",
+             "2", "--count-iters", "1")
+    assert p.returncode == 0, p.stdout + p.stderr
+    (rec,) = read_records(out)
+    assert rec.backend == "openvino" and rec.target == "arm64-emu" and rec.latency is None
+    assert rec.parity.count == 2 and rec.parity.max_abs_diff <= 1e-4 and rec.accuracy.count == 2
+    assert rec.instructions.per_inference > 0 and rec.instructions.exact is False

@@ -124,6 +124,7 @@ class Instructions(BaseModel):
     process_total: int  # the whole process, start-up and loading included
     cpu: str  # the emulated core
     emulator: str
+    exact: bool = True  # False: the runtime's threads move the count a little between runs (OpenVINO)
     note: str = ""
 
 

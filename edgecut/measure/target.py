@@ -65,8 +65,8 @@ def resolve(target: str, *, threads: int | None = None, identity: Path | None = 
     if target == "local":
         raise EdgecutError("--target local is this machine: bench without --target")
     if target == "arm64-emu":
-        profile = Profile(name="arm64-emu", description="emulated Cortex-A76 (qemu-user), ONNX Runtime",
-                          arch="aarch64", formats=("onnx",), precisions=PRECISIONS, threads=threads, reach=target)
+        profile = Profile(name="arm64-emu", description="emulated Cortex-A76 (qemu-user), ONNX Runtime or OpenVINO",
+                          arch="aarch64", formats=arm64.FORMATS, precisions=PRECISIONS, threads=threads, reach=target)
     elif target.startswith("ssh://"):
         ssh.parse(target)
         profile = Profile(name="ssh-device", description=f"the device at {target}", arch="aarch64",
@@ -76,8 +76,9 @@ def resolve(target: str, *, threads: int | None = None, identity: Path | None = 
         if profile.reach == "local":
             raise EdgecutError(f"device profile {profile.name} has reach: local (nothing to reach it by); set its "
                                "reach to ssh://user@host, or give --target ssh://user@host")
-        if profile.reach == "arm64-emu" and "onnx" not in profile.formats:
-            raise EdgecutError(f"device profile {profile.name}: arm64-emu runs ONNX Runtime only; add onnx to formats")
+        if profile.reach == "arm64-emu" and not set(profile.formats) & set(arm64.FORMATS):
+            raise EdgecutError(f"device profile {profile.name}: arm64-emu runs {', '.join(arm64.FORMATS)}; add one "
+                               "to formats")
         if threads is not None:
             profile = profile.model_copy(update={"threads": threads})
     return Where(profile.reach, profile, identity, python)
@@ -250,7 +251,8 @@ def bench_on_target(models: Sequence[str | os.PathLike | Artifact], out: str | o
                 got = arm64.count_instructions(folder, count_iters)
                 rec.instructions = Instructions(per_inference=got["instructions_per_inference"],
                                                 iterations=got["iterations"], process_total=got["instructions_process"],
-                                                cpu=arm64.CPU, emulator=env["emulator"]["qemu"], note=got["note"])
+                                                cpu=arm64.CPU, emulator=env["emulator"]["qemu"], exact=got["exact"],
+                                                note=got["note"])
                 rec.notes.append("no latency: emulated time is not device time; instructions per inference rank "
                                  "artifacts on aarch64")
             if say:
