@@ -151,7 +151,9 @@ def test_bench_torch_and_onnx_with_accuracy_agreement_and_cutouts(trained, onnx_
     assert a.threads == b.threads == 1 and a.input_size == (32, 32) and a.macs == trained.manifest.macs
     assert a.size_mb == pytest.approx(trained.model_path.stat().st_size / 2**20)
     for r in (a, b):
-        assert r.latency.iterations >= 5 and r.latency.p50_ms > 0 and r.end_to_end.p50_ms > r.latency.p50_ms
+        # both measured, never compared: for a 32 px model the cut-out's p50 and the model's are
+        # within timing noise of each other (a clean CI run saw 1.15 against 1.30 ms)
+        assert r.latency.iterations >= 5 and r.latency.p50_ms > 0 and r.end_to_end.p50_ms > 0
         assert [t.batch for t in r.throughput] == [1, 2] and r.throughput[1].images_per_s > 0
         assert r.memory.peak_rss_mb > 0 and r.accuracy.count == 5 and r.accuracy.data == "data/val"
         assert 0 <= r.accuracy.metrics["iou"] <= 1 and {"mae", "s_measure", "max_f"} <= set(r.accuracy.metrics)
