@@ -180,15 +180,8 @@ def qemu_library_env(root: Path | None, binary: str) -> dict[str, str]:
 
 
 def _fetch_qemu(root: Path, work: Path) -> None:
-    apt = root / "apt-host"
-    for d in (apt / "lists" / "partial", apt / "cache" / "archives" / "partial"):
-        d.mkdir(parents=True, exist_ok=True)
-    opts = ["-o", f"Dir::State::Lists={apt / 'lists'}", "-o", f"Dir::Cache={apt / 'cache'}", "-o", "Debug::NoLocking=1",
-            "-o", "Dir::State::status=/dev/null"]
-    _run(["apt-get", *opts, "update"])
-    tree = _run(["apt-cache", *opts, "depends", "--recurse", "--no-recommends", "--no-suggests", "--no-conflicts",
-                 "--no-breaks", "--no-replaces", "--no-enhances", "qemu-user"])
-    names = sorted({ln.strip() for ln in tree.splitlines() if ln and not ln.startswith((" ", "<"))})
+    opts = _apt(root / "apt-host")  # this machine's architecture
+    names = _depends(opts, ("qemu-user",))
     installed = subprocess.run(["dpkg-query", "-W", "-f=${Package} ${Status}\n", *names], capture_output=True,
                                text=True).stdout.splitlines()
     have = {ln.split()[0] for ln in installed if ln.endswith(" installed")}
@@ -224,13 +217,23 @@ def _qemu_version(root: Path) -> str:
     return _run(["dpkg-query", "-W", "-f=${source:Version}", "qemu-user"]).strip()
 
 
-def _apt(root: Path) -> list[str]:
-    apt = root / "apt"
-    for d in (apt / "lists" / "partial", apt / "cache" / "archives" / "partial"):
+def _apt(folder: Path, *extra: str, status: bool = True) -> list[str]:
+    """apt options for private package lists and downloads kept in ``folder`` (nothing of the
+    machine's apt state is read or changed; ``status``: no installed packages assumed either);
+    ``extra``: more ``-o`` settings."""
+    for d in (folder / "lists" / "partial", folder / "cache" / "archives" / "partial"):
         d.mkdir(parents=True, exist_ok=True)
-    return ["-o", f"Dir::State::Lists={apt / 'lists'}", "-o", f"Dir::Cache={apt / 'cache'}",
-            "-o", "APT::Architecture=arm64", "-o", "APT::Architectures::=arm64", "-o", "Debug::NoLocking=1",
-            "-o", "Dir::State::status=/dev/null"]
+    settings = (f"Dir::State::Lists={folder / 'lists'}", f"Dir::Cache={folder / 'cache'}", *extra,
+                "Debug::NoLocking=1", *(("Dir::State::status=/dev/null",) if status else ()))
+    return [a for setting in settings for a in ("-o", setting)]
+
+
+def _depends(opts: list[str], packages: tuple[str, ...]) -> list[str]:
+    """``packages`` and everything they depend on, recursively (no recommends), after updating the lists."""
+    _run(["apt-get", *opts, "update"])
+    tree = _run(["apt-cache", *opts, "depends", "--recurse", "--no-recommends", "--no-suggests", "--no-conflicts",
+                 "--no-breaks", "--no-replaces", "--no-enhances", *packages])
+    return sorted({ln.strip() for ln in tree.splitlines() if ln and not ln.startswith((" ", "<"))})
 
 
 def _run(cmd: list[str], cwd: Path | None = None) -> str:
@@ -244,11 +247,8 @@ def _run(cmd: list[str], cwd: Path | None = None) -> str:
 def _sysroot(root: Path, work: Path) -> None:
     if not shutil.which("apt-get") or not shutil.which("dpkg-deb"):
         raise MissingBackendError("building the arm64 sysroot needs Debian's apt-get and dpkg-deb")
-    opts = _apt(root)
-    _run(["apt-get", *opts, "update"])
-    tree = _run(["apt-cache", *opts, "depends", "--recurse", "--no-recommends", "--no-suggests", "--no-conflicts",
-                 "--no-breaks", "--no-replaces", "--no-enhances", *ROOT_PACKAGES])
-    names = sorted({ln.strip() for ln in tree.splitlines() if ln and not ln.startswith((" ", "<"))} - SKIP_PACKAGES)
+    opts = _apt(root / "apt", "APT::Architecture=arm64", "APT::Architectures::=arm64")
+    names = sorted(set(_depends(opts, ROOT_PACKAGES)) - SKIP_PACKAGES)
     debs = work / "debs"
     debs.mkdir()
     _run(["apt-get", *opts, "download", *names], cwd=debs)
@@ -278,13 +278,10 @@ def _plugin(root: Path, work: Path) -> None:
         raise MissingBackendError("building the instruction-counting plugin needs a C compiler: apt-get install gcc")
     version = _qemu_version(root)
     src = root / "apt" / "src"
-    for d in (src / "lists" / "partial", src / "cache" / "archives" / "partial"):
-        d.mkdir(parents=True, exist_ok=True)
+    opts = _apt(src, f"Dir::Etc::SourceList={src / 'sources.list'}", "Dir::Etc::SourceParts=/nonexistent",
+                status=False)
     (src / "sources.list").write_text("".join(f"deb-src http://deb.debian.org/{repo} main\n" for repo in (
         "debian bookworm", "debian bookworm-updates", "debian-security bookworm-security")))
-    opts = ["-o", f"Dir::State::Lists={src / 'lists'}", "-o", f"Dir::Cache={src / 'cache'}",
-            "-o", f"Dir::Etc::SourceList={src / 'sources.list'}", "-o", "Dir::Etc::SourceParts=/nonexistent",
-            "-o", "Debug::NoLocking=1"]
     _run(["apt-get", *opts, "update"])
     download = work / "qemu-src"
     download.mkdir()
