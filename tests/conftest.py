@@ -134,7 +134,8 @@ def arm64_env(arm64_root, monkeypatch) -> Path:
 
 @pytest.fixture
 def loopback_sshd(tmp_path):
-    """An sshd on 127.0.0.1 only, with a throw-away host key and client key (skipped where it cannot start)."""
+    """An sshd on 127.0.0.1 only, with a throw-away host key and client key (skipped where it cannot
+    start): (url, client key, the device's TMPDIR, a folder of this test's own)."""
     import shutil
     import socket
     import subprocess
@@ -154,7 +155,9 @@ def loopback_sshd(tmp_path):
     (d / "sshd_config").write_text(
         f"ListenAddress 127.0.0.1\nPort {port}\nHostKey {d / 'host'}\nAuthorizedKeysFile {d / 'authorized_keys'}\n"
         "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
-        f"PidFile {d / 'sshd.pid'}\nPermitRootLogin prohibit-password\nSubsystem sftp internal-sftp\n")
+        f"PidFile {d / 'sshd.pid'}\nPermitRootLogin prohibit-password\nSubsystem sftp internal-sftp\n"
+        f"SetEnv TMPDIR={d / 'device-tmp'}\n")  # the device's temporary folders: this test's alone
+    (d / "device-tmp").mkdir()
     try:
         Path("/run/sshd").mkdir(parents=True, exist_ok=True)  # its privilege-separation folder
     except OSError:
@@ -171,6 +174,6 @@ def loopback_sshd(tmp_path):
         time.sleep(0.1)
     import getpass
 
-    yield f"ssh://{getpass.getuser()}@127.0.0.1:{port}", d / "client"
+    yield f"ssh://{getpass.getuser()}@127.0.0.1:{port}", d / "client", d / "device-tmp"
     proc.terminate()
     proc.wait(timeout=10)

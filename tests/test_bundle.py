@@ -271,7 +271,7 @@ def test_a_bundle_runs_on_an_ssh_device_and_the_cutouts_come_back(onnx_model, sy
                                                                    monkeypatch):
     from edgecut.targets.run import run_bundle
 
-    url, key = loopback_sshd
+    url, key, device_tmp = loopback_sshd
     folder = bundle(onnx_model.path, tmp_path / "dev", "raspberry-pi-5")
     images = synth_data / "images"
     p = run_bundle(folder, ["remove", str(images), "--out", str(tmp_path / "back"), "--format", "mask"], url,
@@ -281,8 +281,11 @@ def test_a_bundle_runs_on_an_ssh_device_and_the_cutouts_come_back(onnx_model, sy
     p = run_bundle(folder, ["bench", "--iters", "2"], url, identity=key, python=sys.executable)
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout)["target"] == url
-    leftovers = subprocess.run(["bash", "-c", "ls -d ${TMPDIR:-/tmp}/edgecut-bundle.* 2>/dev/null"],
-                               capture_output=True, text=True).stdout
-    assert leftovers.strip() == ""  # the device's folder is gone
+    port = url.rsplit(":", 1)[1]
+    seen = subprocess.run(["ssh", "-i", str(key), "-p", port, "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+                           "-o", "UserKnownHostsFile=/dev/null", url[len("ssh://"):].rsplit(":", 1)[0],
+                           "echo $TMPDIR"], capture_output=True, text=True, timeout=30).stdout.strip()
+    assert seen == str(device_tmp)  # the runner's mktemp -d made its folder there ...
+    assert list(device_tmp.glob("edgecut-bundle.*")) == []  # ... and it is gone
     with pytest.raises(EdgecutError, match="ssh://user@host"):
         run_bundle(folder, ["bench"], "ssh://")

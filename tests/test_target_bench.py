@@ -89,7 +89,7 @@ def test_bench_on_arm64_emu_writes_records_with_repeatable_instruction_counts_an
 @pytest.mark.slow
 def test_bench_on_an_ssh_device_writes_its_latency_parity_and_accuracy(onnx_pair, synth_data, tmp_path,
                                                                         loopback_sshd):
-    url, key = loopback_sshd
+    url, key, _ = loopback_sshd
     fp32, _ = onnx_pair
     out = tmp_path / "dev.jsonl"
     res = CliRunner().invoke(app, ["bench", str(fp32.path), "--out", str(out), "--target", url, "--identity", str(key),

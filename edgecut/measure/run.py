@@ -230,12 +230,7 @@ def bench(models: Sequence[str | os.PathLike | Artifact], out: str | os.PathLike
     run waits for it (:mod:`edgecut.measure.canary`).
     """
     config.validate()
-    out = Path(out)
-    if out.suffix != ".jsonl":
-        raise EdgecutError(f"--out {out}: records are JSON lines; give a .jsonl file")
-    if out.exists() and not resume and out.stat().st_size > 0:
-        raise InputError(out, "already holds records", "pass --resume to add to it (finished measurements are "
-                                                      "skipped), or choose a new file")
+    out = records_out(out, resume)
     plans = _plans(models, names, config)  # every refusal before the first measurement
     env = fingerprint(config.target)
     done = {r.key for r in read_records(out)} if resume and out.exists() else set()
@@ -275,16 +270,32 @@ def bench(models: Sequence[str | os.PathLike | Artifact], out: str | os.PathLike
     return result
 
 
-def _plans(models, names, config: BenchConfig) -> list[tuple[Artifact, str, str, ModelSpec]]:
-    """(artifact, display name, backend, spec at the asked size) per model; refuses what cannot be measured."""
+def records_out(out: str | os.PathLike, resume: bool) -> Path:
+    """The ``.jsonl`` records file a bench appends to, refused before anything is measured when it
+    is not one, or already holds records and ``resume`` is off."""
+    out = Path(out)
+    if out.suffix != ".jsonl":
+        raise EdgecutError(f"--out {out}: records are JSON lines; give a .jsonl file")
+    if out.exists() and not resume and out.stat().st_size > 0:
+        raise InputError(out, "already holds records", "pass --resume to add to it (finished measurements are "
+                                                      "skipped), or choose a new file")
+    return out
+
+
+def named_models(models, names: Sequence[str] | None) -> list[tuple[Artifact, str]]:
+    """(artifact, display name) per model: the names given, else each artifact folder's name."""
     arts = [m if isinstance(m, Artifact) else load_artifact(m) for m in models]
     if not arts:
         raise EdgecutError("give at least one model to bench")
     if names is not None and len(names) != len(arts):
         raise EdgecutError(f"{len(names)} names for {len(arts)} models")
-    display = list(names) if names is not None else [a.path.name for a in arts]
+    return list(zip(arts, list(names) if names is not None else [a.path.name for a in arts]))
+
+
+def _plans(models, names, config: BenchConfig) -> list[tuple[Artifact, str, str, ModelSpec]]:
+    """(artifact, display name, backend, spec at the asked size) per model; refuses what cannot be measured."""
     return [(art, name, backend_for(art, config.backend), spec_at(art, config.size))
-            for art, name in zip(arts, display)]
+            for art, name in named_models(models, names)]
 
 
 class _Scorer:

@@ -208,21 +208,13 @@ def bench_on_target(models: Sequence[str | os.PathLike | Artifact], out: str | o
                     on_record: Callable[[BenchRecord], None] | None = None,
                     say: Callable[[str], None] | None = None):
     """One record per model (and per thread count, on a device), appended to ``out`` as each finishes."""
-    from edgecut.measure.run import BenchResult, _samples, model_size_mb, scaled_macs
+    from edgecut.measure.run import BenchResult, _samples, model_size_mb, named_models, records_out, scaled_macs
 
     config.validate()
     check_config(config, where)
-    out = Path(out)
-    if out.suffix != ".jsonl":
-        raise EdgecutError(f"--out {out}: records are JSON lines; give a .jsonl file")
-    if out.exists() and not resume and out.stat().st_size > 0:
-        raise InputError(out, "already holds records", "pass --resume to add to it, or choose a new file")
-    arts = [m if isinstance(m, Artifact) else load_artifact(m) for m in models]
-    if not arts:
-        raise EdgecutError("give at least one model to bench")
-    if names is not None and len(names) != len(arts):
-        raise EdgecutError(f"{len(names)} names for {len(arts)} models")
-    for art in arts:  # every refusal before the first measurement
+    out = records_out(out, resume)
+    plans = named_models(models, names)
+    for art, _ in plans:  # every refusal before the first measurement
         _runnable(art, where)
     if where.emulated:
         arm64.python_command()  # refuses an unbuilt sysroot now, with the command that builds it
@@ -232,7 +224,7 @@ def bench_on_target(models: Sequence[str | os.PathLike | Artifact], out: str | o
     run_id = new_run_id()
     result = BenchResult()
     env = _emulator_env() if where.emulated else None
-    for art, name in zip(arts, names or [a.path.name for a in arts]):
+    for art, name in plans:
         folder = staged_bundle(art, where.profile)
         for threads in ((1,) if where.emulated else config.threads):
             threads = threads or where.profile.threads
