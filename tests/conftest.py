@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -120,9 +119,9 @@ def arm64_root() -> Path:
 
     if not shutil.which("apt-get") or not shutil.which("dpkg-deb"):
         pytest.skip("building the arm64 sysroot needs Debian's apt-get and dpkg-deb")
-    root = Path(os.environ.get("EDGECUT_ARM64") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-                / "edgecut" / "arm64")
-    return arm64.setup(root, say=lambda _: None)
+    from emulated import user_arm64_root
+
+    return arm64.setup(user_arm64_root(), say=lambda _: None)
 
 
 @pytest.fixture

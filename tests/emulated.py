@@ -23,6 +23,13 @@ CPU = "EPYC-Milan"
 needs_qemu = pytest.mark.usefixtures("x86_qemu")  # conftest: the machine's qemu-x86_64, or Debian's fetched
 
 
+def user_arm64_root() -> Path:
+    """The arm64 target's folder in the user's own cache (the tests' edgecut cache is a fresh
+    folder each session): built, and qemu fetched, once per machine."""
+    return Path(os.environ.get("EDGECUT_ARM64") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+                / "edgecut" / "arm64")
+
+
 def qemu_x86() -> tuple[str, dict[str, str]]:
     """The machine's qemu-x86_64, else the one in Debian's qemu-user that ``edgecut target setup
     arm64`` fetches into the user's cache (fetched here if it is not there yet); and its environment."""
@@ -31,8 +38,7 @@ def qemu_x86() -> tuple[str, dict[str, str]]:
         return system, {}
     from edgecut.targets import arm64
 
-    root = Path(os.environ.get("EDGECUT_ARM64") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-                / "edgecut" / "arm64")
+    root = user_arm64_root()
     binary = str(arm64.fetch_qemu(root) / "qemu-x86_64")
     return binary, arm64.qemu_library_env(root, binary)
 NO_AVX512 = ("import numpy._core._multiarray_umath as m; "
