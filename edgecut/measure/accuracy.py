@@ -69,12 +69,9 @@ def evaluate(runner, samples: Sequence[Sample], *, batch_size: int = 1, composit
                 raise NonFiniteOutput(f"{where}: {e} (image {chunk[0].name}"
                                       f"{f' and {len(chunk) - 1} more' if len(chunk) > 1 else ''})") from None
             for s, (img, mask), prob in zip(chunk, pairs, probs):
-                if mask is None:
-                    raise InputError(s.image, "has no mask", "evaluation needs masks/ beside images/")
-                if on_output is not None:
+                if on_output is not None and mask is not None:
                     on_output(s, prob)
-                pred = spec.resize_back(prob, img.shape[:2])
-                acc.update(pred, mask, image=img if composites else None, name=s.name)
+                _score(acc, spec, s, img, mask, prob, composites)
             prog.advance(task, len(chunk))
     return EvalResult(acc.results(), acc.per_image, len(samples))
 
@@ -91,12 +88,17 @@ def evaluate_outputs(spec: ModelSpec, samples: Sequence[Sample], outputs: dict[s
             if s.image.name not in outputs:
                 raise InputError(s.image, "has no output from the target", "run it again; the runner skipped it")
             img, mask = load_pair(s)
-            if mask is None:
-                raise InputError(s.image, "has no mask", "evaluation needs masks/ beside images/")
-            prob = spec.to_probability(outputs[s.image.name])[0]
-            acc.update(spec.resize_back(prob, img.shape[:2]), mask, image=img if composites else None, name=s.name)
+            _score(acc, spec, s, img, mask, spec.to_probability(outputs[s.image.name])[0], composites)
             prog.advance(task)
     return EvalResult(acc.results(), acc.per_image, len(samples))
+
+
+def _score(acc: SegMetrics, spec: ModelSpec, s: Sample, img: np.ndarray, mask: np.ndarray | None,
+           prob: np.ndarray, composites: bool) -> None:
+    """One image's prediction at the model's input size, resized back and scored at the image's own."""
+    if mask is None:
+        raise InputError(s.image, "has no mask", "evaluation needs masks/ beside images/")
+    acc.update(spec.resize_back(prob, img.shape[:2]), mask, image=img if composites else None, name=s.name)
 
 
 def evaluate_predictions(pred_dir: str | os.PathLike, samples: Sequence[Sample], *, composites: bool = True,
