@@ -78,6 +78,7 @@ PNG_PARAMS = ("IMWRITE_PNG_COMPRESSION", 1, "IMWRITE_PNG_STRATEGY", "IMWRITE_PNG
               "IMWRITE_PNG_FILTER", "IMWRITE_PNG_FILTER_UP")  # the device runner (targets/runner.py) writes the same
 WEBP_QUALITY = 90
 JPEG_QUALITY = 95
+NO_ALPHA = "JPEG has no alpha channel: use --encoding jpg with --format composite or mask"
 BATCH_AUTO = 4  # --batch auto: images per inference call where the model takes a batch
 
 
@@ -85,23 +86,20 @@ def encode_cutout(array: np.ndarray, encoding: str = "png") -> bytes:
     """A cut-out (RGBA, mask or composite array) as file bytes: PNG (lossless), WebP or JPEG."""
     import cv2
 
-    a = np.ascontiguousarray(array)
-    if a.ndim == 3:
-        a = cv2.cvtColor(a, cv2.COLOR_RGBA2BGRA if a.shape[2] == 4 else cv2.COLOR_RGB2BGR)
     if encoding == "png":
         params = [v if isinstance(v, int) else getattr(cv2, v) for v in PNG_PARAMS]
     elif encoding == "webp":
         params = [cv2.IMWRITE_WEBP_QUALITY, WEBP_QUALITY]
     elif encoding == "jpg":
-        if a.ndim == 3 and a.shape[2] == 4:
-            raise EdgecutError("JPEG has no alpha channel: use --encoding jpg with --format composite or mask")
+        if array.ndim == 3 and array.shape[2] == 4:
+            raise EdgecutError(NO_ALPHA)
         params = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]
     else:
         raise EdgecutError(f"--encoding {encoding!r}: use {', '.join(ENCODINGS)}")
-    ok, buf = cv2.imencode(f".{encoding}", a, params)
-    if not ok:
-        raise OutputError(f"(cut-out).{encoding}", "could not be encoded")
-    return buf.tobytes()
+    try:
+        return io.encode_image(array, f".{encoding}", params=params)
+    except ValueError:
+        raise OutputError(f"(cut-out).{encoding}", "could not be encoded") from None
 
 
 def cutout_threads(threads: int | None = None, workers: int | None = None) -> tuple[int, int]:
@@ -178,7 +176,7 @@ def remove_background(inputs: Sequence[str | os.PathLike], runner, out: str | os
     if encoding not in ENCODINGS:
         raise EdgecutError(f"--encoding {encoding!r}: use {', '.join(ENCODINGS)}")
     if encoding == "jpg" and fmt == "rgba":
-        raise EdgecutError("JPEG has no alpha channel: use --encoding jpg with --format composite or mask")
+        raise EdgecutError(NO_ALPHA)  # once, before any image, not once per image
     size = _batch_size(batch)
     started = time.perf_counter()
     out = io.make_dirs(out)

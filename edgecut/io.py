@@ -21,7 +21,7 @@ import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -370,8 +370,10 @@ def _to_uint8_gray(img) -> np.ndarray:
     return ((np.clip(a, 0, top) * 255 + top // 2) // top).astype(np.uint8)
 
 
-def encode_image(array: np.ndarray, suffix: str = ".png", png_compression: int = 3) -> bytes:
-    """Encode an RGB, RGBA or gray uint8 array; deterministic bytes for the same input."""
+def encode_image(array: np.ndarray, suffix: str = ".png", png_compression: int = 3,
+                 params: Sequence[int] | None = None) -> bytes:
+    """Encode an RGB, RGBA or gray uint8 array; deterministic bytes for the same input.
+    ``params``: OpenCV's ``imwrite`` flags instead of the defaults below."""
     import cv2
 
     a = np.ascontiguousarray(array)
@@ -382,10 +384,10 @@ def encode_image(array: np.ndarray, suffix: str = ".png", png_compression: int =
     elif a.ndim == 3 and a.shape[2] == 4:
         a = cv2.cvtColor(a, cv2.COLOR_RGBA2BGRA)
     suffix = suffix.lower()
-    params = [cv2.IMWRITE_PNG_COMPRESSION, png_compression] if suffix == ".png" else []
-    if suffix in (".jpg", ".jpeg"):
-        params = [cv2.IMWRITE_JPEG_QUALITY, 95]
-    ok, buf = cv2.imencode(suffix, a, params)
+    if params is None:
+        params = ([cv2.IMWRITE_PNG_COMPRESSION, png_compression] if suffix == ".png" else
+                  [cv2.IMWRITE_JPEG_QUALITY, 95] if suffix in (".jpg", ".jpeg") else [])
+    ok, buf = cv2.imencode(suffix, a, list(params))
     if not ok:
         raise ValueError(f"could not encode image as {suffix}")
     return buf.tobytes()
