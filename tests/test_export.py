@@ -210,6 +210,30 @@ def test_calibration_report_flags_a_darker_set(synth_data, tmp_path):
     assert "brightness" in text and "area" in text and "only 4 calibration" in text
 
 
+def test_int8_student_runs_every_conv_in_int8_on_onnxruntime(synth_data, tmp_path):
+    """uint8 activations: ONNX Runtime's CPU provider fuses every Q/DQ convolution of the MobileNetV3
+    student into QLinearConv (with int8 activations it ran 22 of 79 in float; see exporters/onnx.py)."""
+    import onnxruntime as ort
+
+    torch.manual_seed(0)
+    model = build(TINY_STUDENT, pretrained=False).eval()
+    parent = save_model(tmp_path / "torch", model, TINY_STUDENT, model.default_spec.with_size(64))
+    art = export(parent, tmp_path / "int8", ExportConfig(format="onnx", precision="int8", threads=1,
+                                                         calib=CalibConfig(data=synth_data, count=4),
+                                                         parity=ParityConfig(tolerances={"mask_iou": 0.0})))
+    q = onnx.load(str(art.model_path))
+    inits = {t.name: t for t in q.graph.initializer}
+    zero_points = {inits[n.input[2]].data_type for n in q.graph.node if n.op_type == "QuantizeLinear"}
+    assert zero_points == {onnx.TensorProto.UINT8}
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(art.model_path), so, providers=["CPUExecutionProvider"])
+    ops = [n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node]
+    convs = sum(n.op_type == "Conv" for n in q.graph.node)
+    assert "Conv" not in ops and ops.count("QLinearConv") == convs > 0
+
+
 def test_int8_exclusions(trained, synth_data, tmp_path):
     art = export(trained, tmp_path / "ex", ExportConfig(format="onnx", precision="int8",
                                                         calib=CalibConfig(data=synth_data, count=4, exclude_op_types=("ConvTranspose",)),
