@@ -149,6 +149,17 @@ def test_student_with_depthwise_convs_prunes_and_reloads(tmp_path):
     torch.testing.assert_close(load_model(tmp_path / "s").module(x), model(x))
 
 
+def test_conv_before_a_pixel_shuffle_keeps_its_channels(tmp_path):
+    """Torch-Pruning leaves the conv a PixelShuffle rearranges at r * r channels: the shuffle stays whole."""
+    arch = {"name": "mobilenet_v3_large_relu_unet", "kwargs": {"width_mult": 0.25, "decoder_channels": [16, 8, 8, 8]}}
+    model, x = tiny(arch), x_of(64)
+    prune_model(model, x[:1], PruneConfig(ratio=0.5, round_to=None))
+    assert model.head[0].out_channels == 4 and model(x).shape == (len(x), 1, 64, 64)
+    arch = {**arch, "channels": channel_config(model, build(arch))}
+    save_model(tmp_path / "s", model, arch, model.default_spec.with_size(64))
+    torch.testing.assert_close(load_model(tmp_path / "s").module(x), model(x))
+
+
 def test_pruned_model_reloads_in_a_fresh_process(tmp_path):
     model, x = tiny(), x_of()
     prune_model(model, x[:1], PruneConfig(ratio=0.5, round_to=None))

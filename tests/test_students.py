@@ -16,7 +16,7 @@ from edgecut.models.store import build, load_model, save_model
 from edgecut.models.students import MobileNetEncoder
 
 STUDENTS = ("mobilenet_v3_large_unet", "mobilenet_v3_small_unet", "mobilenet_v2_unet",
-            "mobilenet_v3_large_lraspp", "mobilenet_v3_small_lraspp")
+            "mobilenet_v3_large_lraspp", "mobilenet_v3_small_lraspp", "mobilenet_v3_large_relu_unet")
 SMALL = {"width_mult": 0.35}  # a small width for fast tests; default heads
 
 
@@ -108,6 +108,42 @@ def test_decoder_and_head_options():
         create_model("mobilenet_v3_small_unet", decoder_channels=[8, 8, 8])
     with pytest.raises(ModelError, match="decoder_channels"):
         create_model("mobilenet_v3_small_unet", decoder_channels=[8, 8, 0, 8])
+
+
+def test_int8_friendly_student_has_no_hardswish_se_or_bilinear():
+    from torchvision.ops.misc import SqueezeExcitation
+
+    m = _student("mobilenet_v3_large_relu_unet")
+    kinds = {type(x) for x in m.modules()}
+    assert nn.Hardswish not in kinds and SqueezeExcitation not in kinds and nn.PixelShuffle in kinds
+    assert {b.mode for b in m.decoder.blocks} == {"nearest"}
+    base = _student("mobilenet_v3_large_unet")
+    assert nn.Hardswish in {type(x) for x in base.modules()}
+    # each change undone on its own: SE back, bilinear decoder, bilinear head
+    back = _student("mobilenet_v3_large_relu_unet", se=True, upsample="bilinear", head="bilinear")
+    assert SqueezeExcitation in {type(x) for x in back.modules()} and nn.PixelShuffle not in {type(x) for x in
+                                                                                              back.modules()}
+    assert back.encoder.out_channels == base.encoder.out_channels
+    with pytest.raises(ModelError, match="upsample='cubic'"):
+        create_model("mobilenet_v3_large_relu_unet", upsample="cubic")
+    with pytest.raises(ModelError, match="head="):
+        create_model("mobilenet_v3_large_relu_unet", head="deconv")
+
+
+def test_shuffle_head_can_be_the_bilinear_head():
+    """A 3x3 conv to 4 channels + PixelShuffle(2) holds the 1x1 head + bilinear x2 exactly (inside the border)."""
+    torch.manual_seed(0)
+    feats = torch.randn(1, 8, 12, 14)
+    one = nn.Conv2d(8, 1, 1)
+    want = nn.functional.interpolate(one(feats), scale_factor=2.0, mode="bilinear", align_corners=False)
+    taps = (torch.tensor([0.25, 0.75, 0.0]), torch.tensor([0.0, 0.75, 0.25]))  # offsets -1, 0, +1 per sub-pixel
+    conv = nn.Conv2d(8, 4, 3, padding=1)
+    with torch.no_grad():
+        for k in range(4):
+            conv.weight[k] = one.weight[0] * torch.outer(taps[k // 2], taps[k % 2])
+        conv.bias.fill_(one.bias.item())
+        got = nn.PixelShuffle(2)(conv(feats))
+    torch.testing.assert_close(got[..., 2:-2, 2:-2], want[..., 2:-2, 2:-2])
 
 
 # --------------------------------------------------------------------------- feature taps

@@ -9,6 +9,8 @@
 - :class:`UNetDecoder`: U-Net skips (Ronneberger, Fischer and Brox, MICCAI 2015) with
   depthwise-separable blocks instead of full 3x3 convs.
 - :class:`LRASPPHead`: Lite R-ASPP from the MobileNetV3 paper (as torchvision's ``LRASPPHead``).
+- ``mobilenet_v3_large_relu_unet``: the same U-Net student made for INT8 kernels (see
+  :func:`mobilenet_v3_large_relu_unet` for what each change buys, measured).
 
 Every model pads its input (replicate) to a multiple of 32 and crops the one-channel logits
 back, so any H x W works. ``feature_taps`` maps stride -> submodule name for distillation.
@@ -36,6 +38,8 @@ BACKBONES = ("mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small")  # torc
 DECODER_CHANNELS = (96, 64, 32, 24)  # U-Net decoder widths at strides 16, 8, 4, 2
 DECODER_BLOCKS = 2  # depthwise-separable blocks per decoder stage
 LRASPP_CHANNELS = 128  # width of the LR-ASPP high-level branch (torchvision's default)
+UPSAMPLES = ("bilinear", "nearest")  # decoder x2 upsampling
+HEADS = ("bilinear", "shuffle")  # 1x1 conv then bilinear x2, or 3x3 conv to 4 channels then PixelShuffle(2)
 
 
 # --------------------------------------------------------------------------- backbone weights
@@ -95,6 +99,19 @@ def _last_conv(module: nn.Module) -> nn.Conv2d:
     return [m for m in module.modules() if isinstance(m, nn.Conv2d)][-1]
 
 
+def _simplify(module: nn.Module, relu: bool, se: bool) -> None:
+    """In place: every hard-swish becomes a ReLU (``relu``), every squeeze-excitation an identity (not ``se``)."""
+    from torchvision.ops.misc import SqueezeExcitation
+
+    for name, child in module.named_children():
+        if relu and isinstance(child, nn.Hardswish):
+            setattr(module, name, nn.ReLU(inplace=True))
+        elif not se and isinstance(child, SqueezeExcitation):
+            setattr(module, name, nn.Identity())
+        else:
+            _simplify(child, relu, se)
+
+
 class MobileNetEncoder(nn.Module):
     """torchvision MobileNet ``.features`` cut into five stages at strides 2, 4, 8, 16, 32.
 
@@ -106,14 +123,22 @@ class MobileNetEncoder(nn.Module):
     and it is where the ImageNet weights hold their most semantic features; without it the
     deepest feature is a linear bottleneck with no activation. torchvision's LR-ASPP and
     segmentation_models_pytorch's MobileNet encoders keep it too.
+
+    ``relu`` replaces every hard-swish with a ReLU and ``se=False`` drops the squeeze-excitation
+    blocks (V3 only has them; V2 has ReLU6 and no SE already). ImageNet weights still load into
+    the convolutions, but they were learned with hard-swish and SE: a start for fine-tuning.
     """
 
     strides = (2, 4, 8, 16, 32)
 
-    def __init__(self, arch: str = "mobilenet_v3_large", width_mult: float = 1.0, weights: str | None = None) -> None:
+    def __init__(self, arch: str = "mobilenet_v3_large", width_mult: float = 1.0, weights: str | None = None,
+                 relu: bool = False, se: bool = True) -> None:
         super().__init__()
+        features = _features(arch, width_mult, weights)
+        if relu or not se:
+            _simplify(features, relu, se)
         stages: list[list[nn.Module]] = []
-        for layer in _features(arch, width_mult, weights):
+        for layer in features:
             if _stride(layer) > 1 or not stages:
                 stages.append([])
             stages[-1].append(layer)
@@ -149,30 +174,41 @@ class SeparableConv(nn.Sequential):
 
 
 class DecoderBlock(nn.Module):
-    """Upsample x2 (bilinear), concatenate the skip, ``blocks`` separable convs."""
+    """Upsample x2 (``upsample``: bilinear or nearest), concatenate the skip, ``blocks`` separable convs."""
 
-    def __init__(self, cin: int, cskip: int, cout: int, blocks: int = DECODER_BLOCKS) -> None:
+    def __init__(self, cin: int, cskip: int, cout: int, blocks: int = DECODER_BLOCKS,
+                 upsample: str = "bilinear") -> None:
         super().__init__()
         self.conv = nn.Sequential(SeparableConv(cin + cskip, cout),
                                   *(SeparableConv(cout, cout) for _ in range(blocks - 1)))
+        self.mode = _choice("upsample", upsample, UPSAMPLES)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+        if self.mode == "nearest":
+            x = F.interpolate(x, scale_factor=2.0, mode="nearest")
+        else:
+            x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
         return self.conv(torch.cat([x, skip], dim=1))
+
+
+def _choice(what: str, value: str, allowed: Sequence[str]) -> str:
+    if value not in allowed:
+        raise ModelError(f"{what}={value!r}: use {' or '.join(map(repr, allowed))}")
+    return value
 
 
 class UNetDecoder(nn.Module):
     """From the deepest feature up through each shallower skip; returns the stride-2 map."""
 
     def __init__(self, encoder_channels: Sequence[int], decoder_channels: Sequence[int] = DECODER_CHANNELS,
-                 blocks: int = DECODER_BLOCKS) -> None:
+                 blocks: int = DECODER_BLOCKS, upsample: str = "bilinear") -> None:
         super().__init__()
         skips = list(encoder_channels[-2::-1])  # strides 16, 8, 4, 2
         if len(decoder_channels) != len(skips) or min(decoder_channels) < 1:
             raise ModelError(f"decoder_channels needs {len(skips)} positive widths (strides 16, 8, 4, 2), "
                              f"got {list(decoder_channels)}")
         cins = [encoder_channels[-1], *decoder_channels[:-1]]
-        self.blocks = nn.ModuleList(DecoderBlock(ci, cs, co, blocks)
+        self.blocks = nn.ModuleList(DecoderBlock(ci, cs, co, blocks, upsample)
                                     for ci, cs, co in zip(cins, skips, decoder_channels))
 
     def forward(self, feats: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -239,18 +275,32 @@ class _Student(nn.Module):
 
 
 class MobileNetUNet(_Student):
-    """MobileNet encoder + light U-Net decoder; a 1x1 head at stride 2, upsampled x2."""
+    """MobileNet encoder + light U-Net decoder, ending at stride 2.
+
+    ``head="bilinear"``: a 1x1 conv to one channel, upsampled x2 bilinearly (the 1x1 head runs
+    before the upsampling: the same logits at a quarter of the cost). ``head="shuffle"``: a 3x3
+    conv to 4 channels, rearranged into the 2x2 pixels of each stride-2 position
+    (``PixelShuffle``, a pure reshuffle). A 3x3 conv can express the 1x1 conv plus bilinear x2
+    (away from the border), so nothing is lost; what is gained is that no one-channel
+    full-size interpolation is left, which OpenVINO runs in float in a 16-channel blocked layout.
+    """
 
     def __init__(self, encoder: MobileNetEncoder, decoder_channels: Sequence[int] = DECODER_CHANNELS,
-                 blocks: int = DECODER_BLOCKS) -> None:
+                 blocks: int = DECODER_BLOCKS, upsample: str = "bilinear", head: str = "bilinear") -> None:
         super().__init__(encoder)
-        self.decoder = UNetDecoder(encoder.out_channels, decoder_channels, blocks)
-        self.head = nn.Conv2d(decoder_channels[-1], 1, 1)
+        self.decoder = UNetDecoder(encoder.out_channels, decoder_channels, blocks, upsample)
         self.up = encoder.strides[0]
+        if _choice("head", head, HEADS) == "shuffle":
+            self.head = nn.Sequential(nn.Conv2d(decoder_channels[-1], self.up * self.up, 3, padding=1),
+                                      nn.PixelShuffle(self.up))
+        else:
+            self.head = nn.Conv2d(decoder_channels[-1], 1, 1)
+        self.shuffle = head == "shuffle"
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        # The 1x1 head runs before the last upsampling: the same logits at a quarter of the cost.
         y = self.head(self.decoder(self.encoder(x)))
+        if self.shuffle:
+            return y
         return F.interpolate(y, scale_factor=float(self.up), mode="bilinear", align_corners=False)
 
 
@@ -281,8 +331,10 @@ class MobileNetLRASPP(_Student):
 # must already be in torch.hub.get_dir()/checkpoints (see _backbone_weights).
 
 
-def _unet(arch: str, width_mult: float, decoder_channels: Sequence[int], weights_backbone: str | None):
-    return MobileNetUNet(MobileNetEncoder(arch, width_mult, weights_backbone), tuple(decoder_channels))
+def _unet(arch: str, width_mult: float, decoder_channels: Sequence[int], weights_backbone: str | None, **variant):
+    relu, se = variant.pop("relu", False), variant.pop("se", True)
+    return MobileNetUNet(MobileNetEncoder(arch, width_mult, weights_backbone, relu=relu, se=se),
+                         tuple(decoder_channels), **variant)
 
 
 def _lraspp(arch: str, width_mult: float, inter_channels: int, weights_backbone: str | None):
@@ -294,6 +346,24 @@ def mobilenet_v3_large_unet(*, width_mult: float = 1.0, decoder_channels: Sequen
                             weights_backbone: str | None = None) -> MobileNetUNet:
     """MobileNetV3-Large + light U-Net decoder: the default student (~0.6 GMACs at 320 px)."""
     return _unet("mobilenet_v3_large", width_mult, decoder_channels, weights_backbone)
+
+
+@register_model
+def mobilenet_v3_large_relu_unet(*, width_mult: float = 1.0, decoder_channels: Sequence[int] = DECODER_CHANNELS,
+                                 se: bool = False, upsample: str = "nearest", head: str = "shuffle",
+                                 weights_backbone: str | None = None) -> MobileNetUNet:
+    """The MobileNetV3-Large U-Net made for INT8: ReLU for hard-swish, no squeeze-excitation,
+    nearest decoder upsampling, a pixel-shuffle head (benchmarks/int8_student.py measures each).
+
+    What the INT8 kernels made of the default student (OpenVINO and ONNX Runtime per-op profiles,
+    benchmarks/results/int8_student.json): every bilinear upsampling ran in float (OpenVINO has
+    no int8 linear interpolation; a nearest one only moves bytes and stays int8), and so did the
+    one-channel full-size upsampling of the logits, in a 16-channel blocked layout. Hard-swish
+    and the squeeze-excitation multiplies add float work between the int8 convolutions.
+    ``se``, ``upsample`` and ``head`` undo each change on its own.
+    """
+    return _unet("mobilenet_v3_large", width_mult, decoder_channels, weights_backbone, relu=True, se=se,
+                 upsample=upsample, head=head)
 
 
 @register_model
