@@ -141,17 +141,32 @@ def test_int8_onnx_for_the_engine_is_symmetric_qdq(tiny_artifact, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
 
 
-def test_asymmetric_int8_onnx_is_refused_with_the_fix(tiny_artifact, tmp_path):
+def test_uint8_or_asymmetric_int8_onnx_is_refused_with_the_fix(tiny_artifact, tmp_path):
+    """The CPU's INT8 ONNX (uint8 activations) is refused; so is an asymmetric int8 one."""
+    from onnxruntime import quantization as q
+
     ptq = export(tiny_artifact, tmp_path / "ptq", ExportConfig(format="onnx", precision="int8",
                                                                calib=CalibConfig(count=4),
                                                                parity=ParityConfig(tolerances={"mask_iou": 0.0}),
                                                                threads=1))
     work = tmp_path / "work"
     work.mkdir()
-    with pytest.raises(ModelError, match="zero points are not all 0"):
+    with pytest.raises(ModelError, match="quantises to uint8; TensorRT takes int8 Q/DQ only .build INT8 from the float"):
         onnx_for_engine(ptq, work, ExportConfig(precision="int8"))
     with pytest.raises(EdgecutError, match="build it as int8"):
         onnx_for_engine(ptq, work, ExportConfig(precision="fp16"))
+
+    fp32 = export(tiny_artifact, tmp_path / "fp32", ExportConfig(format="onnx", threads=1))
+    batches = iter([{"input": np.random.default_rng(i).standard_normal((1, 3, 32, 32)).astype(np.float32)}
+                    for i in range(2)])
+
+    class Reader(q.CalibrationDataReader):
+        def get_next(self):
+            return next(batches, None)
+
+    q.quantize_static(str(fp32.model_path), str(tmp_path / "s8.onnx"), Reader(), quant_format=q.QuantFormat.QDQ,
+                      activation_type=q.QuantType.QInt8, weight_type=q.QuantType.QInt8)
+    assert "zero points are not all 0" in qdq.tensorrt_compatible(onnx.load(str(tmp_path / "s8.onnx")))
 
 
 # --------------------------------------------------------------------------- on a CUDA GPU with TensorRT

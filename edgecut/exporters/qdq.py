@@ -180,8 +180,8 @@ def tensorrt_compatible(model) -> str | None:
         return "the model holds no QuantizeLinear / DequantizeLinear nodes"
     bad = sorted(set(info["zero_point_types"]) - {"int8", "int32"})
     if bad:
-        return (f"it quantises to {', '.join(bad)}; TensorRT takes int8 Q/DQ only "
-                "(re-run 'edgecut qat' with --signed-activations)")
+        return (f"it quantises to {', '.join(bad)}; TensorRT takes int8 Q/DQ only (build INT8 from the float "
+                "model; a QAT model: re-run 'edgecut qat' with --signed-activations)")
     if not info["symmetric"]:
         return ("its zero points are not all 0 (asymmetric activations); TensorRT takes symmetric int8 only "
                 "(re-run 'edgecut qat' with --signed-activations, or build INT8 from the float model)")
