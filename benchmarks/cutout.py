@@ -7,7 +7,9 @@ Every pipeline cuts out the same ECSSD val photos (about 400x300, read from ../s
 RGBA PNGs, in interleaved rounds; the table keeps each pipeline's median round. Models are the
 architectures with seeded random weights (cost only: a cut-out costs the same whatever the
 weights): the MobileNetV3-Large student at --size as ONNX FP32, OpenVINO FP32 and OpenVINO INT8
-(NNCF, calibrated on ECSSD train photos), and U^2-Netp as ONNX FP32, the model rembg ships.
+(NNCF, calibrated on ECSSD train photos), the INT8-friendly ``mobilenet_v3_large_relu_unet`` as
+ONNX Runtime INT8 and OpenVINO INT8 (benchmarks/int8_student.py), and U^2-Netp as ONNX FP32,
+the model rembg ships.
 
 - ``rembg``: rembg's ``remove()`` with a custom session on the same U^2-Netp ONNX, run by
   ``--rembg-python`` (a venv with rembg and the same onnxruntime; rembg is a benchmark-only
@@ -131,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     work = io.make_dirs(args.work)
     models = {}
     for name, arch in (("student", {"name": "mobilenet_v3_large_unet", "kwargs": {"weights_backbone": None}}),
+                       ("relu-student", {"name": "mobilenet_v3_large_relu_unet", "kwargs": {}}),
                        ("u2netp", {"name": "u2netp", "kwargs": {}})):
         if not (work / name / "edgecut.json").is_file():
             torch.manual_seed(0)
@@ -142,6 +145,10 @@ def main(argv: list[str] | None = None) -> int:
                "student-openvino": ("student", ExportConfig(format="openvino")),
                "student-openvino-int8": ("student", ExportConfig(format="openvino", precision="int8", parity=loose,
                                                                  calib=CalibConfig(data=DATA, split="train"))),
+               "relu-student-openvino-int8": ("relu-student", ExportConfig(
+                   format="openvino", precision="int8", parity=loose, calib=CalibConfig(data=DATA, split="train"))),
+               "relu-student-onnx-int8": ("relu-student", ExportConfig(
+                   format="onnx", precision="int8", parity=loose, calib=CalibConfig(data=DATA, split="train"))),
                "u2netp-onnx": ("u2netp", ExportConfig(format="onnx"))}
     for name, (parent, config) in exports.items():
         if not (work / name / "edgecut.json").is_file():
@@ -164,7 +171,9 @@ def main(argv: list[str] | None = None) -> int:
              "pipeline, student-onnx": ("pipeline", "student-onnx"),
              "pipeline, student-openvino": ("pipeline", "student-openvino"),
              "loop, student-openvino-int8": ("loop", "student-openvino-int8"),
-             "pipeline, student-openvino-int8": ("pipeline", "student-openvino-int8")}
+             "pipeline, student-openvino-int8": ("pipeline", "student-openvino-int8"),
+             "pipeline, relu-student-onnx-int8": ("pipeline", "relu-student-onnx-int8"),
+             "pipeline, relu-student-openvino-int8": ("pipeline", "relu-student-openvino-int8")}
     rembg = args.rembg_python
     if rembg is None or not rembg.is_file():
         print("rembg: no --rembg-python (a venv with rembg and onnxruntime): its row is skipped", flush=True)

@@ -26,7 +26,7 @@ LEAN_PACKAGES = {"onnx": ("numpy", "numpy.libs", "PIL", "pillow.libs", "cv2", "o
 
 def test_every_shipped_profile_loads_and_a_bad_one_names_its_file_and_key(tmp_path):
     names = profile_names()
-    assert {"jetson-orin-nano", "raspberry-pi-5", "android-arm64", "x86-avx512"} <= set(names)
+    assert {"jetson-orin-nano", "raspberry-pi-5", "android-arm64", "x86-avx512", "x86-avx2"} <= set(names)
     for name in names:
         p = load_profile(name)
         assert p.name == name and p.formats and p.precisions
