@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgecut.errors import EdgecutError
+from edgecut.errors import EdgecutError, InputError
 from edgecut.targets import runner as device_runner
 from edgecut.targets.bundle import bundle, verify_bundle
 from edgecut.targets.profiles import PROFILE_DIR, load_profile, profile_names
@@ -179,6 +179,18 @@ def test_a_model_the_device_cannot_run_is_refused_with_the_export_to_make(traine
     with pytest.raises(EdgecutError, match="already holds files"):
         bundle(onnx_model.path, tmp_path / "full", "x86-avx512")
     assert (tmp_path / "full" / "keep.txt").read_text() == "mine"
+
+
+def test_an_ort_model_bundles_for_android_with_its_operator_list(onnx_model, tmp_path):
+    from edgecut.exporters import ExportConfig, export
+
+    ort_only = load_profile("android-arm64").model_copy(update={"formats": ("ort",)})
+    with pytest.raises(InputError, match="edgecut export .* --format ort"):
+        bundle(onnx_model.path, tmp_path / "x", ort_only)
+    ort = export(onnx_model.path, tmp_path / "ort", ExportConfig(format="ort", threads=1))
+    folder = bundle(ort.path, tmp_path / "b", "android-arm64")
+    assert (folder / "model.ort").is_file() and (folder / "required_operators.config").is_file()
+    assert "onnxruntime==" in (folder / "requirements.txt").read_text()
 
 
 def test_the_cli_bundles_and_verifies(onnx_model, tmp_path):

@@ -134,3 +134,22 @@ def test_an_openvino_model_runs_on_arm64_emu_with_parity(trained, synth_data, tm
     assert rec.backend == "openvino" and rec.target == "arm64-emu" and rec.latency is None
     assert rec.parity.count == 2 and rec.parity.max_abs_diff <= 1e-4 and rec.accuracy.count == 2
     assert rec.instructions.per_inference > 0 and rec.instructions.exact is False
+
+
+@pytest.mark.slow
+@pytest.mark.arm64
+@pytest.mark.timeout(900)
+def test_an_ort_model_is_counted_on_arm64_emu_with_parity(trained, synth_data, tmp_path, arm64_env):
+    """ONNX Runtime's mobile format runs through the aarch64 onnxruntime of the sysroot: exact
+    instruction counts and parity, like an ONNX model."""
+    from edgecut.exporters import ExportConfig, export
+
+    ort = export(trained, tmp_path / "ort", ExportConfig(format="ort"))
+    out = tmp_path / "ort.jsonl"
+    p = _cli("bench", str(ort.path), "--out", str(out), "--target", "arm64-emu", "--data", str(synth_data), "--limit",
+             "2", "--count-iters", "1")
+    assert p.returncode == 0, p.stdout + p.stderr
+    (rec,) = read_records(out)
+    assert (rec.format, rec.backend, rec.target) == ("ort", "onnxruntime", "arm64-emu")
+    assert rec.parity.count == 2 and rec.parity.max_abs_diff <= 1e-4
+    assert rec.instructions.per_inference > 0 and rec.instructions.exact is True

@@ -141,7 +141,7 @@ def qat(
 def export_cmd(
     model: Annotated[Path, typer.Argument(help="Torch artifact (or an fp32 ONNX artifact, for fp16 / int8).")],
     out: Annotated[Path, typer.Option(help="Folder for the exported artifact.")],
-    format: Annotated[str, typer.Option(help="Export format: onnx | openvino | tensorrt (built on this CUDA GPU; needs --device cuda).")] = "onnx",
+    format: Annotated[str, typer.Option(help="Export format: onnx | ort (ONNX Runtime mobile) | openvino | tensorrt (built on this CUDA GPU; needs --device cuda).")] = "onnx",
     precision: Annotated[str, typer.Option(help="fp32 | fp16 | int8")] = "fp32",
     calib: Annotated[Optional[Path], typer.Option(help="INT8: calibration images (a folder, or a data set with images/); default: synthetic photos.")] = None,
     calib_count: Annotated[int, typer.Option(help="INT8: images drawn (seeded) from --calib.")] = 64,
@@ -166,7 +166,7 @@ def export_cmd(
     val_data: Annotated[Optional[Path], typer.Option(help="OpenVINO --max-drop: images + masks the IoU is measured on (default: --parity-data, else synthetic).")] = None,
     val_split: Annotated[Optional[str], typer.Option(help="Only this split of --val-data's data set.")] = None,
 ) -> None:
-    """Export a model (ONNX, OpenVINO or TensorRT; fp32 / fp16 / int8), check parity with its parent, write an artifact."""
+    """Export a model (ONNX, ONNX Runtime mobile, OpenVINO or TensorRT; fp32 / fp16 / int8), check parity with its parent, write an artifact."""
     config = options.export_config(**locals())
     from edgecut.exporters import export
 

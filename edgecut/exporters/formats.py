@@ -44,6 +44,12 @@ def _openvino(parent: Artifact, workdir: Path, config: ExportConfig) -> Exported
     return export_openvino(parent, workdir, config)
 
 
+def _ort(parent: Artifact, workdir: Path, config: ExportConfig) -> Exported:
+    from edgecut.exporters.ort_mobile import export_ort
+
+    return export_ort(parent, workdir, config)
+
+
 def _tensorrt(parent: Artifact, workdir: Path, config: ExportConfig) -> Exported:
     from edgecut.exporters.tensorrt import export_tensorrt
 
@@ -53,6 +59,9 @@ def _tensorrt(parent: Artifact, workdir: Path, config: ExportConfig) -> Exported
 FORMATS: dict[str, ExportFormat] = {
     "onnx": ExportFormat("onnx", ".onnx", FORMAT_PRECISIONS["onnx"], ("cpu", "cuda", "tensorrt"), "onnx",
                          ("onnx", "onnxruntime"), _onnx, parents=("torch", "torchscript", "pt2", "onnx")),
+    # ONNX Runtime mobile: the ONNX model at that precision, converted by onnxruntime's own tool
+    "ort": ExportFormat("ort", ".ort", FORMAT_PRECISIONS["ort"], ("cpu",), "onnx", ("onnx", "onnxruntime"), _ort,
+                        parents=("torch", "torchscript", "pt2", "onnx")),
     # via the fp32 ONNX; int8 also needs nncf (checked when quantising: fp32 / fp16 do without it)
     "openvino": ExportFormat("openvino", ".xml", FORMAT_PRECISIONS["openvino"], ("cpu",), "openvino",
                              ("onnx", "openvino"), _openvino, parents=("torch", "torchscript", "pt2", "onnx"), groups=("openvino",)),

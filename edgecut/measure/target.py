@@ -40,7 +40,7 @@ from edgecut.targets import runner as device_runner
 from edgecut.targets.bundle import bundle, verify_bundle
 from edgecut.targets.profiles import Profile, load_profile
 
-RUNTIMES = {"onnx": "onnxruntime", "openvino": "openvino"}
+RUNTIMES = {"onnx": "onnxruntime", "ort": "onnxruntime", "openvino": "openvino"}
 PARITY_IMAGES = 4  # synthetic photos for parity when no --data is given
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -70,7 +70,7 @@ def resolve(target: str, *, threads: int | None = None, identity: Path | None = 
     elif target.startswith("ssh://"):
         ssh.parse(target)
         profile = Profile(name="ssh-device", description=f"the device at {target}", arch="aarch64",
-                          formats=("onnx", "openvino"), precisions=PRECISIONS, threads=threads, reach=target)
+                          formats=("onnx", "ort", "openvino"), precisions=PRECISIONS, threads=threads, reach=target)
     else:
         profile = load_profile(target)
         if profile.reach == "local":

@@ -22,9 +22,9 @@ def load(artifact: Artifact | str | os.PathLike, device: str = "cpu", threads: i
          backend: str | None = None) -> Runner:
     """A Runner for ``artifact`` on ``device``; the backend follows the artifact's format.
 
-    A bare ``.onnx`` file written by edgecut (its spec in ``metadata_props``) also loads, and so
+    A bare ``.onnx`` or ``.ort`` file written by edgecut (its spec in its metadata) also loads, and so
     does a bare OpenVINO ``.xml`` (its spec in ``rt_info``, its ``.bin`` beside it)."""
-    if not isinstance(artifact, Artifact) and Path(artifact).suffix == ".onnx" and Path(artifact).is_file():
+    if not isinstance(artifact, Artifact) and Path(artifact).suffix in (".onnx", ".ort") and Path(artifact).is_file():
         from edgecut.runtime.onnxruntime_runner import OnnxRuntimeRunner
 
         return OnnxRuntimeRunner(artifact, device=device, threads=threads)

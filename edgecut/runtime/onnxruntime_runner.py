@@ -9,7 +9,9 @@ corrupt or truncated file is one :class:`~edgecut.errors.InputError` naming it),
 stored as external data must point to files inside the model's folder (``../`` or absolute
 locations are refused unread with :class:`~edgecut.errors.UnsafeFileError`). A bare ``.onnx``
 written by edgecut carries its ModelSpec in ``metadata_props`` (:data:`SPEC_KEY`), so it can
-be run without its ``edgecut.json``.
+be run without its ``edgecut.json``. ORT-format files (``.ort``, ONNX Runtime mobile) run
+through the same Runner: they are checked for their flatbuffer identifier instead, and keep
+the ModelSpec in the same metadata.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from edgecut.runtime.base import checked_batch
 
 SPEC_KEY = "edgecut.spec"  # metadata_props key holding the ModelSpec as JSON
 PRECISION_KEY = "edgecut.precision"
+ORT_SUFFIX = ".ort"  # ONNX Runtime's own (mobile) format: a flatbuffer ...
+ORT_IDENTIFIER = b"ORTM"  # ... with this file identifier at bytes 4-8
 
 
 def _ort_message(e: BaseException) -> str:
@@ -88,6 +92,26 @@ def inspect_model(path: str | os.PathLike):
     return model
 
 
+def inspect_ort_file(path: Path) -> None:
+    """An ORT-format file (ONNX Runtime mobile) must exist and carry the format's flatbuffer identifier."""
+    if not path.is_file():
+        raise InputError(path, "ORT model file not found")
+    with path.open("rb") as f:
+        head = f.read(8)
+    if head[4:8] != ORT_IDENTIFIER:
+        raise InputError(path, "not an ORT-format model (no 'ORTM' flatbuffer identifier): corrupt or not ORT",
+                         "re-export it with 'edgecut export --format ort' or copy it again")
+
+
+def _session_spec(session, path: Path) -> ModelSpec:
+    """The ModelSpec in a loaded model's metadata (how a bare .ort file says how to feed it)."""
+    text = session.get_modelmeta().custom_metadata_map.get(SPEC_KEY)
+    if text is None:
+        raise InputError(path, f"model without an edgecut spec ({SPEC_KEY} in its metadata)",
+                         "give the artifact folder written by 'edgecut export'")
+    return spec_from_json(text, path, f"metadata {SPEC_KEY}")
+
+
 def read_spec(model, path: str | os.PathLike | None = None) -> ModelSpec | None:
     """The ModelSpec stored in an ONNX model's ``metadata_props``, if any (an invalid one is an
     :class:`~edgecut.errors.InputError` naming ``path``)."""
@@ -121,13 +145,15 @@ class OnnxRuntimeRunner:
                  threads: int | None = None, precision: str = "fp32") -> None:
         ort = require("onnxruntime", "running ONNX models")
         self.path = Path(path)
-        model = inspect_model(self.path)
-        spec = spec or read_spec(model, self.path)
-        if spec is None:
-            raise InputError(self.path, f"ONNX model without an edgecut spec ({SPEC_KEY} in metadata_props)",
-                             "give the artifact folder written by 'edgecut export'")
-        del model
-        self.spec = spec
+        if self.path.suffix == ORT_SUFFIX:
+            inspect_ort_file(self.path)
+        else:
+            model = inspect_model(self.path)
+            spec = spec or read_spec(model, self.path)
+            if spec is None:
+                raise InputError(self.path, f"ONNX model without an edgecut spec ({SPEC_KEY} in metadata_props)",
+                                 "give the artifact folder written by 'edgecut export'")
+            del model
         self.precision = precision
         self.threads = threads or default_threads()
         providers = providers_for(device, ort.get_available_providers())
@@ -142,6 +168,7 @@ class OnnxRuntimeRunner:
         except Exception as e:  # onnxruntime raises its own Fail / InvalidGraph / NotImplemented types
             raise InputError(self.path, f"onnxruntime cannot load this model ({_ort_message(e)})",
                              "re-export it; check the onnxruntime version supports its opset") from None
+        self.spec = spec or _session_spec(self.session, self.path)
         got = self.session.get_providers()[0]
         wanted = providers[0][0] if isinstance(providers[0], tuple) else providers[0]
         if got != wanted:

@@ -85,12 +85,12 @@ def _qemu_env(root: Path, qemu_path: str) -> dict[str, str]:
                                                                         "lib/x86_64-linux-gnu", "usr/lib", "lib"))}
 
 
-FORMATS = ("onnx", "openvino")  # the bundle formats the sysroot runs: onnxruntime's and OpenVINO's aarch64 wheels
+FORMATS = ("onnx", "ort", "openvino")  # the bundle formats the sysroot runs: onnxruntime's and OpenVINO's aarch64 wheels
 
 
 def pins() -> list[str]:
     """The runner's packages for ONNX and OpenVINO bundles, pinned as a bundle's requirements.txt pins them."""
-    return pinned((*BASE_PACKAGES, *(RUNTIME_PACKAGES[f] for f in FORMATS)))
+    return pinned(tuple(dict.fromkeys((*BASE_PACKAGES, *(RUNTIME_PACKAGES[f] for f in FORMATS)))))
 
 
 def is_ready(root: Path | None = None) -> bool:

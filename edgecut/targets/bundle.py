@@ -20,7 +20,7 @@ from edgecut.errors import EdgecutError, InputError
 from edgecut.targets import runner as device_runner
 from edgecut.targets.profiles import Profile, load_profile
 
-RUNTIME_PACKAGES = {"onnx": "onnxruntime", "openvino": "openvino"}
+RUNTIME_PACKAGES = {"onnx": "onnxruntime", "ort": "onnxruntime", "openvino": "openvino"}
 BASE_PACKAGES = ("numpy", "pillow", "opencv-python-headless")
 
 
@@ -34,7 +34,7 @@ def bundle(model: str | os.PathLike, out: str | os.PathLike, target: str | os.Pa
     if m.format not in profile.formats:
         fmt = profile.formats[0]
         how = (f"export it first: edgecut export {art.path} --format {fmt} --out DIR, then bundle DIR"
-               if m.format in ("torch", "torchscript", "pt2") or m.format == "onnx" and fmt == "openvino" else
+               if m.format in ("torch", "torchscript", "pt2") or m.format == "onnx" and fmt in ("openvino", "ort") else
                "bundle the model it was exported from, exported to one of those")
         raise InputError(art.path, f"holds a {m.format} model; {profile.name} runs {', '.join(profile.formats)}", how)
     if m.precision not in profile.precisions:

@@ -187,7 +187,7 @@ def load(m: dict, threads: int | None = None):
     """A callable: float32 NCHW batch -> the model's one output, through the bundle's runtime."""
     model = HERE / m["model_file"]
     threads = threads or bundle_info().get("threads")
-    if m["format"] == "onnx":
+    if m["format"] in ("onnx", "ort"):  # ort: ONNX Runtime's mobile format, the same InferenceSession
         try:
             import onnxruntime as ort
         except ImportError:
@@ -350,7 +350,7 @@ def _machine(fmt: str | None = None) -> dict:
     except OSError:
         pass
     runtime = {}
-    module = {"onnx": "onnxruntime", "openvino": "openvino"}.get(fmt or "")
+    module = {"onnx": "onnxruntime", "ort": "onnxruntime", "openvino": "openvino"}.get(fmt or "")
     if module in sys.modules:
         runtime[module] = getattr(sys.modules[module], "__version__", None) or "unknown"
     return {"machine": platform.machine(), "system": platform.system(), "python": platform.python_version(),
