@@ -1,0 +1,117 @@
+"""Phone formats beside the desktop ones: size, parity, ECSSD IoU, x86 latency and ARM instructions.
+
+    python benchmarks/phone_formats.py        # after benchmarks/int8_student.py (its trained students)
+
+For the two students of ``int8_student.py`` (trained on ECSSD at 128 px), at 128 px:
+- ONNX FP32 and INT8 (the desktop rows);
+- ONNX Runtime mobile (``--format ort``): FP32 from the ONNX FP32 artifact, FP16 from the torch
+  model, INT8 from the ONNX INT8 artifact as it is (the same scales; the ORT converter's
+  arm-targeted graph).
+
+Every row is measured twice with ``edgecut bench``:
+- on this machine: 2 threads, model-only p50, IoU on the 200 ECSSD val images;
+- on ``--target arm64-emu``: guest instructions per inference of the aarch64 onnxruntime (one
+  thread), parity against this machine's Runner and IoU, on the first ``--arm-images`` val
+  images. Instruction counts rank artifacts on aarch64; they are not milliseconds on a device.
+
+Writes ``results/phone_formats.json`` (the table), ``phone_formats.jsonl`` (x86 records) and
+``phone_formats-arm64.jsonl`` (arm64-emu records). LiteRT, ExecuTorch, ncnn and Core ML rows
+come when those formats are exported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+ECSSD = ROOT.parent / "shared" / "data" / "ecssd"
+RESULTS = ROOT / "benchmarks" / "results"
+STUDENTS = ("student", "relu-student")
+
+
+def make_rows(work: Path, size: int) -> dict[str, Path]:
+    """Row name -> artifact: the ONNX exports int8_student.py made, and their ORT conversions."""
+    from edgecut.artifact import is_artifact
+    from edgecut.errors import EdgecutError
+    from edgecut.exporters import ExportConfig, export
+
+    rows = {}
+    for name in STUDENTS:
+        base = work / f"{name}-{size}"
+        sources = {"onnx fp32": f"{base}-onnx", "onnx int8": f"{base}-onnx-int8"}
+        missing = [p for p in (base, *sources.values()) if not is_artifact(p)]
+        if missing:
+            raise EdgecutError(f"missing {', '.join(map(str, missing))}: run benchmarks/int8_student.py first")
+        rows |= {f"{name} {k}": Path(v) for k, v in sources.items()}
+        for precision, parent in (("fp32", sources["onnx fp32"]), ("fp16", base), ("int8", sources["onnx int8"])):
+            dest = work / f"{name}-{size}-ort-{precision}"
+            if not is_artifact(dest):
+                export(parent, dest, ExportConfig(format="ort", precision=precision), progress=False)
+            rows[f"{name} ort {precision}"] = dest
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", type=Path, default=ECSSD)
+    ap.add_argument("--work", type=Path, default=ROOT / "runs" / "int8-student")
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--limit", type=int, default=None, help="score only the first N val images on x86")
+    ap.add_argument("--arm-images", type=int, default=8)
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args(argv)
+
+    from edgecut import io
+    from edgecut.artifact import load_artifact
+    from edgecut.env import fingerprint
+    from edgecut.measure.record import new_run_id
+    from edgecut.measure.run import BenchConfig, bench, model_size_mb
+    from edgecut.measure.target import bench_on_target, resolve
+    from edgecut.runtime.timing import LatencyConfig
+    from edgecut.targets import arm64
+
+    rows = make_rows(args.work, args.size)
+    out = io.make_dirs(args.out)
+    x86_path, arm_path = out / "phone_formats.jsonl", out / "phone_formats-arm64.jsonl"
+    x86_path.unlink(missing_ok=True)
+    arm_path.unlink(missing_ok=True)
+    latency = LatencyConfig(warmup_s=1.0, warmup_min=10, min_time_s=2.0, min_iters=30)
+    x86 = bench(list(rows.values()), x86_path, BenchConfig(
+        threads=(args.threads,), latency=latency, repeats=args.repeats, end_to_end=False, worst=0,
+        size=(args.size, args.size), data=args.data, split="val", limit=args.limit),
+        names=list(rows), run_id=new_run_id(), progress=False, on_wait=print).records
+    arm64.setup(say=print)
+    arm = bench_on_target(list(rows.values()), arm_path, BenchConfig(data=args.data, split="val",
+                                                                      limit=args.arm_images),
+                          resolve("arm64-emu"), names=list(rows), count_iters=1, progress=False, say=print).records
+    table = []
+    for (name, path), rx, ra in zip(rows.items(), x86, arm):
+        art = load_artifact(path)
+        parity = art.manifest.metrics.get("parity", {})
+        table.append({"row": name, "format": art.manifest.format, "precision": art.manifest.precision,
+                      "size_mb": round(model_size_mb(art), 2), "p50_ms_x86": rx.latency.p50_ms,
+                      "iou_x86": rx.accuracy.metrics["iou"], "export_parity_mask_iou": parity.get("mask_iou_mean"),
+                      "export_parity_max_abs_diff": parity.get("max_abs_diff"),
+                      "arm_instructions": ra.instructions.per_inference, "arm_exact": ra.instructions.exact,
+                      "arm_vs_x86_max_abs_diff": ra.parity.max_abs_diff, "arm_vs_x86_mask_iou": ra.parity.mask_iou_mean,
+                      "arm_iou": ra.accuracy.metrics["iou"] if ra.accuracy else None})
+    io.write_json(out / "phone_formats.json", {
+        "what": "phone formats beside ONNX: x86 p50 (edgecut bench) and ECSSD val IoU; arm64-emu guest instructions "
+                "per inference (one thread, not device time), parity against x86 and IoU on the first val images",
+        "size": args.size, "threads_x86": args.threads, "arm_images": args.arm_images, "wheels": arm64.pins(),
+        "machine": fingerprint(), "rows": table})
+    print("\n| row | size MB | x86 p50 ms | IoU | ARM M instructions | ARM vs x86 max abs diff |\n|---|---:|---:|---:|---:|---:|")
+    for r in table:
+        print(f"| {r['row']} | {r['size_mb']:.2f} | {r['p50_ms_x86']:.3f} | {r['iou_x86']:.4f} | "
+              f"{r['arm_instructions'] / 1e6:.1f} | {r['arm_vs_x86_max_abs_diff']:.2e} |")
+    print(f"\nwrote {out / 'phone_formats.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
