@@ -120,36 +120,20 @@ def _bundle(art, tmp_path: Path) -> Path:
 @pytest.mark.slow
 @pytest.mark.arm64
 @pytest.mark.timeout(900)
-def test_an_openvino_model_runs_on_arm64_emu_with_parity(trained, synth_data, tmp_path, arm64_env):
-    """OpenVINO's aarch64 wheel (its ARM CPU plugin) in the sysroot: parity and accuracy on the
-    emulated Cortex-A76; its instruction count is marked inexact (its thread pool)."""
+@pytest.mark.parametrize("fmt,backend,exact", [("openvino", "openvino", False), ("ort", "onnxruntime", True)])
+def test_openvino_and_ort_models_run_on_arm64_emu_with_parity(fmt, backend, exact, trained, synth_data, tmp_path,
+                                                              arm64_env):
+    """OpenVINO's aarch64 wheel (its ARM CPU plugin) and ONNX Runtime's mobile format (through the
+    aarch64 onnxruntime) in the sysroot: parity and accuracy on the emulated Cortex-A76. OpenVINO's
+    instruction count is marked inexact (its thread pool); ORT's is exact, like ONNX's."""
     from edgecut.exporters import ExportConfig, export
 
-    ov = export(trained, tmp_path / "ov", ExportConfig(format="openvino"))
-    out = tmp_path / "ov.jsonl"
-    p = _cli("bench", str(ov.path), "--out", str(out), "--target", "arm64-emu", "--data", str(synth_data), "--limit",
+    art = export(trained, tmp_path / fmt, ExportConfig(format=fmt))
+    out = tmp_path / f"{fmt}.jsonl"
+    p = _cli("bench", str(art.path), "--out", str(out), "--target", "arm64-emu", "--data", str(synth_data), "--limit",
              "2", "--count-iters", "1")
     assert p.returncode == 0, p.stdout + p.stderr
     (rec,) = read_records(out)
-    assert rec.backend == "openvino" and rec.target == "arm64-emu" and rec.latency is None
+    assert (rec.format, rec.backend, rec.target) == (fmt, backend, "arm64-emu") and rec.latency is None
     assert rec.parity.count == 2 and rec.parity.max_abs_diff <= 1e-4 and rec.accuracy.count == 2
-    assert rec.instructions.per_inference > 0 and rec.instructions.exact is False
-
-
-@pytest.mark.slow
-@pytest.mark.arm64
-@pytest.mark.timeout(900)
-def test_an_ort_model_is_counted_on_arm64_emu_with_parity(trained, synth_data, tmp_path, arm64_env):
-    """ONNX Runtime's mobile format runs through the aarch64 onnxruntime of the sysroot: exact
-    instruction counts and parity, like an ONNX model."""
-    from edgecut.exporters import ExportConfig, export
-
-    ort = export(trained, tmp_path / "ort", ExportConfig(format="ort"))
-    out = tmp_path / "ort.jsonl"
-    p = _cli("bench", str(ort.path), "--out", str(out), "--target", "arm64-emu", "--data", str(synth_data), "--limit",
-             "2", "--count-iters", "1")
-    assert p.returncode == 0, p.stdout + p.stderr
-    (rec,) = read_records(out)
-    assert (rec.format, rec.backend, rec.target) == ("ort", "onnxruntime", "arm64-emu")
-    assert rec.parity.count == 2 and rec.parity.max_abs_diff <= 1e-4
-    assert rec.instructions.per_inference > 0 and rec.instructions.exact is True
+    assert rec.instructions.per_inference > 0 and rec.instructions.exact is exact
