@@ -141,8 +141,9 @@ def qat(
 def export_cmd(
     model: Annotated[Path, typer.Argument(help="Torch artifact (or an fp32 ONNX artifact, for fp16 / int8).")],
     out: Annotated[Path, typer.Option(help="Folder for the exported artifact.")],
-    format: Annotated[str, typer.Option(help="Export format: onnx | ort (ONNX Runtime mobile) | openvino | tensorrt (built on this CUDA GPU; needs --device cuda).")] = "onnx",
-    precision: Annotated[str, typer.Option(help="fp32 | fp16 | int8")] = "fp32",
+    format: Annotated[Optional[str], typer.Option(help="Export format: onnx | ort (ONNX Runtime mobile) | openvino | tensorrt (built on this CUDA GPU; needs --device cuda). Default onnx, or the --target profile's first.")] = None,
+    precision: Annotated[Optional[str], typer.Option(help="fp32 | fp16 | int8. Default fp32, or the --target profile's first.")] = None,
+    target: Annotated[Optional[str], typer.Option(help="Device profile (export_targets/, or a .yaml path): format and precision default to its first choices, and others it does not run are refused.")] = None,
     calib: Annotated[Optional[Path], typer.Option(help="INT8: calibration images (a folder, or a data set with images/); default: synthetic photos.")] = None,
     calib_count: Annotated[int, typer.Option(help="INT8: images drawn (seeded) from --calib.")] = 64,
     calib_split: Annotated[Optional[str], typer.Option(help="INT8: only this split of --calib's data set (e.g. train).")] = None,
@@ -167,7 +168,13 @@ def export_cmd(
     val_split: Annotated[Optional[str], typer.Option(help="Only this split of --val-data's data set.")] = None,
 ) -> None:
     """Export a model (ONNX, ONNX Runtime mobile, OpenVINO or TensorRT; fp32 / fp16 / int8), check parity with its parent, write an artifact."""
-    config = options.export_config(**locals())
+    if target is not None:
+        from edgecut.targets.profiles import export_choice, load_profile
+
+        profile = load_profile(target)
+        format, precision = export_choice(profile, format, precision)
+        err.print(f"{profile.name}: {format} {precision}", highlight=False)
+    config = options.export_config(**{**locals(), "format": format or "onnx", "precision": precision or "fp32"})
     from edgecut.exporters import export
 
     art = export(model, out, config)
@@ -203,3 +210,6 @@ def export_cmd(
     size = sum(f.size for f in m.files.values())
     console.print(f"artifact {art.path}: {m.format} {m.precision}, {size / 1e6:.2f} MB, input {m.spec.input_size}"
                   + (" (H, W dynamic)" if m.spec.dynamic_size else ""))
+    if target is not None and profile.input_size and tuple(profile.input_size) != tuple(m.spec.input_size):
+        err.print(f"[yellow]note[/yellow] {profile.name} expects {profile.input_size[0]}x{profile.input_size[1]} "
+                  f"inputs; this export takes {m.spec.input_size[0]}x{m.spec.input_size[1]}", highlight=False)

@@ -70,3 +70,13 @@ def load_profile(name_or_path: str | os.PathLike) -> Profile:
     except ValidationError as e:
         raise InputError(path, f"not a valid device profile: {first_error(e)}",
                          "see export_targets/README.md for the keys") from None
+
+
+def export_choice(profile: Profile, format: str | None = None, precision: str | None = None) -> tuple[str, str]:
+    """The (format, precision) ``edgecut export --target`` makes for ``profile``: what was asked, if
+    the device runs it, else the profile's first of each (its preference order)."""
+    for what, asked, allowed in (("format", format, profile.formats), ("precision", precision, profile.precisions)):
+        if asked is not None and asked not in allowed:
+            raise EdgecutError(f"--{what} {asked}: {profile.name} runs {', '.join(allowed)} (its profile's {what}s); "
+                               f"drop --{what} to take {allowed[0]}, or export without --target")
+    return format or profile.formats[0], precision or profile.precisions[0]
