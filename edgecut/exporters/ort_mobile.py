@@ -74,7 +74,7 @@ def export_ort(parent: Artifact, workdir: Path, config: ExportConfig) -> Exporte
     (workdir / ONNX_FILE).unlink()
     params = {"via": "onnx", "converter": "onnxruntime.tools.convert_onnx_models_to_ort",
               "optimization_style": STYLE, "target_platform": TARGET_PLATFORM,
-              "operators": operators(workdir / OPERATORS_FILE),
+              "operators": [ln.strip() for ln in lines if ln.strip() and not ln.startswith("#")],
               **{k: v for k, v in base.params.items() if k != "nodes"}}
     return Exported(files={MODEL_FILE: workdir / MODEL_FILE, OPERATORS_FILE: workdir / OPERATORS_FILE},
                     model_file=MODEL_FILE, spec=base.spec, params=params, metrics=base.metrics, notes=base.notes,
@@ -98,8 +98,3 @@ def convert(onnx_path: Path, out: Path) -> None:
         log.setLevel(level)
     if not (out / "model.ort").is_file():
         raise ModelError(f"onnxruntime's converter wrote no model.ort for {onnx_path.name}")
-
-
-def operators(config: Path) -> list[str]:
-    """The ``domain;opset;op,op`` lines of a required-operators config (comments dropped)."""
-    return [ln.strip() for ln in config.read_text().splitlines() if ln.strip() and not ln.startswith("#")]

@@ -35,12 +35,12 @@ from edgecut.artifact import Artifact, load_artifact
 from edgecut.errors import EdgecutError, InputError
 from edgecut.measure.record import (Accuracy, BenchRecord, Instructions, Latency, TargetParity, WorstImage,
                                   append_records, new_run_id, read_records)
+from edgecut.runtime.base import backend_for
 from edgecut.targets import arm64, ssh
 from edgecut.targets import runner as device_runner
-from edgecut.targets.bundle import bundle, verify_bundle
+from edgecut.targets.bundle import RUNNER_FORMATS, bundle, verify_bundle
 from edgecut.targets.profiles import Profile, load_profile
 
-RUNTIMES = {"onnx": "onnxruntime", "ort": "onnxruntime", "openvino": "openvino"}
 PARITY_IMAGES = 4  # synthetic photos for parity when no --data is given
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -70,7 +70,7 @@ def resolve(target: str, *, threads: int | None = None, identity: Path | None = 
     elif target.startswith("ssh://"):
         ssh.parse(target)
         profile = Profile(name="ssh-device", description=f"the device at {target}", arch="aarch64",
-                          formats=("onnx", "ort", "openvino"), precisions=PRECISIONS, threads=threads, reach=target)
+                          formats=RUNNER_FORMATS, precisions=PRECISIONS, threads=threads, reach=target)
     else:
         profile = load_profile(target)
         if profile.reach == "local":
@@ -310,7 +310,7 @@ def _record(art: Artifact, name: str, where: Where, threads: int | None, env: di
     m = art.manifest
     return BenchRecord(run_id=run_id, name=name, artifact=str(art.path), sha256=art.sha256,
                        arch=m.arch.get("name") if m.arch else None, format=m.format, precision=m.precision,
-                       backend=RUNTIMES[m.format], device="cpu", target=where.target,
+                       backend=backend_for(art), device="cpu", target=where.target,
                        input_size=tuple(art.spec.input_size), batch=1, threads=threads, params=m.params, macs=macs,
                        size_mb=size_mb, env=env)
 

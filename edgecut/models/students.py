@@ -290,12 +290,12 @@ class MobileNetUNet(_Student):
         super().__init__(encoder)
         self.decoder = UNetDecoder(encoder.out_channels, decoder_channels, blocks, upsample)
         self.up = encoder.strides[0]
-        if _choice("head", head, HEADS) == "shuffle":
+        self.shuffle = _choice("head", head, HEADS) == "shuffle"
+        if self.shuffle:
             self.head = nn.Sequential(nn.Conv2d(decoder_channels[-1], self.up * self.up, 3, padding=1),
                                       nn.PixelShuffle(self.up))
         else:
             self.head = nn.Conv2d(decoder_channels[-1], 1, 1)
-        self.shuffle = head == "shuffle"
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         y = self.head(self.decoder(self.encoder(x)))
@@ -331,10 +331,10 @@ class MobileNetLRASPP(_Student):
 # must already be in torch.hub.get_dir()/checkpoints (see _backbone_weights).
 
 
-def _unet(arch: str, width_mult: float, decoder_channels: Sequence[int], weights_backbone: str | None, **variant):
-    relu, se = variant.pop("relu", False), variant.pop("se", True)
+def _unet(arch: str, width_mult: float, decoder_channels: Sequence[int], weights_backbone: str | None, *,
+          relu: bool = False, se: bool = True, upsample: str = "bilinear", head: str = "bilinear"):
     return MobileNetUNet(MobileNetEncoder(arch, width_mult, weights_backbone, relu=relu, se=se),
-                         tuple(decoder_channels), **variant)
+                         tuple(decoder_channels), upsample=upsample, head=head)
 
 
 def _lraspp(arch: str, width_mult: float, inter_channels: int, weights_backbone: str | None):

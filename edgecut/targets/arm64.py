@@ -28,7 +28,7 @@ from pathlib import Path
 
 from edgecut import io
 from edgecut.errors import EdgecutError, MissingBackendError
-from edgecut.targets.bundle import BASE_PACKAGES, RUNTIME_PACKAGES, pinned
+from edgecut.targets.bundle import BASE_PACKAGES, RUNNER_FORMATS, RUNTIME_PACKAGES, pinned
 
 ROOT_PACKAGES = ("python3.11", "libstdc++6", "libgomp1", "libfaketime")
 SKIP_PACKAGES = {"dpkg", "install-info", "perl", "perl-base", "perl-modules-5.36", "libperl5.36", "tar", "mailcap",
@@ -85,7 +85,7 @@ def _qemu_env(root: Path, qemu_path: str) -> dict[str, str]:
                                                                         "lib/x86_64-linux-gnu", "usr/lib", "lib"))}
 
 
-FORMATS = ("onnx", "ort", "openvino")  # the bundle formats the sysroot runs: onnxruntime's and OpenVINO's aarch64 wheels
+FORMATS = RUNNER_FORMATS  # the sysroot holds every runtime of the bundle runner: onnxruntime's and OpenVINO's aarch64 wheels
 
 
 def pins() -> list[str]:
