@@ -6,16 +6,17 @@ For the two students of ``int8_student.py`` (trained on ECSSD at 128 px), at 128
 - ONNX FP32 and INT8 (the desktop rows);
 - ONNX Runtime mobile (``--format ort``): FP32 from the ONNX FP32 artifact, FP16 from the torch
   model, INT8 from the ONNX INT8 artifact as it is (the same scales; the ORT converter's
-  arm-targeted graph).
+  arm-targeted graph);
+- ncnn (``--format ncnn``, converted by pnnx from the torch model): FP32 and FP16 weights.
 
 Every row is measured twice with ``edgecut bench``:
 - on this machine: 2 threads, model-only p50, IoU on the 200 ECSSD val images;
-- on ``--target arm64-emu``: guest instructions per inference of the aarch64 onnxruntime (one
-  thread), parity against this machine's Runner and IoU, on the first ``--arm-images`` val
+- on ``--target arm64-emu``: guest instructions per inference of the aarch64 onnxruntime or ncnn
+  (one thread), parity against this machine's Runner and IoU, on the first ``--arm-images`` val
   images. Instruction counts rank artifacts on aarch64; they are not milliseconds on a device.
 
 Writes ``results/phone_formats.json`` (the table), ``phone_formats.jsonl`` (x86 records) and
-``phone_formats-arm64.jsonl`` (arm64-emu records). LiteRT, ExecuTorch, ncnn and Core ML rows
+``phone_formats-arm64.jsonl`` (arm64-emu records). LiteRT, ExecuTorch and Core ML rows
 come when those formats are exported.
 """
 
@@ -33,7 +34,7 @@ STUDENTS = ("student", "relu-student")
 
 
 def make_rows(work: Path, size: int) -> dict[str, Path]:
-    """Row name -> artifact: the ONNX exports int8_student.py made, and their ORT conversions."""
+    """Row name -> artifact: the ONNX exports int8_student.py made, their ORT conversions, and ncnn's."""
     from edgecut.artifact import is_artifact
     from edgecut.errors import EdgecutError
     from edgecut.exporters import ExportConfig, export
@@ -51,6 +52,11 @@ def make_rows(work: Path, size: int) -> dict[str, Path]:
             if not is_artifact(dest):
                 export(parent, dest, ExportConfig(format="ort", precision=precision), progress=False)
             rows[f"{name} ort {precision}"] = dest
+        for precision in ("fp32", "fp16"):  # ncnn: from the torch model (pnnx), no int8 (ncnn's C++ tools)
+            dest = work / f"{name}-{size}-ncnn-{precision}"
+            if not is_artifact(dest):
+                export(base, dest, ExportConfig(format="ncnn", precision=precision), progress=False)
+            rows[f"{name} ncnn {precision}"] = dest
     return rows
 
 

@@ -21,6 +21,8 @@ EXTRAS: dict[str, str] = {
     "nncf": "openvino",
     "tensorrt": "tensorrt",
     "torch_pruning": "prune",
+    "pnnx": "ncnn",
+    "ncnn": "ncnn",
 }
 
 

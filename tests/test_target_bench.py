@@ -120,12 +120,16 @@ def _bundle(art, tmp_path: Path) -> Path:
 @pytest.mark.slow
 @pytest.mark.arm64
 @pytest.mark.timeout(900)
-@pytest.mark.parametrize("fmt,backend,exact", [("openvino", "openvino", False), ("ort", "onnxruntime", True)])
-def test_openvino_and_ort_models_run_on_arm64_emu_with_parity(fmt, backend, exact, trained, synth_data, tmp_path,
-                                                              arm64_env):
-    """OpenVINO's aarch64 wheel (its ARM CPU plugin) and ONNX Runtime's mobile format (through the
-    aarch64 onnxruntime) in the sysroot: parity and accuracy on the emulated Cortex-A76. OpenVINO's
-    instruction count is marked inexact (its thread pool); ORT's is exact, like ONNX's."""
+@pytest.mark.parametrize("fmt,backend,exact", [("openvino", "openvino", False), ("ort", "onnxruntime", True),
+                                                ("ncnn", "ncnn", True)])
+def test_openvino_ort_and_ncnn_models_run_on_arm64_emu_with_parity(fmt, backend, exact, trained, synth_data, tmp_path,
+                                                                   arm64_env):
+    """OpenVINO's aarch64 wheel (its ARM CPU plugin), ONNX Runtime's mobile format (through the
+    aarch64 onnxruntime) and ncnn's aarch64 wheel in the sysroot: parity and accuracy on the
+    emulated Cortex-A76. OpenVINO's instruction count is marked inexact (its thread pool); ORT's and
+    ncnn's (OpenMP on one thread) are exact, like ONNX's."""
+    if fmt == "ncnn":
+        pytest.importorskip("pnnx", reason="ncnn export needs the ncnn extra: pip install 'edgecut[ncnn]'")
     from edgecut.exporters import ExportConfig, export
 
     art = export(trained, tmp_path / fmt, ExportConfig(format=fmt))

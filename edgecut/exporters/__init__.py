@@ -87,6 +87,9 @@ def _refusals(parent: Artifact, config: ExportConfig) -> ExportFormat:
     if fmt is None:
         raise EdgecutError(f"unknown export format {config.format!r}; known: {', '.join(FORMATS)}")
     if config.precision not in fmt.precisions:
+        reason = dict(fmt.why_not).get(config.precision)
+        if reason:
+            raise EdgecutError(f"format {fmt.name} has no {config.precision}: {reason}")
         raise EdgecutError(f"format {fmt.name} supports precision {', '.join(fmt.precisions)}, "
                            f"not {config.precision!r}")
     config.validate()

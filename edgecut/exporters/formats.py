@@ -30,6 +30,7 @@ class ExportFormat:
     fn: Callable[[Artifact, Path, ExportConfig], Exported]
     parents: tuple[str, ...] = ("torch",)  # formats it converts from
     groups: tuple[str, ...] = ()  # format-specific ExportConfig groups it reads (others must stay default)
+    why_not: tuple[tuple[str, str], ...] = ()  # (precision, reason) for precisions it refuses with a reason
 
 
 def _onnx(parent: Artifact, workdir: Path, config: ExportConfig) -> Exported:
@@ -50,6 +51,12 @@ def _ort(parent: Artifact, workdir: Path, config: ExportConfig) -> Exported:
     return export_ort(parent, workdir, config)
 
 
+def _ncnn(parent: Artifact, workdir: Path, config: ExportConfig) -> Exported:
+    from edgecut.exporters.ncnn import export_ncnn
+
+    return export_ncnn(parent, workdir, config)
+
+
 def _tensorrt(parent: Artifact, workdir: Path, config: ExportConfig) -> Exported:
     from edgecut.exporters.tensorrt import export_tensorrt
 
@@ -65,6 +72,11 @@ FORMATS: dict[str, ExportFormat] = {
     # via the fp32 ONNX; int8 also needs nncf (checked when quantising: fp32 / fp16 do without it)
     "openvino": ExportFormat("openvino", ".xml", FORMAT_PRECISIONS["openvino"], ("cpu",), "openvino",
                              ("onnx", "openvino"), _openvino, parents=("torch", "torchscript", "pt2", "onnx"), groups=("openvino",)),
+    # ncnn's graph + weights, traced by torch.jit and converted by the pnnx binary
+    "ncnn": ExportFormat("ncnn", ".param", FORMAT_PRECISIONS["ncnn"], ("cpu",), "ncnn", ("pnnx", "ncnn"), _ncnn,
+                         parents=("torch", "torchscript"),
+                         why_not=(("int8", "ncnn quantises with its C++ tools ncnn2table and ncnn2int8, which no "
+                                           "Python package ships; export int8 as ort, onnx or openvino"),)),
     # an engine built on this machine's CUDA GPU from the (fp32 or Q/DQ int8) ONNX; parity runs with --device cuda
     "tensorrt": ExportFormat("tensorrt", ".engine", FORMAT_PRECISIONS["tensorrt"], ("cuda",), "tensorrt",
                              ("tensorrt",), _tensorrt, parents=("torch", "torchscript", "pt2", "onnx"), groups=("tensorrt",)),

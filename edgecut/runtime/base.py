@@ -18,7 +18,8 @@ from edgecut.errors import EdgecutError, ModelError
 # artifact format -> the backends that can run it (the first is the default)
 FORMAT_BACKENDS: dict[str, tuple[str, ...]] = {
     "torch": ("torch",), "torchscript": ("torch",), "pt2": ("torch",), "onnx": ("onnxruntime",),
-    "ort": ("onnxruntime",), "openvino": ("openvino",), "tensorrt": ("tensorrt",),
+    "ort": ("onnxruntime",), "openvino": ("openvino",), "ncnn": ("ncnn",),
+    "tensorrt": ("tensorrt",),
 }
 BACKENDS = tuple(dict.fromkeys(b for backends in FORMAT_BACKENDS.values() for b in backends))
 

@@ -85,11 +85,11 @@ def _qemu_env(root: Path, qemu_path: str) -> dict[str, str]:
                                                                         "lib/x86_64-linux-gnu", "usr/lib", "lib"))}
 
 
-FORMATS = RUNNER_FORMATS  # the sysroot holds every runtime of the bundle runner: onnxruntime's and OpenVINO's aarch64 wheels
+FORMATS = RUNNER_FORMATS  # the sysroot holds every runtime of the bundle runner: onnxruntime's, OpenVINO's and ncnn's aarch64 wheels
 
 
 def pins() -> list[str]:
-    """The runner's packages for ONNX and OpenVINO bundles, pinned as a bundle's requirements.txt pins them."""
+    """The runner's packages for every bundle format, pinned as a bundle's requirements.txt pins them."""
     return pinned(tuple(dict.fromkeys((*BASE_PACKAGES, *(RUNTIME_PACKAGES[f] for f in FORMATS)))))
 
 
@@ -144,7 +144,7 @@ def setup(root: Path | None = None, *, say=print) -> Path:
             _compile(root)
         finally:
             shutil.rmtree(work, ignore_errors=True)
-        probe = run_python(["-c", "import numpy, PIL, cv2, onnxruntime, openvino, platform; print(platform.machine())"],
+        probe = run_python(["-c", "import numpy, PIL, cv2, onnxruntime, openvino, ncnn, platform; print(platform.machine())"],
                            root=root, check=False, ready=False)
         if probe.returncode != 0 or probe.stdout.strip() != "aarch64":
             raise EdgecutError(f"the arm64 sysroot in {root} does not run its packages: "

@@ -23,7 +23,7 @@ class Profile(BaseModel):
     name: str
     description: str = ""
     arch: Literal["aarch64", "x86_64"]
-    formats: tuple[Literal["onnx", "ort", "openvino"], ...] = Field(min_length=1)
+    formats: tuple[Literal["onnx", "ort", "openvino", "ncnn"], ...] = Field(min_length=1)
     precisions: tuple[Literal["fp32", "fp16", "int8"], ...] = Field(min_length=1)
     providers: tuple[str, ...] = ("CPUExecutionProvider",)  # ONNX Runtime, first available wins
     threads: int | None = Field(default=None, ge=1)  # None: the runtime's default (all cores)
@@ -74,9 +74,14 @@ def load_profile(name_or_path: str | os.PathLike) -> Profile:
 
 def export_choice(profile: Profile, format: str | None = None, precision: str | None = None) -> tuple[str, str]:
     """The (format, precision) ``edgecut export --target`` makes for ``profile``: what was asked, if
-    the device runs it, else the profile's first of each (its preference order)."""
+    the device runs it, else the profile's first format and its first precision that format holds
+    (the profile's preference order)."""
     for what, asked, allowed in (("format", format, profile.formats), ("precision", precision, profile.precisions)):
         if asked is not None and asked not in allowed:
             raise EdgecutError(f"--{what} {asked}: {profile.name} runs {', '.join(allowed)} (its profile's {what}s); "
                                f"drop --{what} to take {allowed[0]}, or export without --target")
-    return format or profile.formats[0], precision or profile.precisions[0]
+    from edgecut.exporters.formats import FORMATS
+
+    format = format or profile.formats[0]
+    held = FORMATS[format].precisions if format in FORMATS else profile.precisions
+    return format, precision or next((p for p in profile.precisions if p in held), profile.precisions[0])

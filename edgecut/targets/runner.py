@@ -212,7 +212,37 @@ def load(m: dict, threads: int | None = None):
                   **({"INFERENCE_NUM_THREADS": int(threads)} if threads else {})}
         compiled = ov.Core().compile_model(str(model), "CPU", config)
         return lambda x: compiled(x)[0]
+    if m["format"] == "ncnn":
+        return _ncnn(model, m.get("precision", "fp32"), threads)
     raise BundleError(f"format {m['format']!r} has no runtime in this runner")
+
+
+def _ncnn(model: Path, precision: str, threads: int | None):
+    """An ncnn graph (model.ncnn.param + .bin), image by image, with the options edgecut's ncnn Runner sets."""
+    try:
+        import ncnn
+    except ImportError:
+        raise BundleError("ncnn is not installed: pip install -r requirements.txt") from None
+    import numpy as np
+
+    net = ncnn.Net()
+    half = precision == "fp16"
+    for key, value in {"use_fp16_storage": half, "use_fp16_packed": half, "use_fp16_arithmetic": half,
+                       "use_bf16_storage": False, **({"num_threads": int(threads)} if threads else {})}.items():
+        setattr(net.opt, key, value)
+    if net.load_param(str(model)) != 0 or net.load_model(str(model.with_suffix(".bin"))) != 0:
+        raise BundleError(f"ncnn cannot read {model.name} or its .bin")
+    names = net.input_names()[0], net.output_names()[0]
+
+    def run(x):
+        out = []
+        for image in x:
+            chw = np.ascontiguousarray(image)  # ncnn.Mat wraps it without a copy: keep it referenced
+            with net.create_extractor() as ex:
+                ex.input(names[0], ncnn.Mat(chw))
+                out.append(np.array(ex.extract(names[1])[1], dtype=np.float32).reshape(1, *x.shape[2:]))
+        return np.stack(out)
+    return run
 
 
 # ---------------------------------------------------------------------------- commands
@@ -350,7 +380,7 @@ def _machine(fmt: str | None = None) -> dict:
     except OSError:
         pass
     runtime = {}
-    module = {"onnx": "onnxruntime", "ort": "onnxruntime", "openvino": "openvino"}.get(fmt or "")
+    module = {"onnx": "onnxruntime", "ort": "onnxruntime", "openvino": "openvino", "ncnn": "ncnn"}.get(fmt or "")
     if module in sys.modules:
         runtime[module] = getattr(sys.modules[module], "__version__", None) or "unknown"
     return {"machine": platform.machine(), "system": platform.system(), "python": platform.python_version(),

@@ -1,0 +1,115 @@
+"""ncnn export: a torch artifact -> ``model.ncnn.param`` + ``model.ncnn.bin``, FP32 or FP16.
+
+ncnn is Tencent's inference library for phones (ARM NEON kernels, Vulkan), common in Android
+apps. Route: ``torch.jit.trace`` at the spec's input size, then the ``pnnx`` converter binary
+(the ``pnnx`` wheel: a standalone program with its own libtorch, so it works beside any torch)
+writes ncnn's two files. The call is edgecut's own rather than ``pnnx.export``, which ignores
+the converter's exit status and prints its passes: here a failed conversion is one error with
+the converter's last lines, and the converter's other outputs (its own ``.pnnx`` graph, Python
+and ONNX dumps) stay in the staging folder and are deleted.
+
+Precisions:
+
+- **fp32**: weights stored as float32 (``fp16=0``). pnnx's default stores float16 weights, which
+  moved the student's logits by up to 0.005 (a probability by 1.3e-3), far outside the FP32 parity
+  bar; with float32 weights ncnn's output is within 7e-6 of torch's.
+- **fp16**: weights stored as float16 (half the file); at run time the Runner also turns on
+  ncnn's fp16 storage and arithmetic, which ncnn uses where the CPU has them (ARMv8.2 phones),
+  and computes in float32 elsewhere (x86).
+- **int8** is refused: ncnn quantises with its C++ tools ``ncnn2table`` (calibration) and
+  ``ncnn2int8``, which neither the ``ncnn`` nor the ``pnnx`` wheel ships.
+
+ncnn has no metadata in its files: the ModelSpec travels in the artifact's ``edgecut.json``.
+An export with ``dynamic=True`` is traced at a second size too (pnnx's ``inputshape2``), so
+the graph does not bake the trace size into its resizes.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgecut._optional import require
+from edgecut.errors import ModelError
+from edgecut.exporters.options import ExportConfig, Exported
+
+if TYPE_CHECKING:
+    from edgecut.artifact import Artifact, ModelSpec
+
+PARAM_FILE = "model.ncnn.param"  # the graph (text); the model file of the artifact
+BIN_FILE = "model.ncnn.bin"  # the weights
+MAGIC = "7767517"  # the first line of every ncnn .param file
+TIMEOUT_S = 600  # the converter takes seconds for these models; a hang is an error, not a stuck export
+
+
+def export_ncnn(parent: Artifact, workdir: Path, config: ExportConfig) -> Exported:
+    """The ``ncnn`` row of the format table: ``workdir/model.ncnn.param`` + ``model.ncnn.bin``."""
+    from edgecut.models.store import load_model
+
+    pnnx = require("pnnx", "ncnn export")
+    require("ncnn", "ncnn export")  # the parity check runs the result
+    spec = parent.spec.model_copy(update={"dynamic_size": config.dynamic})
+    if config.dynamic and not parent.spec.dynamic_size:
+        raise ModelError(f"{parent.path}: its spec fixes the input size (dynamic_size false); export without --dynamic")
+    stage = workdir / ".pnnx"
+    stage.mkdir()
+    trace(load_model(parent.path).module.float().cpu().eval(), stage / "model.pt", spec, str(parent.path))
+    fp16 = config.precision == "fp16"
+    shapes = [spec.input_size] + ([second_size(spec)] if config.dynamic else [])
+    convert(Path(pnnx.EXEC_PATH), stage / "model.pt", shapes, fp16, str(parent.path))
+    for name in (PARAM_FILE, BIN_FILE):
+        (stage / name).replace(workdir / name)
+    shutil.rmtree(stage)
+    layers = count_layers(workdir / PARAM_FILE)
+    params: dict[str, Any] = {"converter": "pnnx", "via": "torch.jit.trace", "weights": "fp16" if fp16 else "fp32",
+                              "dynamic": config.dynamic, "layers": layers}
+    return Exported(files={PARAM_FILE: workdir / PARAM_FILE, BIN_FILE: workdir / BIN_FILE}, model_file=PARAM_FILE,
+                    spec=spec, params=params, tools=("pnnx", "ncnn"))
+
+
+def second_size(spec: ModelSpec) -> tuple[int, int]:
+    """The other trace size of a dynamic export: the spec's size plus one size divisor each way."""
+    h, w = spec.input_size
+    return h + spec.size_divisor, w + spec.size_divisor
+
+
+def trace(module, path: Path, spec: ModelSpec, who: str) -> None:
+    """``torch.jit.trace`` of ``module`` at the spec's size, saved as TorchScript for pnnx."""
+    import torch
+
+    x = torch.randn(1, 3, *spec.input_size, generator=torch.Generator().manual_seed(0))
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning)  # "torch.jit.trace is deprecated": pnnx reads TorchScript
+        try:
+            torch.jit.trace(module, (x,), check_trace=False).save(str(path))
+        except Exception as e:  # the tracer names the op it cannot follow
+            raise ModelError(f"{who}: torch.jit.trace failed, so pnnx cannot convert it: {str(e).strip()[:300]}") \
+                from None
+
+
+def convert(exe: Path, pt: Path, shapes: list[tuple[int, int]], fp16: bool, who: str) -> None:
+    """Run the pnnx converter on the TorchScript file ``pt``; ncnn's files land beside it."""
+    args = [str(exe), pt.name, f"inputshape=[1,3,{shapes[0][0]},{shapes[0][1]}]f32", "device=cpu",
+            f"fp16={int(fp16)}", f"ncnnparam={PARAM_FILE}", f"ncnnbin={BIN_FILE}"]
+    if len(shapes) > 1:
+        args.append(f"inputshape2=[1,3,{shapes[1][0]},{shapes[1][1]}]f32")
+    try:
+        done = subprocess.run(args, cwd=pt.parent, capture_output=True, text=True, timeout=TIMEOUT_S)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise ModelError(f"{who}: the pnnx converter did not run ({e}); reinstall it: pip install 'edgecut[ncnn]'") \
+            from None
+    if done.returncode != 0 or not (pt.parent / PARAM_FILE).is_file() or not (pt.parent / BIN_FILE).is_file():
+        tail = " | ".join([ln for ln in (done.stderr + done.stdout).splitlines() if ln.strip()][-3:])
+        raise ModelError(f"{who}: pnnx could not convert it to ncnn (exit {done.returncode}): {tail[:400]}")
+
+
+def count_layers(param: Path) -> int:
+    """The layer count in an ncnn ``.param`` header (its second line: layers, blobs)."""
+    lines = param.read_text().splitlines()
+    if not lines or lines[0].strip() != MAGIC or len(lines) < 2:
+        raise ModelError(f"{param}: pnnx wrote no valid ncnn graph")
+    return int(lines[1].split()[0])
