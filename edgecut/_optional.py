@@ -23,6 +23,7 @@ EXTRAS: dict[str, str] = {
     "torch_pruning": "prune",
     "pnnx": "ncnn",
     "ncnn": "ncnn",
+    "coremltools": "coreml",
 }
 
 
@@ -34,11 +35,16 @@ def available(module: str) -> bool:
         return False
 
 
-def require(module: str, purpose: str = "") -> ModuleType:
-    """Import an optional backend or raise one clear error naming the extra to install."""
+def ensure(module: str, purpose: str = "") -> None:
+    """Raise one clear error naming the extra to install unless ``module`` is installed (without importing it)."""
     if not available(module):
         extra = EXTRAS.get(module.split(".")[0])
         how = f"pip install 'edgecut[{extra}]'" if extra else f"pip install {module}"
         why = f" for {purpose}" if purpose else ""
         raise MissingBackendError(f"{module} is needed{why} but is not installed: {how}")
+
+
+def require(module: str, purpose: str = "") -> ModuleType:
+    """Import an optional backend or raise one clear error naming the extra to install."""
+    ensure(module, purpose)
     return importlib.import_module(module)

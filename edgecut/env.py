@@ -23,7 +23,7 @@ CPU_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni
 PACKAGES = {  # import name -> distribution name of the backends whose versions are reported
     "torch": "torch", "torchvision": "torchvision", "onnx": "onnx", "onnxruntime": "onnxruntime",
     "onnxslim": "onnxslim", "openvino": "openvino", "nncf": "nncf", "tensorrt": "tensorrt",
-    "torch_pruning": "torch-pruning",
+    "torch_pruning": "torch-pruning", "pnnx": "pnnx", "ncnn": "ncnn", "coremltools": "coremltools",
 }
 
 

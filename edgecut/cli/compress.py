@@ -141,7 +141,7 @@ def qat(
 def export_cmd(
     model: Annotated[Path, typer.Argument(help="Torch artifact (or an fp32 ONNX artifact, for fp16 / int8).")],
     out: Annotated[Path, typer.Option(help="Folder for the exported artifact.")],
-    format: Annotated[Optional[str], typer.Option(help="Export format: onnx | ort (ONNX Runtime mobile) | ncnn | openvino | tensorrt (built on this CUDA GPU; needs --device cuda). Default onnx, or the --target profile's first.")] = None,
+    format: Annotated[Optional[str], typer.Option(help="Export format: onnx | ort (ONNX Runtime mobile) | ncnn | coreml (iOS; not runnable here) | openvino | tensorrt (built on this CUDA GPU; needs --device cuda). Default onnx, or the --target profile's first.")] = None,
     precision: Annotated[Optional[str], typer.Option(help="fp32 | fp16 | int8. Default fp32, or the --target profile's first.")] = None,
     target: Annotated[Optional[str], typer.Option(help="Device profile (export_targets/, or a .yaml path): format and precision default to its first choices, and others it does not run are refused.")] = None,
     calib: Annotated[Optional[Path], typer.Option(help="INT8: calibration images (a folder, or a data set with images/); default: synthetic photos.")] = None,
@@ -167,7 +167,7 @@ def export_cmd(
     val_data: Annotated[Optional[Path], typer.Option(help="OpenVINO --max-drop: images + masks the IoU is measured on (default: --parity-data, else synthetic).")] = None,
     val_split: Annotated[Optional[str], typer.Option(help="Only this split of --val-data's data set.")] = None,
 ) -> None:
-    """Export a model (ONNX, ONNX Runtime mobile, ncnn, OpenVINO or TensorRT; fp32 / fp16 / int8), check parity with its parent, write an artifact."""
+    """Export a model (ONNX, ONNX Runtime mobile, ncnn, Core ML, OpenVINO or TensorRT; fp32 / fp16 / int8), check parity with its parent, write an artifact."""
     if target is not None:
         from edgecut.targets.profiles import export_choice, load_profile
 
@@ -194,11 +194,13 @@ def export_cmd(
     for note in m.lineage[-1].params.get("notes", []):
         err.print(f"[yellow]note[/yellow] {note}", highlight=False)
     p = m.metrics["parity"]
-    line = (f"parity on {p['images']} image(s) ({p['data']}): max abs diff {p['max_abs_diff']:.3g} "
-            f"({p['max_abs_diff_image']}), min mask IoU {p['mask_iou_min']:.4f} ({p['mask_iou_min_image']})")
-    if "metric" in p:
-        line += f", IoU vs masks {p['metric']['parent']:.4f} -> {p['metric']['export']:.4f} ({-p['metric']['drop']:+.4f})"
-    console.print(line)
+    if p.get("checked", True):  # False for a format nothing here runs (Core ML): the note above says why
+        line = (f"parity on {p['images']} image(s) ({p['data']}): max abs diff {p['max_abs_diff']:.3g} "
+                f"({p['max_abs_diff_image']}), min mask IoU {p['mask_iou_min']:.4f} ({p['mask_iou_min_image']})")
+        if "metric" in p:
+            line += (f", IoU vs masks {p['metric']['parent']:.4f} -> {p['metric']['export']:.4f} "
+                     f"({-p['metric']['drop']:+.4f})")
+        console.print(line)
     if "accuracy_control" in m.metrics:
         a = m.metrics["accuracy_control"]
         reverted = "?" if a["reverted_ops"] is None else a["reverted_ops"]

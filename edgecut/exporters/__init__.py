@@ -30,6 +30,7 @@ from edgecut.errors import EdgecutError, InputError
 from edgecut.exporters.formats import FORMATS, ExportFormat
 from edgecut.exporters.options import (CALIB_METHODS, FORMAT_GROUPS, PRECISIONS, CalibConfig, ExportConfig, Exported,
                                     OpenVinoOptions, ParityConfig, TensorRTOptions)
+from edgecut.runtime.base import NOT_RUN_HERE
 
 __all__ = ["FORMATS", "PRECISIONS", "CALIB_METHODS", "CalibConfig", "ParityConfig", "OpenVinoOptions",
            "TensorRTOptions", "ExportConfig", "ExportFormat", "Exported", "export", "manifest_for"]
@@ -58,12 +59,15 @@ def export(source: Artifact | str | os.PathLike, out: str | os.PathLike, config:
             step = Step(step="export", params=_step_params(config, result), parent_sha256=parent.sha256)
             manifest = manifest_for(parent, result, step, config.format, config.precision)
             candidate = Artifact(staging, manifest)  # not written yet: nothing looks valid before parity
-            status.update("checking parity against the parent")
-            check = parity.against_parent(parent, candidate, tol, config.parity, seed=config.seed,
-                                          device=config.device, threads=config.threads)
-            manifest.metrics["parity"] = check.report
-            parity.ensure(check.report, what=f"{config.format} {config.precision} export of {parent.path}")
-            if config.require_faster:
+            if config.format in NOT_RUN_HERE:  # written for another kind of machine: nothing here can run it
+                manifest.metrics["parity"] = {"passed": None, "checked": False, "reason": NOT_RUN_HERE[config.format]}
+            else:
+                status.update("checking parity against the parent")
+                check = parity.against_parent(parent, candidate, tol, config.parity, seed=config.seed,
+                                              device=config.device, threads=config.threads)
+                manifest.metrics["parity"] = check.report
+                parity.ensure(check.report, what=f"{config.format} {config.precision} export of {parent.path}")
+            if config.require_faster:  # refused earlier for a format nothing here runs
                 status.update("timing against the parent")
                 manifest.metrics["speed_vs_parent"] = _require_faster(check.parent_runner, check.runner,
                                                                       check.images[0].image)
@@ -99,9 +103,11 @@ def _refusals(parent: Artifact, config: ExportConfig) -> ExportFormat:
     foreign = [name for group in FORMAT_GROUPS if group not in fmt.groups for name in config.set_options(group)]
     if foreign:
         raise EdgecutError(f"{', '.join(foreign)}: not an option of format {fmt.name}")
+    if config.require_faster and fmt.name in NOT_RUN_HERE:
+        raise EdgecutError(f"--require-faster cannot time a {fmt.name} model: {NOT_RUN_HERE[fmt.name]}")
     for module in fmt.modules:
-        _optional.require(module, f"exporting to {fmt.name}")
-    if config.device.partition(":")[0] == "cpu" and "cpu" not in fmt.devices:  # before a long build, not after it
+        _optional.ensure(module, f"exporting to {fmt.name}")  # imported by the format's function
+    if config.device.partition(":")[0] == "cpu" and fmt.devices and "cpu" not in fmt.devices:  # before a long build, not after it
         raise EdgecutError(f"a {fmt.name} model runs on {', '.join(fmt.devices)}, not the CPU: its parity check "
                            f"needs --device {fmt.devices[0]}")
     return fmt

@@ -24,7 +24,7 @@ class ExportFormat:
     name: str
     suffix: str  # suffix of the model file
     precisions: tuple[str, ...]
-    devices: tuple[str, ...]  # where its Runner executes
+    devices: tuple[str, ...]  # where its Runner executes (none: nothing here runs it, see runtime.base.NOT_RUN_HERE)
     extra: str | None  # pip extra of edgecut that installs its backend (None: core only)
     modules: tuple[str, ...]  # import names that must be present to export
     fn: Callable[[Artifact, Path, ExportConfig], Exported]
@@ -57,6 +57,12 @@ def _ncnn(parent: Artifact, workdir: Path, config: ExportConfig) -> Exported:
     return export_ncnn(parent, workdir, config)
 
 
+def _coreml(parent: Artifact, workdir: Path, config: ExportConfig) -> Exported:
+    from edgecut.exporters.coreml import export_coreml
+
+    return export_coreml(parent, workdir, config)
+
+
 def _tensorrt(parent: Artifact, workdir: Path, config: ExportConfig) -> Exported:
     from edgecut.exporters.tensorrt import export_tensorrt
 
@@ -77,6 +83,9 @@ FORMATS: dict[str, ExportFormat] = {
                          parents=("torch", "torchscript"),
                          why_not=(("int8", "ncnn quantises with its C++ tools ncnn2table and ncnn2int8, which no "
                                            "Python package ships; export int8 as ort, onnx or openvino"),)),
+    # an ML program for iOS / macOS, via torch.export; Core ML cannot run on Linux: no Runner, no parity here
+    "coreml": ExportFormat("coreml", ".mlpackage", FORMAT_PRECISIONS["coreml"], (), "coreml", ("coremltools",),
+                           _coreml, parents=("torch",)),
     # an engine built on this machine's CUDA GPU from the (fp32 or Q/DQ int8) ONNX; parity runs with --device cuda
     "tensorrt": ExportFormat("tensorrt", ".engine", FORMAT_PRECISIONS["tensorrt"], ("cuda",), "tensorrt",
                              ("tensorrt",), _tensorrt, parents=("torch", "torchscript", "pt2", "onnx"), groups=("tensorrt",)),

@@ -21,6 +21,11 @@ FORMAT_BACKENDS: dict[str, tuple[str, ...]] = {
     "ort": ("onnxruntime",), "openvino": ("openvino",), "ncnn": ("ncnn",),
     "tensorrt": ("tensorrt",),
 }
+# formats edgecut writes but cannot run on this kind of machine, and why (eval, bench and remove say so)
+NOT_RUN_HERE: dict[str, str] = {
+    "coreml": "Core ML models run on Apple devices only (iOS, macOS): coremltools has no Core ML runtime on Linux; "
+              "open model.mlpackage in Xcode, or run it with coremltools on a Mac",
+}
 BACKENDS = tuple(dict.fromkeys(b for backends in FORMAT_BACKENDS.values() for b in backends))
 
 
@@ -36,6 +41,8 @@ def backend_for(art: Artifact, backend: str | None = None) -> str:
     """The backend that runs ``art``: its format's default, or ``backend`` if that can run it."""
     fmt = art.manifest.format
     allowed = FORMAT_BACKENDS.get(fmt)
+    if fmt in NOT_RUN_HERE:
+        raise EdgecutError(f"{art.path} is a {fmt} model, which edgecut cannot run here: {NOT_RUN_HERE[fmt]}")
     if allowed is None:
         raise ModelError(f"{art.path}: no runner for format {fmt!r} (runners exist for {', '.join(FORMAT_BACKENDS)})")
     if backend is None:

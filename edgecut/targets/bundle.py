@@ -38,6 +38,11 @@ def bundle(model: str | os.PathLike, out: str | os.PathLike, target: str | os.Pa
                if m.format in ("torch", "torchscript", "pt2") or m.format == "onnx" and fmt in ("openvino", "ort") else
                "bundle the model it was exported from, exported to one of those")
         raise InputError(art.path, f"holds a {m.format} model; {profile.name} runs {', '.join(profile.formats)}", how)
+    if m.format not in RUNNER_FORMATS:  # the device runs it, but not through runner.py (Core ML: in an app)
+        raise InputError(art.path, f"holds a {m.format} model, which {profile.name} runs inside an app, not "
+                         f"through a bundle's runner.py (it runs {', '.join(RUNNER_FORMATS)})",
+                         f"add {art.model_path.parent.name if m.format == 'coreml' else art.model_path.name} to "
+                         "the app's project, or bundle an export in one of those formats")
     if m.precision not in profile.precisions:
         raise InputError(art.path, f"is {m.precision}; {profile.name} runs {', '.join(profile.precisions)}",
                          f"export it at one of those (edgecut export ... --precision {profile.precisions[0]})")
