@@ -16,8 +16,9 @@ Every row is measured twice with ``edgecut bench``:
   images. Instruction counts rank artifacts on aarch64; they are not milliseconds on a device.
 
 Writes ``results/phone_formats.json`` (the table), ``phone_formats.jsonl`` (x86 records) and
-``phone_formats-arm64.jsonl`` (arm64-emu records). LiteRT, ExecuTorch and Core ML rows
-come when those formats are exported.
+``phone_formats-arm64.jsonl`` (arm64-emu records). Core ML packages (FP16,
+INT8 weights) are converted and listed with their size: Core ML runs on Apple devices only.
+LiteRT and ExecuTorch rows come when those formats are exported.
 """
 
 from __future__ import annotations
@@ -73,8 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from edgecut import io
-    from edgecut.artifact import load_artifact
+    from edgecut.artifact import is_artifact, load_artifact
     from edgecut.env import fingerprint
+    from edgecut.exporters import ExportConfig, export
     from edgecut.measure.record import new_run_id
     from edgecut.measure.run import BenchConfig, bench, model_size_mb
     from edgecut.measure.target import bench_on_target, resolve
@@ -106,15 +108,28 @@ def main(argv: list[str] | None = None) -> int:
                       "arm_instructions": ra.instructions.per_inference, "arm_exact": ra.instructions.exact,
                       "arm_vs_x86_max_abs_diff": ra.parity.max_abs_diff, "arm_vs_x86_mask_iou": ra.parity.mask_iou_mean,
                       "arm_iou": ra.accuracy.metrics["iou"] if ra.accuracy else None})
+    written = []  # Core ML: converted and recorded here, run only on Apple devices (no latency, no parity)
+    for name in STUDENTS:
+        for precision in ("fp16", "int8"):
+            dest = args.work / f"{name}-{args.size}-coreml-{precision}"
+            if not is_artifact(dest):
+                export(args.work / f"{name}-{args.size}", dest, ExportConfig(format="coreml", precision=precision),
+                       progress=False)
+            m = load_artifact(dest).manifest
+            written.append({"row": f"{name} coreml {precision}", "format": "coreml", "precision": precision,
+                            "size_mb": round(model_size_mb(load_artifact(dest)), 2),
+                            "operations": m.metrics["conversion"]["operations"], "run": m.metrics["parity"]["reason"]})
     io.write_json(out / "phone_formats.json", {
         "what": "phone formats beside ONNX: x86 p50 (edgecut bench) and ECSSD val IoU; arm64-emu guest instructions "
                 "per inference (one thread, not device time), parity against x86 and IoU on the first val images",
         "size": args.size, "threads_x86": args.threads, "arm_images": args.arm_images, "wheels": arm64.pins(),
-        "machine": fingerprint(), "rows": table})
+        "machine": fingerprint(), "rows": table, "written_not_run": written})
     print("\n| row | size MB | x86 p50 ms | IoU | ARM M instructions | ARM vs x86 max abs diff |\n|---|---:|---:|---:|---:|---:|")
     for r in table:
         print(f"| {r['row']} | {r['size_mb']:.2f} | {r['p50_ms_x86']:.3f} | {r['iou_x86']:.4f} | "
               f"{r['arm_instructions'] / 1e6:.1f} | {r['arm_vs_x86_max_abs_diff']:.2e} |")
+    for r in written:
+        print(f"| {r['row']} | {r['size_mb']:.2f} | (Apple devices only) | | | |")
     print(f"\nwrote {out / 'phone_formats.json'}")
     return 0
 
