@@ -24,6 +24,7 @@ EXTRAS: dict[str, str] = {
     "pnnx": "ncnn",
     "ncnn": "ncnn",
     "coremltools": "coreml",
+    "ai_edge_litert": "litert",
 }
 
 

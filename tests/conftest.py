@@ -124,6 +124,35 @@ def arm64_root() -> Path:
     return arm64.setup(user_arm64_root(), say=lambda _: None)
 
 
+@pytest.fixture(scope="session")
+def litert_envs() -> Path:
+    """The converter environments' folder in the user's own cache (the tests' edgecut cache is a fresh
+    folder each session), with the litert environment built there once per machine."""
+    import os
+
+    from edgecut import envs
+
+    folder = Path(os.environ.get("EDGECUT_ENVS") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+                  / "edgecut" / "envs")
+    saved = os.environ.get("EDGECUT_ENVS")
+    os.environ["EDGECUT_ENVS"] = str(folder)
+    try:
+        envs.setup("litert", say=lambda _: None)
+    finally:
+        if saved is None:
+            del os.environ["EDGECUT_ENVS"]
+        else:
+            os.environ["EDGECUT_ENVS"] = saved
+    return folder
+
+
+@pytest.fixture
+def litert_env(litert_envs, monkeypatch) -> Path:
+    """litert_envs, and EDGECUT_ENVS pointing at it for this test."""
+    monkeypatch.setenv("EDGECUT_ENVS", str(litert_envs))
+    return litert_envs
+
+
 @pytest.fixture
 def arm64_env(arm64_root, monkeypatch) -> Path:
     """arm64_root, and EDGECUT_ARM64 pointing at it for the processes a test starts."""

@@ -121,15 +121,19 @@ def _bundle(art, tmp_path: Path) -> Path:
 @pytest.mark.arm64
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("fmt,backend,exact", [("openvino", "openvino", False), ("ort", "onnxruntime", True),
-                                                ("ncnn", "ncnn", True)])
-def test_openvino_ort_and_ncnn_models_run_on_arm64_emu_with_parity(fmt, backend, exact, trained, synth_data, tmp_path,
-                                                                   arm64_env):
+                                                ("ncnn", "ncnn", True), ("tflite", "litert", True)])
+def test_phone_and_board_formats_run_on_arm64_emu_with_parity(fmt, backend, exact, trained, synth_data, tmp_path,
+                                                              arm64_env, request):
     """OpenVINO's aarch64 wheel (its ARM CPU plugin), ONNX Runtime's mobile format (through the
     aarch64 onnxruntime) and ncnn's aarch64 wheel in the sysroot: parity and accuracy on the
-    emulated Cortex-A76. OpenVINO's instruction count is marked inexact (its thread pool); ORT's and
-    ncnn's (OpenMP on one thread) are exact, like ONNX's."""
+    emulated Cortex-A76, and LiteRT through ai-edge-litert's aarch64 wheel. OpenVINO's instruction
+    count is marked inexact (its thread pool); ORT's, ncnn's (OpenMP on one thread) and LiteRT's are
+    exact, like ONNX's."""
     if fmt == "ncnn":
         pytest.importorskip("pnnx", reason="ncnn export needs the ncnn extra: pip install 'edgecut[ncnn]'")
+    if fmt == "tflite":
+        pytest.importorskip("ai_edge_litert", reason="LiteRT needs the litert extra: pip install 'edgecut[litert]'")
+        request.getfixturevalue("litert_env")  # the converter environment
     from edgecut.exporters import ExportConfig, export
 
     art = export(trained, tmp_path / fmt, ExportConfig(format=fmt))

@@ -14,6 +14,9 @@ data_app = typer.Typer(no_args_is_help=True, help="Make and inspect data sets.")
 app.add_typer(data_app, name="data")
 target_app = typer.Typer(no_args_is_help=True, help="Where models run: set up a target, run a bundle there.")
 app.add_typer(target_app, name="target")
+env_app = typer.Typer(no_args_is_help=True, help="Converter environments for converters that cannot live beside "
+                                                 "edgecut's packages (LiteRT).")
+app.add_typer(env_app, name="env")
 console = Console()
 err = Console(stderr=True, soft_wrap=True)
 

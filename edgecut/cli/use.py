@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from edgecut.cli.app import app, console, err
+from edgecut.cli.app import app, console, env_app, err
 from edgecut.cli.options import RunDevice, RunThreads
 from edgecut.errors import EdgecutError
 
@@ -153,6 +153,28 @@ def doctor(json_flag: Annotated[bool, typer.Option("--json", help="Print everyth
         dev = env["devices"].get(name, "")
         table.add_row(name, ver or "[dim]not installed[/dim]", str(dev) if ver else "")
     console.print(table)
+    from edgecut import envs
+
+    for name, state in envs.status().items():
+        console.print(f"env    {name}: {state} ({envs.ENVS[name].purpose})", highlight=False)
+
+
+@env_app.command("setup")
+def env_setup(name: Annotated[str, typer.Argument(help="litert: litert-torch and ai-edge-quantizer, for "
+                                                      "--format tflite.")]) -> None:
+    """Build a converter environment once (idempotent; under the edgecut cache; it shares edgecut's torch)."""
+    from edgecut import envs
+
+    envs.setup(name, say=lambda text: console.print(text, highlight=False))
+
+
+@env_app.command("list")
+def env_list() -> None:
+    """The converter environments: ready, or how to build them."""
+    from edgecut import envs
+
+    for name, state in envs.status().items():
+        console.print(f"{name}: {state} ({envs.ENVS[name].purpose})", highlight=False)
 
 
 @app.command()

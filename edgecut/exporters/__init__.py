@@ -29,11 +29,11 @@ from edgecut.artifact import Artifact, Manifest, Step, is_artifact, load_artifac
 from edgecut.errors import EdgecutError, InputError
 from edgecut.exporters.formats import FORMATS, ExportFormat
 from edgecut.exporters.options import (CALIB_METHODS, FORMAT_GROUPS, PRECISIONS, CalibConfig, ExportConfig, Exported,
-                                    OpenVinoOptions, ParityConfig, TensorRTOptions)
+                                    LiteRTOptions, OpenVinoOptions, ParityConfig, TensorRTOptions)
 from edgecut.runtime.base import NOT_RUN_HERE
 
 __all__ = ["FORMATS", "PRECISIONS", "CALIB_METHODS", "CalibConfig", "ParityConfig", "OpenVinoOptions",
-           "TensorRTOptions", "ExportConfig", "ExportFormat", "Exported", "export", "manifest_for"]
+           "TensorRTOptions", "LiteRTOptions", "ExportConfig", "ExportFormat", "Exported", "export", "manifest_for"]
 
 
 @io.writes_out

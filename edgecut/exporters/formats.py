@@ -57,6 +57,12 @@ def _ncnn(parent: Artifact, workdir: Path, config: ExportConfig) -> Exported:
     return export_ncnn(parent, workdir, config)
 
 
+def _tflite(parent: Artifact, workdir: Path, config: ExportConfig) -> Exported:
+    from edgecut.exporters.litert import export_litert
+
+    return export_litert(parent, workdir, config)
+
+
 def _coreml(parent: Artifact, workdir: Path, config: ExportConfig) -> Exported:
     from edgecut.exporters.coreml import export_coreml
 
@@ -83,6 +89,9 @@ FORMATS: dict[str, ExportFormat] = {
                          parents=("torch", "torchscript"),
                          why_not=(("int8", "ncnn quantises with its C++ tools ncnn2table and ncnn2int8, which no "
                                            "Python package ships; export int8 as ort, onnx or openvino"),)),
+    # LiteRT: litert-torch in edgecut's litert converter environment; run here by ai-edge-litert
+    "tflite": ExportFormat("tflite", ".tflite", FORMAT_PRECISIONS["tflite"], ("cpu",), "litert", ("ai_edge_litert",),
+                           _tflite, parents=("torch",), groups=("litert",)),
     # an ML program for iOS / macOS, via torch.export; Core ML cannot run on Linux: no Runner, no parity here
     "coreml": ExportFormat("coreml", ".mlpackage", FORMAT_PRECISIONS["coreml"], (), "coreml", ("coremltools",),
                            _coreml, parents=("torch",)),

@@ -18,7 +18,7 @@ from edgecut.errors import EdgecutError, ModelError
 # artifact format -> the backends that can run it (the first is the default)
 FORMAT_BACKENDS: dict[str, tuple[str, ...]] = {
     "torch": ("torch",), "torchscript": ("torch",), "pt2": ("torch",), "onnx": ("onnxruntime",),
-    "ort": ("onnxruntime",), "openvino": ("openvino",), "ncnn": ("ncnn",),
+    "ort": ("onnxruntime",), "openvino": ("openvino",), "ncnn": ("ncnn",), "tflite": ("litert",),
     "tensorrt": ("tensorrt",),
 }
 # formats edgecut writes but cannot run on this kind of machine, and why (eval, bench and remove say so)

@@ -34,8 +34,8 @@ ROOT_PACKAGES = ("python3.11", "libstdc++6", "libgomp1", "libfaketime")
 SKIP_PACKAGES = {"dpkg", "install-info", "perl", "perl-base", "perl-modules-5.36", "libperl5.36", "tar", "mailcap",
                  "mime-support"}  # pulled in by Debian's tooling, not needed to run Python
 # Debian 12's glibc is 2.36: any manylinux tag up to 2.35 runs (OpenVINO's aarch64 wheel is manylinux_2_35)
-PLATFORMS = ("manylinux2014_aarch64", "manylinux_2_17_aarch64", "manylinux_2_28_aarch64", "manylinux_2_31_aarch64",
-             "manylinux_2_35_aarch64")
+PLATFORMS = ("manylinux2014_aarch64", "manylinux_2_17_aarch64", "manylinux_2_27_aarch64", "manylinux_2_28_aarch64",
+             "manylinux_2_31_aarch64", "manylinux_2_35_aarch64")  # ai-edge-litert's aarch64 wheel is manylinux_2_27
 CPUINFO = """processor\t: 0
 BogoMIPS\t: 50.00
 Features\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp
@@ -85,7 +85,7 @@ def _qemu_env(root: Path, qemu_path: str) -> dict[str, str]:
                                                                         "lib/x86_64-linux-gnu", "usr/lib", "lib"))}
 
 
-FORMATS = RUNNER_FORMATS  # the sysroot holds every runtime of the bundle runner: onnxruntime's, OpenVINO's and ncnn's aarch64 wheels
+FORMATS = RUNNER_FORMATS  # the sysroot holds every runtime of the bundle runner: onnxruntime's, OpenVINO's, ncnn's and ai-edge-litert's aarch64 wheels
 
 
 def pins() -> list[str]:
@@ -144,8 +144,8 @@ def setup(root: Path | None = None, *, say=print) -> Path:
             _compile(root)
         finally:
             shutil.rmtree(work, ignore_errors=True)
-        probe = run_python(["-c", "import numpy, PIL, cv2, onnxruntime, openvino, ncnn, platform; print(platform.machine())"],
-                           root=root, check=False, ready=False)
+        imports = "numpy, PIL, cv2, onnxruntime, openvino, ncnn, ai_edge_litert.interpreter, platform"
+        probe = run_python(["-c", f"import {imports}; print(platform.machine())"], root=root, check=False, ready=False)
         if probe.returncode != 0 or probe.stdout.strip() != "aarch64":
             raise EdgecutError(f"the arm64 sysroot in {root} does not run its packages: "
                                f"{(probe.stderr or probe.stdout).strip()[-300:]}")

@@ -20,7 +20,8 @@ from edgecut.errors import EdgecutError, InputError
 from edgecut.targets import runner as device_runner
 from edgecut.targets.profiles import Profile, load_profile
 
-RUNTIME_PACKAGES = {"onnx": "onnxruntime", "ort": "onnxruntime", "openvino": "openvino", "ncnn": "ncnn"}
+RUNTIME_PACKAGES = {"onnx": "onnxruntime", "ort": "onnxruntime", "openvino": "openvino", "ncnn": "ncnn",
+                    "tflite": "ai-edge-litert"}
 RUNNER_FORMATS = tuple(RUNTIME_PACKAGES)  # the artifact formats runner.py runs on a device
 BASE_PACKAGES = ("numpy", "pillow", "opencv-python-headless")
 

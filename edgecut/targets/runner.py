@@ -214,7 +214,41 @@ def load(m: dict, threads: int | None = None):
         return lambda x: compiled(x)[0]
     if m["format"] == "ncnn":
         return _ncnn(model, m.get("precision", "fp32"), threads)
+    if m["format"] == "tflite":
+        return _litert(model, threads)
     raise BundleError(f"format {m['format']!r} has no runtime in this runner")
+
+
+def _litert(model: Path, threads: int | None):
+    """A .tflite model through ai-edge-litert's interpreter (XNNPACK), image by image; a full-integer
+    model's int8 input and output are quantised and dequantised with their own scales, as edgecut's Runner does."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        raise BundleError("ai-edge-litert is not installed: pip install -r requirements.txt") from None
+    import numpy as np
+
+    interpreter = Interpreter(model_path=str(model), num_threads=threads)
+    interpreter.allocate_tensors()
+    (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+
+    def run(x):
+        ys = []
+        for i in range(x.shape[0]):
+            image = x[i:i + 1]
+            if np.issubdtype(inp["dtype"], np.integer):
+                scale, zero = inp["quantization"]
+                info = np.iinfo(inp["dtype"])
+                image = np.clip(np.round(image / scale) + zero, info.min, info.max).astype(inp["dtype"])
+            interpreter.set_tensor(inp["index"], image)
+            interpreter.invoke()
+            y = interpreter.get_tensor(out["index"])
+            if np.issubdtype(out["dtype"], np.integer):
+                scale, zero = out["quantization"]
+                y = (y.astype(np.float32) - zero) * scale
+            ys.append(np.array(y, dtype=np.float32))
+        return np.concatenate(ys)
+    return run
 
 
 def _ncnn(model: Path, precision: str, threads: int | None):
@@ -380,7 +414,8 @@ def _machine(fmt: str | None = None) -> dict:
     except OSError:
         pass
     runtime = {}
-    module = {"onnx": "onnxruntime", "ort": "onnxruntime", "openvino": "openvino", "ncnn": "ncnn"}.get(fmt or "")
+    module = {"onnx": "onnxruntime", "ort": "onnxruntime", "openvino": "openvino", "ncnn": "ncnn",
+              "tflite": "ai_edge_litert"}.get(fmt or "")
     if module in sys.modules:
         runtime[module] = getattr(sys.modules[module], "__version__", None) or "unknown"
     return {"machine": platform.machine(), "system": platform.system(), "python": platform.python_version(),
