@@ -77,6 +77,9 @@ def test_dynamic_range_int8_takes_no_calibration(student, litert_env, synth_data
                                                      calib=CalibConfig(data=synth_data)))
     with pytest.raises(EdgecutError, match="int8 only"):
         export(student, tmp_path / "y", ExportConfig(format="tflite", litert=LiteRTOptions("dynamic")))
+    with pytest.raises(EdgecutError, match="min/max"):
+        export(student, tmp_path / "e", ExportConfig(format="tflite", precision="int8",
+                                                     calib=CalibConfig(method="entropy")))
     with pytest.raises(EdgecutError, match="not an option of format onnx"):
         export(student, tmp_path / "z", ExportConfig(format="onnx", litert=LiteRTOptions("dynamic")))
 
@@ -125,3 +128,14 @@ def test_the_environment_shares_edgecut_torch_and_puts_its_own_packages_first(tm
     assert said[-1] == f"probe environment ready in {root}"
     pins.write_text("# changed pins\nsomething==1.0\n")
     assert not envs.is_ready("probe")  # new pins: rebuilt on the next setup
+
+
+@pytest.mark.slow
+def test_export_for_android_takes_litert_int8(student, litert_env, tmp_path):
+    from edgecut.artifact import load_artifact
+
+    res = CliRunner().invoke(app, ["export", str(student.path), "--out", str(tmp_path / "a"), "--target",
+                                   "android-arm64", "--tolerance", "mask_iou=0"])
+    assert res.exit_code == 0, res.output
+    m = load_artifact(tmp_path / "a").manifest
+    assert (m.format, m.precision) == ("tflite", "int8")  # the profile's first choices, as measured

@@ -109,17 +109,17 @@ def test_cutouts_from_an_ort_artifact(student, tmp_path):
 def test_export_for_a_device_profile_takes_its_format_and_precision(student, tmp_path):
     loose = ["--tolerance", "mask_iou=0"]
     res = CliRunner().invoke(app, ["export", str(student.path), "--out", str(tmp_path / "a"), "--target",
-                                   "android-arm64", *loose])
+                                   "android-arm64", "--format", "ort", *loose])
     assert res.exit_code == 0, res.output
     from edgecut.artifact import load_artifact
 
     m = load_artifact(tmp_path / "a").manifest
-    assert (m.format, m.precision) == ("ort", "int8")  # the profile's first choices
+    assert (m.format, m.precision) == ("ort", "int8")  # the profile's first precision
     assert "android-arm64 expects 320x320" in res.output  # the tiny student is 64 px
     res = CliRunner().invoke(app, ["export", str(student.path), "--out", str(tmp_path / "b"), "--target",
-                                   "android-arm64", "--precision", "fp32"])
+                                   "android-arm64", "--format", "ort", "--precision", "fp32"])
     assert res.exit_code == 0 and load_artifact(tmp_path / "b").manifest.format == "ort"
     res = CliRunner().invoke(app, ["export", str(student.path), "--out", str(tmp_path / "c"), "--target",
                                    "android-arm64", "--format", "openvino"])
-    assert isinstance(res.exception, EdgecutError) and "android-arm64 runs ort, onnx" in str(res.exception)
+    assert isinstance(res.exception, EdgecutError) and "android-arm64 runs tflite, ort, onnx" in str(res.exception)
     assert not (tmp_path / "c").exists()  # refused before any work

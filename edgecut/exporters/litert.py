@@ -52,6 +52,10 @@ def export_litert(parent: Artifact, workdir: Path, config: ExportConfig) -> Expo
         raise EdgecutError("--litert-int8 applies to --precision int8 only")
     if dynamic_range and config.calib.data is not None:
         raise EdgecutError("dynamic-range INT8 quantises activations at run time: --calib does not apply")
+    calib = config.calib
+    if config.precision == "int8" and (calib.method != "minmax" or calib.exclude_nodes or calib.exclude_op_types):
+        raise EdgecutError("LiteRT INT8 calibrates with min/max ranges over every supported op: --calib-method "
+                           "entropy / percentile and --exclude / --exclude-op do not apply to --format tflite")
     require("ai_edge_litert", "LiteRT export (its parity check runs the model)")
     worker_python = envs.require("litert", "LiteRT export")
     spec = parent.spec.model_copy(update={"dynamic_size": False})
@@ -69,9 +73,9 @@ def export_litert(parent: Artifact, workdir: Path, config: ExportConfig) -> Expo
 
         from edgecut.exporters import calibration
 
-        calib = config.calib
         cset = calibration.load_set(calib.data, spec, calib.count, config.seed, calib.split)
         report = calibration.report(cset, config.parity.data, config.seed, config.parity.split)
+        report["method"] = "minmax"  # ai-edge-quantizer's MIN_MAX_UNIFORM_QUANT
         np.save(stage / "calib.npy", np.concatenate(list(cset.batches(spec))))
         job["calib"] = str(stage / "calib.npy")
         metrics["calibration"] = report
