@@ -10,7 +10,10 @@ For the two students of ``int8_student.py`` (trained on ECSSD at 128 px), at 128
 - ncnn (``--format ncnn``, converted by pnnx from the torch model): FP32 and FP16 weights;
 - LiteRT (``--format tflite``, litert-torch in ``edgecut env setup litert``'s environment): FP32,
   FP16 weights, full-integer INT8 (calibrated on ECSSD train; its parity bar lowered to mask
-  IoU 0.9, and the agreement recorded) and dynamic-range INT8.
+  IoU 0.9, and the agreement recorded) and dynamic-range INT8;
+- ExecuTorch (``--format executorch``): FP32 and PT2E INT8 (calibrated on ECSSD train, bar
+  lowered as LiteRT's), x86 only: the arm64 bundle runner does not run ``.pte`` (ExecuTorch's
+  Python runtime needs torch).
 
 Every row is measured twice with ``edgecut bench``:
 - on this machine: 2 threads, model-only p50, IoU on the 200 ECSSD val images;
@@ -19,9 +22,10 @@ Every row is measured twice with ``edgecut bench``:
   images. Instruction counts rank artifacts on aarch64; they are not milliseconds on a device.
 
 Writes ``results/phone_formats.json`` (the table), ``phone_formats.jsonl`` (x86 records) and
-``phone_formats-arm64.jsonl`` (arm64-emu records). Core ML packages (FP16,
+``phone_formats-arm64.jsonl`` (arm64-emu records); with ``--rows A,B`` only the rows whose
+name contains one of them, into ``phone_formats-rows.json`` / ``.jsonl`` (a later run of a few
+rows, with an anchor row from the full table beside them). Core ML packages (FP16,
 INT8 weights) are converted and listed with their size: Core ML runs on Apple devices only.
-ExecuTorch rows come when that format is exported.
 """
 
 from __future__ import annotations
@@ -74,6 +78,13 @@ def make_rows(work: Path, size: int) -> dict[str, Path]:
             if not is_artifact(dest):
                 export(base, dest, config, progress=False)
             rows[f"{name} tflite {label}"] = dest
+        for label, config in (("fp32", ExportConfig(format="executorch")),  # ExecuTorch, XNNPACK-delegated
+                              ("int8", ExportConfig(format="executorch", precision="int8", parity=loose,
+                                                    calib=CalibConfig(data=ECSSD, split="train")))):
+            dest = work / f"{name}-{size}-executorch-{label}"
+            if not is_artifact(dest):
+                export(base, dest, config, progress=False)
+            rows[f"{name} executorch {label}"] = dest
     return rows
 
 
@@ -87,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=None, help="score only the first N val images on x86")
     ap.add_argument("--arm-images", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--rows", default=None, help="only rows whose name contains one of these (comma-separated)")
     args = ap.parse_args(argv)
 
     from edgecut import io
@@ -98,10 +110,16 @@ def main(argv: list[str] | None = None) -> int:
     from edgecut.measure.target import bench_on_target, resolve
     from edgecut.runtime.timing import LatencyConfig
     from edgecut.targets import arm64
+    from edgecut.targets.bundle import RUNNER_FORMATS
 
     rows = make_rows(args.work, args.size)
+    stem = "phone_formats"
+    if args.rows:
+        wanted = [w.strip() for w in args.rows.split(",") if w.strip()]
+        rows = {k: v for k, v in rows.items() if any(w in k for w in wanted)}
+        stem = "phone_formats-rows"
     out = io.make_dirs(args.out)
-    x86_path, arm_path = out / "phone_formats.jsonl", out / "phone_formats-arm64.jsonl"
+    x86_path, arm_path = out / f"{stem}.jsonl", out / f"{stem}-arm64.jsonl"
     x86_path.unlink(missing_ok=True)
     arm_path.unlink(missing_ok=True)
     latency = LatencyConfig(warmup_s=1.0, warmup_min=10, min_time_s=2.0, min_iters=30)
@@ -110,20 +128,24 @@ def main(argv: list[str] | None = None) -> int:
         size=(args.size, args.size), data=args.data, split="val", limit=args.limit),
         names=list(rows), run_id=new_run_id(), progress=False, on_wait=print).records
     arm64.setup(say=print)
-    arm = bench_on_target(list(rows.values()), arm_path, BenchConfig(data=args.data, split="val",
-                                                                      limit=args.arm_images),
-                          resolve("arm64-emu"), names=list(rows), count_iters=1, progress=False, say=print).records
+    # arm64-emu runs what the bundle runner runs (not ExecuTorch: its Python runtime needs torch)
+    on_arm = {k: v for k, v in rows.items() if load_artifact(v).manifest.format in RUNNER_FORMATS}
+    arm = dict(zip(on_arm, bench_on_target(list(on_arm.values()), arm_path, BenchConfig(
+        data=args.data, split="val", limit=args.arm_images), resolve("arm64-emu"), names=list(on_arm), count_iters=1,
+        progress=False, say=print).records))
     table = []
-    for (name, path), rx, ra in zip(rows.items(), x86, arm):
+    for (name, path), rx in zip(rows.items(), x86):
         art = load_artifact(path)
         parity = art.manifest.metrics.get("parity", {})
+        ra = arm.get(name)
         table.append({"row": name, "format": art.manifest.format, "precision": art.manifest.precision,
                       "size_mb": round(model_size_mb(art), 2), "p50_ms_x86": rx.latency.p50_ms,
                       "iou_x86": rx.accuracy.metrics["iou"], "export_parity_mask_iou": parity.get("mask_iou_mean"),
                       "export_parity_max_abs_diff": parity.get("max_abs_diff"),
-                      "arm_instructions": ra.instructions.per_inference, "arm_exact": ra.instructions.exact,
-                      "arm_vs_x86_max_abs_diff": ra.parity.max_abs_diff, "arm_vs_x86_mask_iou": ra.parity.mask_iou_mean,
-                      "arm_iou": ra.accuracy.metrics["iou"] if ra.accuracy else None})
+                      **({"arm_instructions": ra.instructions.per_inference, "arm_exact": ra.instructions.exact,
+                          "arm_vs_x86_max_abs_diff": ra.parity.max_abs_diff,
+                          "arm_vs_x86_mask_iou": ra.parity.mask_iou_mean,
+                          "arm_iou": ra.accuracy.metrics["iou"] if ra.accuracy else None} if ra else {})})
     written = []  # Core ML: converted and recorded here, run only on Apple devices (no latency, no parity)
     for name in STUDENTS:
         for precision in ("fp16", "int8"):
@@ -135,18 +157,19 @@ def main(argv: list[str] | None = None) -> int:
             written.append({"row": f"{name} coreml {precision}", "format": "coreml", "precision": precision,
                             "size_mb": round(model_size_mb(load_artifact(dest)), 2),
                             "operations": m.metrics["conversion"]["operations"], "run": m.metrics["parity"]["reason"]})
-    io.write_json(out / "phone_formats.json", {
+    io.write_json(out / f"{stem}.json", {
         "what": "phone formats beside ONNX: x86 p50 (edgecut bench) and ECSSD val IoU; arm64-emu guest instructions "
                 "per inference (one thread, not device time), parity against x86 and IoU on the first val images",
         "size": args.size, "threads_x86": args.threads, "arm_images": args.arm_images, "wheels": arm64.pins(),
         "machine": fingerprint(), "rows": table, "written_not_run": written})
     print("\n| row | size MB | x86 p50 ms | IoU | ARM M instructions | ARM vs x86 max abs diff |\n|---|---:|---:|---:|---:|---:|")
     for r in table:
-        print(f"| {r['row']} | {r['size_mb']:.2f} | {r['p50_ms_x86']:.3f} | {r['iou_x86']:.4f} | "
-              f"{r['arm_instructions'] / 1e6:.1f} | {r['arm_vs_x86_max_abs_diff']:.2e} |")
+        arm_cols = (f"{r['arm_instructions'] / 1e6:.1f} | {r['arm_vs_x86_max_abs_diff']:.2e}"
+                    if "arm_instructions" in r else "(not on arm64-emu) |")
+        print(f"| {r['row']} | {r['size_mb']:.2f} | {r['p50_ms_x86']:.3f} | {r['iou_x86']:.4f} | {arm_cols} |")
     for r in written:
         print(f"| {r['row']} | {r['size_mb']:.2f} | (Apple devices only) | | | |")
-    print(f"\nwrote {out / 'phone_formats.json'}")
+    print(f"\nwrote {out / f'{stem}.json'}")
     return 0
 
 

@@ -25,6 +25,7 @@ EXTRAS: dict[str, str] = {
     "ncnn": "ncnn",
     "coremltools": "coreml",
     "ai_edge_litert": "litert",
+    "executorch": "executorch",
 }
 
 

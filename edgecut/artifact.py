@@ -182,6 +182,7 @@ FORMAT_PRECISIONS: dict[str, tuple[str, ...]] = {
     "openvino": ("fp32", "fp16", "int8"),
     "ncnn": ("fp32", "fp16"),
     "tflite": ("fp32", "fp16", "int8"),  # LiteRT; fp16: float16 weights, float32 compute
+    "executorch": ("fp32", "int8"),  # model.pte, XNNPACK-delegated
     "coreml": ("fp32", "fp16", "int8"),  # model.mlpackage (an ML program); int8: weight-only (W8A16)  # model.ncnn.param + .bin, converted by pnnx (int8 needs ncnn's C++ tools)
     "tensorrt": ("fp32", "fp16", "int8"),
 }
@@ -216,7 +217,7 @@ class Manifest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     schema_version: int = SCHEMA_VERSION
-    format: str  # a key of FORMAT_PRECISIONS: torch, torchscript, pt2, onnx, ort, openvino, ncnn, tflite, coreml, tensorrt
+    format: str  # a key of FORMAT_PRECISIONS: torch, torchscript, pt2, onnx, ort, openvino, ncnn, tflite, executorch, coreml, tensorrt
     precision: str = "fp32"  # one that the format holds (FORMAT_PRECISIONS)
     model_file: str  # name of the model file inside the artifact directory
     arch: dict[str, Any] | None = None  # {"name", "kwargs", "channels"?, "class_path"?, ...}: how to build it (Arch)

@@ -24,7 +24,7 @@ PACKAGES = {  # import name -> distribution name of the backends whose versions 
     "torch": "torch", "torchvision": "torchvision", "onnx": "onnx", "onnxruntime": "onnxruntime",
     "onnxslim": "onnxslim", "openvino": "openvino", "nncf": "nncf", "tensorrt": "tensorrt",
     "torch_pruning": "torch-pruning", "pnnx": "pnnx", "ncnn": "ncnn", "coremltools": "coremltools",
-    "ai_edge_litert": "ai-edge-litert",
+    "ai_edge_litert": "ai-edge-litert", "executorch": "executorch",
 }
 
 

@@ -141,7 +141,7 @@ def qat(
 def export_cmd(
     model: Annotated[Path, typer.Argument(help="Torch artifact (or an fp32 ONNX artifact, for fp16 / int8).")],
     out: Annotated[Path, typer.Option(help="Folder for the exported artifact.")],
-    format: Annotated[Optional[str], typer.Option(help="Export format: onnx | ort (ONNX Runtime mobile) | tflite (LiteRT) | ncnn | coreml (iOS; not runnable here) | openvino | tensorrt (built on this CUDA GPU; needs --device cuda). Default onnx, or the --target profile's first.")] = None,
+    format: Annotated[Optional[str], typer.Option(help="Export format: onnx | ort (ONNX Runtime mobile) | tflite (LiteRT) | executorch | ncnn | coreml (iOS; not runnable here) | openvino | tensorrt (built on this CUDA GPU; needs --device cuda). Default onnx, or the --target profile's first.")] = None,
     precision: Annotated[Optional[str], typer.Option(help="fp32 | fp16 | int8. Default fp32, or the --target profile's first.")] = None,
     target: Annotated[Optional[str], typer.Option(help="Device profile (export_targets/, or a .yaml path): format and precision default to its first choices, and others it does not run are refused.")] = None,
     calib: Annotated[Optional[Path], typer.Option(help="INT8: calibration images (a folder, or a data set with images/); default: synthetic photos.")] = None,
@@ -168,7 +168,7 @@ def export_cmd(
     val_split: Annotated[Optional[str], typer.Option(help="Only this split of --val-data's data set.")] = None,
     litert_int8: Annotated[Optional[str], typer.Option(help="tflite INT8: static (full-integer, calibrated; default) | dynamic (int8 weights, activations quantised at run time).")] = None,
 ) -> None:
-    """Export a model (ONNX, ONNX Runtime mobile, LiteRT, ncnn, Core ML, OpenVINO or TensorRT; fp32 / fp16 / int8), check parity with its parent, write an artifact."""
+    """Export a model (ONNX, ONNX Runtime mobile, LiteRT, ExecuTorch, ncnn, Core ML, OpenVINO or TensorRT; fp32 / fp16 / int8), check parity with its parent, write an artifact."""
     if target is not None:
         from edgecut.targets.profiles import export_choice, load_profile
 

@@ -63,6 +63,12 @@ def _tflite(parent: Artifact, workdir: Path, config: ExportConfig) -> Exported:
     return export_litert(parent, workdir, config)
 
 
+def _executorch(parent: Artifact, workdir: Path, config: ExportConfig) -> Exported:
+    from edgecut.exporters.executorch import export_executorch
+
+    return export_executorch(parent, workdir, config)
+
+
 def _coreml(parent: Artifact, workdir: Path, config: ExportConfig) -> Exported:
     from edgecut.exporters.coreml import export_coreml
 
@@ -92,6 +98,11 @@ FORMATS: dict[str, ExportFormat] = {
     # LiteRT: litert-torch in edgecut's litert converter environment; run here by ai-edge-litert
     "tflite": ExportFormat("tflite", ".tflite", FORMAT_PRECISIONS["tflite"], ("cpu",), "litert", ("ai_edge_litert",),
                            _tflite, parents=("torch",), groups=("litert",)),
+    # ExecuTorch: torch.export, lowered to XNNPACK; INT8 by PT2E with the XNNPACK quantizer
+    "executorch": ExportFormat("executorch", ".pte", FORMAT_PRECISIONS["executorch"], ("cpu",), "executorch",
+                               ("executorch",), _executorch, parents=("torch",),
+                               why_not=(("fp16", "XNNPACK runs fp16 on ARM cores that have it; edgecut exports "
+                                                 "fp32 or int8 ExecuTorch programs"),)),
     # an ML program for iOS / macOS, via torch.export; Core ML cannot run on Linux: no Runner, no parity here
     "coreml": ExportFormat("coreml", ".mlpackage", FORMAT_PRECISIONS["coreml"], (), "coreml", ("coremltools",),
                            _coreml, parents=("torch",)),

@@ -46,6 +46,10 @@ def load(artifact: Artifact | str | os.PathLike, device: str = "cpu", threads: i
         from edgecut.runtime.openvino_runner import OpenVinoRunner
 
         return OpenVinoRunner.from_artifact(art, device=device, threads=threads)
+    if backend == "executorch":
+        from edgecut.runtime.executorch_runner import ExecuTorchRunner
+
+        return ExecuTorchRunner.from_artifact(art, device=device, threads=threads)
     if backend == "litert":
         from edgecut.runtime.litert_runner import LiteRTRunner
 

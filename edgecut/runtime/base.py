@@ -7,6 +7,7 @@ It also says what it runs on (``backend``, ``device``) and how to feed it (``spe
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Protocol
 
@@ -19,6 +20,7 @@ from edgecut.errors import EdgecutError, ModelError
 FORMAT_BACKENDS: dict[str, tuple[str, ...]] = {
     "torch": ("torch",), "torchscript": ("torch",), "pt2": ("torch",), "onnx": ("onnxruntime",),
     "ort": ("onnxruntime",), "openvino": ("openvino",), "ncnn": ("ncnn",), "tflite": ("litert",),
+    "executorch": ("executorch",),
     "tensorrt": ("tensorrt",),
 }
 # formats edgecut writes but cannot run on this kind of machine, and why (eval, bench and remove say so)
@@ -93,3 +95,24 @@ class AtSize:
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return self._runner(batch)
+
+
+@contextlib.contextmanager
+def native_stderr_quiet():
+    """File descriptor 2 pointed at /dev/null for the block (native libraries write there directly)."""
+    import sys
+
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        yield
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)

@@ -14,7 +14,6 @@ and its input must be N x 3 x H x W (litert-torch keeps torch's NCHW layout).
 
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
 
@@ -24,30 +23,9 @@ from edgecut._optional import require
 from edgecut.artifact import Artifact, ModelSpec
 from edgecut.env import default_threads
 from edgecut.errors import InputError, ModelError
-from edgecut.runtime.base import checked_batch
+from edgecut.runtime.base import checked_batch, native_stderr_quiet
 
 IDENTIFIER = b"TFL3"  # bytes 4-8 of every TFLite flatbuffer
-
-
-@contextlib.contextmanager
-def _native_stderr_quiet():
-    """File descriptor 2 pointed at /dev/null for the block (native libraries write there directly)."""
-    import sys
-
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):
-        yield
-        return
-    null = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(null, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(null)
 
 
 def _quantization(detail: dict) -> tuple[float, int, int, int] | None:
@@ -80,7 +58,7 @@ class LiteRTRunner:
             raise InputError(self.path, "not a TFLite flatbuffer (no TFL3 identifier): corrupt or another format",
                              "re-export it or copy it again")
         try:
-            with _native_stderr_quiet():  # LiteRT's C++ logs "INFO: Created TensorFlow Lite XNNPACK delegate"
+            with native_stderr_quiet():  # LiteRT's C++ logs "INFO: Created TensorFlow Lite XNNPACK delegate"
                 self.interpreter = Interpreter(model_path=str(self.path), num_threads=self.threads,
                                                experimental_op_resolver_type=OpResolverType.BUILTIN)
                 self.interpreter.allocate_tensors()

@@ -23,7 +23,7 @@ class Profile(BaseModel):
     name: str
     description: str = ""
     arch: Literal["aarch64", "x86_64"]
-    formats: tuple[Literal["onnx", "ort", "tflite", "openvino", "ncnn", "coreml"], ...] = Field(min_length=1)
+    formats: tuple[Literal["onnx", "ort", "tflite", "openvino", "ncnn", "coreml", "executorch"], ...] = Field(min_length=1)
     precisions: tuple[Literal["fp32", "fp16", "int8"], ...] = Field(min_length=1)
     providers: tuple[str, ...] = ("CPUExecutionProvider",)  # ONNX Runtime, first available wins
     threads: int | None = Field(default=None, ge=1)  # None: the runtime's default (all cores)

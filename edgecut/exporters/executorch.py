@@ -1,0 +1,123 @@
+"""ExecuTorch export: a torch artifact -> ``model.pte`` (PyTorch's on-device runtime), FP32 or INT8.
+
+Route: ``torch.export`` at batch 1 and the spec's size, ``to_edge_transform_and_lower`` with
+the XNNPACK partitioner (ExecuTorch's CPU backend on Android and iOS), ``to_executorch``.
+
+- **fp32**: the program as it is, delegated to XNNPACK;
+- **int8**: PT2E quantisation with ExecuTorch's ``XNNPACKQuantizer`` (symmetric per-channel int8
+  weights, int8 activations with min/max observers), calibrated on the calibration images run
+  through the spec's preprocessing, converted, exported again and lowered: XNNPACK runs the
+  quantised operators, input and output stay float32.
+
+The input size is fixed (``--dynamic`` is refused). ``executorch`` lives beside edgecut's pinned
+set (the ``executorch`` extra); its runtime (``executorch.runtime``) runs the parity check here.
+The ``.pte`` holds no edgecut spec: the artifact's ``edgecut.json`` does. The arm64 bundle runner
+does not run ``.pte`` files: ExecuTorch's Python runtime takes torch tensors, and bundles carry
+no torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io as _io
+import logging
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgecut._optional import require
+from edgecut.errors import EdgecutError, ModelError
+from edgecut.exporters.options import ExportConfig, Exported
+
+if TYPE_CHECKING:
+    from edgecut.artifact import Artifact
+
+MODEL_FILE = "model.pte"
+
+
+def export_executorch(parent: Artifact, workdir: Path, config: ExportConfig) -> Exported:
+    """The ``executorch`` row of the format table: ``workdir/model.pte``."""
+    if config.dynamic:
+        raise EdgecutError(f"{parent.path}: ExecuTorch exports have a fixed input size here; export without --dynamic")
+    calib = config.calib
+    if config.precision == "int8" and (calib.method != "minmax" or calib.exclude_nodes or calib.exclude_op_types):
+        raise EdgecutError("ExecuTorch INT8 calibrates with min/max observers over every quantisable op: "
+                           "--calib-method entropy / percentile and --exclude / --exclude-op do not apply")
+    import torch
+
+    require("executorch", "ExecuTorch export")
+    from edgecut.models.store import load_model
+
+    spec = parent.spec.model_copy(update={"dynamic_size": False})
+    module = load_model(parent.path).module.float().cpu().eval()
+    x = torch.randn(1, 3, *spec.input_size, generator=torch.Generator().manual_seed(0))
+    metrics: dict[str, Any] = {}
+    notes: list[str] = []
+    with _quiet(), torch.no_grad():
+        program = _export(module, x, parent)
+        if config.precision == "int8":
+            from edgecut.exporters import calibration
+
+            cset = calibration.load_set(calib.data, spec, calib.count, config.seed, calib.split)
+            report = calibration.report(cset, config.parity.data, config.seed, config.parity.split)
+            report["method"] = "minmax"  # the XNNPACK quantizer's observers
+            metrics["calibration"] = report
+            notes.extend(report["warnings"])
+            program = _export(_quantize(program, cset.batches(spec)), x, parent)
+        buffer = _lower(program, parent)
+    (workdir / MODEL_FILE).write_bytes(buffer)
+    from importlib.metadata import version
+
+    params = {"via": "torch.export", "backend": "XnnpackPartitioner", "executorch": version("executorch"),
+              "quantizer": "XNNPACKQuantizer symmetric per-channel (PT2E)" if config.precision == "int8" else None}
+    return Exported(files={MODEL_FILE: workdir / MODEL_FILE}, model_file=MODEL_FILE, spec=spec, params=params,
+                    metrics=metrics, notes=notes, tools=("executorch",))
+
+
+def _export(module, x, parent: Artifact):
+    import torch
+
+    try:
+        return torch.export.export(module, (x,))
+    except Exception as e:  # torch.export names the construct it cannot capture
+        raise ModelError(f"{parent.path}: torch.export failed, so ExecuTorch cannot take it: "
+                         f"{str(e).strip().splitlines()[0][:300]}") from None
+
+
+def _quantize(program, batches):
+    """PT2E: observers from the XNNPACK quantizer, the calibration batches through them, then int8 ops."""
+    import torch
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (XNNPACKQuantizer,
+                                                                          get_symmetric_quantization_config)
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    prepared = prepare_pt2e(program.module(), quantizer)
+    for batch in batches:
+        prepared(torch.from_numpy(batch))
+    return convert_pt2e(prepared)
+
+
+def _lower(program, parent: Artifact) -> bytes:
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    try:
+        return to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()]).to_executorch().buffer
+    except Exception as e:  # exir raises its own types, naming the op it cannot lower
+        raise ModelError(f"{parent.path}: ExecuTorch could not lower it: {str(e).strip()[:300]}") from None
+
+
+@contextlib.contextmanager
+def _quiet():
+    """torch.export's and exir's warnings and prints stay off the terminal (errors still raise)."""
+    levels = {name: logging.getLogger(name).level for name in ("torch", "executorch", "torchao")}
+    for name in levels:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(_io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
