@@ -97,6 +97,13 @@ def _refusals(parent: Artifact, config: ExportConfig) -> ExportFormat:
         raise EdgecutError(f"format {fmt.name} supports precision {', '.join(fmt.precisions)}, "
                            f"not {config.precision!r}")
     config.validate()
+    if config.dynamic and fmt.fixed_size:
+        raise EdgecutError(f"{parent.path}: {fmt.fixed_size}; export at the app's size, without --dynamic")
+    calib = config.calib
+    if config.precision == "int8" and fmt.minmax_only and (calib.method != "minmax" or calib.exclude_nodes
+                                                            or calib.exclude_op_types):
+        raise EdgecutError(f"{fmt.minmax_only}: --calib-method {calib.method} and --exclude / --exclude-op do not "
+                           f"apply to --format {fmt.name}")
     if parent.manifest.format not in fmt.parents:
         raise EdgecutError(f"{parent.path}: a {parent.manifest.format} artifact cannot be exported to {fmt.name} "
                            f"(it converts from {', '.join(fmt.parents)} artifacts)")

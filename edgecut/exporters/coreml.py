@@ -37,8 +37,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgecut._optional import require
-from edgecut.errors import EdgecutError, ModelError
+from edgecut.errors import ModelError
 from edgecut.exporters.options import ExportConfig, Exported
+from edgecut.exporters.program import batch1_program, torch_module
 from edgecut.runtime.base import NOT_RUN_HERE
 
 if TYPE_CHECKING:
@@ -52,12 +53,10 @@ SPEC_KEY = "edgecut.spec"
 
 def export_coreml(parent: Artifact, workdir: Path, config: ExportConfig) -> Exported:
     """The ``coreml`` row of the format table: ``workdir/model.mlpackage`` and its conversion report."""
-    if config.dynamic:
-        raise EdgecutError(f"{parent.path}: Core ML exports have a fixed input size (the Neural Engine compiles "
-                           "fixed shapes); export at the app's size with --size, without --dynamic")
     with _quiet() as said:
         ct = require("coremltools", "Core ML export")
-        program = _torch_export(parent)
+        program = batch1_program(torch_module(parent), parent.spec.input_size, parent.path,
+                                 "coremltools").run_decompositions({})
         spec = parent.spec.model_copy(update={"dynamic_size": False})
         import numpy as np
 
@@ -89,22 +88,6 @@ def export_coreml(parent: Artifact, workdir: Path, config: ExportConfig) -> Expo
     notes = [f"not run here: {NOT_RUN_HERE['coreml']}; no parity was measured"]
     return Exported(files=files, model_file=PROGRAM, spec=spec, params=params, metrics={"conversion": report},
                     notes=notes, tools=("coremltools",))
-
-
-def _torch_export(parent: Artifact):
-    """The parent's torch module as a decomposed ``torch.export`` program at batch 1 and the spec's size."""
-    import torch
-
-    from edgecut.models.store import load_model
-
-    module = load_model(parent.path).module.float().cpu().eval()
-    x = torch.randn(1, 3, *parent.spec.input_size, generator=torch.Generator().manual_seed(0))
-    try:
-        with torch.no_grad():
-            return torch.export.export(module, (x,)).run_decompositions({})
-    except Exception as e:  # torch.export names the construct it cannot capture
-        raise ModelError(f"{parent.path}: torch.export failed, so coremltools cannot convert it: "
-                         f"{str(e).strip().splitlines()[0][:300]}") from None
 
 
 def conversion_report(ml, precision: str, version: str, said: list[str]) -> dict[str, Any]:

@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgecut._optional import require
-from edgecut.errors import EdgecutError, ModelError
+from edgecut.errors import ModelError
 from edgecut.exporters.options import ExportConfig, Exported
+from edgecut.exporters.program import batch1_program, torch_module
 
 if TYPE_CHECKING:
     from edgecut.artifact import Artifact
@@ -37,24 +38,15 @@ MODEL_FILE = "model.pte"
 
 def export_executorch(parent: Artifact, workdir: Path, config: ExportConfig) -> Exported:
     """The ``executorch`` row of the format table: ``workdir/model.pte``."""
-    if config.dynamic:
-        raise EdgecutError(f"{parent.path}: ExecuTorch exports have a fixed input size here; export without --dynamic")
-    calib = config.calib
-    if config.precision == "int8" and (calib.method != "minmax" or calib.exclude_nodes or calib.exclude_op_types):
-        raise EdgecutError("ExecuTorch INT8 calibrates with min/max observers over every quantisable op: "
-                           "--calib-method entropy / percentile and --exclude / --exclude-op do not apply")
     import torch
 
     require("executorch", "ExecuTorch export")
-    from edgecut.models.store import load_model
-
+    calib = config.calib
     spec = parent.spec.model_copy(update={"dynamic_size": False})
-    module = load_model(parent.path).module.float().cpu().eval()
-    x = torch.randn(1, 3, *spec.input_size, generator=torch.Generator().manual_seed(0))
     metrics: dict[str, Any] = {}
     notes: list[str] = []
     with _quiet(), torch.no_grad():
-        program = _export(module, x, parent)
+        program = batch1_program(torch_module(parent), spec.input_size, parent.path, "ExecuTorch")
         if config.precision == "int8":
             from edgecut.exporters import calibration
 
@@ -63,7 +55,8 @@ def export_executorch(parent: Artifact, workdir: Path, config: ExportConfig) -> 
             report["method"] = "minmax"  # the XNNPACK quantizer's observers
             metrics["calibration"] = report
             notes.extend(report["warnings"])
-            program = _export(_quantize(program, cset.batches(spec)), x, parent)
+            program = batch1_program(_quantize(program, cset.batches(spec)), spec.input_size, parent.path,
+                                     "ExecuTorch")
         buffer = _lower(program, parent)
     (workdir / MODEL_FILE).write_bytes(buffer)
     from importlib.metadata import version
@@ -72,16 +65,6 @@ def export_executorch(parent: Artifact, workdir: Path, config: ExportConfig) -> 
               "quantizer": "XNNPACKQuantizer symmetric per-channel (PT2E)" if config.precision == "int8" else None}
     return Exported(files={MODEL_FILE: workdir / MODEL_FILE}, model_file=MODEL_FILE, spec=spec, params=params,
                     metrics=metrics, notes=notes, tools=("executorch",))
-
-
-def _export(module, x, parent: Artifact):
-    import torch
-
-    try:
-        return torch.export.export(module, (x,))
-    except Exception as e:  # torch.export names the construct it cannot capture
-        raise ModelError(f"{parent.path}: torch.export failed, so ExecuTorch cannot take it: "
-                         f"{str(e).strip().splitlines()[0][:300]}") from None
 
 
 def _quantize(program, batches):

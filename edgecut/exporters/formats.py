@@ -31,6 +31,8 @@ class ExportFormat:
     parents: tuple[str, ...] = ("torch",)  # formats it converts from
     groups: tuple[str, ...] = ()  # format-specific ExportConfig groups it reads (others must stay default)
     why_not: tuple[tuple[str, str], ...] = ()  # (precision, reason) for precisions it refuses with a reason
+    fixed_size: str | None = None  # why --dynamic is refused (None: the format takes dynamic H and W)
+    minmax_only: str | None = None  # INT8 calibrates min/max over every op (what does it); None: all methods
 
 
 def _onnx(parent: Artifact, workdir: Path, config: ExportConfig) -> Exported:
@@ -97,15 +99,20 @@ FORMATS: dict[str, ExportFormat] = {
                                            "Python package ships; export int8 as ort, onnx or openvino"),)),
     # LiteRT: litert-torch in edgecut's litert converter environment; run here by ai-edge-litert
     "tflite": ExportFormat("tflite", ".tflite", FORMAT_PRECISIONS["tflite"], ("cpu",), "litert", ("ai_edge_litert",),
-                           _tflite, parents=("torch",), groups=("litert",)),
+                           _tflite, parents=("torch",), groups=("litert",), fixed_size="LiteRT exports have a fixed "
+                           "input size here", minmax_only="LiteRT INT8 calibrates with min/max ranges over every "
+                           "supported op"),
     # ExecuTorch: torch.export, lowered to XNNPACK; INT8 by PT2E with the XNNPACK quantizer
     "executorch": ExportFormat("executorch", ".pte", FORMAT_PRECISIONS["executorch"], ("cpu",), "executorch",
                                ("executorch",), _executorch, parents=("torch",),
+                               fixed_size="ExecuTorch exports have a fixed input size here",
+                               minmax_only="ExecuTorch INT8 calibrates with min/max observers over every quantisable op",
                                why_not=(("fp16", "XNNPACK runs fp16 on ARM cores that have it; edgecut exports "
                                                  "fp32 or int8 ExecuTorch programs"),)),
     # an ML program for iOS / macOS, via torch.export; Core ML cannot run on Linux: no Runner, no parity here
     "coreml": ExportFormat("coreml", ".mlpackage", FORMAT_PRECISIONS["coreml"], (), "coreml", ("coremltools",),
-                           _coreml, parents=("torch",)),
+                           _coreml, parents=("torch",), fixed_size="Core ML exports have a fixed input size (the "
+                           "Neural Engine compiles fixed shapes)"),
     # an engine built on this machine's CUDA GPU from the (fp32 or Q/DQ int8) ONNX; parity runs with --device cuda
     "tensorrt": ExportFormat("tensorrt", ".engine", FORMAT_PRECISIONS["tensorrt"], ("cuda",), "tensorrt",
                              ("tensorrt",), _tensorrt, parents=("torch", "torchscript", "pt2", "onnx"), groups=("tensorrt",)),

@@ -34,6 +34,7 @@ from edgecut._optional import require
 from edgecut.env import default_threads
 from edgecut.errors import EdgecutError, ModelError
 from edgecut.exporters.options import ExportConfig, Exported
+from edgecut.exporters.program import batch1_program, torch_module
 
 if TYPE_CHECKING:
     from edgecut.artifact import Artifact
@@ -44,24 +45,22 @@ TIMEOUT_S = 1800  # conversion takes seconds to a minute for these models; a han
 
 def export_litert(parent: Artifact, workdir: Path, config: ExportConfig) -> Exported:
     """The ``tflite`` row of the format table: ``workdir/model.tflite``."""
-    if config.dynamic:
-        raise EdgecutError(f"{parent.path}: LiteRT exports have a fixed input size here; export at the app's size "
-                           "without --dynamic")
     dynamic_range = config.litert.int8 == "dynamic"
     if dynamic_range and config.precision != "int8":
         raise EdgecutError("--litert-int8 applies to --precision int8 only")
     if dynamic_range and config.calib.data is not None:
         raise EdgecutError("dynamic-range INT8 quantises activations at run time: --calib does not apply")
-    calib = config.calib
-    if config.precision == "int8" and (calib.method != "minmax" or calib.exclude_nodes or calib.exclude_op_types):
-        raise EdgecutError("LiteRT INT8 calibrates with min/max ranges over every supported op: --calib-method "
-                           "entropy / percentile and --exclude / --exclude-op do not apply to --format tflite")
     require("ai_edge_litert", "LiteRT export (its parity check runs the model)")
     worker_python = envs.require("litert", "LiteRT export")
+    import torch
+
     spec = parent.spec.model_copy(update={"dynamic_size": False})
     stage = workdir / ".litert"
     stage.mkdir()
-    _save_program(parent, stage / "model.pt2", spec.input_size)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = batch1_program(torch_module(parent), spec.input_size, parent.path, "litert-torch")
+        torch.export.save(program, str(stage / "model.pt2"))
     job: dict[str, Any] = {"program": str(stage / "model.pt2"), "input": [1, 3, *spec.input_size],
                            "out": str(workdir / MODEL_FILE), "precision": config.precision, "calib": None,
                            "threads": config.threads or default_threads(), "report": str(stage / "report.json"),
@@ -73,6 +72,7 @@ def export_litert(parent: Artifact, workdir: Path, config: ExportConfig) -> Expo
 
         from edgecut.exporters import calibration
 
+        calib = config.calib
         cset = calibration.load_set(calib.data, spec, calib.count, config.seed, calib.split)
         report = calibration.report(cset, config.parity.data, config.seed, config.parity.split)
         report["method"] = "minmax"  # ai-edge-quantizer's MIN_MAX_UNIFORM_QUANT
@@ -101,20 +101,3 @@ def export_litert(parent: Artifact, workdir: Path, config: ExportConfig) -> Expo
               "recipe": recipe, "operators": sum(conversion["operators"].values())}
     return Exported(files={MODEL_FILE: workdir / MODEL_FILE}, model_file=MODEL_FILE, spec=spec, params=params,
                     metrics=metrics, notes=notes, tools=("ai-edge-litert",))
-
-
-def _save_program(parent: Artifact, path: Path, size: tuple[int, int]) -> None:
-    """The parent's module as a ``torch.export`` program at batch 1 and ``size``, saved for the worker."""
-    import torch
-
-    from edgecut.models.store import load_model
-
-    module = load_model(parent.path).module.float().cpu().eval()
-    x = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(0))
-    try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.export.save(torch.export.export(module, (x,)), str(path))
-    except Exception as e:  # torch.export names the construct it cannot capture
-        raise ModelError(f"{parent.path}: torch.export failed, so litert-torch cannot convert it: "
-                         f"{str(e).strip().splitlines()[0][:300]}") from None

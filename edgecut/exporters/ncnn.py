@@ -35,20 +35,19 @@ from typing import TYPE_CHECKING, Any
 from edgecut._optional import require
 from edgecut.errors import ModelError
 from edgecut.exporters.options import ExportConfig, Exported
+from edgecut.exporters.program import sample, torch_module
+from edgecut.runtime.ncnn_runner import MAGIC  # the first line of every ncnn .param file
 
 if TYPE_CHECKING:
     from edgecut.artifact import Artifact, ModelSpec
 
 PARAM_FILE = "model.ncnn.param"  # the graph (text); the model file of the artifact
 BIN_FILE = "model.ncnn.bin"  # the weights
-MAGIC = "7767517"  # the first line of every ncnn .param file
 TIMEOUT_S = 600  # the converter takes seconds for these models; a hang is an error, not a stuck export
 
 
 def export_ncnn(parent: Artifact, workdir: Path, config: ExportConfig) -> Exported:
     """The ``ncnn`` row of the format table: ``workdir/model.ncnn.param`` + ``model.ncnn.bin``."""
-    from edgecut.models.store import load_model
-
     pnnx = require("pnnx", "ncnn export")
     require("ncnn", "ncnn export")  # the parity check runs the result
     spec = parent.spec.model_copy(update={"dynamic_size": config.dynamic})
@@ -56,7 +55,7 @@ def export_ncnn(parent: Artifact, workdir: Path, config: ExportConfig) -> Export
         raise ModelError(f"{parent.path}: its spec fixes the input size (dynamic_size false); export without --dynamic")
     stage = workdir / ".pnnx"
     stage.mkdir()
-    trace(load_model(parent.path).module.float().cpu().eval(), stage / "model.pt", spec, str(parent.path))
+    trace(torch_module(parent), stage / "model.pt", spec, str(parent.path))
     fp16 = config.precision == "fp16"
     shapes = [spec.input_size] + ([second_size(spec)] if config.dynamic else [])
     convert(Path(pnnx.EXEC_PATH), stage / "model.pt", shapes, fp16, str(parent.path))
@@ -80,7 +79,7 @@ def trace(module, path: Path, spec: ModelSpec, who: str) -> None:
     """``torch.jit.trace`` of ``module`` at the spec's size, saved as TorchScript for pnnx."""
     import torch
 
-    x = torch.randn(1, 3, *spec.input_size, generator=torch.Generator().manual_seed(0))
+    x = sample(spec.input_size)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         warnings.filterwarnings("ignore", category=FutureWarning)  # "torch.jit.trace is deprecated": pnnx reads TorchScript

@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any
 from edgecut._optional import available, require
 from edgecut.errors import EdgecutError, ModelError
 from edgecut.exporters.options import CalibConfig, ExportConfig, Exported
+from edgecut.exporters.program import sample, torch_module
 from edgecut.io import first_line as io_first_line
 from edgecut.runtime.onnxruntime_runner import PRECISION_KEY, SPEC_KEY
 
@@ -152,9 +153,7 @@ def finish(model, spec: ModelSpec, precision: str, parent_sha256: str, dest: Pat
 
 def torch_to_onnx(parent: Artifact, path: Path, spec: ModelSpec, opset: int) -> None:
     """Trace the parent's torch module at ``spec.input_size`` and write FP32 ONNX to ``path``."""
-    from edgecut.models.store import load_model
-
-    trace(load_model(parent.path).module.float().cpu().eval(), path, spec, opset, str(parent.path))
+    trace(torch_module(parent), path, spec, opset, str(parent.path))
 
 
 def trace(module, path: Path, spec: ModelSpec, opset: int, who: str) -> None:
@@ -162,7 +161,7 @@ def trace(module, path: Path, spec: ModelSpec, opset: int, who: str) -> None:
     a fake-quantised module set to export Q/DQ pairs writes a QDQ graph. ``who`` names it in errors."""
     import torch
 
-    x = torch.randn(1, 3, *spec.input_size, generator=torch.Generator().manual_seed(0))
+    x = sample(spec.input_size)
     axes = {0: "batch", 2: "height", 3: "width"} if spec.dynamic_size else {0: "batch"}
     with warnings.catch_warnings():  # scoped: the tracer's notes on shape branches and its own deprecation
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)

@@ -26,7 +26,7 @@ from edgecut.env import default_threads
 from edgecut.errors import InputError, ModelError
 from edgecut.runtime.base import checked_batch
 
-MAGIC = "7767517"
+MAGIC = "7767517"  # the first line of every ncnn .param file
 
 
 def weights_path(param: str | os.PathLike) -> Path:
