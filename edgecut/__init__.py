@@ -45,6 +45,8 @@ _API = {
     "read_records": "edgecut.measure.record",
     "compare": "edgecut.report",
     "CompareConfig": "edgecut.report",
+    "baseline": "edgecut.classical",
+    "BaselineConfig": "edgecut.classical",
     "synth": "edgecut.data.synth",
     "SynthConfig": "edgecut.data.synth",
     "STEPS": "edgecut.steps",

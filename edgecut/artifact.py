@@ -185,6 +185,7 @@ FORMAT_PRECISIONS: dict[str, tuple[str, ...]] = {
     "executorch": ("fp32", "int8"),  # model.pte, XNNPACK-delegated
     "coreml": ("fp32", "fp16", "int8"),  # model.mlpackage (an ML program); int8: weight-only (W8A16)  # model.ncnn.param + .bin, converted by pnnx (int8 needs ncnn's C++ tools)
     "tensorrt": ("fp32", "fp16", "int8"),
+    "classical": ("fp32",),  # a classical baseline (Otsu, GrabCut): model.json names the method (edgecut.classical)
 }
 
 

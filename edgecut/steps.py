@@ -55,6 +55,18 @@ def _import_config():
     return ImportConfig
 
 
+def _baseline_fn():
+    from edgecut.classical import baseline
+
+    return baseline
+
+
+def _baseline_config():
+    from edgecut.classical import BaselineConfig
+
+    return BaselineConfig
+
+
 def _train_fn():
     from edgecut.training.run import train
 
@@ -143,6 +155,7 @@ STEPS: dict[str, StepKind] = {
     "synth": StepKind("synth", (), _synth_fn, _synth_config, writes="data"),
     "import": StepKind("import", ("model",), _import_fn, _import_config),
     "train": StepKind("train", ("data",), _train_fn, _train_config),
+    "baseline": StepKind("baseline", (), _baseline_fn, _baseline_config),
     "prune": StepKind("prune", ("model",), _prune_fn, _prune_config),
     "distill": StepKind("distill", ("teachers", "data"), _distill_fn, _distill_config),
     "qat": StepKind("qat", ("model", "data"), _qat_fn, _qat_config),

@@ -62,6 +62,8 @@ def torch_latency(model: nn.Module, spec: ModelSpec, threads: int | None = None)
 def _loaded(source: Artifact | str | os.PathLike) -> LoadedModel:
     art = source if isinstance(source, Artifact) else load_artifact(source) \
         if is_artifact(source) or not Path(source).is_file() else None  # a missing path: load_artifact says so
+    if art is not None and art.manifest.format == "classical":
+        return load_model(art)  # its one error: a baseline, not a network
     if art is None or art.manifest.format != "torch":
         what = "this file" if art is None else f"this {art.manifest.format} artifact"
         raise InputError(art.path if art is not None else source,

@@ -334,6 +334,9 @@ def _from_artifact(art: Artifact) -> LoadedModel:
         return LoadedModel(load_torchscript(art.model_path).eval(), m.spec, None, art)
     if m.format == "pt2":
         return LoadedModel(load_program(art.model_path), m.spec, None, art)
+    if m.format == "classical":
+        raise ModelError(f"{art.path} is a classical baseline ({m.metrics.get('classical', {}).get('method')}), not a "
+                         "network: it has no layers to train, prune or distill from; bench, eval or remove it")
     if m.format != "torch" or m.arch is None:
         raise ModelError(f"{art.path}: a {m.format} artifact is not a torch model; "
                          "run it through a Runner (edgecut.runtime.load) instead")

@@ -54,6 +54,10 @@ def load(artifact: Artifact | str | os.PathLike, device: str = "cpu", threads: i
         from edgecut.runtime.litert_runner import LiteRTRunner
 
         return LiteRTRunner.from_artifact(art, device=device, threads=threads)
+    if backend == "opencv":
+        from edgecut.runtime.classical_runner import ClassicalRunner
+
+        return ClassicalRunner.from_artifact(art, device=device, threads=threads)
     if backend == "ncnn":
         from edgecut.runtime.ncnn_runner import NcnnRunner
 

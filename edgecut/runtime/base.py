@@ -21,7 +21,7 @@ FORMAT_BACKENDS: dict[str, tuple[str, ...]] = {
     "torch": ("torch",), "torchscript": ("torch",), "pt2": ("torch",), "onnx": ("onnxruntime",),
     "ort": ("onnxruntime",), "openvino": ("openvino",), "ncnn": ("ncnn",), "tflite": ("litert",),
     "executorch": ("executorch",),
-    "tensorrt": ("tensorrt",),
+    "tensorrt": ("tensorrt",), "classical": ("opencv",),
 }
 # formats edgecut writes but cannot run on this kind of machine, and why (eval, bench and remove say so)
 NOT_RUN_HERE: dict[str, str] = {

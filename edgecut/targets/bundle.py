@@ -33,6 +33,9 @@ def bundle(model: str | os.PathLike, out: str | os.PathLike, target: str | os.Pa
     art = load_artifact(model)
     profile = target if isinstance(target, Profile) else load_profile(target)
     m = art.manifest
+    if m.format == "classical":
+        raise InputError(art.path, "is a classical baseline, which bundles do not carry (runner.py runs networks)",
+                         "bench the baseline on this machine beside the models: edgecut bench MODELS BASELINE")
     if m.format not in profile.formats:
         fmt = profile.formats[0]
         how = (f"export it first: edgecut export {art.path} --format {fmt} --out DIR, then bundle DIR"
