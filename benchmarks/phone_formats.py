@@ -1,8 +1,11 @@
 """Phone formats beside the desktop ones: size, parity, ECSSD IoU, x86 latency and ARM instructions.
 
     python benchmarks/phone_formats.py        # after benchmarks/int8_student.py (its trained students)
+    python benchmarks/phone_formats.py --models teacher   # after benchmarks/teacher.py: the full-size teacher
 
-For the two students of ``int8_student.py`` (trained on ECSSD at 128 px), at 128 px:
+For the two students of ``int8_student.py`` (trained on ECSSD at 128 px), or with ``--models teacher``
+the full-size U-Net teacher of ``teacher.py`` (31 M parameters, trained at 128 px; its ONNX FP32 and
+INT8 rows are exported here, as int8_student.py exports the students'), at 128 px:
 - ONNX FP32 and INT8 (the desktop rows);
 - ONNX Runtime mobile (``--format ort``): FP32 from the ONNX FP32 artifact, FP16 from the torch
   model, INT8 from the ONNX INT8 artifact as it is (the same scales; the ORT converter's
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,21 +43,31 @@ sys.path.insert(0, str(ROOT))
 ECSSD = ROOT.parent / "shared" / "data" / "ecssd"
 RESULTS = ROOT / "benchmarks" / "results"
 STUDENTS = ("student", "relu-student")
+TEACHER = ROOT / "runs" / "teacher-ecssd"  # benchmarks/teacher.py's artifact
 
 
-def make_rows(work: Path, size: int) -> dict[str, Path]:
-    """Row name -> artifact: the ONNX exports int8_student.py made, their ORT conversions, and ncnn's."""
+def make_rows(work: Path, size: int, models: Sequence[str] = STUDENTS, teacher: Path = TEACHER) -> dict[str, Path]:
+    """Row name -> artifact: the ONNX exports int8_student.py made (the teacher's are made here), their ORT
+    conversions, and the other phone formats' conversions of the torch model."""
     from edgecut.artifact import is_artifact
     from edgecut.errors import EdgecutError
     from edgecut.exporters import CalibConfig, ExportConfig, LiteRTOptions, ParityConfig, export
 
     rows = {}
-    for name in STUDENTS:
-        base = work / f"{name}-{size}"
-        sources = {"onnx fp32": f"{base}-onnx", "onnx int8": f"{base}-onnx-int8"}
+    loose = ParityConfig(tolerances={"mask_iou": 0.9})
+    for name in models:
+        base = teacher if name == "teacher" else work / f"{name}-{size}"
+        sources = {"onnx fp32": f"{work / name}-{size}-onnx", "onnx int8": f"{work / name}-{size}-onnx-int8"}
+        if name == "teacher" and is_artifact(base):  # the teacher's ONNX rows are made here (same settings)
+            for key, config in (("onnx fp32", ExportConfig(format="onnx")),
+                                ("onnx int8", ExportConfig(format="onnx", precision="int8", parity=loose,
+                                                           calib=CalibConfig(data=ECSSD, split="train")))):
+                if not is_artifact(sources[key]):
+                    export(base, sources[key], config, progress=False)
         missing = [p for p in (base, *sources.values()) if not is_artifact(p)]
         if missing:
-            raise EdgecutError(f"missing {', '.join(map(str, missing))}: run benchmarks/int8_student.py first")
+            raise EdgecutError(f"missing {', '.join(map(str, missing))}: run benchmarks/int8_student.py (the students) "
+                               "or benchmarks/teacher.py (the teacher) first")
         rows |= {f"{name} {k}": Path(v) for k, v in sources.items()}
         for precision, parent in (("fp32", sources["onnx fp32"]), ("fp16", base), ("int8", sources["onnx int8"])):
             dest = work / f"{name}-{size}-ort-{precision}"
@@ -67,7 +81,6 @@ def make_rows(work: Path, size: int) -> dict[str, Path]:
             rows[f"{name} ncnn {precision}"] = dest
         # LiteRT from the torch model; full-integer INT8 calibrated on ECSSD train, its parity bar lowered
         # explicitly (the students' agreement is 0.955-0.975: recorded, not hidden); dynamic-range INT8 beside it
-        loose = ParityConfig(tolerances={"mask_iou": 0.9})
         for label, config in (("fp32", ExportConfig(format="tflite")),
                               ("fp16", ExportConfig(format="tflite", precision="fp16")),
                               ("int8", ExportConfig(format="tflite", precision="int8", parity=loose,
@@ -98,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=None, help="score only the first N val images on x86")
     ap.add_argument("--arm-images", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--models", default=",".join(STUDENTS),
+                    help="comma-separated: student, relu-student (int8_student.py's), teacher (teacher.py's)")
+    ap.add_argument("--teacher", type=Path, default=TEACHER)
     ap.add_argument("--rows", default=None, help="only rows whose name contains one of these (comma-separated)")
     args = ap.parse_args(argv)
 
@@ -112,12 +128,13 @@ def main(argv: list[str] | None = None) -> int:
     from edgecut.targets import arm64
     from edgecut.targets.bundle import RUNNER_FORMATS
 
-    rows = make_rows(args.work, args.size)
-    stem = "phone_formats"
+    models = tuple(m.strip() for m in args.models.split(",") if m.strip())
+    rows = make_rows(args.work, args.size, models, args.teacher)
+    stem = "phone_formats" if models == STUDENTS else "phone_formats-" + "-".join(models)
     if args.rows:
         wanted = [w.strip() for w in args.rows.split(",") if w.strip()]
         rows = {k: v for k, v in rows.items() if any(w in k for w in wanted)}
-        stem = "phone_formats-rows"
+        stem += "-rows"
     out = io.make_dirs(args.out)
     x86_path, arm_path = out / f"{stem}.jsonl", out / f"{stem}-arm64.jsonl"
     x86_path.unlink(missing_ok=True)
@@ -147,11 +164,11 @@ def main(argv: list[str] | None = None) -> int:
                           "arm_vs_x86_mask_iou": ra.parity.mask_iou_mean,
                           "arm_iou": ra.accuracy.metrics["iou"] if ra.accuracy else None} if ra else {})})
     written = []  # Core ML: converted and recorded here, run only on Apple devices (no latency, no parity)
-    for name in STUDENTS:
+    for name in models:
         for precision in ("fp16", "int8"):
             dest = args.work / f"{name}-{args.size}-coreml-{precision}"
             if not is_artifact(dest):
-                export(args.work / f"{name}-{args.size}", dest, ExportConfig(format="coreml", precision=precision),
+                export(args.teacher if name == "teacher" else args.work / f"{name}-{args.size}", dest, ExportConfig(format="coreml", precision=precision),
                        progress=False)
             m = load_artifact(dest).manifest
             written.append({"row": f"{name} coreml {precision}", "format": "coreml", "precision": precision,

@@ -45,6 +45,8 @@ _API = {
     "read_records": "edgecut.measure.record",
     "compare": "edgecut.report",
     "CompareConfig": "edgecut.report",
+    "optimize": "edgecut.search.run",
+    "OptimizeConfig": "edgecut.search.config",
     "baseline": "edgecut.classical",
     "BaselineConfig": "edgecut.classical",
     "synth": "edgecut.data.synth",

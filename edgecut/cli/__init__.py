@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 import warnings
 
-from edgecut.cli import recipes, intake, train, compress, measure, use, targets  # noqa: F401,I001  (registers the commands, in this order)
+from edgecut.cli import recipes, optimize, intake, train, compress, measure, use, targets  # noqa: F401,I001  (registers the commands, in this order)
 from edgecut.cli.app import app, console, err
 from edgecut.errors import DataWarning, EdgecutError
 

@@ -1,0 +1,149 @@
+"""edgecut optimize: the search, its gates, its reuse of earlier candidates, and its refusals."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from edgecut.errors import EdgecutError
+from edgecut.search import OptimizeConfig
+from edgecut.search.run import Search, optimize
+from edgecut.search.state import Row
+
+PROFILE = """name: tiny-x86
+arch: x86_64
+formats: [onnx]
+precisions: [int8, fp32]
+reach: local
+"""
+
+
+@pytest.fixture
+def profile(tmp_path):
+    path = tmp_path / "tiny-x86.yaml"
+    path.write_text(PROFILE, encoding="utf-8")
+    return path
+
+
+def quick(profile, **kw) -> OptimizeConfig:
+    base = dict(target=str(profile), max_iou_drop=0.5, budget_minutes=5, prune_ratios=(), students=(), sizes=(),
+                min_time_s=0.05, calib_count=4, parity_count=2)
+    return OptimizeConfig(**{**base, **kw})
+
+
+def test_a_search_picks_the_fastest_within_budget_and_a_second_run_reuses_everything(tmp_path, trained, synth_data,
+                                                                                    profile):
+    from edgecut.artifact import load_artifact
+    from edgecut.recipe.schema import load_recipe
+
+    lines: list[str] = []
+    result = optimize(trained.path, synth_data, tmp_path / "o", quick(profile), progress=False, say=lines.append)
+    measured = [r for r in result.rows if r.label == "candidate" and r.status == "measured"]
+    assert {r.name for r in measured} >= {"model.onnx.fp32"}
+    assert {r.name for r in result.rows if r.label == "baseline"} == {"otsu", "grabcut"}
+    win = result.winner
+    assert win is not None and win.iou >= result.reference.iou - 0.5
+    assert result.reference.holdout_iou - win.holdout_iou <= 0.5
+    assert all(win.cost <= r.cost for r in measured if r.iou >= result.reference.iou - 0.5
+               and (r.holdout_iou is None or result.reference.holdout_iou - r.holdout_iou <= 0.5))
+    out = tmp_path / "o"
+    assert load_artifact(out / "model").sha256 == load_artifact(win.artifact).sha256
+    assert list(load_recipe(out / "recipe.yaml").steps)[-1] == win.name
+    text = (out / "optimize.md").read_text(encoding="utf-8")
+    assert f"**{win.name}** won" in text and "| otsu | baseline |" in text
+
+    again: list[str] = []
+    second = optimize(trained.path, synth_data, out, quick(profile, budget_minutes=8), progress=False, say=again.append)
+    assert not any("building" in line for line in again), again
+    for row in result.rows:
+        if row.status in ("measured", "failed"):
+            assert any(line.startswith(f"{row.name}: reused") for line in again), row.name
+    assert second.winner.name == win.name
+
+
+def test_nothing_new_starts_once_the_budget_is_spent(tmp_path, trained, synth_data, profile):
+    lines: list[str] = []
+    result = optimize(trained.path, synth_data, tmp_path / "o", quick(profile, budget_minutes=1e-6), progress=False,
+                      say=lines.append)
+    assert result.reference.status == "measured"  # the reference and the baselines always run
+    candidates = [r for r in result.rows if r.label == "candidate"]
+    assert candidates and all(r.status == "not tried" for r in candidates)
+    assert result.winner is None and "No candidate" in result.paragraph
+    assert not (tmp_path / "o" / "model").exists() and (tmp_path / "o" / "optimize.md").is_file()
+
+
+def _search_with(rows: list[Row], floor: float) -> tuple[Search, list[str]]:
+    search = Search.__new__(Search)
+    search.rows = {r.name: r for r in rows}
+    search.floor = floor
+    asked: list[str] = []
+    search.say = lambda line: None
+    search.consider = lambda cand, **kw: asked.append(cand.name) or Row(name=cand.name, status="failed")
+
+    class _Builder:
+        def export(self, base, fmt, method, **kw):
+            from edgecut.search.candidates import Candidate
+
+            return Candidate(f"{base}.{fmt}.{method}", base, fmt, "int8", method)
+
+        def qat(self, base, fmt):
+            from edgecut.search.candidates import Candidate
+
+            return Candidate(f"{base}.{fmt}.qat", base, fmt, "int8", "qat")
+
+    search.builder = _Builder()
+    return search, asked
+
+
+def row(name, precision, cost, iou, base="model", fmt="openvino"):
+    return Row(name=name, base=base, format=fmt, precision=precision, method="ptq" if precision == "int8" else precision,
+               cost=cost, iou=iou, unit="ms")
+
+
+def test_int8_not_faster_than_float_is_dropped():
+    fp32, int8 = row("m.fp32", "fp32", 1.0, 0.9), row("m.int8", "int8", 1.2, 0.9)
+    search, asked = _search_with([fp32, int8], floor=0.85)
+    search._gate_and_refine("model", "openvino", [fp32, int8])
+    assert int8.status == "dropped" and "not faster than FP32" in int8.reason and not asked
+
+
+def test_int8_outside_the_budget_is_refined_only_when_it_pays_and_its_float_is_inside():
+    fp32, int8 = row("m.fp32", "fp32", 1.0, 0.9), row("m.int8", "int8", 0.5, 0.8)
+    search, asked = _search_with([fp32, int8], floor=0.85)
+    search._gate_and_refine("model", "openvino", [fp32, int8])
+    assert asked == ["model.openvino.ac", "model.openvino.qat"]
+    low_fp32, int8 = row("m.fp32", "fp32", 1.0, 0.8), row("m.int8", "int8", 0.5, 0.7)
+    search, asked = _search_with([low_fp32, int8], floor=0.85)
+    search._gate_and_refine("model", "openvino", [low_fp32, int8])
+    assert asked == [] and int8.status == "measured"
+
+
+def test_a_candidate_as_slow_and_no_more_accurate_than_another_base_is_dominated():
+    a = row("pruned.fp32", "fp32", 1.0, 0.9, base="pruned")
+    b = row("student.fp32", "fp32", 1.5, 0.85, base="student")
+    c = row("other.fp32", "fp32", 2.0, 0.95, base="other")
+    search, _ = _search_with([a, b, c], floor=0.5)
+    assert search._dominated(b) is a and search._dominated(a) is None and search._dominated(c) is None
+
+
+@pytest.mark.parametrize("bad", [{"max_iou_drop": 1.5}, {"budget_minutes": 0}, {"prune_ratios": (1.0,)},
+                                 {"budget_minutes": math.inf}, {"distill_epochs": 0}])
+def test_bad_settings_are_one_error(bad):
+    with pytest.raises(EdgecutError):
+        OptimizeConfig(**bad)
+
+
+def test_refusals_before_any_work(tmp_path, synth_data, trained, profile):
+    from edgecut.classical import BaselineConfig, baseline
+
+    otsu = baseline(tmp_path / "otsu", BaselineConfig())
+    with pytest.raises(EdgecutError, match="starts from a torch model"):
+        optimize(otsu.path, synth_data, tmp_path / "a", quick(profile), progress=False, say=lambda s: None)
+    with pytest.raises(EdgecutError, match="arm64-emu"):
+        optimize(trained.path, synth_data, tmp_path / "b", quick(profile, target="android-arm64"), progress=False,
+                 say=lambda s: None)
+    with pytest.raises(EdgecutError, match="images/"):
+        optimize(trained.path, tmp_path, tmp_path / "c", quick(profile), progress=False, say=lambda s: None)
+    for d in ("a", "b", "c"):
+        assert not (tmp_path / d / "search.json").exists()
