@@ -33,7 +33,9 @@ def quick(profile, **kw) -> OptimizeConfig:
 
 
 def test_a_search_picks_the_fastest_within_budget_and_a_second_run_reuses_everything(tmp_path, trained, synth_data,
-                                                                                    profile):
+                                                                                    profile, monkeypatch):
+    import os
+
     from edgecut.artifact import load_artifact
     from edgecut.recipe.schema import load_recipe
 
@@ -53,8 +55,10 @@ def test_a_search_picks_the_fastest_within_budget_and_a_second_run_reuses_everyt
     text = (out / "optimize.md").read_text(encoding="utf-8")
     assert f"**{win.name}** won" in text and "| otsu | baseline |" in text
 
-    again: list[str] = []
-    second = optimize(trained.path, synth_data, out, quick(profile, budget_minutes=8), progress=False, say=again.append)
+    again: list[str] = []  # the same files by relative paths from another folder: the same candidates
+    monkeypatch.chdir(synth_data.parent)
+    second = optimize(os.path.relpath(trained.path), os.path.relpath(synth_data), os.path.relpath(out),
+                      quick(profile, budget_minutes=8), progress=False, say=again.append)
     assert not any("building" in line for line in again), again
     for row in result.rows:
         if row.status in ("measured", "failed"):
@@ -71,6 +75,11 @@ def test_nothing_new_starts_once_the_budget_is_spent(tmp_path, trained, synth_da
     assert candidates and all(r.status == "not tried" for r in candidates)
     assert result.winner is None and "No candidate" in result.paragraph
     assert not (tmp_path / "o" / "model").exists() and (tmp_path / "o" / "optimize.md").is_file()
+
+    again: list[str] = []  # a larger budget goes on: what was measured is reused, the rest is built now
+    more = optimize(trained.path, synth_data, tmp_path / "o", quick(profile), progress=False, say=again.append)
+    assert {ln.split(":")[0] for ln in again if ": reused" in ln} == {"model", "otsu", "grabcut"}
+    assert any(ln.startswith("model.onnx.fp32: building") for ln in again) and more.winner is not None
 
 
 def _search_with(rows: list[Row], floor: float) -> tuple[Search, list[str]]:

@@ -36,6 +36,7 @@ def optimize(
     = "mobilenet_v3_small_unet,mobilenet_v3_large_unet",
     sizes: Annotated[Optional[str], typer.Option(help="Input sides tried beside the model's (default: 3/4 of it).")] = None,
     threads: Annotated[Optional[str], typer.Option(help="Thread counts tried (default: the profile's).")] = None,
+    formats: Annotated[Optional[str], typer.Option(help="Only these of the profile's formats, comma-separated.")] = None,
     finetune_epochs: Annotated[int, typer.Option(help="Fine-tuning epochs of each pruned model.")] = 2,
     distill_epochs: Annotated[int, typer.Option(help="Epochs of each distilled student.")] = 8,
     distill_lr: Annotated[Optional[float], typer.Option(help="Students' peak learning rate (default: the loop's).")] = None,
@@ -56,7 +57,8 @@ def optimize(
         prune_ratios=_floats(prune_ratios, "prune-ratios") or (),
         students=tuple(s.strip() for s in (students or "").split(",") if s.strip()),
         sizes=ints(sizes, "sizes") if sizes is not None else None,
-        threads=ints(threads, "threads") if threads else (), finetune_epochs=finetune_epochs,
+        threads=ints(threads, "threads") if threads else (),
+        formats=tuple(f.strip() for f in (formats or "").split(",") if f.strip()), finetune_epochs=finetune_epochs,
         distill_epochs=distill_epochs, distill_lr=distill_lr, qat_epochs=qat_epochs, holdout=holdout,
         val_split=val_split, min_time_s=min_time)
     result = optimize_fn(model, data, out, config, steps=steps, say=lambda line: console.print(escape(line), highlight=False))

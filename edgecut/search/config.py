@@ -25,6 +25,7 @@ class OptimizeConfig:
     qat_epochs: int = 2  # of an INT8 candidate that post-training quantisation left outside the budget
     sizes: tuple[int, ...] | None = None  # input sides tried beside the model's own; None: 3/4 of it
     threads: tuple[int, ...] = ()  # thread counts tried; (): the profile's (or the runtime's default)
+    formats: tuple[str, ...] = ()  # only these of the profile's formats; (): all it lists that can be made here
     calib_count: int = 32  # training images that calibrate INT8
     parity_count: int = 16  # images of every export's parity check
     val_split: str | None = None  # the images the search scores on; None: splits/val.txt

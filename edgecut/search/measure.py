@@ -79,7 +79,11 @@ class Measurer:
         from edgecut.targets.bundle import RUNNER_FORMATS
 
         runnable = RUNNER_FORMATS if self.where is not None else [f for f in FORMAT_BACKENDS if f not in NOT_RUN_HERE]
-        return [f for f in self.profile.formats if f in FORMATS and "torch" in FORMATS[f].parents and f in runnable]
+        unknown = [f for f in self.config.formats if f not in self.profile.formats]
+        if unknown:
+            raise EdgecutError(f"--formats {','.join(unknown)}: {self.profile.name} runs {', '.join(self.profile.formats)}")
+        return [f for f in self.profile.formats if f in FORMATS and "torch" in FORMATS[f].parents and f in runnable
+                and (not self.config.formats or f in self.config.formats)]
 
     def methods(self, fmt: str | None = None) -> list[str]:
         """After the FP32 anchor: the profile's other precisions in its order (int8 as post-training INT8), those

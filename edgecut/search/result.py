@@ -68,8 +68,10 @@ def paragraph(search, result) -> str:
     if win is None:
         return (f"No candidate kept val IoU within {search.config.max_iou_drop:g} of the model's {ref.iou:.4f} on "
                 f"both the search and the held-out images. {tried} Raise --max-iou-drop or --budget-minutes.")
-    rivals = sorted((r for r in rows if r.status == "measured" and r is not win and r.iou >= search.floor),
-                    key=lambda r: r.cost)
+    budget = search.config.max_iou_drop
+    within = [r for r in rows if r.status == "measured" and r is not win and r.iou >= search.floor]
+    lost = [r for r in within if r.holdout_iou is not None and ref.holdout_iou - r.holdout_iou > budget + 1e-12]
+    rivals = sorted((r for r in within if r not in lost), key=lambda r: r.cost)
     anchor = next((r for r in rows if r.base == "model" and r.method == "fp32" and r.status == "measured"), None)
     text = (f"**{win.name}** won: the fastest candidate within the budget on {search.measurer.profile.name}, "
             f"{win.cost:.4g} {win.unit}")
@@ -78,6 +80,9 @@ def paragraph(search, result) -> str:
     text += (f". Its val IoU is {win.iou:.4f} against the model's {ref.iou:.4f} ({win.iou - ref.iou:+.4f}; the "
              f"budget is -{search.config.max_iou_drop:g}), and {win.holdout_iou:.4f} against "
              f"{ref.holdout_iou:.4f} on the {search.splits.counts['holdout']} held-out images.")
+    for r in sorted(lost, key=lambda r: r.cost):
+        text += (f" {r.name} was faster ({r.cost:.4g} {r.unit}) and within the budget on the search images, but "
+                 f"scored {r.holdout_iou:.4f} on the held-out ones.")
     if rivals:
         ru = rivals[0]
         text += (f" The runner-up, {ru.name}, costs {ru.cost:.4g} {ru.unit} ({ru.cost / win.cost - 1:+.0%}) at val "
@@ -143,9 +148,12 @@ def write_result(search, result) -> None:
     out: Path = search.out
     result.paragraph = paragraph(search, result)
     if result.winner is not None:
-        copy_artifact(Path(result.winner.artifact), out / "model")
+        chosen = copy_artifact(Path(result.winner.artifact), out / "model", result.winner, search)
         header = (f"# Rebuilds {result.winner.name}, the artifact edgecut optimize chose for "
                   f"{search.measurer.profile.name}: edgecut run recipe.yaml --out DIR\n")
+        if result.winner.size:
+            header += (f"# It runs at {result.winner.size}x{result.winner.size} (the export takes any size; "
+                       f"{chosen.name}/edgecut.json says {result.winner.size}): bench or remove it with --size\n")
         io.write_text(out / "recipe.yaml", recipe_text(search.candidates[result.winner.name], search.model,
                                                        search.data, header))
     rows = [result.reference, *(r for r in result.rows if r is not result.reference)]
@@ -161,11 +169,21 @@ def write_result(search, result) -> None:
         io.write_bytes(out / "pareto.png", png)
 
 
-def copy_artifact(src: Path, dest: Path) -> Path:
-    """``src`` copied to ``dest`` (replacing what was there): the chosen artifact."""
+def copy_artifact(src: Path, dest: Path, row: Row, search) -> Path:
+    """``src`` copied to ``dest`` (replacing what was there): the chosen artifact, its spec at the size it won
+    at, and the search's numbers in its metrics (``optimize``)."""
+    from edgecut.artifact import MANIFEST
+
     tmp = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(src, tmp)
+    manifest = io.read_json(tmp / MANIFEST)
+    if row.size:
+        manifest["spec"]["input_size"] = [row.size, row.size]
+    manifest.setdefault("metrics", {})["optimize"] = {
+        "candidate": row.name, "target": search.config.target, "val_iou": row.iou, "holdout_iou": row.holdout_iou,
+        "cost": row.cost, "unit": row.unit, "max_iou_drop": search.config.max_iou_drop}
+    io.write_json(tmp / MANIFEST, manifest)
     shutil.rmtree(dest, ignore_errors=True)
     os.replace(tmp, dest)
     return dest

@@ -251,8 +251,15 @@ def optimize(model: str | os.PathLike, data: str | os.PathLike, out: str | os.Pa
     where the models and exports are made and cached (default ``out/steps``); searches of one model for
     several targets can share it, so what one trained the next finds cached."""
     del resume  # a search always continues from what out already holds
-    out = io.make_dirs(out)
-    data = Path(data)
+    out = io.make_dirs(Path(out).resolve())
+    data = Path(data).resolve()  # absolute: the steps' keys and the candidates' digests do not depend on the cwd
+    model = Path(model).resolve()
+    steps = Path(steps).resolve() if steps is not None else None
     if not (data / "images").is_dir():
         raise EdgecutError(f"{data}: a data set folder has images/ and masks/ (and splits/train.txt, val.txt)")
-    return Search(Path(model), data, out, config, progress=progress, say=say, steps=steps).run()
+    search = Search(Path(model), data, out, config, progress=progress, say=say, steps=steps)
+    try:
+        return search.run()
+    except KeyboardInterrupt:
+        raise EdgecutError(f"interrupted; every candidate finished so far is kept in {out / 'search.json'} and every "
+                           "model made in its steps folder: run the same command again to go on") from None
