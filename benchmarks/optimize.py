@@ -100,7 +100,8 @@ def ecssd(args) -> None:
         raise SystemExit(f"missing {teacher}: run benchmarks/teacher.py first")
     steps = RUNS / "optimize-ecssd-steps"
     settings = dict(max_iou_drop=0.02, budget_minutes=args.minutes, prune_ratios=(0.5,),
-                    students=("mobilenet_v3_large_unet",), distill_epochs=6, distill_lr=0.003, sizes=(96,))
+                    students=("mobilenet_v3_large_unet",), distill_epochs=args.distill_epochs, distill_lr=0.003,
+                    sizes=(96,))
     formats = {"x86-avx512": (), "arm64-emu": ("tflite", "onnx")}  # on ARM: the phone table's cheapest two
     for target in args.targets.split(","):
         lines: list[str] = []
@@ -122,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--teacher", type=Path, default=RUNS / "teacher-ecssd")
     ap.add_argument("--targets", default="x86-avx512,arm64-emu")
     ap.add_argument("--minutes", type=float, default=20.0, help="ecssd: each search's budget")
+    ap.add_argument("--distill-epochs", type=int, default=4, help="ecssd: the student's epochs")
     args = ap.parse_args(argv)
     synthetic(args) if args.which == "synthetic" else ecssd(args)
     return 0
