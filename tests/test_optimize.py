@@ -156,3 +156,14 @@ def test_refusals_before_any_work(tmp_path, synth_data, trained, profile):
         optimize(trained.path, tmp_path, tmp_path / "c", quick(profile), progress=False, say=lambda s: None)
     for d in ("a", "b", "c"):
         assert not (tmp_path / d / "search.json").exists()
+
+
+def test_searches_sharing_a_steps_folder_make_each_model_once(tmp_path, trained, synth_data, profile):
+    first: list[str] = []
+    optimize(trained.path, synth_data, tmp_path / "a", quick(profile), progress=False, say=first.append,
+             steps=tmp_path / "steps")
+    assert any("running export" in ln for ln in first)
+    second: list[str] = []  # another search folder (another target, say): every export is a cache hit
+    optimize(trained.path, synth_data, tmp_path / "b", quick(profile), progress=False, say=second.append,
+             steps=tmp_path / "steps")
+    assert not any("running" in ln for ln in second) and any(": cached (export" in ln for ln in second), second

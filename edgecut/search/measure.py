@@ -13,6 +13,7 @@ Records go to ``out/measure/NAME.jsonl`` (and ``NAME-TARGET.jsonl``); a rerun re
 
 from __future__ import annotations
 
+import hashlib
 import platform
 from collections.abc import Callable
 from pathlib import Path
@@ -40,8 +41,10 @@ def prepare_splits(data: Path, folder: Path, config: OptimizeConfig) -> Splits:
                            "give at least 3 (splits/val.txt), or --holdout with images of its own")
     io.make_dirs(folder)
     paths = {}
-    for label, listed in (("search", search), ("holdout", held)):
-        paths[label] = io.write_text(folder / f"{label}.txt", "\n".join(listed) + "\n")
+    for label, listed in (("search", search), ("holdout", held)):  # named by content: searches sharing a steps
+        text = "\n".join(listed) + "\n"  # folder find the same file, so their steps' keys agree
+        path = folder / f"{label}-{hashlib.sha256(text.encode()).hexdigest()[:12]}.txt"
+        paths[label] = path if path.is_file() else io.write_text(path, text)
     train = "train" if (data / "splits" / "train.txt").is_file() else None
     return Splits(paths["search"], paths["holdout"], train, {"search": len(search), "holdout": len(held)})
 

@@ -8,7 +8,7 @@
   candidate tried (measured, failed, dropped by the INT8 gate, not refined, not tried);
 - ``optimize.json``: the same as data, with the machine's fingerprint and the settings;
 - ``pareto.png``: cost against val IoU of everything measured, the budget line, the winner marked;
-- ``steps/`` (the recipe runner's cache), ``measure/`` (bench records), ``recipes/``, ``splits/``.
+- ``steps/`` (the recipe runner's cache, and the split files its steps read), ``measure/`` (bench records), ``recipes/``.
 """
 
 from __future__ import annotations

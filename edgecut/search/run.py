@@ -58,12 +58,12 @@ class Search:
         from edgecut.artifact import load_artifact
 
         self.model, self.data, self.out, self.config, self.progress, self.say = model, data, out, config, progress, say
-        self.steps = Path(steps) if steps is not None else out / "steps"  # the recipe runner's cache of models
         self.art = load_artifact(model)
         if self.art.manifest.format != "torch":
             raise EdgecutError(f"{model} is a {self.art.manifest.format} artifact; optimize starts from a torch model "
                                f"(edgecut train, or edgecut import of your file)")
-        self.splits = prepare_splits(data, out / "splits", config)
+        self.steps = Path(steps) if steps is not None else out / "steps"  # the recipe runner's cache of models
+        self.splits = prepare_splits(data, self.steps / "splits", config)  # beside the steps that read them
         self.measurer = Measurer(out, data, config, self.splits, progress=progress, say=say)
         self.side = int(self.art.spec.input_size[0])
         self.builder = Builder(config, self.side, str(self.splits.search), self.splits.train)
