@@ -122,7 +122,7 @@ class Measurer:
         records = bench([art], self.out / "measure" / f"{cand.name}.jsonl", BenchConfig(
             threads=here_threads, size=size, latency=latency, end_to_end=False, worst=0, max_wait_s=30.0,
             data=self.data, split=str(self.splits.search)), names=[cand.name], resume=True, progress=False,
-            on_wait=self.say).records or self._read(cand.name)
+            on_wait=self.say).records or _recorded(self.out / "measure" / f"{cand.name}.jsonl")
         fastest = min(records, key=lambda r: r.latency.p50_ms)
         parity = art.manifest.metrics.get("parity", {})
         row = Row.of(cand, label, iou=float(fastest.accuracy.metrics["iou"]), cost=fastest.latency.p50_ms,
@@ -133,26 +133,23 @@ class Measurer:
             row.cost, row.unit, row.threads = self._on_target(cand, art), self.unit, self.profile.threads
         return row
 
-    def _read(self, name: str):
-        from edgecut.measure.record import read_records
-
-        return read_records(self.out / "measure" / f"{name}.jsonl")
-
     def _on_target(self, cand, art) -> float:
         from edgecut.measure.run import BenchConfig
         from edgecut.measure.target import bench_on_target
 
         where = self.where
         out = self.out / "measure" / f"{cand.name}-{where.profile.name}.jsonl"
-        got = bench_on_target([art], out, BenchConfig(data=self.data, split=str(self.splits.search),
-                                                      limit=self.config.arm_images, worst=0),
-                              where, resume=True, names=[cand.name], count_iters=1, progress=False,
-                              say=lambda s: self.say("  " + s)).records
-        if not got:
-            from edgecut.measure.record import read_records
-
-            got = read_records(out)
-        rec = got[-1]
+        rec = (bench_on_target([art], out, BenchConfig(data=self.data, split=str(self.splits.search),
+                                                       limit=self.config.arm_images, worst=0),
+                               where, resume=True, names=[cand.name], count_iters=1, progress=False,
+                               say=lambda s: self.say("  " + s)).records or _recorded(out))[-1]
         if where.emulated:
             return rec.instructions.per_inference / 1e6
         return rec.latency.p50_ms
+
+
+def _recorded(path: Path):
+    """The records a resumed bench skipped (measured by an earlier run into ``path``)."""
+    from edgecut.measure.record import read_records
+
+    return read_records(path)

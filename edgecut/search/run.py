@@ -83,9 +83,8 @@ class Search:
         left = self.left_s()
         if left <= 0:
             return "budget spent"
-        steps_dir = self.steps
         for name, entry in cand.steps.items():
-            if entry["step"] in TRAINING_KINDS and not (steps_dir / name / "edgecut.json").is_file():
+            if entry["step"] in TRAINING_KINDS and not (self.steps / name / "edgecut.json").is_file():
                 guess = self.state.estimate(entry)
                 if guess is not None and guess > left:
                     return f"its {entry['step']} step would take about {guess:.0f} s; {left:.0f} s of the budget left"
@@ -99,7 +98,7 @@ class Search:
             return self.rows[cand.name]
         self.candidates[cand.name] = cand
         digest = cand.digest(self.art.sha256, str(self.data), self.measurer.settings())
-        row = self.state.reuse(cand.name, digest, self.out)
+        row = self.state.reuse(cand.name, digest)
         if row is not None:
             self.say(f"{cand.name}: reused ({row.status} in an earlier run{self._brief(row)})")
         else:

@@ -57,7 +57,7 @@ class SearchState:
         self.data.setdefault("candidates", {})
         self.data.setdefault("seconds_per_epoch", {})
 
-    def reuse(self, name: str, digest: str, out: Path) -> Row | None:
+    def reuse(self, name: str, digest: str) -> Row | None:
         entry = self.data["candidates"].get(name)
         if not entry or entry.get("digest") != digest:
             return None
