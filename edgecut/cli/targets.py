@@ -30,7 +30,8 @@ def bundle_cmd(
         if len(items) != 2:
             raise EdgecutError("usage: edgecut bundle verify BUNDLE_DIR")
         sums = verify_bundle(items[1])
-        console.print(f"{escape(items[1])}: {len(sums)} file(s) match SHA256SUMS and edgecut.json", highlight=False)
+        console.print(f"{escape(items[1])}: {len(sums)} file(s) match SHA256SUMS and edgecut.json", highlight=False,
+                      soft_wrap=True)  # one line whatever the path: scripts grep it
         return
     if len(items) != 1 or target is None or out is None:
         raise EdgecutError("usage: edgecut bundle MODEL --target PROFILE --out DIR (or: edgecut bundle verify DIR)")
