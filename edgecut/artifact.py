@@ -180,10 +180,10 @@ FORMAT_PRECISIONS: dict[str, tuple[str, ...]] = {
     "onnx": ("fp32", "fp16", "int8"),
     "ort": ("fp32", "fp16", "int8"),  # ONNX Runtime's mobile format (a flatbuffer of the optimised ONNX graph)
     "openvino": ("fp32", "fp16", "int8"),
-    "ncnn": ("fp32", "fp16"),
+    "ncnn": ("fp32", "fp16", "int8"),  # model.ncnn.param + .bin, converted by pnnx; int8 quantised as ncnn2int8 does
     "tflite": ("fp32", "fp16", "int8"),  # LiteRT; fp16: float16 weights, float32 compute
     "executorch": ("fp32", "int8"),  # model.pte, XNNPACK-delegated
-    "coreml": ("fp32", "fp16", "int8"),  # model.mlpackage (an ML program); int8: weight-only (W8A16)  # model.ncnn.param + .bin, converted by pnnx (int8 needs ncnn's C++ tools)
+    "coreml": ("fp32", "fp16", "int8"),  # model.mlpackage (an ML program); int8: weight-only (W8A16)
     "tensorrt": ("fp32", "fp16", "int8"),
     "classical": ("fp32",),  # a classical baseline (Otsu, GrabCut): model.json names the method (edgecut.classical)
 }

@@ -48,9 +48,18 @@ def test_fp32_matches_torch_and_reloads_in_a_fresh_process(student, tmp_path):
 
 
 @pytest.mark.slow
-def test_int8_is_calibrated_pt2e(student, synth_data, tmp_path):
-    art = export(student, tmp_path / "int8", ExportConfig(format="executorch", precision="int8", threads=1,
-                                                          parity=LOOSE, calib=CalibConfig(data=synth_data, count=4)))
+def test_int8_is_calibrated_pt2e_and_ios_takes_it(student, synth_data, tmp_path):
+    from typer.testing import CliRunner
+
+    from edgecut.artifact import load_artifact
+    from edgecut.cli import app
+
+    res = CliRunner().invoke(app, ["export", str(student.path), "--out", str(tmp_path / "int8"), "--target", "ios",
+                                   "--format", "executorch", "--calib", str(synth_data), "--calib-count", "4",
+                                   "--tolerance", "mask_iou=0", "--threads", "1"])
+    assert res.exit_code == 0, res.output
+    art = load_artifact(tmp_path / "int8")
+    assert art.manifest.precision == "int8"  # ios lists fp16 first, which ExecuTorch does not hold
     assert art.manifest.metrics["calibration"]["method"] == "minmax"
     assert "PT2E" in art.manifest.lineage[-1].params["quantizer"]
     assert runtime.load(art, threads=1)(random_batch(64, 64)).shape == (1, 1, 64, 64)

@@ -92,11 +92,9 @@ FORMATS: dict[str, ExportFormat] = {
     # via the fp32 ONNX; int8 also needs nncf (checked when quantising: fp32 / fp16 do without it)
     "openvino": ExportFormat("openvino", ".xml", FORMAT_PRECISIONS["openvino"], ("cpu",), "openvino",
                              ("onnx", "openvino"), _openvino, parents=("torch", "torchscript", "pt2", "onnx"), groups=("openvino",)),
-    # ncnn's graph + weights, traced by torch.jit and converted by the pnnx binary
+    # ncnn's graph + weights, traced by torch.jit and converted by the pnnx binary; int8 quantised as ncnn's tools do
     "ncnn": ExportFormat("ncnn", ".param", FORMAT_PRECISIONS["ncnn"], ("cpu",), "ncnn", ("pnnx", "ncnn"), _ncnn,
-                         parents=("torch", "torchscript"),
-                         why_not=(("int8", "ncnn quantises with its C++ tools ncnn2table and ncnn2int8, which no "
-                                           "Python package ships; export int8 as ort, onnx or openvino"),)),
+                         parents=("torch", "torchscript")),
     # LiteRT: litert-torch in edgecut's litert converter environment; run here by ai-edge-litert
     "tflite": ExportFormat("tflite", ".tflite", FORMAT_PRECISIONS["tflite"], ("cpu",), "litert", ("ai_edge_litert",),
                            _tflite, parents=("torch",), groups=("litert",), fixed_size="LiteRT exports have a fixed "

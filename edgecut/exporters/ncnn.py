@@ -16,8 +16,11 @@ Precisions:
 - **fp16**: weights stored as float16 (half the file); at run time the Runner also turns on
   ncnn's fp16 storage and arithmetic, which ncnn uses where the CPU has them (ARMv8.2 phones),
   and computes in float32 elsewhere (x86).
-- **int8** is refused: ncnn quantises with its C++ tools ``ncnn2table`` (calibration) and
-  ``ncnn2int8``, which neither the ``ncnn`` nor the ``pnnx`` wheel ships.
+- **int8**: the FP32 graph, calibrated and rewritten as ncnn's ``ncnn2table`` and ``ncnn2int8``
+  tools would (:mod:`edgecut.exporters.ncnn_int8`; no wheel ships them): int8 weights and
+  activations in every convolution and inner product, per-channel weight scales, input scales by
+  ``--calib-method`` (minmax, entropy or percentile) on the ``--calib`` images; the other layers
+  stay float32. ``--exclude`` names ncnn layers, ``--exclude-op`` ncnn layer types.
 
 ncnn has no metadata in its files: the ModelSpec travels in the artifact's ``edgecut.json``.
 An export with ``dynamic=True`` is traced at a second size too (pnnx's ``inputshape2``), so
@@ -33,7 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgecut._optional import require
-from edgecut.errors import ModelError
+from edgecut.errors import EdgecutError, ModelError
 from edgecut.exporters.options import ExportConfig, Exported
 from edgecut.exporters.program import sample, torch_module
 from edgecut.runtime.ncnn_runner import MAGIC  # the first line of every ncnn .param file
@@ -59,14 +62,45 @@ def export_ncnn(parent: Artifact, workdir: Path, config: ExportConfig) -> Export
     fp16 = config.precision == "fp16"
     shapes = [spec.input_size] + ([second_size(spec)] if config.dynamic else [])
     convert(Path(pnnx.EXEC_PATH), stage / "model.pt", shapes, fp16, str(parent.path))
-    for name in (PARAM_FILE, BIN_FILE):
-        (stage / name).replace(workdir / name)
+    params: dict[str, Any] = {"converter": "pnnx", "via": "torch.jit.trace", "weights": config.precision,
+                              "dynamic": config.dynamic}
+    metrics: dict[str, Any] = {}
+    notes: list[str] = []
+    if config.precision == "int8":
+        params.update(to_int8(stage / PARAM_FILE, stage / BIN_FILE, workdir, spec, config))
+        metrics["calibration"] = params.pop("calibration")
+        notes.extend(metrics["calibration"]["warnings"])
+    else:
+        for name in (PARAM_FILE, BIN_FILE):
+            (stage / name).replace(workdir / name)
     shutil.rmtree(stage)
-    layers = count_layers(workdir / PARAM_FILE)
-    params: dict[str, Any] = {"converter": "pnnx", "via": "torch.jit.trace", "weights": "fp16" if fp16 else "fp32",
-                              "dynamic": config.dynamic, "layers": layers}
+    params["layers"] = count_layers(workdir / PARAM_FILE)
     return Exported(files={PARAM_FILE: workdir / PARAM_FILE, BIN_FILE: workdir / BIN_FILE}, model_file=PARAM_FILE,
-                    spec=spec, params=params, tools=("pnnx", "ncnn"))
+                    spec=spec, params=params, metrics=metrics, notes=notes, tools=("pnnx", "ncnn"))
+
+
+def to_int8(param: Path, weights: Path, workdir: Path, spec: ModelSpec, config: ExportConfig) -> dict[str, Any]:
+    """The FP32 graph ``param`` + ``weights`` calibrated and quantised into ``workdir``; what was done."""
+    from edgecut.exporters import calibration, ncnn_int8
+    from edgecut.runtime.ncnn_runner import NcnnRunner
+
+    calib = config.calib
+    layers, blobs = ncnn_int8.read_param(param)
+    ncnn_int8.split_weights(layers, weights.read_bytes(), weights)
+    targets = ncnn_int8.quantisable(layers, calib.exclude_nodes, calib.exclude_op_types)
+    if not targets:
+        raise EdgecutError(f"{param.name}: no convolution or inner product left to quantise (see --exclude, --exclude-op)")
+    cset = calibration.load_set(calib.data, spec, calib.count, config.seed, calib.split)
+    report = calibration.report(cset, config.parity.data, config.seed, config.parity.split)
+    report["method"] = calib.method
+    fp32 = lambda: NcnnRunner(param, spec, threads=config.threads, precision="fp32").net  # noqa: E731
+    scales = ncnn_int8.input_scales(fp32, [b[0] for b in cset.batches(spec)], targets, calib.method, calib.percentile)
+    requantised = ncnn_int8.quantise(layers, targets, scales)
+    ncnn_int8.write_param(layers, blobs, workdir / PARAM_FILE)
+    ncnn_int8.write_weights(layers, workdir / BIN_FILE)
+    kinds = sorted({t.type for t in targets})
+    return {"quantiser": "edgecut (ncnn2table + ncnn2int8)", "int8_layers": len(targets), "int8_types": kinds,
+            "requantised": requantised, "calibration": report}
 
 
 def second_size(spec: ModelSpec) -> tuple[int, int]:

@@ -4,7 +4,8 @@ Settings are explicit and recorded (:attr:`NcnnRunner.options`): ``num_threads``
 (default: the CPUs this process may use); an fp32 artifact runs with ncnn's fp16 and bf16
 storage and arithmetic off, so it computes what its name says (ncnn turns fp16 storage on by
 default where the CPU has it, as it does bf16 storage where asked); an fp16 artifact turns fp16
-storage, packing and arithmetic on, which ncnn applies where the CPU supports them. ncnn runs one
+storage, packing and arithmetic on, which ncnn applies where the CPU supports them; int8 inference
+is on for an int8 artifact only (its float layers run in float32). ncnn runs one
 image at a time: a batch is run image by image.
 
 ncnn's files carry no metadata, so the Runner loads an artifact folder (its spec is in
@@ -38,7 +39,8 @@ def runtime_options(precision: str, threads: int) -> dict[str, Any]:
     """The ``ncnn.Option`` fields every ncnn Runner sets (see the module docstring)."""
     half = precision == "fp16"
     return {"num_threads": int(threads), "use_fp16_storage": half, "use_fp16_packed": half,
-            "use_fp16_arithmetic": half, "use_bf16_storage": False, "use_bf16_packed": False}
+            "use_fp16_arithmetic": half, "use_bf16_storage": False, "use_bf16_packed": False,
+            "use_int8_inference": precision == "int8"}
 
 
 def _check_files(art: Artifact) -> None:

@@ -262,7 +262,8 @@ def _ncnn(model: Path, precision: str, threads: int | None):
     net = ncnn.Net()
     half = precision == "fp16"
     for key, value in {"use_fp16_storage": half, "use_fp16_packed": half, "use_fp16_arithmetic": half,
-                       "use_bf16_storage": False, **({"num_threads": int(threads)} if threads else {})}.items():
+                       "use_bf16_storage": False, "use_int8_inference": precision == "int8",
+                       **({"num_threads": int(threads)} if threads else {})}.items():
         setattr(net.opt, key, value)
     if net.load_param(str(model)) != 0 or net.load_model(str(model.with_suffix(".bin"))) != 0:
         raise BundleError(f"ncnn cannot read {model.name} or its .bin")
