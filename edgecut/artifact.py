@@ -13,6 +13,7 @@ runtimes and the end-user cut-out all call them.
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import math
 import os
 import platform
@@ -265,7 +266,13 @@ class Artifact:
 
     @property
     def sha256(self) -> str:
-        entry = self.manifest.files.get(self.manifest.model_file)
+        """The model's identity (lineage, bench records, caches): its model file's sha256 when that is the
+        only file, else one digest over every file's name and sha256. ncnn's and OpenVINO's graph files
+        do not hold the weights, so an FP16 or INT8 model can share its graph file with the FP32 one."""
+        files = self.manifest.files
+        if set(files) - {self.manifest.model_file}:
+            return hashlib.sha256("".join(f"{name} {files[name].sha256}\n" for name in sorted(files)).encode()).hexdigest()
+        entry = files.get(self.manifest.model_file)
         return entry.sha256 if entry else io.sha256_file(self.model_path)
 
     def verify(self) -> None:

@@ -149,12 +149,22 @@ def test_write_and_load_artifact_roundtrip(tmp_path):
     m = loaded.manifest
     assert m.files["model.bin"].size == 700
     assert m.files["model.bin"].sha256 == io.sha256_file(art.path / "model.bin")
-    assert loaded.sha256 == m.files["model.bin"].sha256
     assert "python" in m.tools
     assert m.spec == ModelSpec(input_size=(32, 32), size_divisor=4)
     assert m.lineage[0].step == "train" and m.lineage[0].params == {"epochs": 2}
     assert loaded.model_path == art.path / "model.bin"
     assert loaded.spec.input_size == (32, 32)
+
+
+def test_an_artifacts_sha256_covers_every_file(tmp_path):
+    """A one-file model is its file's sha256; a graph file beside its weights (ncnn, OpenVINO) is not
+    the model: an FP16 or INT8 export can share the FP32 one's graph file, and must not share its identity."""
+    one = write_artifact(tmp_path / "one", _manifest(), {"model.bin": b"weights" * 100})
+    assert one.sha256 == io.sha256_file(one.path / "model.bin")
+    a = _make(tmp_path, "a")
+    b = write_artifact(tmp_path / "b", _manifest(), {"model.bin": b"weights" * 100, "extra.txt": b"ho"})
+    assert a.manifest.files["model.bin"] == b.manifest.files["model.bin"] and a.sha256 != b.sha256
+    assert a.sha256 == load_artifact(a.path).sha256 != a.manifest.files["model.bin"].sha256
 
 
 def test_write_artifact_moves_a_finished_file(tmp_path):

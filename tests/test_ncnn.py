@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -208,3 +209,18 @@ def test_export_for_android_with_ncnn_takes_the_profiles_int8(student, tmp_path)
     assert res.exit_code == 0, res.output
     m = load_artifact(tmp_path / "a").manifest
     assert (m.format, m.precision) == ("ncnn", "int8")  # the profile's first precision
+
+
+def test_fp16_and_fp32_share_the_graph_file_but_not_their_identity(student, student_ncnn, tmp_path):
+    """pnnx writes the same .param for both: a bundle (or bench record) keyed by the graph file alone
+    ran the FP32 weights for the FP16 model on arm64-emu."""
+    from edgecut.measure.target import staged_bundle
+    from edgecut.targets.profiles import load_profile
+
+    fp16 = export(student, tmp_path / "fp16", ExportConfig(format="ncnn", precision="fp16", threads=1, parity=LOOSE))
+    same = "model.ncnn.param"
+    assert fp16.manifest.files[same] == student_ncnn.manifest.files[same] and fp16.sha256 != student_ncnn.sha256
+    profile = load_profile("android-arm64").model_copy(update={"precisions": ("fp32", "fp16")})
+    folders = [staged_bundle(art, profile) for art in (student_ncnn, fp16)]
+    assert folders[0] != folders[1]
+    assert [json.loads((f / "edgecut.json").read_text())["precision"] for f in folders] == ["fp32", "fp16"]
