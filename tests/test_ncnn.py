@@ -91,14 +91,12 @@ def test_int8_quantises_every_convolution_as_ncnn2int8_does(trained, tmp_path):
     assert step["int8_layers"] == len(convs) > 5 and step["int8_types"] == ["Convolution"]
     assert all(layer.int(8) in (2, 102) for layer in convs) and step["requantised"] == sum(
         layer.int(8) == 102 for layer in convs) > 0
-    weights = ncnn_int8.read_param(fp32.path / "model.ncnn.param")[0]
-    ncnn_int8.split_weights(weights, (fp32.path / "model.ncnn.bin").read_bytes(), fp32.path)
-    scales = {layer.name: ncnn_int8.weight_scales(layer) for layer in weights if layer.type == "Convolution"}
-    for layer in convs:  # 6-bit weights where ncnn's int8 Winograd runs (3x3, stride 1), 8-bit elsewhere
-        w = np.abs(ncnn_int8.float2int8(ncnn_int8._floats(next(x for x in weights if x.name == layer.name).weights[0],
-                                                                True).reshape(len(scales[layer.name]), -1)
-                                        * scales[layer.name][:, None]))
-        assert w.max() == (31 if ncnn_int8._winograd(layer) else 127)
+    floats = ncnn_int8.read_param(fp32.path / "model.ncnn.param")[0]
+    ncnn_int8.split_weights(floats, (fp32.path / "model.ncnn.bin").read_bytes(), fp32.path)
+    for layer in (f for f in floats if f.type == "Convolution"):  # 6 bits where ncnn's int8 Winograd runs (3x3, stride 1)
+        scales = ncnn_int8.weight_scales(layer)
+        w = ncnn_int8.float2int8(ncnn_int8.float_weights(layer).reshape(len(scales), -1) * scales[:, None])
+        assert np.abs(w).max() == (31 if ncnn_int8._winograd(layer) else 127)
     assert all(layer.int(8) == 0 for layer in layers if layer.type == "Deconvolution")  # ncnn has no int8 one
     assert art.manifest.metrics["calibration"]["method"] == "minmax"
     assert (art.path / "model.ncnn.bin").stat().st_size < 0.5 * (fp32.path / "model.ncnn.bin").stat().st_size

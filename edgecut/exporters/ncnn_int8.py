@@ -155,13 +155,13 @@ def split_weights(layers: Sequence[Layer], data: bytes, where: Path) -> None:
                          f"weights that do not belong together")
 
 
-def _floats(blob: bytes, tagged: bool) -> np.ndarray:
-    """A float32 stretch (tagged or raw) as an array; other encodings are refused."""
-    if tagged:
-        if struct.unpack_from("<I", blob)[0] not in (0, TAG_FP32):
-            raise ModelError("ncnn INT8 quantises float32 weights: export the FP32 graph first")
-        blob = blob[4:]
-    return np.frombuffer(blob, dtype="<f4")
+def float_weights(layer: Layer) -> np.ndarray:
+    """A convolution's or inner product's weights (its first, tagged stretch) as float32; other encodings
+    (fp16, int8, a value table) are refused."""
+    blob = layer.weights[0]
+    if struct.unpack_from("<I", blob)[0] not in (0, TAG_FP32):
+        raise ModelError(f"layer {layer.name}: ncnn INT8 quantises float32 weights: export the FP32 graph first")
+    return np.frombuffer(blob[4:], dtype="<f4")
 
 
 def float2int8(x: np.ndarray) -> np.ndarray:
@@ -172,7 +172,7 @@ def float2int8(x: np.ndarray) -> np.ndarray:
 def weight_scales(layer: Layer) -> np.ndarray:
     """``127 / max|w|`` per output channel (per group for depthwise), ``31 / max|w|`` for a 3x3 stride-1
     convolution (ncnn's int8 Winograd F43 needs 6-bit weights); 1 where a channel is all zeros."""
-    w = _floats(layer.weights[0], True)
+    w = float_weights(layer)
     rows = layer.int(7, 1) if layer.type == "ConvolutionDepthWise" else layer.int(0)
     absmax = np.abs(w.reshape(rows, -1)).max(axis=1)
     top = 31.0 if layer.type == "Convolution" and _winograd(layer) else 127.0
@@ -284,9 +284,7 @@ def quantise(layers: Sequence[Layer], targets: Sequence[Layer], scales: dict[str
     """Rewrite ``targets`` in place as int8 layers with their input ``scales``; returns the requantised count."""
     for layer in targets:
         ws = weight_scales(layer)
-        w = _floats(layer.weights[0], True)
-        rows = len(ws)
-        q = float2int8(w.reshape(rows, -1) * ws[:, None]).reshape(-1)
+        q = float2int8(float_weights(layer).reshape(len(ws), -1) * ws[:, None]).reshape(-1)
         data = struct.pack("<I", TAG_INT8) + q.tobytes() + b"\0" * (_align4(q.size) - q.size)
         layer.weights = [data, *layer.weights[1:], ws.astype("<f4").tobytes(),
                          np.float32(scales[layer.name]).astype("<f4").tobytes()]
