@@ -2,6 +2,8 @@
 
     python benchmarks/phone_formats.py        # after benchmarks/int8_student.py (its trained students)
     python benchmarks/phone_formats.py --models teacher   # after benchmarks/teacher.py: the full-size teacher
+    python benchmarks/phone_formats.py --models teacher --only arm   # the ARM counts while the host is busy,
+    python benchmarks/phone_formats.py --models teacher --resume     # then x86 on a quiet host, and the table
 
 For the two students of ``int8_student.py`` (trained on ECSSD at 128 px), or with ``--models teacher``
 the full-size U-Net teacher of ``teacher.py`` (31 M parameters, trained at 128 px; its ONNX FP32 and
@@ -118,13 +120,16 @@ def main(argv: list[str] | None = None) -> int:
                     help="comma-separated: student, relu-student (int8_student.py's), teacher (teacher.py's)")
     ap.add_argument("--teacher", type=Path, default=TEACHER)
     ap.add_argument("--rows", default=None, help="only rows whose name contains one of these (comma-separated)")
+    ap.add_argument("--only", choices=("x86", "arm"), default=None,
+                    help="measure one side only (the ARM counts do not mind a busy host; x86 latency does)")
+    ap.add_argument("--resume", action="store_true", help="keep the records already written; measure the rest")
     args = ap.parse_args(argv)
 
     from edgecut import io
     from edgecut.artifact import is_artifact, load_artifact
     from edgecut.env import fingerprint
     from edgecut.exporters import ExportConfig, export
-    from edgecut.measure.record import new_run_id
+    from edgecut.measure.record import new_run_id, read_records
     from edgecut.measure.run import BenchConfig, bench, model_size_mb
     from edgecut.measure.target import bench_on_target, resolve
     from edgecut.runtime.timing import LatencyConfig
@@ -140,21 +145,30 @@ def main(argv: list[str] | None = None) -> int:
         stem += "-rows"
     out = io.make_dirs(args.out)
     x86_path, arm_path = out / f"{stem}.jsonl", out / f"{stem}-arm64.jsonl"
-    x86_path.unlink(missing_ok=True)
-    arm_path.unlink(missing_ok=True)
+    if not args.resume:
+        x86_path.unlink(missing_ok=True)
+        arm_path.unlink(missing_ok=True)
     latency = LatencyConfig(warmup_s=1.0, warmup_min=10, min_time_s=2.0, min_iters=30)
-    x86 = bench(list(rows.values()), x86_path, BenchConfig(
-        threads=(args.threads,), latency=latency, repeats=args.repeats, end_to_end=False, worst=0,
-        size=(args.size, args.size), data=args.data, split="val", limit=args.limit),
-        names=list(rows), run_id=new_run_id(), progress=False, on_wait=print).records
-    arm64.setup(say=print)
+    if args.only != "arm":
+        bench(list(rows.values()), x86_path, BenchConfig(
+            threads=(args.threads,), latency=latency, repeats=args.repeats, end_to_end=False, worst=0,
+            size=(args.size, args.size), data=args.data, split="val", limit=args.limit),
+            names=list(rows), run_id=new_run_id(), progress=False, on_wait=print, resume=args.resume)
     # arm64-emu runs what the bundle runner runs (not ExecuTorch: its Python runtime needs torch)
     on_arm = {k: v for k, v in rows.items() if load_artifact(v).manifest.format in RUNNER_FORMATS}
-    arm = dict(zip(on_arm, bench_on_target(list(on_arm.values()), arm_path, BenchConfig(
-        data=args.data, split="val", limit=args.arm_images), resolve("arm64-emu"), names=list(on_arm), count_iters=1,
-        progress=False, say=print).records))
+    if args.only != "x86":
+        arm64.setup(say=print)
+        bench_on_target(list(on_arm.values()), arm_path, BenchConfig(data=args.data, split="val", limit=args.arm_images),
+                        resolve("arm64-emu"), names=list(on_arm), count_iters=1, progress=False, say=print,
+                        resume=args.resume)
+    if args.only:
+        print(f"measured the {args.only} side only; run again with --resume for the table")
+        return 0
+    x86 = {r.name: r for r in read_records(x86_path)}
+    arm = {r.name: r for r in read_records(arm_path)} if arm_path.is_file() else {}
     table = []
-    for (name, path), rx in zip(rows.items(), x86):
+    for name, path in rows.items():
+        rx = x86[name]
         art = load_artifact(path)
         parity = art.manifest.metrics.get("parity", {})
         ra = arm.get(name)
