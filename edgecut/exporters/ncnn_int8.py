@@ -190,9 +190,9 @@ def quantisable(layers: Sequence[Layer], exclude_nodes: Iterable[str] = (), excl
     names, types = set(exclude_nodes), set(exclude_types)
     unknown = names - {layer.name for layer in layers}
     if unknown:
-        sample = ", ".join(layer.name for layer in layers if layer.type in QUANTISED)
-        raise EdgecutError(f"--exclude: no ncnn layer named {', '.join(sorted(unknown))} (they look like "
-                           f"{sample[:120]}; see them in model.ncnn.param)")
+        sample = ", ".join([layer.name for layer in layers if layer.type in QUANTISED][:5])
+        raise EdgecutError(f"--exclude: no ncnn layer named {', '.join(sorted(unknown))} (they look like {sample}; "
+                           "every name is in the FP32 export's model.ncnn.param)")
     return [layer for layer in layers if layer.type in QUANTISED and layer.name not in names
             and layer.type not in types and not layer.int(19) and len(layer.bottoms) == 1]
 
