@@ -147,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", choices=("x86", "arm"), default=None,
                     help="measure one side only (the ARM counts do not mind a busy host; x86 latency does)")
     ap.add_argument("--resume", action="store_true", help="keep the records already written; measure the rest")
+    ap.add_argument("--arm-rows", default=None, help="only these rows (names containing one of these) on arm64-emu")
     args = ap.parse_args(argv)
 
     from edgecut import io
@@ -180,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
             size=(args.size, args.size), data=args.data, split="val", limit=args.limit),
             names=list(rows), run_id=new_run_id(), progress=False, on_wait=print, resume=args.resume)
     # arm64-emu runs what the bundle runner runs (not ExecuTorch: its Python runtime needs torch)
-    on_arm = {k: v for k, v in rows.items() if load_artifact(v).manifest.format in RUNNER_FORMATS}
+    on_arm = {k: v for k, v in rows.items() if load_artifact(v).manifest.format in RUNNER_FORMATS
+              and (not args.arm_rows or any(w.strip() and w.strip() in k for w in args.arm_rows.split(",")))}
     if args.only != "x86":
         arm64.setup(say=print)
         bench_on_target(list(on_arm.values()), arm_path, BenchConfig(data=args.data, split="val", limit=args.arm_images),
