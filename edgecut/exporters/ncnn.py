@@ -67,8 +67,8 @@ def export_ncnn(parent: Artifact, workdir: Path, config: ExportConfig) -> Export
     metrics: dict[str, Any] = {}
     notes: list[str] = []
     if config.precision == "int8":
-        params.update(to_int8(stage / PARAM_FILE, stage / BIN_FILE, workdir, spec, config))
-        metrics["calibration"] = params.pop("calibration")
+        done, metrics["calibration"] = to_int8(stage / PARAM_FILE, stage / BIN_FILE, workdir, spec, config)
+        params.update(done)
         notes.extend(metrics["calibration"]["warnings"])
     else:
         for name in (PARAM_FILE, BIN_FILE):
@@ -79,8 +79,10 @@ def export_ncnn(parent: Artifact, workdir: Path, config: ExportConfig) -> Export
                     spec=spec, params=params, metrics=metrics, notes=notes, tools=("pnnx", "ncnn"))
 
 
-def to_int8(param: Path, weights: Path, workdir: Path, spec: ModelSpec, config: ExportConfig) -> dict[str, Any]:
-    """The FP32 graph ``param`` + ``weights`` calibrated and quantised into ``workdir``; what was done."""
+def to_int8(param: Path, weights: Path, workdir: Path, spec: ModelSpec,
+            config: ExportConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The FP32 graph ``param`` + ``weights`` calibrated and quantised into ``workdir``; (what was done,
+    the calibration report)."""
     from edgecut.exporters import calibration, ncnn_int8
     from edgecut.runtime.ncnn_runner import NcnnRunner
 
@@ -100,7 +102,7 @@ def to_int8(param: Path, weights: Path, workdir: Path, spec: ModelSpec, config: 
     ncnn_int8.write_weights(layers, workdir / BIN_FILE)
     kinds = sorted({t.type for t in targets})
     return {"quantiser": "edgecut (ncnn2table + ncnn2int8)", "int8_layers": len(targets), "int8_types": kinds,
-            "requantised": requantised, "calibration": report}
+            "requantised": requantised}, report
 
 
 def second_size(spec: ModelSpec) -> tuple[int, int]:
