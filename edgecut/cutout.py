@@ -318,31 +318,25 @@ def _pipeline(job: _Job, plan, pool, threads: int, size: int, results: dict, tra
 
 
 class _Progress:
-    """A progress bar with images/s (rich), and the ``on_progress`` callback."""
+    """The progress of the cut-outs (a bar, or plain lines in a log), and the ``on_progress`` callback."""
 
     def __init__(self, show: bool, total: int, callback) -> None:
-        import time
+        from edgecut.progress import Tracker
 
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.total, self.done, self.callback, self.t0, self.clock = total, 0, callback, time.perf_counter(), time.perf_counter
-        self.bar = Progress(TextColumn("removing backgrounds"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), transient=True, disable=not show)
-        self.task = self.bar.add_task("remove", total=total, rate="")
+        self.total, self.callback = total, callback
+        self.tracker = Tracker("removing backgrounds", total, enabled=show)
 
     def __enter__(self):
-        self.bar.__enter__()
+        self.tracker.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
-        self.bar.__exit__(*exc)
+        self.tracker.__exit__(*exc)
 
     def advance(self) -> None:
-        self.done += 1
-        rate = self.done / max(self.clock() - self.t0, 1e-9)
-        self.bar.update(self.task, advance=1, rate=f"{rate:.1f} images/s")
+        self.tracker.advance()
         if self.callback is not None:
-            self.callback(self.done, self.total, rate)
+            self.callback(self.tracker.done, self.total, self.tracker.rate())
 
 
 def _unique(stem: str, used: set[str]) -> str:

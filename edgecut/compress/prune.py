@@ -314,7 +314,7 @@ def sensitivity(model: nn.Module, example_input: torch.Tensor, evaluate: Callabl
 
     ``evaluate(model) -> float`` is a higher-is-better metric (e.g. IoU on held-out images).
     """
-    from rich.progress import Progress
+    from edgecut.progress import Tracker
 
     macs_size = macs_size or tuple(example_input.shape[-2:])
     grad_batches = list(grad_batches)
@@ -323,8 +323,7 @@ def sensitivity(model: nn.Module, example_input: torch.Tensor, evaluate: Callabl
     base_macs = count_macs(model, macs_size)
     groups = prunable_groups(model, example_input, ignore)
     rows = []
-    with Progress(disable=not progress, transient=True) as bar:
-        task = bar.add_task("sensitivity", total=len(groups) * len(ratios))
+    with Tracker("sensitivity", len(groups) * len(ratios), enabled=progress, unit="trials") as bar:
         for layer, channels in groups.items():
             for r in ratios:
                 trial = copy.deepcopy(model)
@@ -333,7 +332,7 @@ def sensitivity(model: nn.Module, example_input: torch.Tensor, evaluate: Callabl
                 try:
                     _prune_once(trial, example_input, config, grad_batches)
                 except ModelError:  # this ratio would empty the group: not a candidate
-                    bar.advance(task)
+                    bar.advance()
                     continue
                 kept = dict(trial.named_modules())[layer]
                 kept_ch = getattr(kept, "out_channels", getattr(kept, "out_features", channels))
@@ -341,7 +340,7 @@ def sensitivity(model: nn.Module, example_input: torch.Tensor, evaluate: Callabl
                 metric = float(evaluate(trial))
                 rows.append(SensitivityRow(layer, channels, r, kept_ch, macs, 1 - macs / base_macs, metric,
                                            base_metric - metric))
-                bar.advance(task)
+                bar.advance()
     return base_metric, rows
 
 

@@ -128,7 +128,7 @@ def check_pairs(samples: Sequence[Sample], *, progress: bool = True, what: str =
     cannot be used in one error, instead of stopping on the first, mid-run."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from rich.progress import Progress
+    from edgecut.progress import Tracker
 
     def problem(sample: Sample) -> str | None:
         try:
@@ -138,12 +138,11 @@ def check_pairs(samples: Sequence[Sample], *, progress: bool = True, what: str =
         return None
 
     workers = min(8, os.cpu_count() or 1)  # decoding releases the GIL
-    with Progress(transient=True, disable=not progress or len(samples) < 50) as bar, \
+    with Tracker(what, len(samples), enabled=progress and len(samples) >= 50) as bar, \
             ThreadPoolExecutor(workers) as pool:
-        task = bar.add_task(what, total=len(samples))
         found = []
         for issue in pool.map(problem, samples):
-            bar.advance(task)
+            bar.advance()
             if issue:
                 found.append(issue)
     if found:

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from rich.progress import Progress
+from edgecut.progress import Tracker
 
 from edgecut.data.products import BUILDERS, SHIFT, Shape, area, hsv
 from edgecut.io import encode_image, write_bytes, writes_out
@@ -103,8 +103,7 @@ def generate(out: str | os.PathLike, count: int, size: int = 128, seed: int = 0,
             "size": size, "seed": seed, "categories": list(CATEGORIES)}
     _claim(root, meta)
     names = [f"{i:05d}" for i in range(count)]
-    with Progress(transient=True, disable=not (progress and count > 1)) as bar:
-        task = bar.add_task(f"synth {size}px", total=count)
+    with Tracker(f"synth {size}px", count, enabled=progress and count > 1) as bar:
         for i, name in enumerate(names):
             img_path, mask_path = root / "images" / f"{name}.png", root / "masks" / f"{name}.png"
             if not (img_path.exists() and mask_path.exists()):
@@ -113,7 +112,7 @@ def generate(out: str | os.PathLike, count: int, size: int = 128, seed: int = 0,
                     _write(img_path, encode_image(image, ".png", _PNG_COMPRESSION))
                 if not mask_path.exists():
                     _write(mask_path, encode_image(mask, ".png", _PNG_COMPRESSION))
-            bar.advance(task)
+            bar.advance()
     train, val = _split(names, seed, val_fraction)
     for split, members in (("train", train), ("val", val)):
         path, data = root / "splits" / f"{split}.txt", "".join(f"{m}\n" for m in members).encode()

@@ -168,21 +168,19 @@ def _require_faster(parent_runner, runner, image) -> dict[str, Any]:
 
 
 class _Status:
-    """A transient spinner naming the phase of a long step (nothing when ``enabled`` is False)."""
+    """The phase of a long step: a transient spinner on a terminal, a line per phase in a log."""
 
     def __init__(self, enabled: bool, text: str) -> None:
-        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+        from edgecut.progress import Tracker
 
-        self._progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                                  transient=True, disable=not enabled)
-        self._task = self._progress.add_task(text, total=None)
+        self._tracker = Tracker(text, None, enabled=enabled)
 
     def __enter__(self) -> _Status:
-        self._progress.__enter__()
+        self._tracker.__enter__()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self._progress.__exit__(*exc)
+        self._tracker.__exit__(*exc)
 
     def update(self, text: str) -> None:
-        self._progress.update(self._task, description=text)
+        self._tracker.update(text)

@@ -37,10 +37,9 @@ class EvalResult:
 
 
 def _progress(enabled: bool, total: int, what: str):
-    from rich.progress import Progress
+    from edgecut.progress import Tracker
 
-    prog = Progress(transient=True, disable=not enabled)
-    return prog, prog.add_task(what, total=total)
+    return Tracker(what, total, enabled=enabled)
 
 
 def evaluate(runner, samples: Sequence[Sample], *, batch_size: int = 1, composites: bool = True,
@@ -57,7 +56,7 @@ def evaluate(runner, samples: Sequence[Sample], *, batch_size: int = 1, composit
         check_pairs(samples, progress=progress)
     spec = runner.spec
     acc = SegMetrics(threshold=spec.threshold, normalize=normalize)
-    prog, task = _progress(progress, len(samples), "evaluating")
+    prog = _progress(progress, len(samples), "evaluating")
     with prog:
         for start in range(0, len(samples), batch_size):
             chunk = samples[start : start + batch_size]
@@ -72,7 +71,7 @@ def evaluate(runner, samples: Sequence[Sample], *, batch_size: int = 1, composit
                 if on_output is not None and mask is not None:
                     on_output(s, prob)
                 _score(acc, spec, s, img, mask, prob, composites)
-            prog.advance(task, len(chunk))
+            prog.advance(len(chunk))
     return EvalResult(acc.results(), acc.per_image, len(samples))
 
 
@@ -82,14 +81,14 @@ def evaluate_outputs(spec: ModelSpec, samples: Sequence[Sample], outputs: dict[s
     exactly as :func:`evaluate` scores a Runner's: probability, resized back, at the image's size."""
     check_pairs(samples, progress=progress)
     acc = SegMetrics(threshold=spec.threshold)
-    prog, task = _progress(progress, len(samples), "scoring")
+    prog = _progress(progress, len(samples), "scoring")
     with prog:
         for s in samples:
             if s.image.name not in outputs:
                 raise InputError(s.image, "has no output from the target", "run it again; the runner skipped it")
             img, mask = load_pair(s)
             _score(acc, spec, s, img, mask, spec.to_probability(outputs[s.image.name])[0], composites)
-            prog.advance(task)
+            prog.advance()
     return EvalResult(acc.results(), acc.per_image, len(samples))
 
 
@@ -119,7 +118,7 @@ def evaluate_predictions(pred_dir: str | os.PathLike, samples: Sequence[Sample],
         raise InputError(pred_dir, f"{len(missing)} prediction map(s) missing: {shown}",
                          "save one map per image, named like the image")
     acc = SegMetrics(normalize=normalize)
-    prog, task = _progress(progress, len(samples), "scoring")
+    prog = _progress(progress, len(samples), "scoring")
     with prog:
         for s in samples:
             img, mask = load_pair(s)
@@ -127,5 +126,5 @@ def evaluate_predictions(pred_dir: str | os.PathLike, samples: Sequence[Sample],
             if pred.shape != mask.shape:
                 pred = np.clip(ModelSpec.resize_back(pred, mask.shape), 0.0, 1.0)
             acc.update(pred, mask, image=img if composites else None, name=s.name)
-            prog.advance(task)
+            prog.advance()
     return EvalResult(acc.results(), acc.per_image, len(samples))

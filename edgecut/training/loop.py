@@ -210,7 +210,8 @@ def fit(model: nn.Module, train_set: Dataset, config: LoopConfig, out_dir: str |
     if not run.state.precision:
         run.choose_precision(train_set)
     run.start()
-    bar = EpochBar(progress and run.rank == 0, config.epochs, run.state.steps_per_epoch)
+    bar = EpochBar(progress and run.rank == 0, config.epochs, run.state.steps_per_epoch,
+                   config.batch_size * run.world_size)
     interrupted = SignalGuard()
     try:
         with bar, interrupted:

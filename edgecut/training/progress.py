@@ -27,42 +27,30 @@ class SignalGuard:
 
 
 class EpochBar:
-    """A rich progress bar over steps, one line printed per epoch."""
+    """Progress over an epoch's steps (a bar on a terminal, a plain line at a steady pace in a log),
+    one line printed per epoch."""
 
-    def __init__(self, enabled: bool, epochs: int, steps: int) -> None:
+    def __init__(self, enabled: bool, epochs: int, steps: int, batch: int = 1) -> None:
+        from edgecut.progress import Tracker
+
         self.enabled, self.epochs, self.steps = enabled, epochs, steps
-        self.progress = None
-        if enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                     TimeRemainingColumn(), TextColumn("{task.fields[logs]}"))
-            self.task = None
+        self.tracker = Tracker("epoch", steps, enabled=enabled, unit="images", per_step=batch, transient=False)
 
     def __enter__(self) -> EpochBar:
-        if self.progress:
-            self.progress.__enter__()
+        self.tracker.__enter__()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        if self.progress:
-            self.progress.__exit__(*exc)
+        self.tracker.__exit__(*exc)
 
     def start_epoch(self, epoch: int, done: int) -> None:
-        if self.progress:
-            if self.task is not None:
-                self.progress.remove_task(self.task)
-            self.task = self.progress.add_task(f"epoch {epoch + 1}/{self.epochs}", total=self.steps,
-                                               completed=done, logs="")
+        self.tracker.restart(f"epoch {epoch + 1}/{self.epochs}", self.steps, done)
 
     def step(self, logs: dict[str, float]) -> None:
-        if self.progress:
-            text = " ".join(f"{k} {v:.3g}" for k, v in logs.items())
-            self.progress.update(self.task, advance=1, logs=text)
+        self.tracker.advance(1, " ".join(f"{k} {v:.3g}" for k, v in logs.items()))
 
     def end_epoch(self, record: dict[str, Any]) -> None:
-        if self.progress:
-            self.progress.console.print(epoch_line(record, self.epochs), highlight=False)
+        self.tracker.note(epoch_line(record, self.epochs))
 
 
 SHOWN = (("loss", "loss", ".4f"), ("lr", "lr", ".2e"), ("val_iou", "val IoU", ".4f"), ("val_mae", "MAE", ".4f"))
