@@ -26,6 +26,8 @@ class StepKind:
     writes: str = "artifact"  # what lands in ``out``: an "artifact" folder, "data" (a data set folder),
     # "records" (a .jsonl file) or a "report" folder (report.md, .csv, .html, pareto.png)
     labels: str | None = None  # keyword that takes the display names of the (first, listed) sources
+    needs: Callable[[Any], tuple[str, ...]] = lambda config: ()  # optional import names (and "env:NAME")
+    # the step needs besides what its sources' formats need; checked before a recipe runs any step
 
     def load(self) -> tuple[Callable[..., Any], type]:
         return self.function(), self.config()
@@ -151,15 +153,32 @@ def _compare_config():
     return CompareConfig
 
 
+def _prune_needs(config) -> tuple[str, ...]:
+    return ("torch_pruning",)
+
+
+def _qat_needs(config) -> tuple[str, ...]:
+    return ("nncf", "onnx")
+
+
+def _export_needs(config) -> tuple[str, ...]:
+    from edgecut.exporters.formats import FORMATS
+
+    fmt = FORMATS.get(config.format)  # an unknown format is refused when the recipe is read
+    if fmt is None:
+        return ()
+    return fmt.needs(config.precision) + ((f"env:{fmt.converter_env}",) if fmt.converter_env else ())
+
+
 STEPS: dict[str, StepKind] = {
     "synth": StepKind("synth", (), _synth_fn, _synth_config, writes="data"),
     "import": StepKind("import", ("model",), _import_fn, _import_config),
     "train": StepKind("train", ("data",), _train_fn, _train_config),
     "baseline": StepKind("baseline", (), _baseline_fn, _baseline_config),
-    "prune": StepKind("prune", ("model",), _prune_fn, _prune_config),
+    "prune": StepKind("prune", ("model",), _prune_fn, _prune_config, needs=_prune_needs),
     "distill": StepKind("distill", ("teachers", "data"), _distill_fn, _distill_config),
-    "qat": StepKind("qat", ("model", "data"), _qat_fn, _qat_config),
-    "export": StepKind("export", ("model",), _export_fn, _export_config),
+    "qat": StepKind("qat", ("model", "data"), _qat_fn, _qat_config, needs=_qat_needs),
+    "export": StepKind("export", ("model",), _export_fn, _export_config, needs=_export_needs),
     "bench": StepKind("bench", ("models",), _bench_fn, _bench_config, writes="records", labels="names"),
     "compare": StepKind("compare", ("records",), _compare_fn, _compare_config, writes="report"),
 }

@@ -194,3 +194,62 @@ def test_a_data_folder_is_known_by_its_contents_not_its_file_times(tmp_path):
     assert fingerprint(data) == before
     (data / "images" / "b.png").write_bytes(b"\x89PNG 2wo")  # same size, other bytes
     assert fingerprint(data) != before
+
+
+NEEDS = """\
+name: needs
+steps:
+  data: {step: synth, count: 24, size: 32, seed: 3}
+  train: {step: train, data: "@data", arch: unet, arch_kwargs: {width: 4, depth: 2}, size: 32, epochs: 1, batch: 4}
+  pruned: {step: prune, model: "@train", ratio: 0.5}
+  ov: {step: export, model: "@train", format: openvino, precision: int8, calib: {data: "@data", count: 4}}
+"""
+
+
+def test_a_step_that_needs_a_missing_package_stops_the_run_before_any_step(tmp_path, monkeypatch, capsys):
+    from edgecut import _optional
+    from edgecut.cli import main
+
+    real = _optional.available
+    monkeypatch.setattr(_optional, "available", lambda m: m not in ("torch_pruning", "nncf") and real(m))
+    path = _write(tmp_path, NEEDS)
+    monkeypatch.setattr("sys.argv", ["edgecut", "run", str(path), "--out", str(tmp_path / "run")])
+    started = time.perf_counter()
+    with pytest.raises(SystemExit) as code:
+        main()
+    seconds = time.perf_counter() - started
+    err = capsys.readouterr().err
+    assert code.value.code == 2 and len(err.strip().splitlines()) == 1, err
+    text = " ".join(err.split())
+    assert "pruned (prune) needs torch_pruning" in text and "ov (export) needs nncf" in text, text
+    assert "pip install 'edgecut[openvino,prune]'" in text, text
+    assert not (tmp_path / "run").exists(), "nothing runs, nothing is written"
+    print(f"refused in {seconds:.2f} s")
+
+
+def test_what_the_steps_need_comes_from_the_step_and_format_tables(tmp_path, tiny_artifact, monkeypatch):
+    from edgecut import _optional, envs
+    from edgecut.recipe import missing_needs
+
+    monkeypatch.setattr(_optional, "available", lambda m: False)
+    monkeypatch.setattr(envs, "is_ready", lambda name: False)
+    text = NEEDS + f"""\
+  lite: {{step: export, model: "@train", format: tflite}}
+  ov-fp32: {{step: export, model: "@train", format: openvino}}
+  bench: {{step: bench, models: ["{tiny_artifact.path}"], data: "@data", split: val}}
+"""
+    missing = missing_needs(load_recipe(_write(tmp_path, text), run_dir=tmp_path / "run"))
+    assert missing["pruned"] == ["torch_pruning"]
+    assert missing["ov"] == ["onnx", "openvino", "nncf"] and missing["ov-fp32"] == ["onnx", "openvino"]
+    assert missing["lite"] == ["ai_edge_litert", "env:litert"]
+    assert missing["bench"] == ["torch"]  # an artifact it reads: its format's runtime
+    assert "data" not in missing and "train" not in missing
+
+
+def test_the_run_ends_with_the_answer_on_screen(tmp_path):
+    path = _write(tmp_path, TINY)
+    res = CliRunner().invoke(app, ["run", str(path), "--out", str(tmp_path / "run")])
+    assert res.exit_code == 0, res.output
+    tail = res.output[res.output.index("the answer"):]
+    assert "baseline" in tail and "train" in tail and "speed-up" in tail and "IoU" in tail
+    assert "done in" in tail  # the answer is the last table, just above the closing line

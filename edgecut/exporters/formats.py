@@ -33,6 +33,12 @@ class ExportFormat:
     why_not: tuple[tuple[str, str], ...] = ()  # (precision, reason) for precisions it refuses with a reason
     fixed_size: str | None = None  # why --dynamic is refused (None: the format takes dynamic H and W)
     minmax_only: str | None = None  # INT8 calibrates min/max over every op (what does it); None: all methods
+    int8_modules: tuple[str, ...] = ()  # import names INT8 needs besides ``modules``
+    converter_env: str | None = None  # converter environment it runs in (edgecut env setup NAME)
+
+    def needs(self, precision: str) -> tuple[str, ...]:
+        """The import names an export at ``precision`` needs (checked before any work)."""
+        return self.modules + (self.int8_modules if precision == "int8" else ())
 
 
 def _onnx(parent: Artifact, workdir: Path, config: ExportConfig) -> Exported:
@@ -91,7 +97,8 @@ FORMATS: dict[str, ExportFormat] = {
                         parents=("torch", "torchscript", "pt2", "onnx")),
     # via the fp32 ONNX; int8 also needs nncf (checked when quantising: fp32 / fp16 do without it)
     "openvino": ExportFormat("openvino", ".xml", FORMAT_PRECISIONS["openvino"], ("cpu",), "openvino",
-                             ("onnx", "openvino"), _openvino, parents=("torch", "torchscript", "pt2", "onnx"), groups=("openvino",)),
+                             ("onnx", "openvino"), _openvino, parents=("torch", "torchscript", "pt2", "onnx"), groups=("openvino",),
+                             int8_modules=("nncf",)),
     # ncnn's graph + weights, traced by torch.jit and converted by the pnnx binary; int8 quantised as ncnn's tools do
     "ncnn": ExportFormat("ncnn", ".param", FORMAT_PRECISIONS["ncnn"], ("cpu",), "ncnn", ("pnnx", "ncnn"), _ncnn,
                          parents=("torch", "torchscript")),
@@ -99,7 +106,7 @@ FORMATS: dict[str, ExportFormat] = {
     "tflite": ExportFormat("tflite", ".tflite", FORMAT_PRECISIONS["tflite"], ("cpu",), "litert", ("ai_edge_litert",),
                            _tflite, parents=("torch",), groups=("litert",), fixed_size="LiteRT exports have a fixed "
                            "input size here", minmax_only="LiteRT INT8 calibrates with min/max ranges over every "
-                           "supported op"),
+                           "supported op", converter_env="litert"),
     # ExecuTorch: torch.export, lowered to XNNPACK; INT8 by PT2E with the XNNPACK quantizer
     "executorch": ExportFormat("executorch", ".pte", FORMAT_PRECISIONS["executorch"], ("cpu",), "executorch",
                                ("executorch",), _executorch, parents=("torch",),

@@ -5,7 +5,7 @@ runs it into a run folder, skipping what is already there with the same inputs a
 (:mod:`edgecut.recipe.runner`).
 """
 
-from edgecut.recipe.runner import LOCK_FILE, StepRun, plan, run_recipe
+from edgecut.recipe.runner import LOCK_FILE, StepRun, check_needs, missing_needs, plan, run_recipe
 from edgecut.recipe.schema import Recipe, RecipeError, StepSpec, load_recipe
 
-__all__ = ["load_recipe", "run_recipe", "plan", "Recipe", "RecipeError", "StepSpec", "StepRun", "LOCK_FILE"]
+__all__ = ["load_recipe", "run_recipe", "plan", "check_needs", "missing_needs", "Recipe", "RecipeError", "StepSpec", "StepRun", "LOCK_FILE"]

@@ -146,6 +146,62 @@ def _clear(spec: StepSpec, out: Path) -> None:
         shutil.rmtree(out) if out.is_dir() else out.unlink()
 
 
+# ------------------------------------------------------------------------------------ what the steps need
+
+
+def _artifacts_read(value: Any) -> list[Path]:
+    """The existing artifact folders among a step's sources (a step's output that exists from an earlier run too)."""
+    from edgecut.artifact import is_artifact
+
+    if isinstance(value, (list, tuple)):
+        return [p for v in value for p in _artifacts_read(v)]
+    if isinstance(value, (str, Path)) and is_artifact(value):
+        return [Path(value)]
+    return []
+
+
+def missing_needs(recipe: Recipe) -> dict[str, list[str]]:
+    """Step name -> the optional packages (import names) and converter environments (``env:NAME``) it
+    needs that this machine lacks: its own (:attr:`StepKind.needs`) and its sources' runtimes."""
+    from edgecut import _optional, envs
+    from edgecut.artifact import load_artifact
+    from edgecut.runtime.base import BACKEND_MODULES, FORMAT_BACKENDS
+
+    missing: dict[str, list[str]] = {}
+    for name, spec in recipe.steps.items():
+        needs = list(spec.kind.needs(spec.config))
+        for path in _artifacts_read(list(spec.sources.values())):
+            backends = FORMAT_BACKENDS.get(load_artifact(path, verify=False).manifest.format, ())
+            needs += [BACKEND_MODULES[b] for b in backends[:1] if b in BACKEND_MODULES]
+        lacking = [n for n in dict.fromkeys(needs)
+                   if not (envs.is_ready(n[4:]) if n.startswith("env:") else _optional.available(n))]
+        if lacking:
+            missing[name] = lacking
+    return missing
+
+
+def check_needs(recipe: Recipe) -> None:
+    """One error naming every step whose packages are missing and the one command that installs them all."""
+    from edgecut._optional import EXTRAS
+    from edgecut.errors import MissingBackendError
+
+    missing = missing_needs(recipe)
+    if not missing:
+        return
+    wanted = [n for lacking in missing.values() for n in lacking]
+    extras = sorted({EXTRAS[n.split(".")[0]] for n in wanted if n.split(".")[0] in EXTRAS})
+    plain = sorted({n for n in wanted if not n.startswith("env:") and n.split(".")[0] not in EXTRAS})
+    envs_needed = sorted({n[4:] for n in wanted if n.startswith("env:")})
+    steps = "; ".join(f"{name} ({recipe.steps[name].kind.name}) needs {', '.join(lacking)}"
+                      for name, lacking in missing.items())
+    fixes = []
+    if extras or plain:
+        fixes.append("pip install " + " ".join(([f"'edgecut[{','.join(extras)}]'"] if extras else []) + plain))
+    fixes += [f"edgecut env setup {e}" for e in envs_needed]
+    raise MissingBackendError(f"{recipe.path}: {len(missing)} step(s) need what this machine lacks, so nothing "
+                              f"was run: {steps}. Install it all with: {' && '.join(fixes)}")
+
+
 # ------------------------------------------------------------------------------------ plan and run
 
 
@@ -203,6 +259,7 @@ def _upstream(recipe: Recipe, name: str) -> set[str]:
 def run_recipe(recipe: Recipe, run_dir: str | os.PathLike, *, from_step: str | None = None, only: str | None = None,
                progress: bool = True, say: Callable[[str], None] = print) -> list[StepRun]:
     """Run (or skip) every step of ``recipe`` into ``run_dir``; write ``recipe.lock.yaml``; what happened."""
+    check_needs(recipe)  # before any step runs or anything is written
     run_dir = io.make_dirs(run_dir)
     done: list[StepRun] = []
     with io.exclusive(run_dir / STATE_DIR):

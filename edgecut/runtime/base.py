@@ -29,6 +29,10 @@ NOT_RUN_HERE: dict[str, str] = {
               "open model.mlpackage in Xcode, or run it with coremltools on a Mac",
 }
 BACKENDS = tuple(dict.fromkeys(b for backends in FORMAT_BACKENDS.values() for b in backends))
+# backend -> the import name it needs
+BACKEND_MODULES: dict[str, str] = {"torch": "torch", "onnxruntime": "onnxruntime", "openvino": "openvino",
+                                   "ncnn": "ncnn", "litert": "ai_edge_litert", "executorch": "executorch",
+                                   "tensorrt": "tensorrt", "opencv": "cv2"}
 
 
 class Runner(Protocol):
