@@ -298,3 +298,22 @@ def test_the_renderers_live_apart_from_the_building():
 
     assert report.to_markdown is render.to_markdown and report.to_csv is render.to_csv
     assert not hasattr(table, "to_markdown") and not hasattr(table, "to_csv")
+
+
+def test_the_answer_is_the_baseline_the_best_student_and_the_best_int8():
+    from edgecut.report import build_report
+    from edgecut.report.answer import answer
+
+    def arch(r, name):
+        return r.model_copy(update={"arch": name})
+
+    records = [
+        arch(rec("teacher", 40.0, 0.90, macs=50e9), "unet"),
+        arch(rec("teacher-int8", 16.0, 0.895, fmt="onnx", precision="int8", backend="onnxruntime"), "unet"),
+        arch(rec("student", 4.0, 0.880), "mobilenet"),
+        arch(rec("student-onnx", 2.0, 0.875, fmt="onnx", backend="onnxruntime"), "mobilenet"),  # as good, faster
+        arch(rec("student-small", 1.0, 0.70, fmt="onnx", backend="onnxruntime"), "mobilenet"),  # faster, worse
+        arch(rec("student-int8", 1.5, 0.80, fmt="onnx", precision="int8", backend="onnxruntime"), "mobilenet"),
+    ]
+    picked = [(role, row.record.name) for role, row in answer(build_report(records, baseline="teacher"))]
+    assert picked == [("baseline", "teacher"), ("student", "student-onnx"), ("int8", "teacher-int8")]

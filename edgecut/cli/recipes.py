@@ -41,10 +41,11 @@ def run_cmd(
                                                                     "e.g. train.epochs=3; inputs.NAME=PATH for an input.")] = None,
 ) -> None:
     """Run a recipe: its steps in order, each skipped when its inputs and settings are unchanged."""
-    from edgecut.recipe import load_recipe, plan, run_recipe
+    from edgecut.recipe import check_needs, load_recipe, plan, run_recipe
 
     started = time.perf_counter()
     rec = load_recipe(recipe, _overrides(set_ or []), out)
+    check_needs(rec)
     run_dir = out or Path("runs") / rec.name
     console.print(f"[bold]{escape(rec.name)}[/bold]: {len(rec.steps)} steps into {run_dir}"
                   + (f". {escape(rec.description)}" if rec.description else "")
@@ -61,6 +62,26 @@ def run_cmd(
     for r in runs:
         table.add_row(r.name, r.kind, r.status, f"{r.seconds:.0f}" if r.status != "cached" else "-", escape(r.summary))
     console.print(table)
+    _print_answer(rec)
     report = run_dir / "report.md"
     console.print(f"done in {time.perf_counter() - started:.0f} s"
                   + (f"; the comparison is in {report} (and report.html)" if report.is_file() else ""))
+
+
+def _print_answer(rec) -> None:
+    """The rows a person wants from the recipe's last comparison: baseline, best student, best INT8."""
+    from edgecut.report import build_report, load
+    from edgecut.report.answer import answer
+
+    compares = [s for s in rec.steps.values() if s.kind.name == "compare"]
+    if not compares:
+        return
+    spec = compares[-1]
+    report = build_report(load(spec.sources["records"]), baseline=spec.config.baseline, title=spec.config.title)
+    table = Table("", "name", "format", "precision", "size MB", "speed-up", "IoU", "ΔIoU", title="the answer",
+                  title_justify="left")
+    for role, row in answer(report):
+        c = row.cells
+        table.add_row(role, escape(c["name"]), c["format"], c["precision"], c["size_mb"], c["speedup"], c["iou"],
+                      c.get("delta_iou", ""))
+    console.print(table)
