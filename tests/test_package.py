@@ -40,3 +40,19 @@ def test_cli_help_lists_every_command():
     for cmd in ("data", "train", "distill", "prune", "qat", "export", "eval", "bench", "compare", "info", "remove",
                 "doctor", "quickstart"):
         assert cmd in out.output
+
+
+def test_the_main_job_needs_nothing_beyond_the_core_install():
+    """README's first command installs edgecut alone: what the quickstart recipe uses must be core."""
+    import re
+    import tomllib
+
+    from edgecut.recipe import load_recipe
+
+    core = {re.split(r"[<>=!~\[ ]", d, maxsplit=1)[0].lower().replace("_", "-")
+            for d in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]}
+    recipe = load_recipe(ROOT / "recipes" / "quickstart.yaml")
+    needs = {n for s in recipe.steps.values() for n in s.kind.needs(s.config)}
+    dist = {"torch_pruning": "torch-pruning", "cv2": "opencv-python-headless"}
+    assert needs and {dist.get(n, n).replace("_", "-") for n in needs} <= core
+    assert {"onnxslim", "matplotlib"} <= core  # the slimmed ONNX graph and the report's pareto.png

@@ -22,13 +22,18 @@ def test_readme_is_short():
     assert len(README.splitlines()) <= 150
 
 
-def test_ci_runs_the_readme_test_command():
+def test_ci_runs_the_readme_main_command_and_test_command():
     blocks = _blocks("bash")
     assert len(blocks) >= 2, "README set-up is two commands: install + main job, install + tests"
-    test_command = blocks[1]
-    ci = [ln for ln in (ROOT / ".ci" / "run").read_text().splitlines() if ln and not ln.startswith(("#", "set ", "cd "))]
-    assert ci == [test_command]
-    assert "pytest" in test_command and "constraints.txt" in test_command and "constraints.txt" in blocks[0]
+    main_command, test_command = blocks[:2]
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert main_command in ci and test_command in ci, "CI runs both README commands exactly as written"
+    assert ci.index(main_command) < ci.index(test_command)
+    assert [ln for ln in ci if "pytest" in ln] == [test_command], "and runs the tests no other way"
+    assert "pytest" in test_command and "constraints.txt" in test_command and "constraints.txt" in main_command
+    assert "edgecut run recipes/quickstart.yaml" in main_command and "[" not in main_command.split("edgecut run")[0], \
+        "the main job installs edgecut alone: no extra"
+    assert "openssh-server" in README[README.index(main_command):README.index(test_command) + len(test_command) + 400]
 
 
 def _shown_commands() -> set[tuple[str, ...]]:
