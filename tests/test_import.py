@@ -128,6 +128,7 @@ def seed(tmp_path_factory, synth_data):
     torch.export.save(torch.export.export(model, (x,)), str(root / "model.pt2"))
     torch.onnx.export(model, (x,), str(root / "model.onnx"), dynamo=False, input_names=["input"],
                       output_names=["mask"], dynamic_axes={"input": {0: "b"}, "mask": {0: "b"}})
+    torch.onnx.export(model, (x,), str(root / "model_b1.onnx"), dynamo=False)  # as most people do: batch 1 only
     return {"root": root, "code": code, "model": model, "data": synth_data}
 
 
@@ -176,13 +177,14 @@ def test_the_seed_unet_from_its_class_file_through_eval_prune_export_and_distill
     distill_from(art, tmp_path / "student", data)
 
 
-@pytest.mark.parametrize("name", ["model_ts.pt", "model.onnx", "model.pt2"])
+@pytest.mark.parametrize("name", ["model_ts.pt", "model.onnx", "model_b1.onnx", "model.pt2"])
 def test_torchscript_onnx_and_pt2_models_are_distill_teachers(seed, tmp_path, name):
     root, data = seed["root"], seed["data"]
     art = tmp_path / "teacher"
     edgecut("import", root / name, "--data", data, "--out", art)
     m = manifest(art)
-    assert m["format"] == {"model_ts.pt": "torchscript", "model.onnx": "onnx", "model.pt2": "pt2"}[name]
+    assert m["format"] == {"model_ts.pt": "torchscript", "model.onnx": "onnx", "model_b1.onnx": "onnx",
+                           "model.pt2": "pt2"}[name]
     sources = m["metrics"]["import"]["spec_source"]
     assert m["spec"]["output"] == "logits" and sources["output"] == "measured"
     if name == "model_ts.pt":  # a TorchScript file does not say what size it takes: the default, and info says so

@@ -35,6 +35,7 @@ from torch import nn
 
 from edgecut import io
 from edgecut.artifact import Artifact, Manifest, ModelSpec, Step, is_artifact, load_artifact, write_artifact
+from edgecut.batches import in_batches_of
 from edgecut.errors import InputError, ModelError
 from edgecut.models.profile import count_macs, count_params
 from edgecut.models.registry import create_model
@@ -247,17 +248,7 @@ class Program(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> Any:
-        b = self.fixed_batch
-        if b is None or x.shape[0] == b:
-            return self.inner(x)
-        if b != 1:
-            raise ModelError(f"this torch.export program takes batches of exactly {b} images, not {x.shape[0]}")
-        outs = [self.inner(x[i:i + 1]) for i in range(x.shape[0])]
-        if isinstance(outs[0], torch.Tensor):
-            return torch.cat(outs)
-        if isinstance(outs[0], (tuple, list)):
-            return type(outs[0])(torch.cat([o[j] for o in outs]) for j in range(len(outs[0])))
-        return {k: torch.cat([o[k] for o in outs]) for k in outs[0]}
+        return in_batches_of(self.inner, x, self.fixed_batch, cat=torch.cat)
 
 
 def program_input_shape(program) -> list[int | None]:

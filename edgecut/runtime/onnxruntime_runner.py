@@ -29,6 +29,7 @@ from edgecut._optional import require
 from edgecut.artifact import Artifact, ModelSpec, spec_from_json
 from edgecut.errors import InputError, ModelError, UnsafeFileError
 from edgecut.env import default_threads
+from edgecut.batches import in_batches_of
 from edgecut.runtime.base import checked_batch
 
 SPEC_KEY = "edgecut.spec"  # metadata_props key holding the ModelSpec as JSON
@@ -181,6 +182,7 @@ class OnnxRuntimeRunner:
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         self._fixed_hw = tuple(d if isinstance(d, int) else None for d in inp.shape[2:4])
+        self.fixed_batch = inp.shape[0] if isinstance(inp.shape[0], int) and inp.shape[0] > 0 else None
 
     @classmethod
     def from_artifact(cls, art: Artifact, device: str = "cpu", threads: int | None = None) -> OnnxRuntimeRunner:
@@ -193,6 +195,9 @@ class OnnxRuntimeRunner:
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         x = checked_batch(batch, self.path, self.spec, self._fixed_hw)
+        return in_batches_of(self._run, x, self.fixed_batch)  # a model exported for one batch size
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
         try:
             out = self.session.run(None, {self.input_name: x})[0]
         except Exception as e:  # a corrupt model can load and still fail in a kernel

@@ -38,6 +38,7 @@ from edgecut._optional import require
 from edgecut.artifact import Artifact, ModelSpec, spec_from_json
 from edgecut.errors import InputError, ModelError
 from edgecut.env import default_threads
+from edgecut.batches import in_batches_of
 from edgecut.runtime.base import checked_batch
 
 RT_SECTION = "edgecut"  # rt_info section of the IR holding spec / precision / parent_sha256
@@ -151,6 +152,7 @@ class OpenVinoRunner:
         self.request = self.compiled.create_infer_request()
         shape = self.compiled.input(0).get_partial_shape()
         self._fixed_hw = tuple(d.get_length() if d.is_static else None for d in (shape[2], shape[3]))
+        self.fixed_batch = shape[0].get_length() if shape[0].is_static else None
         self._ov = ov
         self._input: np.ndarray | None = None  # a view of the request's input tensor, while the shape holds
 
@@ -165,6 +167,9 @@ class OpenVinoRunner:
         which the next call overwrites: the cheapest path per call that keeps calls independent
         (``request.infer({0: x})`` costs more; docs/measuring.md)."""
         x = checked_batch(batch, self.path, self.spec, self._fixed_hw)
+        return in_batches_of(self._infer, x, self.fixed_batch)  # a model exported for one batch size
+
+    def _infer(self, x: np.ndarray) -> np.ndarray:
         if self._input is None or self._input.shape != x.shape:
             tensor = self._ov.Tensor(self._ov.Type.f32, self._ov.Shape(list(x.shape)))
             self.request.set_input_tensor(tensor)
