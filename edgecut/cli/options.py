@@ -76,8 +76,8 @@ def train_config(*, arch, width, depth, size, threads, train_split, val_split, e
 
 
 def distill_config(*, student, unlabeled, width_mult, width, depth, size, temperature, alpha, feature_kd,
-                   feature_weight, boundary_weight, threads, train_split, val_split, epochs, batch, lr, ema, precision,
-                   device, workers, seed, save_every, **_) -> DistillConfig:
+                   feature_weight, boundary_weight, teacher_cache, threads, train_split, val_split, epochs, batch, lr,
+                   ema, precision, device, workers, seed, save_every, **_) -> DistillConfig:
     from edgecut.compress.configs import DistillConfig
     from edgecut.training.config import LoopConfig
 
@@ -85,8 +85,11 @@ def distill_config(*, student, unlabeled, width_mult, width, depth, size, temper
                        workers=workers, seed=seed, save_every=save_every)
     terms = _widths(temperature=temperature, alpha=alpha, feature_weight=feature_weight,
                     boundary_weight=boundary_weight)  # None: the config's default
+    cache = {"auto": None, "on": True, "off": False}.get(teacher_cache)
+    if teacher_cache not in ("auto", "on", "off"):
+        raise EdgecutError(f"--teacher-cache {teacher_cache!r}: give auto, on or off")
     return DistillConfig(student=student, student_kwargs=_widths(width_mult=width_mult, width=width, depth=depth),
-                         size=size, feature_kd=feature_kd or feature_weight is not None,
+                         size=size, feature_kd=feature_kd or feature_weight is not None, teacher_cache=cache,
                          unlabeled=str(unlabeled) if unlabeled else None, train_split=train_split, val_split=val_split,
                          threads=threads, loop=loop, **terms)
 

@@ -96,6 +96,8 @@ def distill(
     feature_kd: Annotated[bool, typer.Option("--feature-kd", help="Also match features at shared strides.")] = False,
     feature_weight: Annotated[Optional[float], typer.Option(help="Weight of the feature term (default 1; implies --feature-kd).")] = None,
     boundary_weight: Annotated[Optional[float], typer.Option(help="Weight of the edge-band BCE term (default 0: off).")] = None,
+    teacher_cache: Annotated[str, typer.Option(help="auto | on | off: the teachers' answers computed once per image "
+                                                    "and stored (auto: on, off with --feature-kd).")] = "auto",
     ema: Ema = None,
     precision: Autocast = "auto",
     device: TrainDevice = "auto",

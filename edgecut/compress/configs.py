@@ -75,7 +75,7 @@ class PruneConfig:
 
 
 KD_FIELDS = ("temperature", "alpha", "feature_kd", "feature_weight", "boundary_weight", "boundary_width", "edge_gain",
-             "pseudo_label", "unlabeled_weight")  # what the objective reads; a resumed run must keep them
+             "pseudo_label", "unlabeled_weight", "teacher_cache")  # what the objective reads; a resumed run keeps them
 
 
 @dataclass(frozen=True)
@@ -95,6 +95,8 @@ class DistillConfig:
     pseudo_label: Literal["hard", "soft"] = "hard"  # teachers' mask for unlabelled images: thresholded or not
     unlabeled_weight: float = 1.0  # weight of a teacher-labelled image against a labelled one in the gt terms
     unlabeled: str | None = None  # folder of images without masks (images/ or plain): the teachers label them
+    teacher_cache: bool | None = None  # teachers' answers computed once and stored (soft_labels.py); None: on
+    # unless feature_kd (features are read on the fly, from the very crop the student sees)
     train_split: str | None = None  # of the labelled data; default: splits/train.txt when present
     val_split: str | None = None  # default: splits/val.txt when present
     threads: int | None = None  # torch CPU threads
@@ -103,7 +105,7 @@ class DistillConfig:
 
     def kd_settings(self) -> dict[str, Any]:
         """The distillation terms (what :class:`DistillObjective` reads)."""
-        return {k: getattr(self, k) for k in KD_FIELDS}
+        return {**{k: getattr(self, k) for k in KD_FIELDS}, "teacher_cache": self.stored_teachers}
 
     def __post_init__(self) -> None:
         if self.temperature <= 0:
@@ -116,6 +118,14 @@ class DistillConfig:
             raise EdgecutError(f"boundary_width must be at least 1 pixel, got {self.boundary_width}")
         if self.pseudo_label not in ("hard", "soft"):
             raise EdgecutError(f"pseudo_label must be 'hard' or 'soft', got {self.pseudo_label!r}")
+        if self.feature_kd and self.teacher_cache:
+            raise EdgecutError("feature distillation reads the teachers' features on each augmented crop, which no "
+                               "store holds: drop --teacher-cache on (or --feature-kd)")
+
+    @property
+    def stored_teachers(self) -> bool:
+        """Whether the teachers' answers come from the soft-label store (else: on the fly)."""
+        return (not self.feature_kd) if self.teacher_cache is None else self.teacher_cache
 
 
 # fine-tuning a trained model: a small learning rate, fp32 (see the module docstring), no weight

@@ -15,13 +15,13 @@ one-channel segmentation. The student learns from
 
     loss = (1 - alpha) * gt + alpha * kd + feature_weight * feat + boundary_weight * boundary
 
-Teachers run on the fly: frozen, in eval mode, under ``no_grad`` and inside the loop's
-autocast (bf16 on CPU), on the very batch the student sees (the same augmented crop at the
-student's resolution), re-normalised when their ModelSpec asks for other mean/std. Caching
-their outputs would save that forward, but every (epoch, index) is a new augmented image, so
-a cache would grow with epochs x images; on the fly is simple and exact. A teacher with a
-fixed input size (``dynamic_size=False``) sees the batch resized to its size, and its output is
-resized back. A teacher may be of any format: torch, TorchScript and torch.export artifacts run as
+By default the teachers' answers are computed once per image (and its mirror image) at their
+own input size and stored (:mod:`edgecut.compress.soft_labels`); each epoch's crop and rotation
+move the stored map as they move the image, so a slow teacher costs one pass, not one per epoch.
+With ``teacher_cache=False`` (and always with feature distillation) they run on the fly: frozen,
+in eval mode, under ``no_grad`` and inside the loop's autocast, on the very batch the student
+sees, re-normalised when their ModelSpec asks for other mean/std. A teacher with a fixed input
+size (``dynamic_size=False``) sees the batch resized to its size, and its output is resized back. A teacher may be of any format: torch, TorchScript and torch.export artifacts run as
 modules, ONNX / OpenVINO / TensorRT artifacts through their Runner (on the CPU, or their device),
 which serves output distillation; feature distillation needs a torch module's layers.
 
@@ -227,7 +227,11 @@ class DistillObjective:
     def __call__(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         cfg = self.config
         x = batch["image"]
-        t_logits, t_feats = self.teach(x)
+        if "teacher" in batch:  # their stored answers, moved with the crop (soft_labels.py)
+            stored = batch["teacher"].float()
+            t_logits, t_feats = [stored[:, i:i + 1] for i in range(stored.shape[1])], []
+        else:
+            t_logits, t_feats = self.teach(x)
         student = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
         with capture_features(student, self.student_taps if cfg.feature_kd else {}) as s_feats:
             logits = model(x)
@@ -256,6 +260,20 @@ class DistillObjective:
 
 
 # ---------------------------------------------------------------------------- front function
+
+
+def _stored_answers(teachers: Sequence[Teacher], samples: Sequence[Sample], device: torch.device, progress: bool):
+    """The teachers' stored answers for ``samples``, computed where missing (by rank 0 under torchrun)."""
+    from edgecut.compress import soft_labels
+    from edgecut.training.distributed import barrier
+
+    rank, size = world()
+    if size == 1:
+        return soft_labels.fill(teachers, samples, device=device, progress=progress)
+    if rank == 0:
+        soft_labels.fill(teachers, samples, device=device, progress=progress)
+    barrier()
+    return soft_labels.fill(teachers, samples, device=device, progress=False)  # every map is there now: paths only
 
 
 def _student(student: str | os.PathLike, kwargs: dict[str, Any] | None):
@@ -317,8 +335,9 @@ def distill(teachers: Sequence[Artifact | str | os.PathLike], data: str | os.Pat
         t.module.to(device=device, memory_format=memory_format)
     objective = DistillObjective(loaded, spec, config, adapters, strides, s_taps)
     validate = validator(ds.val, spec, device, loop.batch_size, cache=cache) if ds and ds.val else None
+    soft = _stored_answers(loaded, train_samples + extra, device, progress) if config.stored_teachers else None
     train_set = SegmentationDataset(train_samples + extra, spec, train=True, seed=loop.seed, cache=cache,
-                                    unlabeled=True)
+                                    unlabeled=True, soft_labels=soft)
     key = {"distill": config.kd_settings(), "teachers": [t.sha256 for t in loaded], "student": arch,
            "student_init": init.sha256 if init else None, "size": list(spec.input_size)}
     result = fit(student, train_set, loop, out, validate=validate, objective=objective, resume=resume,

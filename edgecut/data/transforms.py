@@ -12,7 +12,7 @@ nothing.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,6 +46,27 @@ def train_transform(spec: ModelSpec, aug: AugmentConfig = AugmentConfig()) -> v2
     ])
 
 
+class SoftLabel(tv_tensors.Image):
+    """Teacher logits riding along an image's geometric augmentation (bilinear, as the image; filled
+    with a sure background where a rotation uncovers the corners)."""
+
+
+def soft_label_transforms(spec: ModelSpec, aug: AugmentConfig, fill: float) -> tuple[v2.Compose, v2.Compose]:
+    """(geometric, photometric) for training with stored teacher maps: the crop and rotation move the
+    image, its mask and the teachers' maps alike; the colours change the image alone. The mirror is
+    decided before them (a stored map exists for the mirror image)."""
+    geometric = v2.Compose([
+        v2.RandomResizedCrop(spec.input_size, scale=aug.scale, antialias=True),
+        v2.RandomRotation(aug.rotation, fill={tv_tensors.Image: 255, tv_tensors.Mask: 0, SoftLabel: fill}),
+    ])
+    photometric = v2.Compose([
+        v2.ColorJitter(aug.jitter, aug.jitter, aug.jitter, aug.hue),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(list(spec.mean), list(spec.std)),
+    ])
+    return geometric, photometric
+
+
 def sample_seed(seed: int, epoch: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1)[0])
 
@@ -57,17 +78,23 @@ class SegmentationDataset(Dataset):
     Items are addressed by (epoch, index) pairs from :class:`EpochBatchSampler`, so the
     augmentation of a sample depends only on the seed, the epoch and the index. With
     ``unlabeled=True`` samples without a mask are allowed (distillation labels them with
-    its teachers): their mask is all zeros and ``labeled`` is 0.
+    its teachers): their mask is all zeros and ``labeled`` is 0. With ``soft_labels`` (a
+    callable index -> one array (2, h, w) of stored logits per teacher: whole image, mirror
+    image) a training item also holds ``teacher``: those logits moved with the image, teachers x H x W.
     """
 
     def __init__(self, samples: Sequence[Sample], spec: ModelSpec, train: bool, seed: int = 0,
-                 aug: AugmentConfig = AugmentConfig(), cache: bool = False, unlabeled: bool = False) -> None:
+                 aug: AugmentConfig = AugmentConfig(), cache: bool = False, unlabeled: bool = False,
+                 soft_labels: Callable[[int], list[np.ndarray]] | None = None, soft_fill: float = -16.0) -> None:
         self.samples = list(samples)
         self.spec = spec
         self.train = train
         self.seed = seed
         self.unlabeled = unlabeled
+        self.aug = aug
         self.transform = train_transform(spec, aug) if train else None
+        self.soft_labels = soft_labels if train else None
+        self.soft_transforms = soft_label_transforms(spec, aug, soft_fill) if self.soft_labels else None
         self.cache: dict[int, tuple[np.ndarray, np.ndarray]] | None = {} if cache else None
 
     def __len__(self) -> int:
@@ -96,6 +123,8 @@ class SegmentationDataset(Dataset):
 
             m = cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST)
             return {"image": x, "mask": torch.from_numpy(m > 127).float()[None], "index": index, "labeled": labeled}
+        if self.soft_labels is not None:
+            return self._with_soft_labels(epoch, index, image, mask, labeled)
         img_t = tv_tensors.Image(torch.from_numpy(image).permute(2, 0, 1))
         mask_t = tv_tensors.Mask(torch.from_numpy(mask)[None])
         with torch.random.fork_rng(devices=[]):
@@ -103,6 +132,30 @@ class SegmentationDataset(Dataset):
             img_t, mask_t = self.transform(img_t, mask_t)
         return {"image": img_t.as_subclass(torch.Tensor), "mask": (mask_t.as_subclass(torch.Tensor) > 127).float(),
                 "index": index, "labeled": labeled}
+
+
+    def _with_soft_labels(self, epoch: int, index: int, image: np.ndarray, mask: np.ndarray,
+                          labeled: torch.Tensor) -> dict[str, torch.Tensor | int]:
+        """A training item whose teachers' stored maps move exactly as the image and its mask."""
+        import cv2
+
+        geometric, photometric = self.soft_transforms  # type: ignore[misc]
+        h, w = image.shape[:2]
+        maps = self.soft_labels(index)  # type: ignore[misc]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(sample_seed(self.seed, epoch, index))
+            mirror = bool(torch.rand(()) < self.aug.hflip)
+            if mirror:  # the teachers' answers on the mirror image are stored as such
+                image, mask = image[:, ::-1], mask[:, ::-1]
+            side = 1 if mirror else 0
+            soft = np.stack([cv2.resize(np.asarray(m[side], np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+                             for m in maps])
+            img_t = tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1))
+            mask_t = tv_tensors.Mask(torch.from_numpy(np.ascontiguousarray(mask))[None])
+            img_t, mask_t, soft_t = geometric(img_t, mask_t, SoftLabel(torch.from_numpy(soft)))
+            img_t = photometric(img_t)
+        return {"image": img_t.as_subclass(torch.Tensor), "mask": (mask_t.as_subclass(torch.Tensor) > 127).float(),
+                "teacher": soft_t.as_subclass(torch.Tensor).float(), "index": index, "labeled": labeled}
 
 
 class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
