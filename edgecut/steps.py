@@ -45,6 +45,18 @@ def _synth_config():
     return SynthConfig
 
 
+def _composite_fn():
+    from edgecut.data.composite import composite
+
+    return composite
+
+
+def _composite_config():
+    from edgecut.data.composite import CompositeConfig
+
+    return CompositeConfig
+
+
 def _import_fn():
     from edgecut.intake.importer import import_model
 
@@ -172,6 +184,7 @@ def _export_needs(config) -> tuple[str, ...]:
 
 STEPS: dict[str, StepKind] = {
     "synth": StepKind("synth", (), _synth_fn, _synth_config, writes="data"),
+    "composite": StepKind("composite", ("data",), _composite_fn, _composite_config, writes="data"),
     "import": StepKind("import", ("model",), _import_fn, _import_config),
     "train": StepKind("train", ("data",), _train_fn, _train_config),
     "baseline": StepKind("baseline", (), _baseline_fn, _baseline_config),

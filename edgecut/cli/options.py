@@ -90,7 +90,8 @@ def distill_config(*, student, unlabeled, width_mult, width, depth, size, temper
         raise EdgecutError(f"--teacher-cache {teacher_cache!r}: give auto, on or off")
     return DistillConfig(student=student, student_kwargs=_widths(width_mult=width_mult, width=width, depth=depth),
                          size=size, feature_kd=feature_kd or feature_weight is not None, teacher_cache=cache,
-                         unlabeled=str(unlabeled) if unlabeled else None, train_split=train_split, val_split=val_split,
+                         unlabeled=tuple(str(u) for u in unlabeled) if unlabeled else None, train_split=train_split,
+                         val_split=val_split,
                          threads=threads, loop=loop, **terms)
 
 

@@ -32,6 +32,24 @@ def data_synth(
     console.print(f"wrote {count} images and masks to {out}")
 
 
+@data_app.command("composite")
+def data_composite(
+    data: Annotated[Path, typer.Argument(help="Labelled folder (images/ + masks/) whose foregrounds are cut out.")],
+    out: Annotated[Path, typer.Option(help="Folder to write images/ and masks/ into.")],
+    count: Annotated[int, typer.Option(help="Number of composites.")] = 800,
+    split: Annotated[Optional[str], typer.Option(help="Which images give foregrounds and backgrounds (never val).")] = "train",
+    backgrounds: Annotated[Optional[Path], typer.Option(help="Other photos to paste on (default: the same images, "
+                                                             "their own foreground inpainted away).")] = None,
+    seed: Annotated[int, typer.Option(help="Same seed, same bytes.")] = 0,
+) -> None:
+    """Paste a labelled folder's foregrounds on other photos' backgrounds: more images for a teacher to label."""
+    from edgecut.data.composite import CompositeConfig, composite
+
+    config = CompositeConfig(count=count, split=split, backgrounds=str(backgrounds) if backgrounds else None, seed=seed)
+    composite(data, out, config)
+    console.print(f"wrote {count} composites and their masks to {out}")
+
+
 @app.command()
 def train(
     data: Annotated[Path, typer.Option(help="Data set folder (images/ + masks/, optional splits/).")],
@@ -83,7 +101,8 @@ def distill(
     student: Annotated[str, typer.Option(help="Student architecture (see info --list-archs), or a torch artifact to start from.")],
     out: Annotated[Path, typer.Option(help="Run folder; becomes the student artifact.")],
     data: Annotated[Optional[Path], typer.Option(help="Labelled data set folder (images/ + masks/, optional splits/).")] = None,
-    unlabeled: Annotated[Optional[Path], typer.Option(help="Folder with images/ only: the teachers label them.")] = None,
+    unlabeled: Annotated[Optional[list[Path]], typer.Option(help="Folder with images/ (masks ignored): the teachers "
+                                                                 "label them; repeat for several.")] = None,
     width_mult: Annotated[Optional[float], typer.Option(help="Student width multiplier (MobileNet students).")] = None,
     width: Annotated[Optional[int], typer.Option(help="Student base width (unet).")] = None,
     depth: Annotated[Optional[int], typer.Option(help="Student down stages (unet).")] = None,

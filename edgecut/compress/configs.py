@@ -6,6 +6,7 @@ them in a fraction of a second; the steps themselves are in prune_run.py, distil
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -94,7 +95,7 @@ class DistillConfig:
     edge_gain: float = 4.0  # pixels in the edge band weigh 1 + edge_gain in the boundary term
     pseudo_label: Literal["hard", "soft"] = "hard"  # teachers' mask for unlabelled images: thresholded or not
     unlabeled_weight: float = 1.0  # weight of a teacher-labelled image against a labelled one in the gt terms
-    unlabeled: str | None = None  # folder of images without masks (images/ or plain): the teachers label them
+    unlabeled: str | tuple[str, ...] | None = None  # folder(s) of images (masks ignored): the teachers label them
     teacher_cache: bool | None = None  # teachers' answers computed once and stored (soft_labels.py); None: on
     # unless feature_kd (features are read on the fly, from the very crop the student sees)
     train_split: str | None = None  # of the labelled data; default: splits/train.txt when present
@@ -121,6 +122,12 @@ class DistillConfig:
         if self.feature_kd and self.teacher_cache:
             raise EdgecutError("feature distillation reads the teachers' features on each augmented crop, which no "
                                "store holds: drop --teacher-cache on (or --feature-kd)")
+
+    @property
+    def unlabeled_folders(self) -> tuple[str, ...]:
+        """The folders of images the teachers label (``unlabeled`` as a tuple)."""
+        u = self.unlabeled
+        return () if not u else (str(u),) if isinstance(u, (str, os.PathLike)) else tuple(str(p) for p in u)
 
     @property
     def stored_teachers(self) -> bool:

@@ -311,13 +311,13 @@ def distill(teachers: Sequence[Artifact | str | os.PathLike], data: str | os.Pat
         torch.set_num_threads(config.threads)
     if not teachers:
         raise EdgecutError("give at least one teacher (--teacher MODEL)")
-    if data is None and config.unlabeled is None:
+    if data is None and not config.unlabeled_folders:
         raise EdgecutError("give --data (images and masks), --unlabeled (images only), or both")
     loaded = [load_teacher(t) for t in teachers]
     ds = training_data(data, config.train_split, config.val_split, progress) if data is not None else None
     train_samples = ds.train if ds else []
-    extra = [Sample(s.name, s.image, None) for s in find_samples(config.unlabeled, masks=False)] \
-        if config.unlabeled else []
+    extra = [Sample(s.name, s.image, None) for folder in config.unlabeled_folders
+             for s in find_samples(folder, masks=False)]
     check_pairs(extra, progress=progress)
     cache = keep_in_memory(config.cache, len(train_samples) + len(extra))
 
@@ -351,7 +351,7 @@ def distill(teachers: Sequence[Artifact | str | os.PathLike], data: str | os.Pat
             "student": arch, "student_init": str(config.student) if init else None,
             "data": str(ds.root) if ds else None, "train_split": ds.train_split if ds else None,
             "val_split": ds.val_split if ds else None, "train_images": len(train_samples),
-            "unlabeled": str(config.unlabeled) if config.unlabeled else None, "unlabeled_images": len(extra),
+            "unlabeled": list(config.unlabeled_folders) or None, "unlabeled_images": len(extra),
             "size": list(spec.input_size), **config.kd_settings(), **asdict(loop), "world_size": world()[1],
             "best_epoch": result.state.best_epoch, "wall_time_s": round(result.wall_time_s, 1),
             "precision_used": result.precision,

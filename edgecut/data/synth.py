@@ -32,10 +32,10 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from edgecut.progress import Tracker
 
 from edgecut.data.products import BUILDERS, SHIFT, Shape, area, hsv
 from edgecut.io import encode_image, write_bytes, writes_out
+from edgecut.progress import Tracker
 
 CATEGORIES: tuple[str, ...] = ("bottle", "box", "can", "shoe", "mug", "garment")
 VERSION = 1
