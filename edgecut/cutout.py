@@ -18,6 +18,17 @@ from edgecut import io
 from edgecut.errors import EdgecutError, InputError, NonFiniteOutput, OutputError
 
 Format = Literal["rgba", "mask", "composite"]
+Alpha = Literal["probability", "minmax"]  # alpha is the probability, or (as rembg) its min-max normalised map
+ALPHAS = ("probability", "minmax")
+
+
+def alpha_map(prob: np.ndarray, alpha: Alpha = "probability") -> np.ndarray:
+    """The alpha of a cut-out from the model's probability map: as it is, or stretched to [0, 1] per image as
+    rembg does (``minmax``), so a rembg user sees the same cut-outs from the same model."""
+    if alpha == "minmax":
+        lo, hi = float(prob.min()), float(prob.max())
+        return (prob - lo) / (hi - lo) if hi > lo else np.zeros_like(prob)
+    return prob
 COLORS = {"white": (255, 255, 255), "black": (0, 0, 0), "gray": (128, 128, 128), "green": (0, 177, 64)}
 
 
@@ -158,7 +169,8 @@ def load_for_cutouts(model, *, device: str = "cpu", threads: int | None = None, 
 def remove_background(inputs: Sequence[str | os.PathLike], runner, out: str | os.PathLike, *,
                       fmt: Format = "rgba", bg: tuple[int, int, int] = (255, 255, 255),
                       progress: bool = True, on_error=None, overwrite: bool = True, workers: int | None = None,
-                      batch: int | str = 1, encoding: str = "png", on_progress=None) -> RemoveReport:
+                      batch: int | str = 1, encoding: str = "png", on_progress=None,
+                      alpha: Alpha = "probability") -> RemoveReport:
     """Write one cut-out per input into ``out`` (``encoding``: png, webp or jpg).
 
     Decoding and preprocessing, inference, and resizing back, composing, encoding and writing
@@ -169,7 +181,8 @@ def remove_background(inputs: Sequence[str | os.PathLike], runner, out: str | os
     ``overwrite=False`` skips inputs whose cut-out exists (a resumed run). An input that cannot be
     read, a model output that is not finite, or a cut-out that cannot be written is reported
     (``on_error`` and the report) and the rest go on; a bad ``out`` folder is one error before any work.
-    ``on_progress(done, total, images_per_s)`` is called as cut-outs finish."""
+    ``on_progress(done, total, images_per_s)`` is called as cut-outs finish. ``alpha="minmax"``
+    stretches each probability map to [0, 1] first, as rembg does."""
     import time
     from concurrent.futures import ThreadPoolExecutor
 
@@ -177,6 +190,8 @@ def remove_background(inputs: Sequence[str | os.PathLike], runner, out: str | os
         raise EdgecutError(f"--encoding {encoding!r}: use {', '.join(ENCODINGS)}")
     if encoding == "jpg" and fmt == "rgba":
         raise EdgecutError(NO_ALPHA)  # once, before any image, not once per image
+    if alpha not in ALPHAS:
+        raise EdgecutError(f"--alpha {alpha!r}: use {', '.join(ALPHAS)}")
     size = _batch_size(batch)
     started = time.perf_counter()
     out = io.make_dirs(out)
@@ -188,7 +203,7 @@ def remove_background(inputs: Sequence[str | os.PathLike], runner, out: str | os
     if not overwrite:
         report.skipped = [path for path, dest in plan if dest.is_file()]
         plan = [(path, dest) for path, dest in plan if not dest.is_file()]
-    job = _Job(runner, runner.spec, fmt, bg, encoding, sources)
+    job = _Job(runner, runner.spec, fmt, bg, encoding, sources, alpha)
     results: dict[int, tuple[Path | None, str | None]] = {}
     tracker = _Progress(progress and len(plan) > 1, len(plan), on_progress)
     with tracker:
@@ -240,8 +255,9 @@ class _Job:
     the model's thread), finish (probability, resize back, compose, encode, write). An image's error
     becomes its (None, message) result, never an exception."""
 
-    def __init__(self, runner, spec, fmt, bg, encoding, sources) -> None:
+    def __init__(self, runner, spec, fmt, bg, encoding, sources, alpha: Alpha = "probability") -> None:
         self.runner, self.spec, self.fmt, self.bg, self.encoding, self.sources = runner, spec, fmt, bg, encoding, sources
+        self.alpha = alpha
         self.batched = True  # cleared when the model refuses a batch of several
 
     def load(self, path: Path, dest: Path):
@@ -267,7 +283,8 @@ class _Job:
 
     def finish(self, it: _Loaded, output: np.ndarray):
         try:
-            alpha = self.spec.resize_back(self.spec.to_probability(output)[0], it.image.shape[:2])
+            prob = alpha_map(self.spec.to_probability(output)[0], self.alpha)
+            alpha = self.spec.resize_back(prob, it.image.shape[:2])
             data = encode_cutout(compose(it.image, alpha, self.fmt, self.bg), self.encoding)
             return io.write_bytes(it.dest, data, fsync=False), None
         except (InputError, OutputError, NonFiniteOutput) as e:

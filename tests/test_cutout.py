@@ -176,3 +176,12 @@ def test_the_cores_are_split_unless_the_model_is_the_bottleneck(tiny_artifact, t
     monkeypatch.setattr(runtime, "load", slow_model)
     runner, workers = cutout.load_for_cutouts(tiny_artifact.path, probe=photo)
     assert (runner.threads, workers) == (4, 1)  # the model gets every core
+
+
+def test_minmax_alpha_stretches_each_map_as_rembg_does():
+    from edgecut.cutout import alpha_map
+
+    prob = np.array([[0.2, 0.4], [0.6, 0.7]], np.float32)
+    assert np.allclose(alpha_map(prob, "minmax"), [[0.0, 0.4], [0.8, 1.0]])
+    assert np.array_equal(alpha_map(prob), prob)
+    assert not alpha_map(np.full((2, 2), 0.3, np.float32), "minmax").any()  # a flat map has no foreground

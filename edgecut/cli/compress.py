@@ -153,6 +153,7 @@ def export_cmd(
     dynamic: Annotated[bool, typer.Option("--dynamic", help="Let H and W vary (batch always does).")] = False,
     opset: Annotated[Optional[int], typer.Option(help="ONNX opset (default 18).")] = None,
     no_simplify: Annotated[bool, typer.Option("--no-simplify", help="Skip onnxslim.")] = False,
+    rembg: Annotated[bool, typer.Option("--rembg", help="ONNX: the file rembg runs as a custom model (rembg i -m u2net_custom -x '{\"model_path\": \".../model.onnx\"}'): 320 x 320, the probability out.")] = False,
     parity_data: Annotated[Optional[Path], typer.Option(help="Images the export is compared with its parent on (default: synthetic photos).")] = None,
     parity_split: Annotated[Optional[str], typer.Option(help="Only this split of --parity-data's data set (e.g. val).")] = None,
     parity_count: ParityCount = None,

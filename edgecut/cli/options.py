@@ -149,9 +149,10 @@ def import_config(*, class_, arch, kwargs, output_index, output_key, output_chan
 
 def export_config(*, format, precision, calib, calib_count, calib_split, calib_method, exclude, exclude_op, dynamic,
                   opset, no_simplify, parity_data, parity_split, parity_count, tolerance, require_faster, device,
-                  threads, seed, overwrite, preset, max_drop, val_data, val_split, litert_int8=None,
+                  threads, seed, overwrite, preset, max_drop, val_data, val_split, litert_int8=None, rembg=False,
                   **_) -> ExportConfig:
-    from edgecut.exporters.options import CalibConfig, ExportConfig, LiteRTOptions, OpenVinoOptions, ParityConfig
+    from edgecut.exporters.options import (CalibConfig, ExportConfig, LiteRTOptions, OnnxOptions, OpenVinoOptions,
+                                           ParityConfig)
     from edgecut.exporters.parity import parse_tolerances
 
     openvino = OpenVinoOptions(max_drop=max_drop, val_data=val_data, val_split=val_split,
@@ -162,7 +163,8 @@ def export_config(*, format, precision, calib, calib_count, calib_split, calib_m
                           exclude_nodes=tuple(exclude or ()), exclude_op_types=tuple(exclude_op or ())),
         parity=ParityConfig(data=parity_data, count=parity_count, split=parity_split,
                             tolerances=parse_tolerances(tolerance or [])),
-        openvino=openvino, litert=LiteRTOptions(**({"int8": litert_int8} if litert_int8 else {})),
+        onnx=OnnxOptions(rembg=rembg), openvino=openvino,
+        litert=LiteRTOptions(**({"int8": litert_int8} if litert_int8 else {})),
         require_faster=require_faster, device=device, threads=threads, seed=seed,
         overwrite=overwrite)
 

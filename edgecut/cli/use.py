@@ -98,6 +98,8 @@ def remove(
     batch: Annotated[str, typer.Option(help="Images per inference call, or auto (several where the model "
                                             "takes a batch).")] = "1",
     device: RunDevice = "cpu",
+    alpha: Annotated[str, typer.Option(help="probability | minmax (each map stretched to 0..1 first, as rembg does: "
+                                            "the same model gives rembg's cut-outs).")] = "probability",
 ) -> None:
     """Cut out backgrounds: files or folders in, cut-outs at the original size out, decoding,
     inference and encoding overlapping; failures are listed at the end and the rest go on."""
@@ -113,7 +115,7 @@ def remove(
     runner, image_threads = load_for_cutouts(model, device=device, threads=threads, workers=workers,
                                              probe=files[0] if len(files) > 8 else None)
     report = remove_background(files, runner, out, fmt=format, bg=color, encoding=encoding,  # type: ignore[arg-type]
-                               overwrite=overwrite, workers=image_threads, batch=batch)
+                               overwrite=overwrite, workers=image_threads, batch=batch, alpha=alpha)  # type: ignore[arg-type]
     line = f"wrote {len(report.written)} cut-out(s) to {out}"
     if report.written and report.seconds > 0:
         line += f" ({report.images_per_s:.1f} images/s)"

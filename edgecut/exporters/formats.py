@@ -91,7 +91,8 @@ def _tensorrt(parent: Artifact, workdir: Path, config: ExportConfig) -> Exported
 
 FORMATS: dict[str, ExportFormat] = {
     "onnx": ExportFormat("onnx", ".onnx", FORMAT_PRECISIONS["onnx"], ("cpu", "cuda", "tensorrt"), "onnx",
-                         ("onnx", "onnxruntime"), _onnx, parents=("torch", "torchscript", "pt2", "onnx")),
+                         ("onnx", "onnxruntime"), _onnx, parents=("torch", "torchscript", "pt2", "onnx"),
+                         groups=("onnx",)),
     # ONNX Runtime mobile: the ONNX model at that precision, converted by onnxruntime's own tool
     "ort": ExportFormat("ort", ".ort", FORMAT_PRECISIONS["ort"], ("cpu",), "onnx", ("onnx", "onnxruntime"), _ort,
                         parents=("torch", "torchscript", "pt2", "onnx")),

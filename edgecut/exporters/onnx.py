@@ -84,6 +84,9 @@ def export_onnx(parent: Artifact, workdir: Path, config: ExportConfig) -> Export
     fp32 = workdir / "model.fp32.onnx"
     opset = config.opset or DEFAULT_OPSET
     if parent.manifest.format == "onnx":  # re-precision an FP32 ONNX artifact
+        if config.onnx.rembg:
+            raise EdgecutError(f"{parent.path}: --rembg exports from the torch model (it appends the sigmoid and "
+                               "fixes 320 x 320); give the torch artifact the ONNX came from")
         if parent.manifest.precision != "fp32":
             raise EdgecutError(f"{parent.path}: convert from an fp32 ONNX artifact, not {parent.manifest.precision}")
         if config.dynamic and not parent.spec.dynamic_size:
@@ -98,9 +101,14 @@ def export_onnx(parent: Artifact, workdir: Path, config: ExportConfig) -> Export
         if config.dynamic and not parent.spec.dynamic_size:
             raise EdgecutError(f"{parent.path}: its spec fixes the input size (dynamic_size false); "
                                "export without --dynamic")
-        spec = parent.spec.model_copy(update={"dynamic_size": config.dynamic})
-        torch_to_onnx(parent, fp32, spec, opset)
-        params = {"exporter": "torch.onnx.export(dynamo=False)", "opset": opset, "dynamic": config.dynamic}
+        if config.onnx.rembg:
+            spec, module = for_rembg(parent, config)
+            trace(module, fp32, spec, opset, str(parent.path))
+        else:
+            spec = parent.spec.model_copy(update={"dynamic_size": config.dynamic})
+            torch_to_onnx(parent, fp32, spec, opset)
+        params = {"exporter": "torch.onnx.export(dynamo=False)", "opset": opset, "dynamic": config.dynamic,
+                  **({"rembg": True} if config.onnx.rembg else {})}
     model = onnx.load(str(fp32))
     model, slim_note = simplify(model, config.simplify) if parent.manifest.format != "onnx" else (model, None)
     if slim_note:
@@ -149,6 +157,31 @@ def finish(model, spec: ModelSpec, precision: str, parent_sha256: str, dest: Pat
         raise ModelError(f"{what} fails onnx.checker: {str(e).strip()[:400]}") from None
     onnx.save(model, str(dest))
     return dict(sorted(Counter(n.op_type for n in model.graph.node).items()))
+
+
+REMBG_SIZE = (320, 320)  # what rembg's u2net_custom session feeds: RGB / max, ImageNet mean and std, 320 x 320
+REMBG_MEAN, REMBG_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def for_rembg(parent: Artifact, config: ExportConfig):
+    """(spec, module) of the file rembg runs as a custom model: its input as rembg makes it, the first output
+    the foreground probability (a sigmoid after a logits model). Refused where the parent is fed otherwise."""
+    import torch
+
+    spec = parent.spec
+    if config.dynamic:
+        raise EdgecutError("--rembg exports the fixed 320 x 320 input rembg feeds: drop --dynamic")
+    if not all(abs(a - b) < 1e-6 for a, b in zip((*spec.mean, *spec.std), (*REMBG_MEAN, *REMBG_STD))) or \
+            abs(spec.scale - 1 / 255) > 1e-9:
+        raise EdgecutError(f"{parent.path} is fed mean {spec.mean} / std {spec.std} (scale {spec.scale}); rembg feeds "
+                           f"pixels / 255 with ImageNet's mean {REMBG_MEAN} and std {REMBG_STD}: retrain or "
+                           "distill a student with that normalisation")
+    if tuple(spec.input_size) != REMBG_SIZE and not spec.dynamic_size:
+        raise EdgecutError(f"{parent.path} takes {spec.input_size[0]}x{spec.input_size[1]} only; rembg feeds 320x320")
+    module = torch_module(parent)
+    if spec.output == "logits":
+        module = torch.nn.Sequential(module, torch.nn.Sigmoid())
+    return spec.model_copy(update={"input_size": REMBG_SIZE, "dynamic_size": False, "output": "probability"}), module
 
 
 def torch_to_onnx(parent: Artifact, path: Path, spec: ModelSpec, opset: int) -> None:

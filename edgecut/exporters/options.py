@@ -42,6 +42,13 @@ class ParityConfig:
 
 
 @dataclass(frozen=True)
+class OnnxOptions:
+    """ONNX settings beyond the opset; see :mod:`edgecut.exporters.onnx`."""
+
+    rembg: bool = False  # the file rembg runs as a custom model (u2net_custom): 320 x 320, the probability out
+
+
+@dataclass(frozen=True)
 class OpenVinoOptions:
     """OpenVINO INT8 (NNCF) settings; see :mod:`edgecut.exporters.openvino`."""
 
@@ -80,6 +87,7 @@ class ExportConfig:
     simplify: bool = True  # run the format's graph simplifier when installed (onnxslim for ONNX)
     calib: CalibConfig = CalibConfig()
     parity: ParityConfig = ParityConfig()
+    onnx: OnnxOptions = OnnxOptions()  # read by the onnx format only
     openvino: OpenVinoOptions = OpenVinoOptions()  # read by the openvino format only
     tensorrt: TensorRTOptions = TensorRTOptions()  # read by the tensorrt format only
     litert: LiteRTOptions = LiteRTOptions()  # read by the tflite format only
@@ -90,7 +98,7 @@ class ExportConfig:
     overwrite: bool = False  # replace a non-empty out folder
 
     def set_options(self, group: str) -> list[str]:
-        """The options of a format-specific group (openvino, tensorrt, litert) set to anything but their defaults."""
+        """The options of a format-specific group (onnx, openvino, tensorrt, litert) set to anything but their defaults."""
         given, default = getattr(self, group), type(getattr(self, group))()
         return [f.name for f in fields(given) if getattr(given, f.name) != getattr(default, f.name)]
 
@@ -105,7 +113,7 @@ class ExportConfig:
             raise EdgecutError(f"calib_count must be at least 1, got {self.calib.count}")
 
 
-FORMAT_GROUPS = ("openvino", "tensorrt", "litert")  # ExportConfig fields that only their format reads
+FORMAT_GROUPS = ("onnx", "openvino", "tensorrt", "litert")  # ExportConfig fields that only their format reads
 
 
 @dataclass

@@ -168,7 +168,7 @@ def check(parent, runner, images: Sequence[ParityImage], tolerances: Mapping[str
         at = spec.with_size(size)
         for item in images if k == 0 else images[:ALT_SIZE_IMAGES]:
             batch = at.preprocess(item.image)
-            p_ref = spec.to_probability(parent(batch))[0]
+            p_ref = parent.spec.to_probability(parent(batch))[0]  # a rembg export's is a probability
             p_new = spec.to_probability(runner(batch))[0]
             if p_new.shape != p_ref.shape:
                 raise EdgecutError(f"parity: the export returned shape {p_new.shape} for image {item.name!r}, "
