@@ -57,6 +57,18 @@ def _composite_config():
     return CompositeConfig
 
 
+def _convert_fn():
+    from edgecut.compress.to_torch import convert
+
+    return convert
+
+
+def _convert_config():
+    from edgecut.compress.to_torch import ConvertConfig
+
+    return ConvertConfig
+
+
 def _import_fn():
     from edgecut.intake.importer import import_model
 
@@ -186,6 +198,7 @@ STEPS: dict[str, StepKind] = {
     "synth": StepKind("synth", (), _synth_fn, _synth_config, writes="data"),
     "composite": StepKind("composite", ("data",), _composite_fn, _composite_config, writes="data"),
     "import": StepKind("import", ("model",), _import_fn, _import_config),
+    "convert": StepKind("convert", ("model",), _convert_fn, _convert_config),
     "train": StepKind("train", ("data",), _train_fn, _train_config),
     "baseline": StepKind("baseline", (), _baseline_fn, _baseline_config),
     "prune": StepKind("prune", ("model",), _prune_fn, _prune_config, needs=_prune_needs),

@@ -31,6 +31,7 @@ def prune(
     data: Annotated[Optional[Path], typer.Option(help="Data set: fine-tuning, validation, sensitivity, taylor.")] = None,
     finetune_epochs: Annotated[int, typer.Option(help="Fine-tuning epochs after each pruning step (needs --data).")] = 0,
     recalibrate_bn: Annotated[int, typer.Option(help="Re-estimate batch-norm statistics on N training batches after each pruning step (needs --data).")] = 0,
+    kd: Annotated[bool, typer.Option("--kd", help="Fine-tune by distillation from the model before pruning (its answers, computed once and stored) beside the masks.")] = False,
     batch: Annotated[int, typer.Option(help="Fine-tuning batch size.")] = 8,
     lr: Annotated[float, typer.Option(help="Fine-tuning peak learning rate.")] = 3e-4,
     ema: Annotated[Optional[float], typer.Option(help="Fine-tuning EMA decay, e.g. 0.998.")] = None,

@@ -96,7 +96,7 @@ def distill_config(*, student, unlabeled, width_mult, width, depth, size, temper
 
 
 def prune_config(*, ratio, target_macs, plan, importance, scope, steps, round_to, ignore, data, finetune_epochs,
-                 recalibrate_bn, batch, lr, ema, precision, train_split, val_split, threads, no_latency, seed,
+                 recalibrate_bn, batch, lr, ema, precision, train_split, val_split, threads, no_latency, seed, kd=False,
                  **_) -> PruneConfig:
     from edgecut.compress.configs import PRUNE_LOOP, PruneConfig
     from edgecut.compress.prune import read_plan
@@ -109,7 +109,7 @@ def prune_config(*, ratio, target_macs, plan, importance, scope, steps, round_to
     return PruneConfig(ratio=ratio, target_macs=target_macs, importance=importance, scope=scope, steps=steps,
                        round_to=round_to if round_to > 1 else None, layer_ratios=layer_ratios,
                        ignore=tuple(ignore or ()), data=str(data) if data else None, train_split=train_split,
-                       val_split=val_split, bn_batches=recalibrate_bn, loop=loop, threads=threads,
+                       val_split=val_split, bn_batches=recalibrate_bn, kd=kd, loop=loop, threads=threads,
                        latency=not no_latency)
 
 

@@ -43,6 +43,7 @@ class PruneConfig:
     train_split: str | None = None  # default: splits/train.txt when present
     val_split: str | None = None  # default: splits/val.txt when present
     bn_batches: int = 0  # after each step, re-estimate batch-norm statistics on this many training batches
+    kd: bool = False  # fine-tune by distillation from the model before pruning (its stored answers) beside the masks
     loop: LoopConfig = PRUNE_LOOP  # fine-tuning after each step (loop.epochs of them; 0: none)
     threads: int | None = None  # torch CPU threads (fine-tuning and latency)
     latency: bool = True  # measure batch-1 torch CPU latency before and after

@@ -55,7 +55,8 @@ from edgecut.models.store import load_model, save_model
 from edgecut.compress.configs import DistillConfig
 from edgecut.training.distributed import on_main_process, world
 from edgecut.training.loop import Callback, fit, seed_everything
-from edgecut.training.losses import (bce_dice_loss, boundary_loss, ensemble_probability, feature_loss, kd_loss)
+from edgecut.training.losses import (as_logits, bce_dice_loss, boundary_loss, ensemble_probability, feature_loss,
+                                     kd_loss)
 from edgecut.training.run import keep_in_memory, training_data, validator
 
 
@@ -112,15 +113,6 @@ def renormalise(x: torch.Tensor, src: ModelSpec, dst: ModelSpec) -> torch.Tensor
 
     pixels = (x.float() * col(src.std) + col(src.mean)) / src.scale  # back to 0..255 units
     return ((pixels * dst.scale - col(dst.mean)) / col(dst.std)).to(x.dtype)
-
-
-def as_logits(output: torch.Tensor, spec: ModelSpec) -> torch.Tensor:
-    """A model's one-channel output as float logits (a probability output is inverted)."""
-    out = output.float()
-    if spec.output == "probability":
-        p = out.clamp(1e-6, 1 - 1e-6)
-        return torch.log(p) - torch.log1p(-p)
-    return out
 
 
 def feature_taps(model: nn.Module, who: str) -> dict[int, str]:

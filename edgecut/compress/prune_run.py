@@ -59,18 +59,25 @@ def torch_latency(model: nn.Module, spec: ModelSpec, threads: int | None = None)
     return {**stats.to_json(), "threads": torch.get_num_threads(), "batch": 1, "size": list(spec.input_size)}
 
 
-def _loaded(source: Artifact | str | os.PathLike) -> LoadedModel:
+def _loaded(source: Artifact | str | os.PathLike, config: PruneConfig) -> tuple[LoadedModel, list[Step]]:
+    """The torch model to prune, and the lineage steps that made it from ``source`` (an ONNX model's conversion)."""
     art = source if isinstance(source, Artifact) else load_artifact(source) \
         if is_artifact(source) or not Path(source).is_file() else None  # a missing path: load_artifact says so
     if art is not None and art.manifest.format == "classical":
-        return load_model(art)  # its one error: a baseline, not a network
+        return load_model(art), []  # its one error: a baseline, not a network
+    if art is not None and art.manifest.format == "onnx":  # its layers from a registered architecture, checked
+        from edgecut.compress.to_torch import ConvertConfig, convert_step, to_torch
+
+        split = config.val_split or (default_splits(Path(config.data))[1] if config.data else None)
+        converted = to_torch(art, ConvertConfig(data=config.data, split=split))
+        return LoadedModel(converted.module, converted.spec, converted.arch, art), [convert_step(art, converted)]
     if art is None or art.manifest.format != "torch":
         what = "this file" if art is None else f"this {art.manifest.format} artifact"
         raise InputError(art.path if art is not None else source,
                          f"{what} has no module structure to prune (a graph, not layers edgecut can resize)",
                          "import its state dict with its class (edgecut import model.pth --class file.py:Class) "
                          "and prune that artifact")
-    return load_model(art)
+    return load_model(art), []
 
 
 @io.writes_out
@@ -83,11 +90,11 @@ def prune(source: Artifact | str | os.PathLike, out: str | os.PathLike, config: 
     out = Path(out)
     if config.threads:
         torch.set_num_threads(config.threads)
-    parent = _loaded(source)
+    parent, made = _loaded(source, config)
     spec = parent.spec
     settings = _settings(config, parent.artifact.sha256)
     _claim(out, settings, resume)
-    train_set, validate, grad_batches, val_data = _data(config, spec)
+    train_set, validate, grad_batches, val_data = _data(config, spec, parent if config.kd else None, progress)
     module = parent.module
     before = _measured(module, spec, config, validate)
     start_step, original = 0, prunable_groups(module, example_input(spec), config.ignore)
@@ -102,7 +109,8 @@ def prune(source: Artifact | str | os.PathLike, out: str | os.PathLike, config: 
         return {**unpruned, "channels": channel_config(model, reference)}
 
     steps_log: dict[int, dict[str, Any]] = {}
-    finetune = _Finetune(config, spec, train_set, validate, out, steps_log, arch_of, progress)
+    objective = _kd_objective(parent, spec, config) if config.kd and train_set is not None else None
+    finetune = _Finetune(config, spec, train_set, validate, out, steps_log, arch_of, progress, objective)
     module = prune_model(module, example_input(spec), config, macs_size=spec.input_size, grad_batches=grad_batches,
                          on_step=finetune, start_step=start_step, original=original)
     module.float().to("cpu", memory_format=torch.contiguous_format).eval()
@@ -115,7 +123,7 @@ def prune(source: Artifact | str | os.PathLike, out: str | os.PathLike, config: 
                                None),
     })
     metrics = {"val": after["val"], "val_data": val_data} if "val" in after else {}
-    art = save_model(out, module, arch_of(module), spec, lineage=[*parent.artifact.manifest.lineage, step],
+    art = save_model(out, module, arch_of(module), spec, lineage=[*parent.artifact.manifest.lineage, *made, step],
                      metrics=metrics)
     if config.latency:  # measured on the saved model as a fresh load would give it
         after["latency"] = torch_latency(load_model(out).module, spec, config.threads)
@@ -131,7 +139,7 @@ def prune(source: Artifact | str | os.PathLike, out: str | os.PathLike, config: 
 def _settings(config: PruneConfig, parent_sha256: str) -> dict[str, Any]:
     """What a resumed run must share with the run it continues (``prune_state.json``)."""
     finetune = {"data": config.data, "epochs": config.loop.epochs, "train_split": config.train_split,
-                "val_split": config.val_split, "bn_batches": config.bn_batches}
+                "val_split": config.val_split, "bn_batches": config.bn_batches, "kd": config.kd}
     return {"config": io.jsonable(config.method()), "finetune": finetune, "parent": parent_sha256,
             "train": config.loop.resume_key() if config.loop.epochs else None}
 
@@ -166,9 +174,9 @@ class _Finetune:
     which then holds the step's artifact (a resumed run starts from the last one)."""
 
     def __init__(self, config: PruneConfig, spec: ModelSpec, train_set, validate, out: Path,
-                 log: dict[int, dict[str, Any]], arch_of, progress: bool) -> None:
+                 log: dict[int, dict[str, Any]], arch_of, progress: bool, objective=None) -> None:
         self.config, self.spec, self.train_set, self.validate = config, spec, train_set, validate
-        self.out, self.log, self.arch_of, self.progress = out, log, arch_of, progress
+        self.out, self.log, self.arch_of, self.progress, self.objective = out, log, arch_of, progress, objective
 
     def __call__(self, k: int, model: nn.Module) -> None:
         config = self.config
@@ -184,7 +192,7 @@ class _Finetune:
         if not config.loop.epochs:
             return
         result = fit(model, self.train_set, config.loop, step_dir, validate=self.validate, progress=self.progress,
-                     resume=(step_dir / "checkpoints" / "last.pt").exists())
+                     resume=(step_dir / "checkpoints" / "last.pt").exists(), objective=self.objective)
         model.load_state_dict(result.model.state_dict())  # the shipped (best, EMA when on) weights
         log["val_after_finetune"] = result.best_metrics
         log["precision_used"] = result.precision
@@ -225,13 +233,40 @@ def sensitivity_artifact(source: str | os.PathLike, out: str | os.PathLike, data
             "data": f"{data}:{split}"}
 
 
-def _data(config: PruneConfig, spec: ModelSpec):
-    """(training set, validator, taylor gradient batches, val data name) of ``config.data`` (all None without it)."""
+def _teacher(parent: LoadedModel):
+    """The model before pruning as a distillation teacher: the ONNX file it came from (whose answers the
+    store may hold already), else a frozen copy of its module."""
+    from edgecut.compress.distill import Teacher, load_teacher
+
+    if parent.artifact.manifest.format != "torch":
+        return load_teacher(parent.artifact)
+    module = copy.deepcopy(parent.module).float().eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return Teacher(module, parent.spec, str(parent.artifact.path), parent.artifact.sha256, parent.arch)
+
+
+def _kd_objective(parent: LoadedModel, spec: ModelSpec, config: PruneConfig):
+    """Fine-tuning that learns the model's own answers (KD) beside the masks."""
+    from edgecut.compress.configs import DistillConfig
+    from edgecut.compress.distill import DistillObjective
+
+    return DistillObjective([_teacher(parent)], spec, DistillConfig())
+
+
+def _data(config: PruneConfig, spec: ModelSpec, teacher_of: LoadedModel | None = None, progress: bool = True):
+    """(training set, validator, taylor gradient batches, val data name) of ``config.data`` (all None without it);
+    with ``teacher_of`` every training image carries that model's stored answers (fine-tuning by KD)."""
     if config.data is None:
         return None, None, [], None
     ds = training_data(config.data, config.train_split, config.val_split)
     cache = keep_in_memory(None, len(ds.train))
-    train_set = SegmentationDataset(ds.train, spec, train=True, seed=config.loop.seed, cache=cache)
+    soft = None
+    if teacher_of is not None:
+        from edgecut.compress import soft_labels
+
+        soft = soft_labels.fill([_teacher(teacher_of)], ds.train, progress=progress)
+    train_set = SegmentationDataset(ds.train, spec, train=True, seed=config.loop.seed, cache=cache, soft_labels=soft)
     validate = validator(ds.val, spec, torch.device("cpu"), config.loop.batch_size, cache=cache) if ds.val else None
     grads = _grad_batches(ds.train, spec) if config.importance == "taylor" else []
     return train_set, validate, grads, ds.val_name

@@ -59,7 +59,7 @@ def store_dir(teacher, root: Path | None = None) -> Path:
 
 def _teacher_logits(teacher, images: list[np.ndarray], device: torch.device) -> np.ndarray:
     """The teacher's logits at its input size for ``images`` and their mirrors: (2, N, H, W) float16."""
-    from edgecut.compress.distill import as_logits
+    from edgecut.training.losses import as_logits
 
     x = teacher.spec.preprocess(images)
     both = torch.from_numpy(np.concatenate([x, x[..., ::-1]])).to(device)

@@ -159,11 +159,12 @@ class U2Net(nn.Module):
         for i in range(1, self.levels + 1):
             y = getattr(self, f"stage{i}")(self.pool(y) if i > 1 else y)
             enc.append(y)
-        sides = [getattr(self, f"side{self.levels}")(y)]  # En_6's side map, then De_5..De_1's
+        dec = {self.levels: y}  # the map each side conv reads: De_1..De_5, and En_6's
         for i in range(self.levels - 1, 0, -1):
             y = getattr(self, f"stage{i}d")(torch.cat([_upsample_like(y, enc[i - 1]), enc[i - 1]], dim=1))
-            sides.append(getattr(self, f"side{i}")(y))
-        sides.reverse()  # side1 (full size) first
+            dec[i] = y
+        # side1..side6 after the decoder, in the reference code's order (an exported graph keeps it)
+        sides = [getattr(self, f"side{i}")(dec[i]) for i in range(1, self.levels + 1)]
         sides = [sides[0], *(_upsample_like(s, sides[0]) for s in sides[1:])]
         return [self.outconv(torch.cat(sides, dim=1)), *sides]
 

@@ -151,3 +151,12 @@ class SegmentationObjective:
         logits = model(batch["image"])
         loss = bce_dice_loss(logits, batch["mask"], self.overlap)
         return loss, {"loss": float(loss.detach())}
+
+
+def as_logits(output: torch.Tensor, spec) -> torch.Tensor:
+    """A model's one-channel output as float logits (a probability output is inverted)."""
+    out = output.float()
+    if spec.output == "probability":
+        p = out.clamp(1e-6, 1 - 1e-6)
+        return torch.log(p) - torch.log1p(-p)
+    return out
