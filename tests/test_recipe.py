@@ -253,3 +253,10 @@ def test_the_run_ends_with_the_answer_on_screen(tmp_path):
     tail = res.output[res.output.index("the answer"):]
     assert "baseline" in tail and "train" in tail and "speed-up" in tail and "IoU" in tail
     assert "done in" in tail  # the answer is the last table, just above the closing line
+
+
+def test_a_partial_run_has_no_answer_to_show(tmp_path):
+    path = _write(tmp_path, TINY)
+    res = CliRunner().invoke(app, ["run", str(path), "--out", str(tmp_path / "run"), "--only", "data"])
+    assert res.exit_code == 0, res.output
+    assert "the answer" not in res.output

@@ -77,6 +77,9 @@ def _print_answer(rec) -> None:
     if not compares:
         return
     spec = compares[-1]
+    records = spec.sources["records"]
+    if not all(Path(r).is_file() for r in (records if isinstance(records, (list, tuple)) else [records])):
+        return  # a partial run (--only, --from): nothing compared yet
     report = build_report(load(spec.sources["records"]), baseline=spec.config.baseline, title=spec.config.title)
     table = Table("", "name", "format", "precision", "size MB", "speed-up", "IoU", "ΔIoU", title="the answer",
                   title_justify="left")
