@@ -167,3 +167,17 @@ def test_searches_sharing_a_steps_folder_make_each_model_once(tmp_path, trained,
     optimize(trained.path, synth_data, tmp_path / "b", quick(profile), progress=False, say=second.append,
              steps=tmp_path / "steps")
     assert not any("running" in ln for ln in second) and any(": cached (export" in ln for ln in second), second
+
+
+def test_a_search_from_an_onnx_model_starts_from_its_checked_torch_layers(tmp_path, trained, synth_data, profile):
+    from edgecut.exporters import ExportConfig, export
+
+    onnx_art = export(trained, tmp_path / "onnx", ExportConfig(format="onnx"), progress=False)
+    lines: list[str] = []
+    result = optimize(onnx_art.path, synth_data, tmp_path / "o", quick(profile, budget_minutes=1e-6), progress=False,
+                      say=lines.append)
+    assert any("is ONNX" in line for line in lines) and result.reference.status == "measured"
+    from edgecut.artifact import load_artifact
+
+    torch_model = load_artifact(tmp_path / "o" / "steps" / "model-torch")
+    assert torch_model.manifest.lineage[-1].step == "convert" and torch_model.manifest.lineage[-1].params["passed"]

@@ -58,7 +58,8 @@ class Builder:
             return {}
         if base.startswith("pruned-"):
             return {base: {"step": "prune", "model": "@model", "data": "@data", "ratio": float(base[len("pruned-"):]),
-                           "epochs": c.finetune_epochs, "val_split": self.search, "latency": False, "seed": c.seed}}
+                           "epochs": c.finetune_epochs, "val_split": self.search, "latency": False, "seed": c.seed,
+                           "kd": True}}  # fine-tuned on its own answers beside the masks
         student = base[len("student-"):]
         entry = {"step": "distill", "teachers": ["@model"], "data": "@data", "student": student, "size": self.side,
                  "epochs": c.distill_epochs, "val_split": self.search, "seed": c.seed}

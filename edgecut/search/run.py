@@ -59,10 +59,16 @@ class Search:
 
         self.model, self.data, self.out, self.config, self.progress, self.say = model, data, out, config, progress, say
         self.art = load_artifact(model)
-        if self.art.manifest.format != "torch":
-            raise EdgecutError(f"{model} is a {self.art.manifest.format} artifact; optimize starts from a torch model "
-                               f"(edgecut train, or edgecut import of your file)")
         self.steps = Path(steps) if steps is not None else out / "steps"  # the recipe runner's cache of models
+        if self.art.manifest.format == "onnx":  # pruning and distillation need its layers: converted, and checked
+            from edgecut.compress.to_torch import ConvertConfig, convert
+
+            say(f"{model} is ONNX: its layers as torch, checked against ONNX Runtime ({self.steps / 'model-torch'})")
+            self.model = self.steps / "model-torch"
+            self.art = convert(self.art, self.model, ConvertConfig(data=str(data)), resume=True, progress=progress)
+        elif self.art.manifest.format != "torch":
+            raise EdgecutError(f"{model} is a {self.art.manifest.format} artifact; optimize starts from a torch or "
+                               f"ONNX model (edgecut train, or edgecut import of your file)")
         self.splits = prepare_splits(data, self.steps / "splits", config)  # beside the steps that read them
         self.measurer = Measurer(out, data, config, self.splits, progress=progress, say=say)
         self.side = int(self.art.spec.input_size[0])
