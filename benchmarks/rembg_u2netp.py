@@ -1,0 +1,81 @@
+"""rembg's U^2-Netp against its student, in one run on one machine: ``recipes/rembg-u2netp.yaml`` run as a
+user runs it, then its bench records (ECSSD val, 320 x 320) summarised in results/rembg-u2netp.json:
+each model's IoU, MAE, S-measure, model-only p50 and end-to-end cut-out rate (decode to RGBA PNG),
+the student's speed-up and IoU change against U^2-Netp, the INT8 rows against their FP32, and what
+the promise asks (20x the cut-outs, at most 3 IoU points and 0.015 MAE lost, INT8 within 0.5 points).
+
+    python benchmarks/rembg_u2netp.py                      # the recipe (hours the first time), then the record
+    python benchmarks/rembg_u2netp.py --from bench         # measure again (nothing else running)
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from common import RESULTS, ROOT, RUNS, edgecut, machine, write
+
+RECIPE = ROOT / "recipes" / "rembg-u2netp.yaml"
+TEACHER = "u2netp"
+PROMISE = {"e2e_speedup_min": 20.0, "iou_drop_max": 0.03, "mae_rise_max": 0.015, "int8_iou_drop_max": 0.005}
+
+
+def row(r) -> dict[str, Any]:
+    acc = r.accuracy.metrics if r.accuracy else {}
+    e2e = r.end_to_end.p50_ms if r.end_to_end else None
+    return {"name": r.name, "format": r.format, "precision": r.precision, "arch": r.arch, "size_mb": round(r.size_mb, 3),
+            "params": r.params, "macs": r.macs, "p50_ms": round(r.latency.p50_ms, 3) if r.latency else None,
+            "e2e_p50_ms": round(e2e, 3) if e2e else None, "e2e_images_per_s": round(1000 / e2e, 2) if e2e else None,
+            "iou": round(acc["iou"], 4) if "iou" in acc else None, "mae": round(acc["mae"], 4) if "mae" in acc else None,
+            "s_measure": round(acc["s_measure"], 4) if "s_measure" in acc else None,
+            "agreement_with_u2netp": round(r.agreement.mask_iou_mean, 4) if r.agreement else None,
+            "threads": r.threads, "input_size": list(r.input_size)}
+
+
+def summarise(records_path: Path) -> dict[str, Any]:
+    from edgecut.measure.record import latest, read_records
+
+    rows = {r.name: row(r) for r in latest(read_records(records_path))}
+    base = rows[TEACHER]
+    for r in rows.values():
+        if base["e2e_p50_ms"] and r["e2e_p50_ms"]:
+            r["e2e_speedup"] = round(base["e2e_p50_ms"] / r["e2e_p50_ms"], 2)
+        if base["p50_ms"] and r["p50_ms"]:
+            r["model_speedup"] = round(base["p50_ms"] / r["p50_ms"], 2)
+        if r["iou"] is not None:
+            r["iou_change"] = round(r["iou"] - base["iou"], 4)
+            r["mae_change"] = round(r["mae"] - base["mae"], 4)
+    for name, r in rows.items():
+        fp32 = rows.get(name.replace("-int8", "")) if name.endswith("-int8") else None
+        if fp32 and fp32["iou"] is not None:
+            r["iou_vs_fp32"] = round(r["iou"] - fp32["iou"], 4)
+    students = [r for r in rows.values() if r["name"].startswith("student")]
+    best = max((r for r in students if r.get("e2e_speedup")), key=lambda r: (r["iou"] or 0, r["e2e_speedup"]),
+               default=None)
+    verdict = None
+    if best is not None:
+        int8 = rows.get(best["name"] + "-int8") if not best["name"].endswith("-int8") else best
+        verdict = {"student": best["name"], "e2e_speedup": best["e2e_speedup"], "iou_change": best["iou_change"],
+                   "mae_change": best["mae_change"],
+                   "holds": {"e2e_speedup": best["e2e_speedup"] >= PROMISE["e2e_speedup_min"],
+                             "iou": -best["iou_change"] <= PROMISE["iou_drop_max"],
+                             "mae": best["mae_change"] <= PROMISE["mae_rise_max"],
+                             "int8": int8 is not None and int8.get("iou_vs_fp32") is not None
+                             and -int8["iou_vs_fp32"] <= PROMISE["int8_iou_drop_max"]}}
+    return {"rows": list(rows.values()), "promise": PROMISE, "verdict": verdict, "data": "ECSSD val (200 images)",
+            "recipe": str(RECIPE.relative_to(ROOT)), "machine": machine()}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", type=Path, default=RUNS / "rembg-u2netp")
+    ap.add_argument("--from", dest="from_step", default=None, help="run this recipe step and every later one again")
+    ap.add_argument("--results", type=Path, default=RESULTS / "rembg-u2netp.json")
+    args = ap.parse_args(argv)
+    edgecut("run", RECIPE, "--out", args.out, *(["--from", args.from_step] if args.from_step else []))
+    write(args.results, summarise(args.out / "bench.jsonl"))
+
+
+if __name__ == "__main__":
+    main()
