@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     from edgecut.measure.target import bench_on_target, resolve
     from edgecut.runtime.timing import LatencyConfig
     from edgecut.targets import arm64
-    from edgecut.targets.bundle import RUNNER_FORMATS
+    from edgecut.formats import BUNDLED
 
     models = tuple(m.strip() for m in args.models.split(",") if m.strip())
     refused: dict[str, str] = {}
@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
             size=(args.size, args.size), data=args.data, split="val", limit=args.limit),
             names=list(rows), run_id=new_run_id(), progress=False, on_wait=print, resume=args.resume)
     # arm64-emu runs what the bundle runner runs (not ExecuTorch: its Python runtime needs torch)
-    on_arm = {k: v for k, v in rows.items() if load_artifact(v).manifest.format in RUNNER_FORMATS
+    on_arm = {k: v for k, v in rows.items() if load_artifact(v).manifest.format in BUNDLED
               and (not args.arm_rows or any(w.strip() and w.strip() in k for w in args.arm_rows.split(",")))}
     if args.only != "x86":
         arm64.setup(say=print)

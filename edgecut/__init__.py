@@ -6,12 +6,13 @@ OpenVINO and TensorRT are imported only when a function that needs them is first
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
+
+from edgecut.steps import STEPS
 
 __version__ = "0.1.0"
 
-# public name -> module that defines it
+# public name -> module that defines it; every step's front function and config come from the step table
 _API = {
     "EdgecutError": "edgecut.errors",
     "InputError": "edgecut.errors",
@@ -24,33 +25,13 @@ _API = {
     "list_models": "edgecut.models.registry",
     "load_model": "edgecut.models.store",
     "save_model": "edgecut.models.store",
-    "ImportConfig": "edgecut.intake.config",
-    "import_model": "edgecut.intake.importer",
     "LoopConfig": "edgecut.training.config",
-    "TrainConfig": "edgecut.training.config",
-    "train": "edgecut.training.run",
-    "PruneConfig": "edgecut.compress.configs",
-    "prune": "edgecut.compress.prune_run",
-    "DistillConfig": "edgecut.compress.configs",
-    "distill": "edgecut.compress.distill",
-    "QATConfig": "edgecut.compress.configs",
-    "qat": "edgecut.compress.qat",
-    "ExportConfig": "edgecut.exporters.options",
     "CalibConfig": "edgecut.exporters.options",
     "ParityConfig": "edgecut.exporters.options",
-    "export": "edgecut.exporters",
     "evaluate": "edgecut.measure.accuracy",
-    "BenchConfig": "edgecut.measure.run",
-    "bench": "edgecut.measure.run",
     "read_records": "edgecut.measure.record",
-    "compare": "edgecut.report",
-    "CompareConfig": "edgecut.report",
     "optimize": "edgecut.search.run",
     "OptimizeConfig": "edgecut.search.config",
-    "baseline": "edgecut.classical",
-    "BaselineConfig": "edgecut.classical",
-    "synth": "edgecut.data.synth",
-    "SynthConfig": "edgecut.data.synth",
     "STEPS": "edgecut.steps",
     "remove_background": "edgecut.cutout",
     "Profile": "edgecut.targets.profiles",
@@ -60,14 +41,18 @@ _API = {
     "SegMetrics": "edgecut.metrics",
 }
 
-__all__ = ["__version__", *_API]
+_STEP_API = {ref.rpartition(":")[2]: ref for kind in STEPS.values() for ref in (kind.fn, kind.config_ref)}
+
+__all__ = ["__version__", *_API, *_STEP_API]
 
 
 def __getattr__(name: str) -> Any:
-    module = _API.get(name)
-    if module is None:
+    from edgecut._optional import load
+
+    ref = f"{_API[name]}:{name}" if name in _API else _STEP_API.get(name)
+    if ref is None:
         raise AttributeError(f"module 'edgecut' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    value = load(ref)
     globals()[name] = value
     return value
 

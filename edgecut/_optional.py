@@ -1,7 +1,6 @@
-"""Lazy import of heavy optional backends, with an install hint.
-
-``import edgecut`` must stay fast: OpenVINO, TensorRT, onnxruntime and friends are imported
-inside the functions that need them, through :func:`require`.
+"""Lazy imports: heavy optional backends with an install hint (:func:`require`), and ``"module:attr"``
+references (:func:`load`). ``import edgecut`` must stay fast: OpenVINO, TensorRT, onnxruntime and
+friends are imported inside the functions that need them.
 """
 
 from __future__ import annotations
@@ -50,3 +49,11 @@ def require(module: str, purpose: str = "") -> ModuleType:
     """Import an optional backend or raise one clear error naming the extra to install."""
     ensure(module, purpose)
     return importlib.import_module(module)
+
+
+def load(ref: str):
+    """What a ``"package.module:attr"`` reference names, imported on first use: the one way edgecut loads
+    lazily (the format table's exporters and Runners, the step table's functions and configs, the public API)."""
+    module, _, attr = ref.partition(":")
+    obj = importlib.import_module(module)
+    return getattr(obj, attr) if attr else obj

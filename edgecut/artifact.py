@@ -27,6 +27,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edgecut import io
+from edgecut.formats import FORMATS
 from edgecut.errors import EdgecutError, InputError, NonFiniteOutput, UnsafeFileError
 
 MANIFEST = "edgecut.json"
@@ -173,23 +174,6 @@ class FileEntry(BaseModel):
     size: int
 
 
-# artifact format -> the precisions its model file can hold (export formats list theirs from here)
-FORMAT_PRECISIONS: dict[str, tuple[str, ...]] = {
-    "torch": ("fp32", "bf16", "fp16"),  # weights in fp32; bf16 / fp16 run under autocast
-    "torchscript": ("fp32",),
-    "pt2": ("fp32",),  # a torch.export program (ExportedProgram saved with torch.export.save)
-    "onnx": ("fp32", "fp16", "int8"),
-    "ort": ("fp32", "fp16", "int8"),  # ONNX Runtime's mobile format (a flatbuffer of the optimised ONNX graph)
-    "openvino": ("fp32", "fp16", "int8"),
-    "ncnn": ("fp32", "fp16", "int8"),  # model.ncnn.param + .bin, converted by pnnx; int8 quantised as ncnn2int8 does
-    "tflite": ("fp32", "fp16", "int8"),  # LiteRT; fp16: float16 weights, float32 compute
-    "executorch": ("fp32", "int8"),  # model.pte, XNNPACK-delegated
-    "coreml": ("fp32", "fp16", "int8"),  # model.mlpackage (an ML program); int8: weight-only (W8A16)
-    "tensorrt": ("fp32", "fp16", "int8"),
-    "classical": ("fp32",),  # a classical baseline (Otsu, GrabCut): model.json names the method (edgecut.classical)
-}
-
-
 class Arch(BaseModel):
     """How to build the module: a registered architecture (its builder's name) or a user's class
     (``class_path``), its options, the layers pruning resized, and which output to read."""
@@ -219,8 +203,8 @@ class Manifest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     schema_version: int = SCHEMA_VERSION
-    format: str  # a key of FORMAT_PRECISIONS: torch, torchscript, pt2, onnx, ort, openvino, ncnn, tflite, executorch, coreml, tensorrt
-    precision: str = "fp32"  # one that the format holds (FORMAT_PRECISIONS)
+    format: str  # a row of edgecut.formats.FORMATS: torch, torchscript, pt2, onnx, ort, openvino, ncnn, tflite, ...
+    precision: str = "fp32"  # one that the format holds (its row's precisions)
     model_file: str  # name of the model file inside the artifact directory
     arch: dict[str, Any] | None = None  # {"name", "kwargs", "channels"?, "class_path"?, ...}: how to build it (Arch)
     spec: ModelSpec  # how to feed the model: never guessed
@@ -241,9 +225,10 @@ class Manifest(BaseModel):
 
     @model_validator(mode="after")
     def _format_holds_precision(self) -> Manifest:
-        allowed = FORMAT_PRECISIONS.get(self.format)
-        if allowed is None:
-            raise ValueError(f"format {self.format!r} is not one edgecut knows ({', '.join(FORMAT_PRECISIONS)})")
+        row = FORMATS.get(self.format)
+        if row is None:
+            raise ValueError(f"format {self.format!r} is not one edgecut knows ({', '.join(FORMATS)})")
+        allowed = row.precisions
         if self.precision not in allowed:
             raise ValueError(f"a {self.format} model is {' / '.join(allowed)}, not precision {self.precision!r}")
         return self

@@ -131,7 +131,7 @@ def litert_envs() -> Path:
     folder each session), with the litert environment built there once per machine."""
     import os
 
-    from edgecut import envs
+    import edgecut.converters.envs as envs
 
     folder = Path(os.environ.get("EDGECUT_ENVS") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
                   / "edgecut" / "envs")

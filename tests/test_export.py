@@ -63,18 +63,6 @@ def test_fp32_export_matches_torch(arch, size, tmp_path):
         runner(random_batch(size * 2, size))
 
 
-def test_dynamic_export_runs_at_other_sizes(trained, tmp_path):
-    art = export(trained, tmp_path / "dyn", ExportConfig(format="onnx", precision="fp32", dynamic=True, threads=1))
-    assert art.spec.dynamic_size
-    parity = art.manifest.metrics["parity"]
-    assert parity["sizes"] == [[32, 32], [40, 36]] and parity["max_abs_diff"] <= 1e-4
-    runner = runtime.load(art, threads=1)
-    x = random_batch(48, 20, n=3)
-    np.testing.assert_allclose(runner(x), torch_out(trained, x), atol=1e-4)
-    with pytest.raises(ModelError, match="multiple of 4"):
-        runner(random_batch(30, 32))
-
-
 def test_spec_travels_in_metadata_props(onnx_fp32, tmp_path):
     model = onnx.load(str(onnx_fp32.model_path))
     props = {p.key: p.value for p in model.metadata_props}

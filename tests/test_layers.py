@@ -20,7 +20,6 @@ def _block(kind: str) -> list[str]:
 
 
 LAYERS = [ln.split()[0] for ln in _block("layers")]  # top to bottom
-ALLOWED_CYCLES = [frozenset(ln.split()) for ln in _block("allowed-cycle")]
 
 
 def _modules() -> dict[str, Path]:
@@ -56,7 +55,25 @@ def _imports(path: Path) -> set[str]:
     return {m for m in found if m is not None}
 
 
-GRAPH = {name: _imports(path) - {name} for name, path in MODULES.items()}
+PACKAGES = {name for name, path in MODULES.items() if path.name == "__init__.py"}
+
+
+def _ancestors(module: str) -> set[str]:
+    parts = module.split(".")
+    return {".".join(parts[:i]) for i in range(1, len(parts))}
+
+
+def _as_python_runs_it(module: str, imported: set[str]) -> set[str]:
+    """What importing ``imported`` from ``module`` runs: each module, and the ``__init__`` of every package on
+    its way that ``module`` is not itself inside (those ran before ``module`` did). ``edgecut`` itself, the
+    lazy public API, imports nothing when it runs."""
+    runs = set(imported)
+    for target in imported:
+        runs |= {p for p in _ancestors(target) if p in PACKAGES and p != "edgecut" and p not in _ancestors(module)}
+    return runs - {module}
+
+
+GRAPH = {name: _as_python_runs_it(name, _imports(path)) for name, path in MODULES.items()}
 
 
 def _layer(module: str) -> str:
@@ -114,8 +131,34 @@ def _cycles(graph: dict[str, set[str]]) -> list[set[str]]:
 
 
 def test_no_import_cycle_between_files():
-    cycles = [sorted(c) for c in _cycles(GRAPH) if frozenset(c) not in ALLOWED_CYCLES]
+    cycles = [sorted(c) for c in _cycles(GRAPH)]
     assert not cycles, "files that import each other (directly or through others):\n" + "\n".join(map(str, cycles))
+
+
+def test_no_module_goes_through_its_own_package_door():
+    """A module reaches its siblings by their full names (``import edgecut.exporters.parity as parity``), never
+    by ``from edgecut.exporters import parity``: that asks the package's ``__init__`` for a name. (``from edgecut
+    import io`` names a module of the top package, whose ``__init__`` is the lazy public API.)"""
+    found = []
+    for module, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module in PACKAGES - {"edgecut"} and \
+                    node.module in _ancestors(module):
+                found.append(f"{module}: from {node.module} import {', '.join(a.name for a in node.names)}")
+    assert not found, "\n".join(found)
+
+
+def test_package_doors_hold_no_logic():
+    """A package's ``__init__.py`` is its docstring, imports and ``__all__``: no function, class or other code."""
+    logic = []
+    for module in sorted(PACKAGES - {"edgecut"}):  # edgecut/__init__.py is the lazy public API
+        for node in ast.parse(MODULES[module].read_text(encoding="utf-8")).body:
+            docstring = isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
+            names = isinstance(node, ast.Assign) and all(isinstance(t, ast.Name) and t.id == "__all__"
+                                                          for t in node.targets)
+            if not (docstring or names or isinstance(node, (ast.Import, ast.ImportFrom))):
+                logic.append(f"{MODULES[module]}:{node.lineno}: {type(node).__name__}")
+    assert not logic, "move it into a module named after it:\n" + "\n".join(logic)
 
 
 def test_the_cycle_check_finds_cycles():

@@ -107,7 +107,7 @@ def test_a_corrupt_tflite_file_is_one_clear_error(tmp_path, student):
 def test_the_environment_shares_edgecut_torch_and_puts_its_own_packages_first(tmp_path, monkeypatch):
     """A converter environment built from pins of its own: torch comes from edgecut's environment,
     a package it pins comes from its own folder, and setup is idempotent."""
-    from edgecut import envs
+    import edgecut.converters.envs as envs
 
     pins = tmp_path / "probe.txt"
     pins.write_text("# test pins\n")

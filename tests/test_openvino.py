@@ -105,18 +105,6 @@ def test_fp32_runs_in_f32_even_where_the_cpu_defaults_to_bf16(ov_fp32, trained):
         assert np.abs(plain(x)[0] - torch_out(trained, x)).max() > 1e-4
 
 
-def test_dynamic_export_runs_at_other_sizes(trained, tmp_path):
-    art = export(trained, tmp_path / "dyn", ExportConfig(format="openvino", precision="fp32", dynamic=True, threads=1))
-    assert art.spec.dynamic_size
-    parity = art.manifest.metrics["parity"]
-    assert parity["sizes"] == [[32, 32], [40, 36]] and parity["max_abs_diff"] <= 1e-4
-    runner = runtime.load(art, threads=1)
-    x = random_batch(48, 20, n=3)
-    np.testing.assert_allclose(runner(x), torch_out(trained, x), atol=1e-4)
-    with pytest.raises(ModelError, match="multiple of 4"):
-        runner(random_batch(30, 32))
-
-
 def test_the_runner_reuses_its_request_without_mixing_calls(trained, tmp_path):
     """The request's input tensor is kept between calls and its output tensor overwritten by the next:
     every call still gets its own answer, whatever the batch and size before it."""

@@ -147,7 +147,7 @@ def test_refusals_before_any_work(tmp_path, synth_data, trained, profile):
     from edgecut.classical import BaselineConfig, baseline
 
     otsu = baseline(tmp_path / "otsu", BaselineConfig())
-    with pytest.raises(EdgecutError, match="starts from a torch model"):
+    with pytest.raises(EdgecutError, match="starts from a torch or ONNX model"):
         optimize(otsu.path, synth_data, tmp_path / "a", quick(profile), progress=False, say=lambda s: None)
     with pytest.raises(EdgecutError, match="arm64-emu"):
         optimize(trained.path, synth_data, tmp_path / "b", quick(profile, target="android-arm64"), progress=False,

@@ -231,7 +231,8 @@ def test_a_step_that_needs_a_missing_package_stops_the_run_before_any_step(tmp_p
 
 
 def test_what_the_steps_need_comes_from_the_step_and_format_tables(tmp_path, tiny_artifact, monkeypatch):
-    from edgecut import _optional, envs
+    import edgecut.converters.envs as envs
+    from edgecut import _optional
     from edgecut.recipe import missing_needs
 
     monkeypatch.setattr(_optional, "available", lambda m: False)

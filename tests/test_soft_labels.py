@@ -112,7 +112,9 @@ def _config(**kw) -> DistillConfig:
 
 def test_distillation_runs_its_teacher_once_per_image_not_once_per_step(tiny_artifact, synth_data, tmp_path,
                                                                          monkeypatch):
-    from edgecut.compress import distill as distill_module
+    import edgecut.compress.distill as distill_module
+
+    monkeypatch.setenv("EDGECUT_CACHE", str(tmp_path / "cache"))  # a store of its own: other tests fill the shared one
 
     calls = []
     real = distill_module.load_teacher

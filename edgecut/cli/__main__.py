@@ -1,5 +1,5 @@
 """``python -m edgecut.cli``: the ``edgecut`` command."""
 
-from edgecut.cli import main
+from edgecut.cli.main import main
 
 main()

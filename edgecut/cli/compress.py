@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from edgecut import io
-from edgecut.cli import options
+import edgecut.cli.options as options
 from edgecut.cli.app import app, console, err
 from edgecut.cli.options import (Autocast, Batch, Epochs, ParityCount, ResumeRun, SaveEvery, Seed, Tolerance, TorchThreads,
                                  TrainDevice, TrainSplit, ValSplit)

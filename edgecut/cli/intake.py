@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.markup import escape
 
-from edgecut.cli import options
+import edgecut.cli.options as options
 from edgecut.cli.app import app, console, err
 
 

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from edgecut.cli import options
+import edgecut.cli.options as options
 from edgecut.cli.options import RunDevice, RunThreads
 from edgecut.cli.app import app, console
 from edgecut.errors import EdgecutError

@@ -22,7 +22,7 @@ def _commands() -> list[tuple[str, Any]]:
     """(full name, command) in the order ``edgecut --help`` lists them; groups expanded."""
     import typer
 
-    from edgecut.cli import app
+    from edgecut.cli.main import app
 
     out = []
     for name, cmd in typer.main.get_command(app).commands.items():

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from edgecut.cli.app import app, console, data_app
-from edgecut.cli import options
+import edgecut.cli.options as options
 from edgecut.cli.options import (Autocast, Batch, Ema, Epochs, ResumeRun, SaveEvery, Seed, TorchThreads, TrainDevice,
                                  TrainSplit, ValSplit, Workers)
 from edgecut.errors import EdgecutError

@@ -155,7 +155,7 @@ def doctor(json_flag: Annotated[bool, typer.Option("--json", help="Print everyth
         dev = env["devices"].get(name, "")
         table.add_row(name, ver or "[dim]not installed[/dim]", str(dev) if ver else "")
     console.print(table)
-    from edgecut import envs
+    import edgecut.converters.envs as envs
 
     for name, state in envs.status().items():
         console.print(f"env    {name}: {state} ({envs.ENVS[name].purpose})", highlight=False)
@@ -165,7 +165,7 @@ def doctor(json_flag: Annotated[bool, typer.Option("--json", help="Print everyth
 def env_setup(name: Annotated[str, typer.Argument(help="litert: litert-torch and ai-edge-quantizer, for "
                                                       "--format tflite.")]) -> None:
     """Build a converter environment once (idempotent; under the edgecut cache; it shares edgecut's torch)."""
-    from edgecut import envs
+    import edgecut.converters.envs as envs
 
     envs.setup(name, say=lambda text: console.print(text, highlight=False))
 
@@ -173,7 +173,7 @@ def env_setup(name: Annotated[str, typer.Argument(help="litert: litert-torch and
 @env_app.command("list")
 def env_list() -> None:
     """The converter environments: ready, or how to build them."""
-    from edgecut import envs
+    import edgecut.converters.envs as envs
 
     for name, state in envs.status().items():
         console.print(f"{name}: {state} ({envs.ENVS[name].purpose})", highlight=False)

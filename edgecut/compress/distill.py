@@ -256,7 +256,7 @@ class DistillObjective:
 
 def _stored_answers(teachers: Sequence[Teacher], samples: Sequence[Sample], device: torch.device, progress: bool):
     """The teachers' stored answers for ``samples``, computed where missing (by rank 0 under torchrun)."""
-    from edgecut.compress import soft_labels
+    import edgecut.compress.soft_labels as soft_labels
     from edgecut.training.distributed import barrier
 
     rank, size = world()

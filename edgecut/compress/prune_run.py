@@ -213,7 +213,7 @@ def sensitivity_artifact(source: str | os.PathLike, out: str | os.PathLike, data
     """
     if threads:
         torch.set_num_threads(threads)
-    parent = _loaded(source)
+    parent, _ = _loaded(source, PruneConfig(data=str(data), val_split=split))
     spec = parent.spec
     data = Path(data)
     split = split or default_splits(data)[0]
@@ -263,7 +263,7 @@ def _data(config: PruneConfig, spec: ModelSpec, teacher_of: LoadedModel | None =
     cache = keep_in_memory(None, len(ds.train))
     soft = None
     if teacher_of is not None:
-        from edgecut.compress import soft_labels
+        import edgecut.compress.soft_labels as soft_labels
 
         soft = soft_labels.fill([_teacher(teacher_of)], ds.train, progress=progress)
     train_set = SegmentationDataset(ds.train, spec, train=True, seed=config.loop.seed, cache=cache, soft_labels=soft)

@@ -40,7 +40,7 @@ from edgecut._optional import require
 from edgecut.errors import ModelError
 from edgecut.exporters.options import ExportConfig, Exported
 from edgecut.exporters.program import batch1_program, torch_module
-from edgecut.runtime.base import NOT_RUN_HERE
+from edgecut.formats import FORMATS
 
 if TYPE_CHECKING:
     from edgecut.artifact import Artifact
@@ -85,7 +85,7 @@ def export_coreml(parent: Artifact, workdir: Path, config: ExportConfig) -> Expo
     report = conversion_report(ml, config.precision, ct.__version__, said)
     params = {"converter": "coremltools.convert", "via": "torch.export", "deployment_target": DEPLOYMENT_TARGET,
               "compute_precision": report["compute_precision"], "weights": report["weights"]}
-    notes = [f"not run here: {NOT_RUN_HERE['coreml']}; no parity was measured"]
+    notes = [f"not run here: {FORMATS['coreml'].not_run_here}; no parity was measured"]
     return Exported(files=files, model_file=PROGRAM, spec=spec, params=params, metrics={"conversion": report},
                     notes=notes, tools=("coremltools",))
 
@@ -100,7 +100,7 @@ def conversion_report(ml, precision: str, version: str, said: list[str]) -> dict
     return {"coremltools": version, "deployment_target": DEPLOYMENT_TARGET, "compute_precision": compute,
             "weights": weights, "specification_version": spec.specificationVersion,
             "operations": dict(sorted(((k, v) for k, v in ops.items() if k != "const"), key=lambda kv: -kv[1])),
-            "constants": ops.get("const", 0), "warnings": said, "parity": "not measured: " + NOT_RUN_HERE["coreml"]}
+            "constants": ops.get("const", 0), "warnings": said, "parity": "not measured: " + FORMATS["coreml"].not_run_here}
 
 
 @contextlib.contextmanager

@@ -48,7 +48,7 @@ def export_executorch(parent: Artifact, workdir: Path, config: ExportConfig) -> 
     with _quiet(), torch.no_grad():
         program = batch1_program(torch_module(parent), spec.input_size, parent.path, "ExecuTorch")
         if config.precision == "int8":
-            from edgecut.exporters import calibration
+            import edgecut.exporters.calibration as calibration
 
             cset = calibration.load_set(calib.data, spec, calib.count, config.seed, calib.split)
             report = calibration.report(cset, config.parity.data, config.seed, config.parity.split)

@@ -4,7 +4,7 @@ Route, and why from torch rather than ONNX: ``litert-torch`` (the successor of a
 Google's converter) lowers a ``torch.export`` program straight to LiteRT ops. The ONNX route
 (onnx2tf) needs TensorFlow and rewrites layouts op by op; from torch there is one converter and
 the FP32 model stays within 1e-5 of torch. ``litert-torch`` cannot live beside edgecut's pinned
-set (see :mod:`edgecut.envs`), so:
+set (see :mod:`edgecut.converters.envs`), so:
 
 1. edgecut (here) takes the parent's module through ``torch.export`` at batch 1 and the spec's
    size, saves the program, and for INT8 writes the calibration images, preprocessed as the
@@ -29,7 +29,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgecut import envs
+import edgecut.converters.envs as envs
 from edgecut._optional import require
 from edgecut.env import default_threads
 from edgecut.errors import EdgecutError, ModelError
@@ -70,7 +70,7 @@ def export_litert(parent: Artifact, workdir: Path, config: ExportConfig) -> Expo
     if config.precision == "int8" and not dynamic_range:
         import numpy as np
 
-        from edgecut.exporters import calibration
+        import edgecut.exporters.calibration as calibration
 
         calib = config.calib
         cset = calibration.load_set(calib.data, spec, calib.count, config.seed, calib.split)

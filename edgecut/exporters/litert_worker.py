@@ -1,4 +1,4 @@
-"""The LiteRT conversion worker: runs inside the ``litert`` converter environment (:mod:`edgecut.envs`).
+"""The LiteRT conversion worker: runs inside the ``litert`` converter environment (:mod:`edgecut.converters.envs`).
 
 A plain script: it imports torch, numpy, litert-torch and ai-edge-quantizer, never edgecut (the
 environment has its own pydantic). ``python litert_worker.py JOB.json`` reads the job, writes the

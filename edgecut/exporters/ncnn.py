@@ -83,7 +83,8 @@ def to_int8(param: Path, weights: Path, workdir: Path, spec: ModelSpec,
             config: ExportConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     """The FP32 graph ``param`` + ``weights`` calibrated and quantised into ``workdir``; (what was done,
     the calibration report)."""
-    from edgecut.exporters import calibration, ncnn_int8
+    import edgecut.exporters.calibration as calibration
+    import edgecut.exporters.ncnn_int8 as ncnn_int8
     from edgecut.runtime.ncnn_runner import NcnnRunner
 
     calib = config.calib

@@ -268,7 +268,7 @@ def to_int8(fp32: Path, dest: Path, model, spec: ModelSpec, calib: CalibConfig, 
     import onnx
 
     q = require("onnxruntime.quantization", "INT8 quantisation")
-    from edgecut.exporters import calibration
+    import edgecut.exporters.calibration as calibration
 
     names = {n.name for n in model.graph.node}
     unknown = [n for n in calib.exclude_nodes if n not in names]

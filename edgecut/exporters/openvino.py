@@ -189,7 +189,7 @@ def stamp(model, spec: ModelSpec, precision: str, parent_sha256: str) -> None:
 def to_int8(model, spec: ModelSpec, config: ExportConfig):
     """NNCF post-training quantisation (with accuracy control when ``max_drop`` is set); (model, report)."""
     nncf = require("nncf", "OpenVINO INT8 quantisation")
-    from edgecut.exporters import calibration
+    import edgecut.exporters.calibration as calibration
 
     calib, vino = config.calib, config.openvino
     scope, scope_report = ignored_scope(model, calib)
@@ -280,7 +280,7 @@ def validation_items(folder: Path | None, spec: ModelSpec, seed: int,
     """(source, [(preprocessed batch, truth mask at the spec size as bool), ...]) for accuracy control."""
     import cv2
 
-    from edgecut.exporters import parity
+    import edgecut.exporters.parity as parity
 
     if folder is None:
         from edgecut.data.synth import MAX_SIZE, MIN_SIZE, render

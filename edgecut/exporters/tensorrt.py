@@ -136,8 +136,8 @@ def onnx_for_engine(parent: Artifact, workdir: Path, config: ExportConfig,
     Returns (path, spec, params, metrics); runs without TensorRT."""
     import onnx
 
-    from edgecut.exporters import onnx as onnx_export
-    from edgecut.exporters import qdq
+    import edgecut.exporters.onnx as onnx_export
+    import edgecut.exporters.qdq as qdq
 
     dest = workdir / ONNX_FILE
     params: dict[str, Any] = {}
@@ -285,7 +285,7 @@ def export_tensorrt(parent: Artifact, workdir: Path, config: ExportConfig) -> Ex
                         workspace_mib=settings.workspace_mib, int8_source=settings.int8_source)
     calibration, calib_cache = [], None
     if config.precision == "int8" and settings.int8_source == "calibrator":
-        from edgecut.exporters import calibration as calib_sets
+        import edgecut.exporters.calibration as calib_sets
 
         cset = calib_sets.load_set(config.calib.data, spec, config.calib.count, config.seed, config.calib.split)
         metrics["calibration"] = {**calib_sets.report(cset, config.parity.data, config.seed, config.parity.split),

@@ -46,7 +46,8 @@ from edgecut.measure.record import (Accuracy, Agreement, BenchRecord, Host, Late
                                   append_records, machine_id, new_run_id, read_records)
 from edgecut.env import default_threads, fingerprint
 from edgecut.errors import EdgecutError, InputError
-from edgecut.runtime.base import BACKENDS, AtSize, backend_for, spec_at
+from edgecut.formats import BACKENDS
+from edgecut.runtime.base import AtSize, backend_for, spec_at
 from edgecut.runtime.timing import LatencyConfig
 
 MAX_DISCARDED = 2  # worker runs measured again because the machine was busy, per kept run at most

@@ -38,7 +38,8 @@ from edgecut.measure.record import (Accuracy, BenchRecord, Instructions, Latency
 from edgecut.runtime.base import backend_for
 from edgecut.targets import arm64, ssh
 from edgecut.targets import runner as device_runner
-from edgecut.targets.bundle import RUNNER_FORMATS, bundle, verify_bundle
+from edgecut.formats import BUNDLED
+from edgecut.targets.bundle import bundle, verify_bundle
 from edgecut.targets.profiles import Profile, load_profile
 
 PARITY_IMAGES = 4  # synthetic photos for parity when no --data is given
@@ -70,7 +71,7 @@ def resolve(target: str, *, threads: int | None = None, identity: Path | None = 
     elif target.startswith("ssh://"):
         ssh.parse(target)
         profile = Profile(name="ssh-device", description=f"the device at {target}", arch="aarch64",
-                          formats=RUNNER_FORMATS, precisions=PRECISIONS, threads=threads, reach=target)
+                          formats=BUNDLED, precisions=PRECISIONS, threads=threads, reach=target)
     else:
         profile = load_profile(target)
         if profile.reach == "local":

@@ -25,7 +25,6 @@ def register_model(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def list_models() -> list[str]:
-    _import_builders()
     return sorted(_BUILDERS)
 
 
@@ -36,7 +35,6 @@ def builder_options(name: str) -> dict[str, Any]:
 
 
 def get_builder(name: str) -> Callable[..., Any]:
-    _import_builders()
     try:
         return _BUILDERS[name]
     except KeyError:
@@ -51,8 +49,3 @@ def create_model(name: str, **kwargs: Any):
     if unknown:
         raise ModelError(f"{name} has no option(s) {', '.join(unknown)}; options: {', '.join(allowed)}")
     return fn(**kwargs)
-
-
-def _import_builders() -> None:
-    # Importing the modules runs their @register_model decorators.
-    from edgecut.models import students, u2net, unet  # noqa: F401

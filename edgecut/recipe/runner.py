@@ -163,16 +163,17 @@ def _artifacts_read(value: Any) -> list[Path]:
 def missing_needs(recipe: Recipe) -> dict[str, list[str]]:
     """Step name -> the optional packages (import names) and converter environments (``env:NAME``) it
     needs that this machine lacks: its own (:attr:`StepKind.needs`) and its sources' runtimes."""
-    from edgecut import _optional, envs
+    import edgecut.converters.envs as envs
+    from edgecut import _optional
     from edgecut.artifact import load_artifact
-    from edgecut.runtime.base import BACKEND_MODULES, FORMAT_BACKENDS
+    from edgecut.formats import FORMATS
 
     missing: dict[str, list[str]] = {}
     for name, spec in recipe.steps.items():
         needs = list(spec.kind.needs(spec.config))
         for path in _artifacts_read(list(spec.sources.values())):
-            backends = FORMAT_BACKENDS.get(load_artifact(path, verify=False).manifest.format, ())
-            needs += [BACKEND_MODULES[b] for b in backends[:1] if b in BACKEND_MODULES]
+            row = FORMATS.get(load_artifact(path, verify=False).manifest.format)
+            needs += [row.runtime_module] if row is not None and row.runtime_module else []
         lacking = [n for n in dict.fromkeys(needs)
                    if not (envs.is_ready(n[4:]) if n.startswith("env:") else _optional.available(n))]
         if lacking:

@@ -1,4 +1,4 @@
-"""The Runner contract every backend keeps, and the one table of which backend runs which format.
+"""The Runner contract every backend keeps (which backend runs which format: :mod:`edgecut.formats`).
 
 A Runner is a callable: ``runner(batch)`` takes a float32 N x 3 x H x W numpy batch, already
 normalised as its ModelSpec says, and returns the one-channel output (N x 1 x H x W) as numpy.
@@ -15,24 +15,7 @@ import numpy as np
 
 from edgecut.artifact import Artifact, ModelSpec
 from edgecut.errors import EdgecutError, ModelError
-
-# artifact format -> the backends that can run it (the first is the default)
-FORMAT_BACKENDS: dict[str, tuple[str, ...]] = {
-    "torch": ("torch",), "torchscript": ("torch",), "pt2": ("torch",), "onnx": ("onnxruntime",),
-    "ort": ("onnxruntime",), "openvino": ("openvino",), "ncnn": ("ncnn",), "tflite": ("litert",),
-    "executorch": ("executorch",),
-    "tensorrt": ("tensorrt",), "classical": ("opencv",),
-}
-# formats edgecut writes but cannot run on this kind of machine, and why (eval, bench and remove say so)
-NOT_RUN_HERE: dict[str, str] = {
-    "coreml": "Core ML models run on Apple devices only (iOS, macOS): coremltools has no Core ML runtime on Linux; "
-              "open model.mlpackage in Xcode, or run it with coremltools on a Mac",
-}
-BACKENDS = tuple(dict.fromkeys(b for backends in FORMAT_BACKENDS.values() for b in backends))
-# backend -> the import name it needs
-BACKEND_MODULES: dict[str, str] = {"torch": "torch", "onnxruntime": "onnxruntime", "openvino": "openvino",
-                                   "ncnn": "ncnn", "litert": "ai_edge_litert", "executorch": "executorch",
-                                   "tensorrt": "tensorrt", "opencv": "cv2"}
+from edgecut.formats import FORMATS
 
 
 class Runner(Protocol):
@@ -44,19 +27,18 @@ class Runner(Protocol):
 
 
 def backend_for(art: Artifact, backend: str | None = None) -> str:
-    """The backend that runs ``art``: its format's default, or ``backend`` if that can run it."""
+    """The backend that runs ``art``: its format's, if ``backend`` (when given) is that one."""
     fmt = art.manifest.format
-    allowed = FORMAT_BACKENDS.get(fmt)
-    if fmt in NOT_RUN_HERE:
-        raise EdgecutError(f"{art.path} is a {fmt} model, which edgecut cannot run here: {NOT_RUN_HERE[fmt]}")
-    if allowed is None:
-        raise ModelError(f"{art.path}: no runner for format {fmt!r} (runners exist for {', '.join(FORMAT_BACKENDS)})")
-    if backend is None:
-        return allowed[0]
-    if backend not in allowed:
-        raise EdgecutError(f"{art.path}: a {fmt} artifact runs on {', '.join(allowed)}, not {backend}; export it "
+    row = FORMATS.get(fmt)
+    if row is not None and row.not_run_here:
+        raise EdgecutError(f"{art.path} is a {fmt} model, which edgecut cannot run here: {row.not_run_here}")
+    if row is None or row.backend is None:
+        raise ModelError(f"{art.path}: no runner for format {fmt!r} (runners exist for "
+                         f"{', '.join(n for n, f in FORMATS.items() if f.backend)})")
+    if backend is not None and backend != row.backend:
+        raise EdgecutError(f"{art.path}: a {fmt} artifact runs on {row.backend}, not {backend}; export it "
                            f"first (edgecut export {art.path} --format ...) or drop --backend")
-    return backend
+    return row.backend
 
 
 def checked_batch(batch: np.ndarray, path: os.PathLike | str, spec: ModelSpec,

@@ -77,11 +77,9 @@ class Measurer:
                                "made from a torch model and measured here")
 
     def _formats(self) -> list[str]:
-        from edgecut.exporters.formats import FORMATS
-        from edgecut.runtime.base import FORMAT_BACKENDS, NOT_RUN_HERE
-        from edgecut.targets.bundle import RUNNER_FORMATS
+        from edgecut.formats import BUNDLED, FORMATS
 
-        runnable = RUNNER_FORMATS if self.where is not None else [f for f in FORMAT_BACKENDS if f not in NOT_RUN_HERE]
+        runnable = BUNDLED if self.where is not None else [n for n, f in FORMATS.items() if f.backend]
         unknown = [f for f in self.config.formats if f not in self.profile.formats]
         if unknown:
             raise EdgecutError(f"--formats {','.join(unknown)}: {self.profile.name} runs {', '.join(self.profile.formats)}")
@@ -91,7 +89,7 @@ class Measurer:
     def methods(self, fmt: str | None = None) -> list[str]:
         """After the FP32 anchor: the profile's other precisions in its order (int8 as post-training INT8), those
         ``fmt`` holds."""
-        from edgecut.exporters.formats import FORMATS
+        from edgecut.formats import FORMATS
 
         held = FORMATS[fmt].precisions if fmt else ("fp16", "int8")
         return [{"int8": "ptq"}.get(p, p) for p in self.profile.precisions if p != "fp32" and p in held]

@@ -195,6 +195,8 @@ class Search:
 
     def _gate_and_refine(self, base: str, fmt: str, rows: list[Row]) -> None:
         """The "is it worth it" gate on ``fmt``'s INT8 of ``base``; accuracy control and QAT for one outside the budget."""
+        from edgecut.formats import FORMATS
+
         floats = [r for r in rows if r.status == "measured" and r.precision != "int8"]
         for row in rows:
             if row.status != "measured" or row.precision != "int8" or not floats:
@@ -205,12 +207,12 @@ class Search:
                 row.reason = f"INT8 not faster than {best.precision.upper()} ({row.cost:.4g} vs {best.cost:.4g} {row.unit})"
                 self.say(f"{row.name}: dropped ({row.reason})")
             elif row.iou < self.floor and max(f.iou for f in floats) >= self.floor and not self._dominated(row):
-                if fmt == "openvino":
+                if FORMATS[fmt].accuracy_control:
                     self.consider(self.builder.export(base, fmt, "ac"))
                 self.consider(self.builder.qat(base, fmt))
 
     def _sizes(self, base: str) -> None:
-        from edgecut.exporters.formats import FORMATS
+        from edgecut.formats import FORMATS
 
         sizes = self.config.sizes if self.config.sizes is not None else (self._smaller(),)
         kept = [r for r in self.rows.values() if r.label == "candidate" and r.base == base and r.status == "measured"

@@ -28,7 +28,9 @@ from pathlib import Path
 
 from edgecut import io
 from edgecut.errors import EdgecutError, MissingBackendError
-from edgecut.targets.bundle import BASE_PACKAGES, RUNNER_FORMATS, RUNTIME_PACKAGES, pinned
+from edgecut.formats import BUNDLED
+from edgecut.formats import FORMATS as TABLE
+from edgecut.targets.bundle import BASE_PACKAGES, pinned
 
 ROOT_PACKAGES = ("python3.11", "libstdc++6", "libgomp1", "libfaketime")
 SKIP_PACKAGES = {"dpkg", "install-info", "perl", "perl-base", "perl-modules-5.36", "libperl5.36", "tar", "mailcap",
@@ -85,12 +87,12 @@ def _qemu_env(root: Path, qemu_path: str) -> dict[str, str]:
                                                                         "lib/x86_64-linux-gnu", "usr/lib", "lib"))}
 
 
-FORMATS = RUNNER_FORMATS  # the sysroot holds every runtime of the bundle runner: onnxruntime's, OpenVINO's, ncnn's and ai-edge-litert's aarch64 wheels
+FORMATS = BUNDLED  # the sysroot holds every runtime of the bundle runner: onnxruntime's, OpenVINO's, ncnn's and ai-edge-litert's aarch64 wheels
 
 
 def pins() -> list[str]:
     """The runner's packages for every bundle format, pinned as a bundle's requirements.txt pins them."""
-    return pinned(tuple(dict.fromkeys((*BASE_PACKAGES, *(RUNTIME_PACKAGES[f] for f in FORMATS)))))
+    return pinned(tuple(dict.fromkeys((*BASE_PACKAGES, *(TABLE[f].device_package for f in FORMATS)))))
 
 
 def is_ready(root: Path | None = None) -> bool:

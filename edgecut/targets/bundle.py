@@ -17,12 +17,10 @@ from pathlib import Path
 from edgecut import io
 from edgecut.artifact import MANIFEST, Artifact, load_artifact
 from edgecut.errors import EdgecutError, InputError
-from edgecut.targets import runner as device_runner
+from edgecut.formats import BUNDLED, FORMATS
+import edgecut.targets.runner as device_runner
 from edgecut.targets.profiles import Profile, load_profile
 
-RUNTIME_PACKAGES = {"onnx": "onnxruntime", "ort": "onnxruntime", "openvino": "openvino", "ncnn": "ncnn",
-                    "tflite": "ai-edge-litert"}
-RUNNER_FORMATS = tuple(RUNTIME_PACKAGES)  # the artifact formats runner.py runs on a device
 BASE_PACKAGES = ("numpy", "pillow", "opencv-python-headless")
 
 
@@ -42,9 +40,9 @@ def bundle(model: str | os.PathLike, out: str | os.PathLike, target: str | os.Pa
                if m.format in ("torch", "torchscript", "pt2") or m.format == "onnx" and fmt in ("openvino", "ort") else
                "bundle the model it was exported from, exported to one of those")
         raise InputError(art.path, f"holds a {m.format} model; {profile.name} runs {', '.join(profile.formats)}", how)
-    if m.format not in RUNNER_FORMATS:  # the device runs it, but not through runner.py (Core ML: in an app)
+    if m.format not in BUNDLED:  # the device runs it, but not through runner.py (Core ML: in an app)
         raise InputError(art.path, f"holds a {m.format} model, which {profile.name} runs inside an app, not "
-                         f"through a bundle's runner.py (it runs {', '.join(RUNNER_FORMATS)})",
+                         f"through a bundle's runner.py (it runs {', '.join(BUNDLED)})",
                          f"add {art.model_path.parent.name if m.format == 'coreml' else art.model_path.name} to "
                          "the app's project, or bundle an export in one of those formats")
     if m.precision not in profile.precisions:
@@ -114,7 +112,7 @@ def pinned(packages: tuple[str, ...]) -> list[str]:
 
 def _requirements(fmt: str, profile: Profile) -> str:
     lines = [f"# {profile.name}: the versions edgecut tested this runner with",
-             *pinned((*BASE_PACKAGES, RUNTIME_PACKAGES[fmt]))]
+             *pinned((*BASE_PACKAGES, FORMATS[fmt].device_package))]
     if profile.trtexec:
         lines.append("# on a Jetson: NVIDIA's onnxruntime-gpu wheel for your JetPack replaces onnxruntime")
     return "\n".join(lines) + "\n"

@@ -80,7 +80,7 @@ def export_choice(profile: Profile, format: str | None = None, precision: str | 
         if asked is not None and asked not in allowed:
             raise EdgecutError(f"--{what} {asked}: {profile.name} runs {', '.join(allowed)} (its profile's {what}s); "
                                f"drop --{what} to take {allowed[0]}, or export without --target")
-    from edgecut.exporters.formats import FORMATS
+    from edgecut.formats import FORMATS
 
     format = format or profile.formats[0]
     held = FORMATS[format].precisions if format in FORMATS else profile.precisions

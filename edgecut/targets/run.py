@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 from edgecut.errors import EdgecutError
-from edgecut.targets import arm64, ssh
+import edgecut.targets.arm64 as arm64
+import edgecut.targets.ssh as ssh
 from edgecut.targets.bundle import verify_bundle
 
 TARGETS = ("local", "arm64-emu")
