@@ -1,19 +1,13 @@
 """Classical baselines: Otsu's threshold and GrabCut (OpenCV), as artifacts every stage can read.
 
-What deep learning buys is only visible beside what it replaces. The seed articles' threshold and
-region methods are two artifacts of format ``classical`` (backend ``opencv``): ``model.json``
-names the method and its settings, and the Runner (:mod:`edgecut.runtime.classical_runner`)
-applies it to each image. So ``eval``, ``bench``, ``compare`` and ``remove`` score and time them
-like any model, on the same images, with the same records.
+Two artifacts of format ``classical`` (backend ``opencv``): ``model.json`` names the method and its settings, and
+the Runner (:mod:`edgecut.runtime.classical_runner`) applies it to each image, so ``eval``, ``bench``, ``compare``
+and ``remove`` score and time them like any model. ``otsu``: blurred grey levels split at Otsu's threshold, the
+side that holds most of the border taken as background. ``grabcut``: GrabCut from a rectangle ``margin`` inside
+the border, ``iterations`` rounds, seeded per image. They take RGB in [0, 1] (mean 0, std 1) at any size and
+return a probability of 0 or 1 per pixel; export, prune and distill refuse them.
 
-- ``otsu``: grey levels (after a 5 x 5 Gaussian blur) split at Otsu's threshold; the side that
-  holds most of the image border is the background (the object is brighter or darker than it).
-- ``grabcut``: OpenCV's GrabCut initialised with a rectangle ``margin`` inside the border
-  (the object is assumed to be inside it, as product photos are framed), ``iterations`` rounds;
-  OpenCV's random generator is seeded before each image, so a mask is the same on every run.
-
-They take RGB in [0, 1] (the spec's mean 0, std 1) at any size and return a probability of 0 or
-1 per pixel. There is nothing to export, prune or distill: those stages refuse them.
+Why they exist, and each method's details: docs/design-decisions.md#classical
 """
 
 from __future__ import annotations

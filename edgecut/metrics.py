@@ -1,71 +1,14 @@
 # over 500 lines: every metric shares the input checks and the 256-threshold curves; one file keeps their conventions together
 """Mask, matte and composite metrics: numpy arrays in, floats out.
 
-Inputs, per image
------------------
-``pred``
-    H x W prediction: float in [0, 1] (a probability map / alpha matte), uint8 0..255
-    (divided by 255) or bool. Float values outside [0, 1] (by more than 1e-6) or NaN raise
-    ``ValueError``; a float 0..255 map passed by mistake is caught this way.
-``gt``
-    H x W ground truth. Foreground is ``gt > 127`` for uint8, ``gt`` itself for bool and
-    ``gt > 0.5`` for every other dtype. (pysodmetrics uses ``gt > 128`` for uint8; the two
-    differ only on pixels equal to 128, which binary masks do not have.)
+``pred`` is an H x W prediction (float in [0, 1], uint8 0..255 or bool; NaN or a float outside [0, 1] raises
+``ValueError``), ``gt`` an H x W ground truth of the same shape. Metrics: IoU, Dice, precision, recall, MAE,
+F-measure (Achanta et al., CVPR 2009), S-measure (Fan et al., ICCV 2017), E-measure (Fan et al., IJCAI 2018),
+weighted F (Margolin et al., CVPR 2014), boundary F (DAVIS, Perazzi et al., CVPR 2016), and PSNR / SSIM (Wang et
+al., IEEE TIP 2004) of the composites. :class:`SegMetrics` aggregates them over a data set. The saliency metrics
+follow pysodmetrics; predictions are scored as they are, and ``normalize=True`` reproduces its min-max step.
 
-``pred`` and ``gt`` must have the same shape, else ``ValueError``.
-
-``normalize`` (default ``False``): pysodmetrics min-max normalises every prediction to
-[0, 1] (MATLAB's ``mapminmax``) before scoring. Our models emit calibrated probabilities,
-so we score them as they are; pass ``normalize=True`` to reproduce pysodmetrics. It
-applies to every mask metric, never to the composites.
-
-Metrics and conventions
------------------------
-* ``iou``, ``dice``, ``precision``, ``recall``, ``boundary_f`` binarise ``pred >= threshold``
-  (default 0.5). Empty prediction and empty ground truth give iou = dice = 1 (and
-  precision = recall = 1); otherwise a zero denominator gives 0.
-* ``mae``: mean |pred - gt|.
-* F-measure (Achanta et al., "Frequency-tuned salient region detection", CVPR 2009),
-  beta^2 = 0.3. Curves over 256 thresholds exactly as pysodmetrics builds them: the
-  prediction is quantised with ``uint8(pred * 255)`` (truncation, not rounding) and
-  threshold t keeps pixels with quantised value >= t, t = 0..255. Our curves are indexed
-  by t ascending (pysodmetrics stores them descending; mean and max do not care).
-  ``adaptive_f`` binarises the unquantised map at ``min(2 * mean(pred), 1)``
-  (Achanta's adaptive threshold) and is 0 when nothing true is found.
-* S-measure (Fan et al., "Structure-measure: A new way to evaluate foreground maps",
-  ICCV 2017), alpha = 0.5, following pysodmetrics (quadrant split at the rounded
-  foreground centroid + 1, as in the MATLAB code). Where that split leaves a quadrant
-  empty pysodmetrics returns NaN; we give that zero-area quadrant a score of 0.
-* E-measure (Fan et al., "Enhanced-alignment measure for binary foreground map
-  evaluation", IJCAI 2018) from the same 256 thresholds plus the adaptive threshold. As in
-  pysodmetrics (and the authors' MATLAB code) the sum is divided by (H*W - 1), so a perfect
-  map scores H*W / (H*W - 1), slightly above 1.
-* Weighted F-measure (Margolin et al., "How to evaluate foreground maps?", CVPR 2014),
-  beta^2 = 1, with ``scipy.ndimage.distance_transform_edt`` for the pixel dependency and
-  importance terms; 0 when the ground truth is empty (as in pysodmetrics).
-* ``boundary_f``: the boundary F-measure of DAVIS (Perazzi et al., CVPR 2016). Boundaries
-  are the 1-pixel inner contours (mask minus its 3x3 erosion; the image border is not a
-  contour). A boundary pixel counts as matched when the other boundary lies within
-  ``ceil(0.0075 * image diagonal)`` pixels (at least 1). Both boundaries empty gives 1.
-* Composites: the RGB image is alpha-composited over a plain background (default white)
-  once with ``pred`` as alpha and once with ``gt`` as alpha (uint8 / 255, bool as 0/1,
-  float as is, so a soft matte is used as it is), in float32 without rounding to uint8.
-  ``composite_psnr`` is 10 log10(255^2 / MSE) over all pixels and channels, capped at
-  ``PSNR_CAP_DB`` = 100 dB (identical composites). ``composite_ssim`` is the SSIM of Wang
-  et al. (IEEE TIP 2004): gaussian window 11x11, sigma 1.5, K1 = 0.01, K2 = 0.03, L = 255,
-  computed with ``cv2.GaussianBlur`` (reflect-101 border) per channel and averaged over the
-  whole map and the channels.
-
-Dataset aggregation (``SegMetrics``)
-------------------------------------
-Every scalar is the mean of the per-image scores, except the curve-based ones:
-
-* ``max_f`` (``MAX_F_CONVENTION``): per-image F curves are averaged over images, then the
-  maximum over thresholds is taken (pysodmetrics ``Fmeasure``: ``fm["curve"].max()``).
-* ``max_f_dataset``: precision and recall curves are averaged over images, F is computed
-  from those mean curves and then maximised (the classic SOD toolbox / MATLAB benchmark).
-* ``mean_f`` / ``e_measure`` are the means of the mean curves, ``max_e`` the maximum of the
-  mean E curve (so not the mean of per-image maxima).
+Every convention, edge case and difference from pysodmetrics: docs/design-decisions.md#metrics
 """
 
 from __future__ import annotations

@@ -1,10 +1,12 @@
-"""The house rules: one step shape, short functions and files, the step table the recipe runner reads."""
+"""The house rules: one step shape, short functions, files and module openings, the step table the recipe runner
+reads, and design-decision links that lead somewhere."""
 
 from __future__ import annotations
 
 import ast
 import dataclasses
 import inspect
+import re
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,8 @@ MAX_FUNCTION_LINES = 80
 MAX_FILE_LINES = 500
 LONG_FILE = "# over 500 lines:"  # the one-line reason a longer file gives at its top
 LONG_FUNCTION = "# over 80 lines:"  # ... and a longer function on the line above its def
+MAX_MODULE_DOC_LINES = 12  # what the module is for and its contract; the measured reasons go to DESIGN_DECISIONS
+DESIGN_DECISIONS = Path(__file__).resolve().parents[1] / "docs" / "design-decisions.md"
 
 
 @pytest.mark.parametrize("name", sorted(STEPS))
@@ -69,6 +73,42 @@ def test_the_length_check_sees_long_functions(tmp_path):
         _long(long_fn, ast.parse(long_fn.read_text()))
     long_fn.write_text(f"{LONG_FUNCTION} a table written out\ndef f():\n{body}\n")
     assert _long(long_fn, ast.parse(long_fn.read_text())) == []
+
+
+def test_module_docstrings_say_what_and_why_in_a_few_lines():
+    """STYLE.md, habit 15: a module opens with what it is for and its contract; the numbers and findings behind
+    its choices live in docs/design-decisions.md, and the docstring links to their section."""
+    long = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8")), clean=False)
+        if doc is not None and len(doc.splitlines()) > MAX_MODULE_DOC_LINES:
+            long.append(f"{path.relative_to(PACKAGE.parent)}: {len(doc.splitlines())} lines")
+    assert not long, (f"module docstrings over {MAX_MODULE_DOC_LINES} lines (move the measured reasons to "
+                      "docs/design-decisions.md and link to them):\n" + "\n".join(long))
+
+
+def _anchors(markdown: str) -> list[str]:
+    """The anchors a markdown page defines: ``<a id="...">`` tags, and its headings as GitHub turns them into ids."""
+    headings = re.findall(r"^#+ (.+)$", markdown, flags=re.M)
+    slugs = [re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings]
+    return re.findall(r'<a id="([^"]+)"></a>', markdown) + slugs
+
+
+def test_every_design_decision_the_code_links_to_exists():
+    anchors = _anchors(DESIGN_DECISIONS.read_text(encoding="utf-8"))
+    assert len(anchors) == len(set(anchors)), "an anchor defined twice"
+    links = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for anchor in re.findall(r"docs/design-decisions\.md#([\w-]+)", path.read_text(encoding="utf-8")):
+            links.setdefault(anchor, []).append(str(path.relative_to(PACKAGE.parent)))
+    assert links, "the code links to no design decision: has the link pattern changed?"
+    missing = {a: files for a, files in links.items() if a not in anchors}
+    assert not missing, f"links to sections docs/design-decisions.md does not have: {missing}"
+
+
+def test_the_anchor_check_reads_tags_and_headings():
+    page = '<a id="onnx-int8"></a>\n## ONNX INT8: U8S8, 7-bit weights (`exporters/onnx.py`)\n'
+    assert _anchors(page) == ["onnx-int8", "onnx-int8-u8s8-7-bit-weights-exportersonnxpy"]
 
 
 def test_no_package_hides_a_public_name():

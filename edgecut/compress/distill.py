@@ -1,32 +1,14 @@
 """``distill``: teach a small student from one or more trained teachers.
 
-Knowledge distillation (Hinton, Vinyals and Dean 2015; FitNets, Romero et al. 2015) for
-one-channel segmentation. The student learns from
-
-- the ground truth: BCE + Dice against the mask, or, for images that have none
-  (``unlabeled``), against the teachers' own mask (hard or soft, ``pseudo_label``);
-- the teachers' soft output: pixel-wise KD at temperature T (:func:`~edgecut.training.losses.kd_loss`);
-  several teachers, of any architectures, are averaged in probability;
-- optionally their features: at every stride both models tap (``feature_taps``), the student
-  feature goes through a 1x1 conv adapter to the teacher's channels and is compared with the
-  teacher's after per-channel standardisation; the adapters are trained along and
-  checkpointed, never shipped;
-- optionally an edge-band BCE that weighs pixels near the mask's borders more.
+Knowledge distillation (Hinton, Vinyals and Dean 2015; FitNets, Romero et al. 2015) for one-channel segmentation:
 
     loss = (1 - alpha) * gt + alpha * kd + feature_weight * feat + boundary_weight * boundary
 
-By default the teachers' answers are computed once per image (and its mirror image) at their
-own input size and stored (:mod:`edgecut.compress.soft_labels`); each epoch's crop and rotation
-move the stored map as they move the image, so a slow teacher costs one pass, not one per epoch.
-With ``teacher_cache=False`` (and always with feature distillation) they run on the fly: frozen,
-in eval mode, under ``no_grad`` and inside the loop's autocast, on the very batch the student
-sees, re-normalised when their ModelSpec asks for other mean/std. A teacher with a fixed input
-size (``dynamic_size=False``) sees the batch resized to its size, and its output is resized back. A teacher may be of any format: torch, TorchScript and torch.export artifacts run as
-modules, ONNX / OpenVINO / TensorRT artifacts through their Runner (on the CPU, or their device),
-which serves output distillation; feature distillation needs a torch module's layers.
-
-Under ``torchrun`` the student trains with DistributedDataParallel (see train/loop.py); each
-rank runs the teachers on its own shard.
+``gt``: BCE + Dice against the mask (for ``unlabeled`` images, the teachers' own); ``kd``: pixel-wise KD at
+temperature T (:func:`~edgecut.training.losses.kd_loss`) against the teachers' averaged probability; ``feat``:
+optional feature matching at ``feature_taps`` through 1x1 adapters; ``boundary``: an optional edge-band BCE.
+Teachers of any format; their answers are stored once (:mod:`edgecut.compress.soft_labels`) unless
+``teacher_cache=False``. Under ``torchrun``, DistributedDataParallel. Details: docs/design-decisions.md#distill
 """
 
 from __future__ import annotations

@@ -1,20 +1,14 @@
 """Structured channel pruning with Torch-Pruning's dependency graph (Fang et al., CVPR 2023).
 
-Removing output channels of a convolution also removes the matching input channels of every
-layer that reads them: batch norms, the next convolution, both sides of a U-Net skip
-concatenation, depthwise convolutions of a MobileNet block. Torch-Pruning traces the model
-once and groups such coupled channels, so the pruned model stays consistent; the output head
-keeps its channels. What edgecut adds:
+Removing output channels of a convolution also removes the matching input channels of every layer that reads
+them; Torch-Pruning groups such coupled channels, so the pruned model stays consistent (the output head keeps its
+channels). What edgecut adds: ``prune_model`` (uniform or global ratios, a MACs target, per-layer plans, channel
+counts in multiples of 8, resumable iterative steps) and ``sensitivity`` with ``plan_from_sensitivity`` (per-layer
+ratios under a metric budget). Pruned models are saved as an architecture plus a channel configuration
+(models/channels.py). The artifact-level workflow (fine-tuning, resume, reports) is
+:func:`edgecut.compress.prune_run.prune`.
 
-- ``prune_model``: uniform or global ratios, a MACs target (found by bisection), per-layer plans,
-  channel counts rounded to multiples of 8, and iterative steps whose ratios are relative to
-  the current widths, so a run can stop after any step and resume from it;
-- ``sensitivity``: each prunable group pruned alone at several ratios, with the metric drop
-  and the MACs saved, and ``plan_from_sensitivity`` turning that into per-layer ratios under a
-  metric budget.
-
-Pruned models are saved as an architecture plus a channel configuration (models/channels.py).
-The artifact-level workflow (fine-tuning, resume, reports) is :func:`edgecut.compress.prune_run.prune`.
+Details: docs/design-decisions.md#prune
 """
 
 from __future__ import annotations

@@ -1,39 +1,14 @@
 """``qat``: quantization-aware training: a float torch artifact in, an INT8 QDQ ONNX artifact out.
 
-Post-training INT8 (``edgecut export --precision int8``) fixes every range from calibration
-images and leaves the weights as they are; QAT fine-tunes the weights *and* the ranges with
-the rounding in the loop, which wins back what PTQ loses on small students and sharp edges.
+Post-training INT8 fixes every range from calibration images; QAT fine-tunes the weights *and* the ranges with the
+rounding in the loop. The fake quantization is NNCF's (``nncf.quantize`` on the torch model). Steps: batch norms
+folded into their convolutions; ``nncf.quantize`` with the performance preset, initial ranges from ``calib_count``
+training images; :func:`~edgecut.training.loop.fit` in fp32; export of the quantizers as Q/DQ pairs, traced as in
+:mod:`edgecut.exporters.onnx`, then :mod:`edgecut.exporters.qdq`; parity against the float parent (the gate) and
+against the fake-quantised model (recorded). ``out`` is the run folder and becomes the artifact (``checkpoints/``,
+``qat_setup.json``, ``history.json``, ``model.onnx``, ``edgecut.json``); ``resume=True`` resumes.
 
-The fake quantization comes from NNCF (``nncf.quantize`` on the torch model, the route of
-NNCF's own QAT examples), not from PyTorch's PT2E flow: torch 2.14 no longer ships
-``torch.ao.quantization.quantize_pt2e`` (it moved to torchao, a further dependency whose
-ONNX route needs the dynamo exporter and onnxscript, neither of which edgecut installs),
-while NNCF is already the OpenVINO extra's quantiser, leaves the model the same
-``nn.Module`` (quantizers hooked in), so it trains in the one training loop unchanged, and
-its quantizers trace to ONNX ``QuantizeLinear`` / ``DequantizeLinear`` pairs through the very
-``torch.onnx.export`` call the ONNX exporter uses. The steps:
-
-1. batch norms are folded into the convolutions before them, so the weights that are
-   fake-quantised are the weights that are deployed (an unfolded batch norm would stay a
-   float op between an int8 convolution and its output quantizer);
-2. ``nncf.quantize`` with the performance preset: per-channel symmetric int8 weights,
-   symmetric activations (uint8 after a ReLU unless ``signed_activations``), initial ranges
-   from ``calib_count`` training images (unaugmented, through the ModelSpec's
-   preprocessing), fast bias correction;
-3. :func:`~edgecut.training.loop.fit` fine-tunes weights and quantizer scales in fp32 (bf16
-   autocast would round the dequantized values again: 8 significant bits cannot hold the
-   int8 grid the kernels will use), validating the fake-quantised model each epoch;
-4. export: quantizers in Q/DQ export mode, traced as in :mod:`edgecut.exporters.onnx`, onnxslim,
-   then the exact rewrites of :mod:`edgecut.exporters.qdq` (int8 weight initializers, DQ moved
-   after skip concatenations), the ModelSpec stamped in, ``onnx.checker``;
-5. parity against the float parent with INT8 tolerances (the gate, as for every export) and
-   against the fake-quantised torch model (recorded: how faithful the ONNX is to what was
-   trained); nothing is written unless the first passes.
-
-``out`` is the run folder and becomes the artifact (like ``train``): ``checkpoints/`` from the
-training loop, ``qat_setup.json`` (where NNCF put its quantizers, as ``nncf.torch.get_config``
-gives it, and the calibration images), ``history.json``, ``model.onnx``, ``edgecut.json``. An
-interrupted run resumes from the setup and the loop's checkpoint with ``resume=True``.
+Why NNCF rather than PT2E, and each step's reasons: docs/design-decisions.md#qat
 """
 
 from __future__ import annotations

@@ -2,23 +2,14 @@
 virtual environment edgecut creates and manages under its cache (``$EDGECUT_CACHE/envs/NAME``, or
 ``$EDGECUT_ENVS/NAME``).
 
-Why there is one: ``litert-torch`` (the LiteRT converter) needs ``ai-edge-litert[model-utils]``,
-whose ``xdsl`` pins ``typing-extensions<4.13`` and brings ``pydantic<2.12``; edgecut's tested set
-has typing-extensions 4.16 and pydantic 2.14. Installing it beside edgecut would break edgecut.
+``edgecut env setup NAME`` builds it once, never during an export: ``python -m venv`` with this Python; a ``.pth``
+file that appends edgecut's own site-packages *after* the environment's (torch, numpy and the rest are shared, and
+the environment's own versions of the conflicting packages win inside it); ``pip install`` of the converter under
+the pins shipped beside this module (``NAME.txt``); ``ready.json`` with the pins and the Python (an environment
+whose pins changed is rebuilt). The environment runs edgecut's worker scripts only (plain Python files that import
+torch and the converter, never edgecut): the exporter hands them files and reads back files.
 
-How it is built (``edgecut env setup NAME``, once; never during an export):
-
-- ``python -m venv`` with this Python;
-- a ``.pth`` file that appends edgecut's own site-packages *after* the environment's: torch,
-  numpy and the rest are shared (no second 2 GB torch, the same torch version that exported the
-  program), and the environment's own versions of the conflicting packages win inside it;
-- ``pip install`` of the converter under the pins shipped beside this module (``NAME.txt``, the
-  environment's own packages as tested), so every machine builds the same environment;
-- ``ready.json`` records the pins and the Python; an environment whose pins changed is rebuilt.
-
-The environment runs edgecut's worker scripts only (plain Python files that import torch and the
-converter, never edgecut, whose pydantic is not the environment's): the exporter hands them files
-and reads back files.
+Why there is one (the LiteRT converter's pins): docs/design-decisions.md#converter-envs
 """
 
 from __future__ import annotations

@@ -1,25 +1,13 @@
 """The embedded default data set: synthetic studio product shots with exact masks.
 
-Quickstarts and tests need images and masks without a download. This module draws them:
-bottles (some of see-through glass), boxes, cans, shoes, mugs and garments on plain, gradient,
-textured or cluttered backdrops, with shading, specular highlights, a soft drop shadow, thin
-parts (necks, handles, laces, straps) and anti-aliased edges. The mask is exact: 255 on every
-object (glass included, both objects when a shot has two), 0 on the backdrop, the shadow, the
-clutter and the hole inside a mug's handle.
+Quickstarts and tests need images and masks without a download. This module draws bottles, boxes, cans, shoes,
+mugs and garments on plain, gradient, textured or cluttered backdrops; the mask is 255 on every object and 0
+elsewhere. ``render(index, size, seed)`` is a pure function: image ``index`` draws from its own random stream, and
+one index gives the same shot at every size. ``generate`` writes the folder layout of :mod:`edgecut.data.folder`
+(``images/``, ``masks/``, ``splits/`` and ``synth.json``, whose parameters let a second run resume); every file is
+written atomically and is byte-identical from run to run.
 
-``render(index, size, seed)`` is a pure function: image ``index`` draws from its own random
-stream ``np.random.default_rng([seed, index])`` and does not depend on how many images are made
-nor in what order. A scene is laid out in frame-relative units, so one index gives the same shot
-at every size. ``generate`` writes the folder layout of :mod:`edgecut.data.folder`::
-
-    out/images/00000.png   RGB            out/splits/train.txt   names, one a line
-    out/masks/00000.png    8-bit 0 / 255  out/splits/val.txt
-    out/synth.json         the parameters; a second run with the same ones resumes
-
-Every file is written atomically and is byte-identical from run to run.
-
-Drawing happens on a canvas ``ss`` times the output size with cv2's anti-aliased fills; the
-canvas is area-averaged down, and the mask is the averaged coverage thresholded at one half.
+What is drawn and how: docs/design-decisions.md#synth
 """
 
 from __future__ import annotations

@@ -1,29 +1,14 @@
 """Core ML export: a torch artifact -> ``model.mlpackage`` (an ML program for iOS 16 / macOS 13 and later).
 
-Route: ``torch.export`` at the spec's input size (batch 1, decomposed to ATen ops), then
-``coremltools.convert`` to an ML program. Input ``input`` and output (``logits`` or
-``probability``, as the spec says) are float32 multi-arrays, so an app feeds exactly what
-:meth:`~edgecut.artifact.ModelSpec.preprocess` makes; the spec is also stored in the model's
-user-defined metadata (``edgecut.spec``), so an app can read its normalisation from the file.
+Route: ``torch.export`` at the spec's input size (batch 1), then ``coremltools.convert`` to an ML program. Input
+``input`` and output (``logits`` or ``probability``) are float32 multi-arrays, fed what
+:meth:`~edgecut.artifact.ModelSpec.preprocess` makes; the spec is also in the model's metadata (``edgecut.spec``).
+Precisions: fp16 (the default on Apple devices), fp32, and int8 weight-only (W8A16). The input size is fixed
+(``--dynamic`` is refused). Core ML has no runtime on Linux: no parity is measured, the manifest says so, ``eval``,
+``bench`` and ``remove`` refuse the artifact, and the conversion report is recorded instead. The artifact lists
+every file of the package with its sha256; its model file is the package's ``model.mlmodel``.
 
-Precisions:
-
-- **fp16** (the default on Apple devices: the Neural Engine computes in fp16): compute
-  precision FLOAT16, weights stored as float16;
-- **fp32**: compute precision FLOAT32 (the CPU and GPU run it; the Neural Engine does not);
-- **int8**: the fp16 model with its weights linearly quantised to int8 (per-channel symmetric,
-  ``coremltools.optimize.coreml.linear_quantize_weights``): weight-only INT8 (W8A16), a quarter of
-  the FP32 size; activations stay fp16, as Core ML computes them.
-
-The input size is fixed (Core ML compiles fixed shapes for the Neural Engine; a ``--dynamic``
-export is refused). Core ML has no runtime on Linux, so the export cannot be run here: no parity
-is measured, the manifest says so, and ``eval``, ``bench`` and ``remove`` refuse the artifact with
-that reason. What is recorded is the conversion report: the ML program's operation counts, the
-compute precision, the deployment target, the weight storage, and coremltools' own warnings
-(e.g. a torch version it has not been tested with).
-
-The artifact lists every file of the package (``model.mlpackage/...``) with its sha256; its model
-file is the package's ``model.mlmodel`` (the program), beside its ``weights/weight.bin``.
+Each precision, and what the report holds: docs/design-decisions.md#coreml
 """
 
 from __future__ import annotations

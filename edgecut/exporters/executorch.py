@@ -1,19 +1,13 @@
 """ExecuTorch export: a torch artifact -> ``model.pte`` (PyTorch's on-device runtime), FP32 or INT8.
 
-Route: ``torch.export`` at batch 1 and the spec's size, ``to_edge_transform_and_lower`` with
-the XNNPACK partitioner (ExecuTorch's CPU backend on Android and iOS), ``to_executorch``.
+Route: ``torch.export`` at batch 1 and the spec's size, ``to_edge_transform_and_lower`` with the XNNPACK partitioner
+(ExecuTorch's CPU backend on Android and iOS), ``to_executorch``. FP32 is the program as it is; INT8 is PT2E
+quantisation with ExecuTorch's ``XNNPACKQuantizer`` (symmetric per-channel int8 weights, int8 activations),
+calibrated on the calibration images through the spec's preprocessing; input and output stay float32. The input
+size is fixed (``--dynamic`` is refused). ``executorch`` is an extra; its runtime runs the parity check here. The
+``.pte`` holds no edgecut spec (``edgecut.json`` does), and the arm64 bundle runner does not run ``.pte`` files.
 
-- **fp32**: the program as it is, delegated to XNNPACK;
-- **int8**: PT2E quantisation with ExecuTorch's ``XNNPACKQuantizer`` (symmetric per-channel int8
-  weights, int8 activations with min/max observers), calibrated on the calibration images run
-  through the spec's preprocessing, converted, exported again and lowered: XNNPACK runs the
-  quantised operators, input and output stay float32.
-
-The input size is fixed (``--dynamic`` is refused). ``executorch`` lives beside edgecut's pinned
-set (the ``executorch`` extra); its runtime (``executorch.runtime``) runs the parity check here.
-The ``.pte`` holds no edgecut spec: the artifact's ``edgecut.json`` does. The arm64 bundle runner
-does not run ``.pte`` files: ExecuTorch's Python runtime takes torch tensors, and bundles carry
-no torch.
+Details: docs/design-decisions.md#executorch
 """
 
 from __future__ import annotations

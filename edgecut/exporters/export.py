@@ -1,20 +1,14 @@
 """``export``: a model artifact in, a parity-checked artifact of another format or precision out.
 
-The formats are rows of :data:`edgecut.formats.FORMATS`; :func:`export` does everything else the
-same way for each of them:
-
-1. refuse what cannot work before any work is done (format, precision, parent format, options
-   of another format, a missing backend, a device the format does not run on);
-2. run the format's function in a hidden staging folder beside ``out``;
-3. check parity against the parent, image by image, through both Runners
-   (:mod:`edgecut.exporters.parity`); outside tolerance, the staging folder is deleted and a
-   :class:`~edgecut.exporters.parity.ParityError` names the worst image and the number;
-4. optionally (``require_faster``) time the new model against its parent and refuse a slower one;
-5. write ``edgecut.json`` (lineage with an ``export`` step, parity and calibration reports) and
-   move the folder into place, so a folder holding ``edgecut.json`` always passed its check.
-
-QAT (:mod:`edgecut.compress.qat`) ends in the same manifest and gate (:func:`manifest_for`,
-:func:`edgecut.exporters.parity.against_parent`).
+The formats are rows of :data:`edgecut.formats.FORMATS`; :func:`export` does everything else the same way for
+each: (1) refuse what cannot work before any work is done (format, precision, parent format, options of another
+format, a missing backend, a device the format does not run on); (2) run the format's function in a hidden staging
+folder beside ``out``; (3) check parity against the parent, image by image, through both Runners
+(:mod:`edgecut.exporters.parity`): outside tolerance, the staging folder is deleted and a
+:class:`~edgecut.exporters.parity.ParityError` names the worst image and the number; (4) optionally
+(``require_faster``) time the new model against its parent and refuse a slower one; (5) write ``edgecut.json``
+(lineage with an ``export`` step, parity and calibration reports) and move the folder into place, so a folder
+holding ``edgecut.json`` always passed its check. QAT ends in the same manifest and gate.
 """
 
 from __future__ import annotations

@@ -1,24 +1,14 @@
 """LiteRT export: a torch artifact -> ``model.tflite`` (Android's default runtime), FP32, FP16 or INT8.
 
-Route, and why from torch rather than ONNX: ``litert-torch`` (the successor of ai-edge-torch,
-Google's converter) lowers a ``torch.export`` program straight to LiteRT ops. The ONNX route
-(onnx2tf) needs TensorFlow and rewrites layouts op by op; from torch there is one converter and
-the FP32 model stays within 1e-5 of torch. ``litert-torch`` cannot live beside edgecut's pinned
-set (see :mod:`edgecut.converters.envs`), so:
+``litert-torch`` (Google's converter, the successor of ai-edge-torch) lowers a ``torch.export`` program straight to
+LiteRT ops. It cannot live beside edgecut's pinned set (:mod:`edgecut.converters.envs`), so: (1) edgecut takes the parent's
+module through ``torch.export`` at batch 1 and the spec's size and, for INT8, writes the preprocessed calibration
+images; (2) :mod:`edgecut.exporters.litert_worker` converts in the ``litert`` converter environment and writes
+``model.tflite`` and a report; (3) the parity gate runs the file here through ai-edge-litert's interpreter (the
+``litert`` extra). Precisions: FP32; FP16 weights; INT8 full-integer (calibrated) or, with ``litert.int8="dynamic"``
+(``--litert-int8 dynamic``), dynamic-range. The input size is fixed (``--dynamic`` is refused).
 
-1. edgecut (here) takes the parent's module through ``torch.export`` at batch 1 and the spec's
-   size, saves the program, and for INT8 writes the calibration images, preprocessed as the
-   spec says (:mod:`edgecut.exporters.calibration`);
-2. :mod:`edgecut.exporters.litert_worker` runs in the ``litert`` converter environment (same torch,
-   its own converter packages) and writes ``model.tflite`` and a report;
-3. the parity gate runs the file here through ai-edge-litert's interpreter (the ``litert``
-   extra, a light runtime that does live beside edgecut).
-
-Precisions (the worker's docstring has the recipes): FP32; FP16 weights (weight-only float
-casting: half the file, float32 compute); INT8 full-integer (int8 weights, activations, input
-and output, calibrated), or with ``litert.int8="dynamic"`` (``--litert-int8 dynamic``)
-dynamic-range INT8 (int8 weights, activations quantised at run time, no calibration). The input
-size is fixed (``--dynamic`` is refused).
+Why from torch rather than ONNX, and each precision: docs/design-decisions.md#litert
 """
 
 from __future__ import annotations

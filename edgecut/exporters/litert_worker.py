@@ -1,21 +1,14 @@
 """The LiteRT conversion worker: runs inside the ``litert`` converter environment (:mod:`edgecut.converters.envs`).
 
-A plain script: it imports torch, numpy, litert-torch and ai-edge-quantizer, never edgecut (the
-environment has its own pydantic). ``python litert_worker.py JOB.json`` reads the job, writes the
-``.tflite`` file and a report, and exits 0; on failure it prints one line to stderr and exits 1.
+A plain script: it imports torch, numpy, litert-torch and ai-edge-quantizer, never edgecut (the environment has its
+own pydantic). ``python litert_worker.py JOB.json`` reads the job, writes the ``.tflite`` file and a report, and
+exits 0; on failure it prints one line to stderr and exits 1. The job: ``program`` (a ``torch.export`` program saved
+by edgecut), ``input`` (its N x C x H x W shape), ``out``, ``precision`` (fp32 | fp16 | int8), ``calib`` (an .npy of
+preprocessed N x 3 x H x W images, for static int8), ``int8`` (static | dynamic), ``threads`` (calibration),
+``report`` (where the report goes). fp32 is ``litert_torch.convert``; fp16 and int8 pass the fp32 file through
+ai-edge-quantizer (weight-only float16; ``static_wi8_ai8``, or ``dynamic_wi8_afp32`` with ``"int8": "dynamic"``).
 
-The job: ``program`` (a ``torch.export`` program saved by edgecut), ``input`` (its N x C x H x W
-shape), ``out``, ``precision`` (fp32 | fp16 | int8), ``calib`` (an .npy of preprocessed N x 3 x H x
-W images, for static int8), ``int8`` (static | dynamic), ``threads`` (calibration), ``report``
-(where the report goes).
-
-- fp32: ``litert_torch.convert`` of the program's module;
-- fp16: the fp32 file through ai-edge-quantizer, weight-only float casting to 16 bits (weights
-  stored as float16, dequantised by the runtime; activations stay float32);
-- int8: the fp32 file through ai-edge-quantizer's ``static_wi8_ai8`` recipe (int8 weights and
-  activations, min/max ranges from the calibration images; the input and output tensors are int8
-  too), or with ``"int8": "dynamic"`` its ``dynamic_wi8_afp32`` (int8 weights, activations
-  quantised at run time; float input and output, no calibration).
+What each recipe does: docs/design-decisions.md#litert-worker
 """
 
 from __future__ import annotations

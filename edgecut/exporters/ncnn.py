@@ -1,30 +1,14 @@
-"""ncnn export: a torch artifact -> ``model.ncnn.param`` + ``model.ncnn.bin``, FP32 or FP16.
+"""ncnn export: a torch artifact -> ``model.ncnn.param`` + ``model.ncnn.bin``, FP32 or FP16 (INT8 from FP32).
 
-ncnn is Tencent's inference library for phones (ARM NEON kernels, Vulkan), common in Android
-apps. Route: ``torch.jit.trace`` at the spec's input size, then the ``pnnx`` converter binary
-(the ``pnnx`` wheel: a standalone program with its own libtorch, so it works beside any torch)
-writes ncnn's two files. The call is edgecut's own rather than ``pnnx.export``, which ignores
-the converter's exit status and prints its passes: here a failed conversion is one error with
-the converter's last lines, and the converter's other outputs (its own ``.pnnx`` graph, Python
-and ONNX dumps) stay in the staging folder and are deleted.
+ncnn is Tencent's inference library for phones (ARM NEON kernels, Vulkan). Route: ``torch.jit.trace`` at the spec's
+input size, then the ``pnnx`` converter binary (the ``pnnx`` wheel: a standalone program with its own libtorch),
+called by edgecut itself rather than through ``pnnx.export``: a failed conversion is one error with the converter's
+last lines. FP32 stores float32 weights (``fp16=0``, not pnnx's default); FP16 stores float16 weights and the
+Runner turns on ncnn's fp16 arithmetic; INT8 is the FP32 graph calibrated and rewritten as ncnn's own tools would
+(:mod:`edgecut.exporters.ncnn_int8`); ``--exclude`` names ncnn layers, ``--exclude-op`` ncnn layer types. ncnn's
+files hold no metadata: the ModelSpec travels in ``edgecut.json``. ``dynamic=True`` traces at a second size too.
 
-Precisions:
-
-- **fp32**: weights stored as float32 (``fp16=0``). pnnx's default stores float16 weights, which
-  moved the student's logits by up to 0.005 (a probability by 1.3e-3), far outside the FP32 parity
-  bar; with float32 weights ncnn's output is within 7e-6 of torch's.
-- **fp16**: weights stored as float16 (half the file); at run time the Runner also turns on
-  ncnn's fp16 storage and arithmetic, which ncnn uses where the CPU has them (ARMv8.2 phones),
-  and computes in float32 elsewhere (x86).
-- **int8**: the FP32 graph, calibrated and rewritten as ncnn's ``ncnn2table`` and ``ncnn2int8``
-  tools would (:mod:`edgecut.exporters.ncnn_int8`; no wheel ships them): int8 weights and
-  activations in every convolution and inner product, per-channel weight scales, input scales by
-  ``--calib-method`` (minmax, entropy or percentile) on the ``--calib`` images; the other layers
-  stay float32. ``--exclude`` names ncnn layers, ``--exclude-op`` ncnn layer types.
-
-ncnn has no metadata in its files: the ModelSpec travels in the artifact's ``edgecut.json``.
-An export with ``dynamic=True`` is traced at a second size too (pnnx's ``inputshape2``), so
-the graph does not bake the trace size into its resizes.
+Measured reasons (why not pnnx's FP16 default) and details: docs/design-decisions.md#ncnn
 """
 
 from __future__ import annotations

@@ -1,28 +1,15 @@
 """ncnn INT8: the calibration of ncnn's ``ncnn2table`` and the weight rewrite of its ``ncnn2int8``.
 
-ncnn quantises a float graph with two C++ tools that neither the ``ncnn`` nor the ``pnnx`` wheel
-ships. Both are small, and ncnn's file formats are plain, so edgecut does their work here, on the
-FP32 graph pnnx wrote, with the ``ncnn`` Python package running it:
+Neither the ``ncnn`` nor the ``pnnx`` wheel ships those two C++ tools, so edgecut does their work here, on the FP32
+graph pnnx wrote, with the ``ncnn`` Python package running it. Calibration: every ``Convolution``,
+``ConvolutionDepthWise`` and ``InnerProduct`` layer gets the scale of its input blob (``minmax``, ``percentile`` or
+``entropy``) and per-output-channel weight scales. Rewrite: those layers' weights become int8 behind ncnn's int8
+tag, with ``int8_scale_term`` set and the scales after the bias; a quantised convolution feeding another one
+requantises its output, as ``ncnn2int8``'s ``fuse_requantize`` does; other layers keep float32 weights. The ``.bin``
+has no index: each layer's weights are found by walking the layers in order with the layouts of :data:`LAYOUTS`; a
+weighted layer type not there, or a walk that does not end exactly at the end of the file, is refused.
 
-- **calibration** (``ncnn2table``): every ``Convolution``, ``ConvolutionDepthWise`` and
-  ``InnerProduct`` layer gets the scale of its input blob (``127 / threshold``), measured by
-  running the FP32 graph on the calibration images (the ModelSpec's preprocessing): the largest
-  ``|x|`` (``minmax``), a percentile of ``|x|`` read off the 2048-bin histogram (``percentile``), or
-  ncnn2table's default KL search over that histogram (``entropy``). Weight scales are per output
-  channel (per group for depthwise), ``127 / max|w|``, and ``31 / max|w|`` for 3x3 stride-1
-  convolutions, whose int8 Winograd kernels need 6-bit weights, as ncnn2table computes them.
-- **the rewrite** (``ncnn2int8``): those layers' weights become int8 (rounded half away from zero,
-  clipped to +-127, ncnn's ``float2int8``) behind ncnn's int8 tag, ``int8_scale_term`` is set
-  (2 for convolution and inner product, 1 for depthwise: per-group scales), and the scales follow
-  the bias in the ``.bin``. A quantised convolution feeding another one directly (or through a
-  ``Split`` whose every branch is one) requantises its output (``int8_scale_term + 100``, the next
-  layer's input scale appended), so int8 flows between them, as ncnn2int8's ``fuse_requantize`` does.
-  Other layers keep their float32 weights (ncnn2int8 stores them as fp16; float32 keeps the rest of
-  the graph at FP32 parity).
-
-The ``.bin`` has no index: each layer's weights are found by walking the layers in order with the
-layout ncnn's ``load_model`` reads for that type. A graph with a weighted layer type not in
-:data:`LAYOUTS`, or whose walk does not end exactly at the end of the file, is refused.
+The scales, roundings and layouts, as ncnn computes them: docs/design-decisions.md#ncnn-int8
 """
 
 from __future__ import annotations

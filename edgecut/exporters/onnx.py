@@ -1,41 +1,14 @@
 """ONNX export: a torch artifact -> ``model.onnx`` in FP32, FP16 or INT8 (static QDQ).
 
-Exporter: ``torch.onnx.export(dynamo=False)``, the TorchScript tracer: once simplified its
-graphs equal the dynamo exporter's node for node, it is much faster, and it needs no
-``onnxscript`` (docs/measuring.md, "Design decisions, measured"). The tracer bakes
-Python-level shape branches in at the trace size, so exported models need inputs that are
-multiples of ``spec.size_divisor`` (the Runner checks). Batch is always dynamic;
-``dynamic=True`` frees H and W too.
+Exported with the TorchScript tracer, ``torch.onnx.export(dynamo=False)``: batch is always dynamic, ``dynamic=True``
+frees H and W too, and inputs must be multiples of ``spec.size_divisor`` (the Runner checks). Then onnxslim, the
+precision conversion, the ModelSpec in ``metadata_props`` under ``edgecut.spec`` and
+``onnx.checker.check_model(full_check=True)``. FP16: onnxruntime's ``convert_float_to_float16(keep_io_types=True)``.
+INT8: ``onnxruntime.quantization.quantize_static`` in QDQ format, per-channel symmetric int8 weights in 7 bits and
+asymmetric uint8 activations (U8S8; TensorRT's Q/DQ is S8S8 with full-range weights), activation ranges from
+calibration images (MinMax, Entropy or Percentile); nodes or op types can stay in float.
 
-Then: onnxslim simplification when installed (the ``onnx`` extra; skipped with a note if
-not), the precision conversion, the ModelSpec written into ``metadata_props`` under
-``edgecut.spec`` (a bare .onnx says how to feed it), and ``onnx.checker.check_model(
-full_check=True)``.
-
-- FP16: ``onnxruntime.transformers.float16.convert_float_to_float16(keep_io_types=True)``,
-  shipped inside onnxruntime (no onnxconverter-common); inputs and outputs stay float32. It
-  appends its input Casts at the end of the node list, so the graph is re-sorted before the
-  checker sees it.
-- INT8: ``onnxruntime.quantization.quantize_static`` in QDQ format, per-channel symmetric
-  int8 weights, asymmetric uint8 activations (U8S8). Not S8S8, ORT's documented first choice
-  for QDQ: on x86 its CPU provider fuses only some S8S8 convolutions into QLinearConv and
-  runs the rest in float between Dequantize / Quantize pairs and NHWC transposes. For the
-  MobileNetV3 student at 128 px, 22 of 79 convolutions stayed float, with 54 transposes, and
-  the INT8 model ran at 1.6x the FP32 time; as U8S8 all 79 fuse, 2 transposes are left, and
-  it is faster than FP32 (benchmarks/int8_student.py). TensorRT's Q/DQ stays S8S8 symmetric.
-  Weights use 7 bits (``reduce_range``): on x86 CPUs without VNNI (AVX2 only), ONNX Runtime's
-  int8 kernels add pairs of u8 x s8 products in saturating int16 (VPMADDUBSW), which full-range
-  weights overflow; with 7-bit weights the model computes the same on every x86 CPU, at a
-  negligible cost in accuracy (docs/measuring.md). TensorRT's Q/DQ keeps the full range.
-  Activation ranges come from calibration images run through the ModelSpec's preprocessing,
-  computed with ``create_calibrator`` (MinMax, Entropy or Percentile) and handed to
-  quantize_static as its ranges cache: quantize_static cannot set the histogram size, and
-  with its 128-bin default Entropy has a single candidate threshold and equals MinMax.
-  Nodes or op types can stay in float. ``quant_pre_process`` is not run: its symbolic shape
-  inference fails on these graphs ("Incomplete symbolic shape inference": dynamic H/W, and
-  the MobileNetV3 student even at a fixed size), and its optimisation pass repeats onnxslim's
-  work while splitting each HardSwish into HardSigmoid + Mul (18 more tensors to quantise in
-  the student); quantize_static runs ONNX shape inference itself.
+Measured reasons: docs/design-decisions.md#onnx-exporter (the tracer, FP16) and docs/design-decisions.md#onnx-int8
 """
 
 from __future__ import annotations

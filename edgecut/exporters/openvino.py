@@ -1,48 +1,14 @@
 """OpenVINO export: a torch (or fp32 ONNX) artifact -> ``model.xml`` + ``model.bin`` (FP32, FP16, INT8).
 
-Route: the FP32 ONNX that :func:`edgecut.exporters.onnx.export_onnx` writes (traced, simplified,
-checked), then ``openvino.convert_model`` on it, then ``openvino.save_model``. Going through ONNX
-rather than handing the torch module to ``convert_model`` keeps one tracer and one place where
-dynamic H / W, the opset and the size-divisor rules are decided: the IR computes exactly the
-graph the ``onnx`` format ships, and an fp32 ONNX artifact converts the same way as a torch one.
-``convert_model`` (rather than ``Core.read_model`` on the .onnx) runs OpenVINO's offline
-transformations: the tiny U-Net's IR has 48 operations instead of 164 (the ONNX Resize / Pad
-shape arithmetic is folded), which gives NNCF a clean graph and names close to the ONNX ones.
+Route: the FP32 ONNX that :func:`edgecut.exporters.onnx.export_onnx` writes, ``openvino.convert_model`` on it, then
+``openvino.save_model`` (``compress_to_fp16`` always passed: False for FP32, True for FP16's half-precision weights).
+INT8: ``nncf.quantize`` on calibration images (:mod:`edgecut.exporters.calibration`), preset ``mixed`` or
+``performance``, ``minmax`` or ``percentile`` ranges (``entropy`` is refused), full bias correction; ``--exclude``
+and ``--exclude-op`` keep nodes in float. An INT8 Q/DQ ONNX parent is converted as it is, with no calibration. With
+``max_drop``: ``nncf.quantize_with_accuracy_control`` on mask IoU; the drop is measured again and an export that
+misses it is refused. Settings, the IoU before and after and the reverted operations go into ``edgecut.json``.
 
-- FP32: ``save_model(compress_to_fp16=False)``. ``save_model`` compresses to FP16 *by default*;
-  edgecut always passes the flag explicitly.
-- FP16: ``save_model(compress_to_fp16=True)``: weights stored in half precision (half the
-  ``.bin``), inputs and outputs float32. The CPU plugin decompresses them and computes in f32
-  (the Runner asks for f32; see :mod:`edgecut.runtime.openvino_runner`).
-- INT8: ``nncf.quantize`` on the converted model: calibration images from
-  :mod:`edgecut.exporters.calibration` (seeded pick, the same report as the ONNX route), run
-  through the ModelSpec's preprocessing; ``subset_size`` is their count, so every one is used.
-  Preset ``mixed`` (default: symmetric weights, asymmetric activations, like the ONNX route's
-  S8S8) or ``performance`` (symmetric both). Activation ranges: ``minmax`` is NNCF's MINMAX set
-  (global min / max over the images; NNCF's own default averages per-image extremes instead),
-  ``percentile`` its MEAN_QUANTILE set at ``1 - percentile / 100``; ``entropy`` (KL) has no NNCF
-  counterpart and is refused. ``--exclude`` names ONNX nodes (the OpenVINO nodes they became
-  keep the name, or the name plus ``/suffix``); ``--exclude-op`` takes OpenVINO op types or the
-  ONNX names in :data:`ONNX_OP_TYPES`. Weights are stored as int8. Bias correction is NNCF's
-  full one (``fast_bias_correction=False``): on small calibration sets it keeps the masks
-  much closer to the float model's for at most 1.5x the quantisation time (docs/measuring.md).
-- INT8 from an INT8 Q/DQ ONNX artifact (QAT's output, or ONNX Runtime's static quantization):
-  the graph is converted as it is; OpenVINO turns every QuantizeLinear / DequantizeLinear pair
-  into a FakeQuantize and runs the int8 kernels with the parent's scales. No calibration.
-- INT8 with accuracy control (``max_drop``): ``nncf.quantize_with_accuracy_control``. The metric is
-  the mean mask IoU against ground-truth masks at the spec's input size, computed through
-  OpenVINO (f32) on a validation folder (images + masks; default: the parity folder, else
-  synthetic photos of a set of their own); the drop is absolute. NNCF quantises everything,
-  then reverts the most harmful groups of layers to float until the drop is at most
-  ``max_drop``. NNCF returns only the model, so how many operations went back to float is read
-  from its log records ("K out of N were reverted"); the drop itself is measured again here, and
-  an export that does not meet it is refused.
-
-While NNCF runs, its INFO lines and progress bars are kept out of the terminal (its warnings are
-not); the records are collected for the report. Settings, the IoU before and after, and the
-reverted operations go into ``edgecut.json``. Note that ``convert_model`` and NNCF send
-OpenVINO's usage telemetry unless it is declined (``opt_in_out --opt_out``, or ``CI=true``
-for NNCF); edgecut leaves that choice to the user.
+Measured reasons and details (and OpenVINO's telemetry): docs/design-decisions.md#openvino-export
 """
 
 from __future__ import annotations

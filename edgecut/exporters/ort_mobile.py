@@ -1,24 +1,14 @@
 """ONNX Runtime mobile export: ``model.ort`` (ORT format) + ``required_operators.config``.
 
-The ORT format is what ONNX Runtime's mobile packages (Android AAR, iOS pod) and its minimal
-builds load: a flatbuffer of the already-optimised graph, no protobuf parser needed on the
-device. ``required_operators.config`` lists the operators (domain, opset, op) the model uses;
-building ONNX Runtime with ``--minimal_build --include_ops_by_config required_operators.config``
-gives an app a runtime with those kernels only.
+The ORT format is what ONNX Runtime's mobile packages and minimal builds load: a flatbuffer of the already-optimised
+graph. ``required_operators.config`` lists the operators the model uses, so that a build with ``--minimal_build
+--include_ops_by_config required_operators.config`` has those kernels only. Route: the ONNX model at the asked
+precision (:func:`edgecut.exporters.onnx.export_onnx`, or an FP32 or INT8 Q/DQ ONNX artifact as it is), then
+``onnxruntime.tools.convert_onnx_models_to_ort`` with optimisation style ``Fixed`` and target platform ``arm``; the
+file runs on x86 too, and the parity gate runs it here. The ModelSpec stays in the model's metadata
+(``edgecut.spec``), so a bare ``.ort`` file loads.
 
-Route: the ONNX model at the asked precision (:func:`edgecut.exporters.onnx.export_onnx`, or an
-ONNX artifact as it is: an FP32 one, or an INT8 Q/DQ one from QAT or ONNX Runtime PTQ), then
-``onnxruntime.tools.convert_onnx_models_to_ort``, the converter shipped inside the onnxruntime
-wheel: no other dependency. Settings:
-
-- optimisation style ``Fixed``: the graph optimisations are applied before saving (ONNX
-  Runtime's guidance for the CPU provider; ``Runtime`` is for NNAPI / Core ML partitions);
-- target platform ``arm``: the phones and boards ORT mobile runs on. It lets the converter keep
-  int8 Q/DQ fusions that only ARM kernels take, and it never writes x86's NCHWc layout ops
-  (a test holds that the operator list has none), so the file runs on x86 too. The parity gate
-  runs the ``.ort`` file here through ONNX Runtime's Python package.
-
-The ModelSpec stays in the model's metadata (``edgecut.spec``), so a bare ``.ort`` file loads.
+Why ``Fixed`` and ``arm``: docs/design-decisions.md#ort-mobile
 """
 
 from __future__ import annotations

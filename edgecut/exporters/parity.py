@@ -1,23 +1,14 @@
 """Parity of an export against its parent, image by image, through both Runners.
 
-Each image goes through ``ModelSpec.preprocess`` once; the same batch is run by the parent's
-Runner and the export's Runner, both outputs become probabilities (``to_probability``), and
-per image we keep the max abs difference of probabilities and the IoU of the two thresholded
-masks. With ground-truth masks (a data set folder, or the synthetic default) the IoU of both
-models against the truth is kept too, so an INT8 export reports its metric drop.
+Each image is preprocessed once and run by both Runners; per image we keep the max abs difference of the
+probabilities and the IoU of the two thresholded masks, and, with ground-truth masks, both models' IoU against the
+truth (so an INT8 export reports its metric drop). A dynamic-size export is also checked at (H + 2d, W + d), d the
+size divisor, on its first :data:`ALT_SIZE_IMAGES` images. Tolerances per precision (:data:`DEFAULT_TOLERANCES`),
+lowered only explicitly, by key: ``max_abs_diff`` (worst pixel of any image), ``mask_iou`` (mean over the images of
+the mask IoU against the parent), ``mask_iou_min`` (worst image; no default), ``metric_drop`` (drop of the mean IoU
+against the truth). The worst image is always reported by name.
 
-A dynamic-size export is also checked at a second size, (H + 2d, W + d) with d the size
-divisor, on its first :data:`ALT_SIZE_IMAGES` images: that path is what ``dynamic`` promises.
-
-Default tolerances per precision (:data:`DEFAULT_TOLERANCES`); a user lowers the bar only
-explicitly, by key: ``max_abs_diff`` (upper bound, worst pixel of any image), ``mask_iou``
-(lower bound on the mean over the images of the mask IoU against the parent), ``mask_iou_min``
-(lower bound on the worst image; no default), ``metric_drop`` (upper bound on the drop of mean
-IoU against the truth). The worst image is always reported by name.
-
-``mask_iou`` bounds the mean, not the worst image, because on real photographs a few pixels on
-one thin edge flip at any reduced precision (docs/measuring.md has the figures); users who want
-a per-image bound set ``mask_iou_min``.
+Why ``mask_iou`` bounds the mean and not the worst image, measured: docs/design-decisions.md#parity
 """
 
 from __future__ import annotations

@@ -1,20 +1,14 @@
 """Passes over QDQ ONNX graphs (QuantizeLinear / DequantizeLinear pairs), and what they hold.
 
-A fake-quantised torch model (NNCF's QAT) traces to a graph where every quantised tensor,
-weights included, goes through ``QuantizeLinear -> DequantizeLinear``. Two exact rewrites
-bring it to the form ONNX Runtime's ``quantize_static`` writes, which its QDQ fusions turn
-into integer kernels:
+A fake-quantised torch model (NNCF's QAT) traces to a graph where every quantised tensor, weights included, goes
+through ``QuantizeLinear -> DequantizeLinear``. Two exact rewrites bring it to the form ONNX Runtime's
+``quantize_static`` writes, which its QDQ fusions turn into integer kernels: :func:`fold_weight_quantizers` makes
+the weights int8 initializers behind their ``DequantizeLinear``, and :func:`sink_concat_dequantize` turns
+``Concat(DQ(a), DQ(b))`` with one scale and zero point for every input into ``DQ(Concat(a, b))``. :func:`summary`
+counts what a QDQ graph quantises and says whether every zero point is 0 and int8, which TensorRT's explicit
+quantization requires.
 
-- :func:`fold_weight_quantizers`: ``QuantizeLinear`` over a float initializer becomes an
-  int8 initializer (rounded half to even and saturated, as the operator does), so the file
-  stores int8 weights (4x smaller) and only their ``DequantizeLinear`` remains;
-- :func:`sink_concat_dequantize`: ``Concat(DQ(a), DQ(b))`` with one scale and zero point for
-  every input becomes ``DQ(Concat(a, b))``: NNCF quantises a concatenation's inputs with
-  unified scales, OpenVINO style, which leaves the convolution after a U-Net skip
-  concatenation without a ``DequantizeLinear`` in front, and ONNX Runtime runs it in float.
-
-:func:`summary` counts what a QDQ graph quantises and says whether every zero point is 0 and
-int8, which TensorRT's explicit quantization requires.
+Why each rewrite: docs/design-decisions.md#qdq
 """
 
 from __future__ import annotations

@@ -1,29 +1,15 @@
 """TensorRT export: a torch or ONNX artifact -> a serialized engine built on this machine's GPU.
 
-The engine is built from the artifact's ONNX model with the TensorRT 10 Python API
-(``trt.Builder``, ``create_network(0)``: explicit batch is the only mode, ``trt.OnnxParser``,
-a builder config with a workspace limit, one optimization profile, a timing cache, then
-``build_serialized_network``). Precisions:
+The engine is built from the artifact's ONNX model with the TensorRT 10 Python API (``trt.Builder``, explicit
+batch, ``trt.OnnxParser``, a workspace limit, one optimization profile, a timing cache). Precisions: fp32; fp16
+(``BuilderFlag.FP16``); int8 by explicit quantization from a QDQ ONNX model with zero points at 0 (the parent, or
+edgecut's static PTQ), preferred, or implicitly with an ``IInt8EntropyCalibrator2`` (``int8_source="calibrator"``).
+An engine runs only on the GPU model and TensorRT version that built it: beside ``model.engine`` the artifact holds
+its ONNX model, ``trtexec.txt`` (the equivalent ``trtexec`` command) and the timing cache, and the lineage records
+``built_for``, which the Runner checks. Batch is dynamic (1 to ``max_batch``, optimised for 1); a ``dynamic``
+export also lets H and W range from half to twice the spec's size.
 
-- fp32; fp16: ``BuilderFlag.FP16`` (TensorRT may keep a layer in fp32 where that is faster;
-  the layer formats it chose are recorded when the engine can be inspected);
-- int8, explicit quantization (preferred; TensorRT 10 deprecates calibrator-driven INT8):
-  from a QDQ ONNX model, either the parent itself (an int8 ONNX artifact, e.g. from
-  ``edgecut qat --signed-activations``) or edgecut's static PTQ with every activation zero
-  point at 0 (TensorRT takes symmetric int8 Q/DQ only);
-- int8, implicit (``int8_source="calibrator"``): an ``IInt8EntropyCalibrator2`` fed the
-  calibration images through the ModelSpec's preprocessing, its cache kept as ``calib.cache``.
-
-An engine runs only on the GPU model (compute capability) and TensorRT version that built
-it, so a Jetson builds its own. Beside ``model.engine`` the artifact therefore holds the
-ONNX model it came from, ``trtexec.txt`` with the equivalent ``trtexec`` command (run it in
-the artifact folder on the device), and the timing cache; the lineage step records the
-TensorRT version, GPU name and compute capability (``built_for``), which the Runner checks.
-The timing cache is also kept per machine (``$XDG_CACHE_HOME/edgecut/tensorrt``, keyed by
-TensorRT version and compute capability) and reused by the next build there.
-
-Batch is always dynamic (1 to ``max_batch``, optimised for 1); a ``dynamic`` export also
-lets H and W range from half to twice the spec's size (multiples of ``size_divisor``).
+Details: docs/design-decisions.md#tensorrt
 """
 
 from __future__ import annotations

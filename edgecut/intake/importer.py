@@ -1,24 +1,15 @@
 """``import_model``: the model a user has, as an edgecut artifact every stage can read.
 
-What comes in:
+In: a state dict (``.pth`` / ``.pt`` read with ``weights_only=True``, or ``.safetensors``) plus a registered
+``arch`` or the user's own ``nn.Module`` class (``class_path``, ``kwargs``), which becomes a torch artifact that
+records how to rebuild it; a TorchScript file, a ``torch.export`` program (``.pt2``) or an ONNX file, which becomes
+an artifact of that format; in Python, an ``nn.Module`` object. A model with several outputs is told which one is
+the mask (``output_index`` / ``output_key`` / ``output_channel``). The spec is never silently defaulted: each field
+is given, read from the file, measured, or the architecture's default, and ``metrics["import"]["spec_source"]``
+says which. The model is run on a few images before anything is written; a spec the numbers contradict is refused
+with them (``force`` keeps the warning).
 
-- a state dict (``.pth`` / ``.pt`` read with ``weights_only=True``, or ``.safetensors``) plus its
-  architecture: a registered one (``arch``) or the user's own ``nn.Module`` class (``class_path``,
-  ``kwargs``); the artifact is a torch artifact that records how to rebuild it;
-- a TorchScript file, a ``torch.export`` program (``.pt2``, read without unpickling) or an ONNX
-  file: an artifact of that format (run through its Runner; exported from, evaluated, benched);
-- in Python, an ``nn.Module`` object (its class must be importable again).
-
-A model that returns several outputs (a tuple, a dict, several ONNX outputs, several channels)
-is told which one is the mask (``output_index`` / ``output_key`` / ``output_channel``); the
-artifact returns that one only.
-
-The spec is never silently defaulted. Each field is given, read from the file (an ONNX model's
-edgecut metadata, a fixed input shape), measured, or the architecture's default, and the
-manifest's ``metrics["import"]["spec_source"]`` says which (``edgecut info`` shows it). The model
-is run on a few images (``data``, or synthetic photos) before anything is written: the output
-range decides logits against probability when not given; a declared kind the numbers contradict,
-or a spec making every pixel one class, is refused with the numbers (``force`` keeps the warning).
+In full: docs/design-decisions.md#import
 """
 
 from __future__ import annotations

@@ -1,19 +1,14 @@
 """Is the machine giving us the cores we asked for? A parallel-speedup canary.
 
-On a shared host (a cloud VM, a CI runner) a neighbour can take the physical cores behind our
-virtual CPUs without anything showing inside the guest; what changes is how well threads run
-*together*, and with it every multi-threaded latency (docs/measuring.md has the numbers). The
-canary times a float32 GEMM (numpy's BLAS) on one thread and on ``threads`` threads:
-:func:`parallel_speedup` is ``t(1) / t(threads)``.
+On a shared host a neighbour can take the physical cores behind our virtual CPUs without anything showing inside the
+guest; what changes is how well threads run *together*. The canary times a float32 GEMM (numpy's BLAS) on one thread
+and on ``threads`` threads: :func:`parallel_speedup` is ``t(1) / t(threads)``. A sample is only compared with this
+machine's quiet level at the same thread count (:class:`Canary`, remembered across runs), and :func:`is_busy` is the
+one rule: below ``BUSY_FRACTION`` of it, the machine is busy. ``edgecut bench`` samples around each worker run
+(:meth:`Canary.guarded`) and records what it saw (:class:`edgecut.measure.record.Host`); ``edgecut compare`` applies
+the same rule (:func:`edgecut.report.table.busy_records`).
 
-That speedup depends on the CPU and the thread count, so a sample is only compared with this
-machine's quiet level at the same thread count (:class:`Canary`, remembered across runs), and
-:func:`is_busy` is the one rule: below ``BUSY_FRACTION`` of it, the machine is busy. ``edgecut
-bench`` samples around each worker run, not inside it (BLAS's buffers would add to the model's
-peak RSS): :meth:`Canary.guarded` waits while busy and measures again a run that ended busy.
-What it saw goes into the record (:class:`edgecut.measure.record.Host`), and ``edgecut compare``
-applies the same rule against the best quiet level among the compared records, which may have
-been seen only after a row was written (:func:`edgecut.report.table.busy_records`).
+Why, and how bench and compare use it: docs/design-decisions.md#canary (the numbers: docs/measuring.md)
 """
 
 from __future__ import annotations

@@ -1,26 +1,14 @@
 """``bench``: measure artifacts through their Runners and write one :class:`BenchRecord` each.
 
-For every model (and every thread count asked for) one record:
+For every model (and every thread count asked for) one record: **latency**, isolated, in fresh worker processes
+(:mod:`edgecut.measure.worker`: cold first inference, peak RSS, the model alone on one batch, throughput at each
+extra batch size, the end-to-end cut-out of one image file), repeated, the run at the lower quartile of their p50s
+kept, and guarded on CPU by the parallel-speedup canary (:mod:`edgecut.measure.canary`); **accuracy**, in this
+process, on every image of the data folder at its own resolution, the worst images' cut-outs kept for the html
+report; **agreement** with a ``reference`` artifact (mask IoU and max abs difference per image). Records are
+appended to the ``.jsonl`` file as each model finishes; ``resume=True`` skips measurements the file already holds.
 
-- **latency, isolated**: a fresh worker process (:mod:`edgecut.measure.worker`; ``repeats`` of
-  them, or as many as it takes to know the p50 to ``precision``; the run at the lower quartile
-  of their p50s kept, with the 95% interval of that quartile; see below) loads the model and
-  times it, so the first inference is really cold, the peak RSS is this model's (Linux: the
-  process's high-water mark, reset after start-up, so it counts the interpreter and the
-  backend's libraries as a deployment would) and no other model's threads or allocations are
-  around. It measures the model alone on one batch, the throughput at each extra batch size, and
-  the end-to-end cut-out of one image file (decode, preprocess, infer, postprocess, encode an
-  RGBA PNG): what a user of ``edgecut remove`` waits for. On CPU, each run waits (bounded) for
-  the host to give the cores back when a parallel-speedup canary says it has taken them
-  (:mod:`edgecut.measure.canary`), and a run during which that happened is measured again.
-- **accuracy**, in this process: every image of the data folder at the record's input size,
-  scored at its own resolution with every metric; the worst images are kept by name and their
-  cut-outs saved beside the records file, for the html report.
-- **agreement** with a reference artifact (``reference``): mask IoU and max abs difference of
-  probabilities per image, the reference's outputs computed once per run.
-
-Records are appended to the ``.jsonl`` file as each model finishes, so an interrupted run
-keeps what it measured; ``resume=True`` skips measurements the file already holds.
+Each measurement in full, and why the lower quartile: docs/design-decisions.md#bench
 """
 
 from __future__ import annotations
@@ -367,11 +355,8 @@ def _enough(t: _Timing, config: BenchConfig) -> bool:
 def _finish(t: _Timing, canary: Canary, config: BenchConfig) -> BenchRecord:
     """The record of ``t``'s runs: the kept run's numbers, the spread of the runs, the canary.
 
-    The kept run is the lower quartile of the runs' p50s by default, not their median: on a shared
-    host, interference only ever adds time, and it comes in phases that slow a varying share of
-    the runs (on a shared 2-vCPU VM: 20-30% slower runs, 0-40% of them). The median moves with
-    that share; the lower quartile ignores up to three runs in four slowed, while not resting on
-    one lucky run as the minimum would. Within a run, p50 is still the median call.
+    The kept run is the lower quartile of the runs' p50s by default, not their median; within a run,
+    p50 is still the median call. Why, measured: docs/design-decisions.md#bench-kept-run
     """
     rec, runs = t.rec, sorted(t.runs, key=lambda g: g["latency"]["p50_ms"])
     rec.created = BenchRecord.model_fields["created"].default_factory()  # when its last run ended

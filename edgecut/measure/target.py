@@ -1,20 +1,14 @@
 """``bench`` and ``eval`` on a target: ``arm64-emu`` (the emulated aarch64 CPU), ``ssh://user@host[:port]``
 (a device), or a device profile whose ``reach`` is one of those.
 
-Each model goes to the target as a deployment bundle (staged once per artifact, profile and runner
-in edgecut's cache) and runs there through the bundle's runner, that is, through the device's own
-runtime, never through torch. What comes back becomes the same :class:`BenchRecord` a local bench
-writes, with the target's name and fingerprint:
+Each model goes to the target as a deployment bundle (staged once per artifact, profile and runner in edgecut's
+cache) and runs there through the bundle's runner, that is, through the device's own runtime, never through torch.
+What comes back becomes the same :class:`BenchRecord` a local bench writes, with the target's name and fingerprint:
+``arm64-emu`` records **instructions** per inference (not milliseconds: no latency), ``ssh://`` the **latency**
+measured on the device; both record **parity** against this machine's Runner of the same artifact and **accuracy**
+on the data images, scored here.
 
-- ``arm64-emu``: **instructions** per inference (guest instructions retired under qemu-user, one
-  thread: exact, so a rerun gives the same number; they rank artifacts on aarch64 and are not
-  milliseconds). No latency: emulated time is not device time, and a record never passes it off
-  as such.
-- ``ssh://``: **latency** measured on the device by its runner (edgecut's statistics).
-- both: **parity** against this machine's Runner of the same artifact (max abs difference of the
-  raw outputs, mask IoU per image), on the data images or, without data, on a few synthetic
-  photos; and **accuracy** on the data images, scored here at each image's own resolution from the
-  outputs the target computed.
+What each record holds: docs/design-decisions.md#target-bench
 """
 
 from __future__ import annotations

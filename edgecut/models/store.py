@@ -1,18 +1,13 @@
 """Saving and loading torch models as artifacts, and loading a user's own model.
 
-A torch artifact is ``model.safetensors`` plus the architecture in ``edgecut.json``: a registry
-name, or a user's own class (``class_path``: ``package.module:Class``, or ``/path/file.py:Class``
-with the file's sha256, re-imported from there on every load and refused if it changed), its
-keyword options, the channel counts pruning changed, and which of several outputs to read
-(``output``: a tuple index or dict key, and/or one channel). Modules are never pickled. A model
-comes in as one of:
-
-- an edgecut artifact directory (torch, TorchScript or torch.export program);
-- a weights file (``.safetensors``, or a ``.pt``/``.pth`` state dict read with
-  ``weights_only=True``) plus an architecture name and options;
-- a TorchScript file, read by TorchScript's own loader.
-
-``edgecut import`` (:mod:`edgecut.intake`) writes artifacts from everything a user may hold.
+A torch artifact is ``model.safetensors`` plus the architecture in ``edgecut.json``: a registry name, or a user's own
+class (``class_path``: ``package.module:Class``, or ``/path/file.py:Class`` with the file's sha256, re-imported from
+there on every load and refused if it changed), its keyword options, the channel counts pruning changed, and which of
+several outputs to read (``output``: a tuple index or dict key, and/or one channel). Modules are never pickled. A
+model comes in as an edgecut artifact directory (torch, TorchScript or torch.export program); a weights file
+(``.safetensors``, or a ``.pt``/``.pth`` state dict read with ``weights_only=True``) plus an architecture name and
+options; or a TorchScript file, read by TorchScript's own loader. ``edgecut import`` (:mod:`edgecut.intake`) writes
+artifacts from everything a user may hold.
 """
 
 from __future__ import annotations

@@ -1,20 +1,14 @@
 """MobileNet-backbone students: a light U-Net decoder or an LR-ASPP head on a MobileNet encoder.
 
-- MobileNetV2 (Sandler et al., CVPR 2018, "MobileNetV2: Inverted Residuals and Linear
-  Bottlenecks") and MobileNetV3-Large/Small (Howard et al., ICCV 2019, "Searching for
-  MobileNetV3") are taken from torchvision's builders; only ``.features`` is kept.
-- :class:`MobileNetEncoder` cuts ``.features`` into five stages at strides 2, 4, 8, 16, 32 and
-  declares ``out_channels`` and ``strides``; the heads are built from those alone
-  (segmentation_models_pytorch style), so any backbone with that contract plugs in.
-- :class:`UNetDecoder`: U-Net skips (Ronneberger, Fischer and Brox, MICCAI 2015) with
-  depthwise-separable blocks instead of full 3x3 convs.
-- :class:`LRASPPHead`: Lite R-ASPP from the MobileNetV3 paper (as torchvision's ``LRASPPHead``).
-- ``mobilenet_v3_large_relu_unet``: the same U-Net student made for INT8 kernels (see
-  :func:`mobilenet_v3_large_relu_unet` for what each change buys, measured).
+Backbones from torchvision (``.features`` only): MobileNetV2 (Sandler et al., CVPR 2018) and MobileNetV3-Large /
+Small (Howard et al., ICCV 2019). :class:`MobileNetEncoder` cuts them into five stages at strides 2 to 32 and
+declares ``out_channels`` and ``strides``; the heads are built from those alone, so any backbone with that contract
+plugs in: :class:`UNetDecoder` (U-Net skips, Ronneberger et al., MICCAI 2015, with depthwise-separable blocks) or
+:class:`LRASPPHead` (Lite R-ASPP). ``mobilenet_v3_large_relu_unet`` is the U-Net student made for INT8 kernels.
+Every model pads its input (replicate) to a multiple of 32 and crops the one-channel logits back, so any H x W
+works; ``feature_taps`` maps stride -> submodule name for distillation; forwards never use channel counts.
 
-Every model pads its input (replicate) to a multiple of 32 and crops the one-channel logits
-back, so any H x W works. ``feature_taps`` maps stride -> submodule name for distillation.
-Forwards never use channel counts: a pruning tool may change conv widths in place.
+Details and measured reasons: docs/design-decisions.md#students
 """
 
 from __future__ import annotations
@@ -117,12 +111,7 @@ class MobileNetEncoder(nn.Module):
 
     A stage starts at a layer that halves the resolution and runs up to the next one, so its
     output is the last (deepest) feature map at its stride. Stage 5 keeps the final 1x1 conv
-    of ``.features`` (V3-Large 160 -> 960, V3-Small 96 -> 576, V2 320 -> 1280 channels, with
-    its activation). It runs at 1/32 of the resolution: for the V3-Large U-Net at 320 px it
-    costs 49 M MACs in all (8%: the conv plus a wider first decoder block) and 0.24 M params,
-    and it is where the ImageNet weights hold their most semantic features; without it the
-    deepest feature is a linear bottleneck with no activation. torchvision's LR-ASPP and
-    segmentation_models_pytorch's MobileNet encoders keep it too.
+    of ``.features``, with its activation (why, measured: docs/design-decisions.md#students-encoder).
 
     ``relu`` replaces every hard-swish with a ReLU and ``se=False`` drops the squeeze-excitation
     blocks (V3 only has them; V2 has ReLU6 and no SE already). ImageNet weights still load into
@@ -354,13 +343,8 @@ def mobilenet_v3_large_relu_unet(*, width_mult: float = 1.0, decoder_channels: S
                                  weights_backbone: str | None = None) -> MobileNetUNet:
     """The MobileNetV3-Large U-Net made for INT8: ReLU for hard-swish, no squeeze-excitation,
     nearest decoder upsampling, a pixel-shuffle head (benchmarks/int8_student.py measures each).
-
-    What the INT8 kernels made of the default student (OpenVINO and ONNX Runtime per-op profiles,
-    benchmarks/results/int8_student.json): every bilinear upsampling ran in float (OpenVINO has
-    no int8 linear interpolation; a nearest one only moves bytes and stays int8), and so did the
-    one-channel full-size upsampling of the logits, in a 16-channel blocked layout. Hard-swish
-    and the squeeze-excitation multiplies add float work between the int8 convolutions.
-    ``se``, ``upsample`` and ``head`` undo each change on its own.
+    ``se``, ``upsample`` and ``head`` undo each change on its own. Why each change, from the INT8
+    kernels' profiles: docs/design-decisions.md#students-int8
     """
     return _unet("mobilenet_v3_large", width_mult, decoder_channels, weights_backbone, relu=True, se=se,
                  upsample=upsample, head=head)

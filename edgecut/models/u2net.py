@@ -1,25 +1,14 @@
 """U^2-Net and U^2-Netp (Qin et al., Pattern Recognition 2020, "U^2-Net: Going deeper with nested
 U-structure for salient object detection"): latency references for the benchmark tables.
 
-- An RSU-L block (residual U-block of height L) is a small U-Net inside one stage: an input
-  conv, L - 1 encoder convs with L - 2 max-pools between them, a dilated (d=2) conv at the
-  bottom, L - 1 decoder convs on [upsampled, skip] concatenations, and a residual add of the
-  input conv. RSU-4F replaces pooling by dilations 1, 2, 4, 8 (for the deep, small maps).
-- The outer U: six encoder stages En_1..En_6 (RSU-7, 6, 5, 4, 4F, 4F) with 2x2 max-pools
-  between them (stride 1 to 32), five decoder stages De_5..De_1 mirroring them, a 3x3 "side"
-  conv to one channel on De_1..De_5 and En_6, and a 1x1 conv fusing the six side maps.
-- U^2-Netp (rembg's ``u2netp``) uses mid 16 / out 64 channels everywhere: ~1.13 M params
-  (4.7 MB fp32). U^2-Net is the paper's Table 1 (~44 M params, 176 MB).
+RSU-L blocks (residual U-blocks: a small U-Net inside one stage) in an outer U of six encoder and five decoder
+stages, side convs to one channel and a 1x1 conv fusing them. U^2-Netp (rembg's ``u2netp``): ~1.13 M params;
+U^2-Net: ~44 M. Pooling is ``ceil_mode`` and every upsampling bilinear to the size of the map it joins, so any
+H x W works; exported models are fed multiples of 32. ``forward`` returns the fused logits (no sigmoid), N x 1 x H
+x W; :meth:`U2Net.side_outputs` also returns the six side logits. Module names follow the authors' reference code,
+so its published state dicts (``u2netp.pth``) load as they are.
 
-As in the original, pooling is ``ceil_mode`` and every upsampling is bilinear to the size of
-the map it joins, so any H x W works without padding; ``size_divisor`` 32 is what exported
-models are fed (then every pooling halves exactly). ``forward`` returns the fused logits
-(no sigmoid), N x 1 x H x W, in both modes; :meth:`U2Net.side_outputs` also returns the six
-side logits for the paper's deep supervision (a loss on each of the seven maps).
-
-Module names follow the authors' reference code (``stage1.rebnconvin.conv_s1``, ``side1``,
-``outconv``, ...), so its published state dicts (``u2netp.pth``) load as they are. Convs keep
-their biases before batch norm, as there (they are counted in the published sizes).
+The architecture in detail: docs/design-decisions.md#u2net
 """
 
 from __future__ import annotations

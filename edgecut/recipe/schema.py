@@ -1,21 +1,13 @@
 """Recipes: a YAML file of named steps, read and checked before anything runs.
 
-A recipe names its steps in order; each says its kind (a key of :data:`edgecut.steps.STEPS`), its
-sources (an earlier step's output as ``"@name"``, or a path relative to the recipe file) and its
-settings, under the names of the step's config dataclass::
-
-    steps:
-      data:  {step: synth, count: 240, size: 96}
-      train: {step: train, data: "@data", arch: unet, arch_kwargs: {width: 16}, size: 96, epochs: 6}
-      pruned: {step: prune, model: "@train", ratio: 0.5, data: "@data", loop: {epochs: 2}}
-
-A setting of a nested group may be written flat where only one group has it (``epochs`` is
-``loop.epochs``); ``batch`` and ``ema`` are the command line's names for ``batch_size`` and
-``ema_decay``. ``"@name"`` may stand anywhere a path goes (``calib: {data: "@data"}``). A recipe
-may name its outside paths once, under ``inputs:`` (``inputs: {model: my-unet, data: photos}``,
-read as ``"@model"``), so one ``--set inputs.model=PATH`` points every step at the user's own. Every
-mistake (bad YAML, an unknown step or key, a wrong type, a missing input, a cycle) is one
+A recipe names its steps in order; each says its kind (a key of :data:`edgecut.steps.STEPS`), its sources (an
+earlier step's output as ``"@name"``, or a path relative to the recipe file) and its settings, under the names of
+the step's config dataclass (a nested group's setting may be written flat where only one group has it). A recipe
+may name its outside paths once, under ``inputs:``, so one ``--set inputs.model=PATH`` points every step at the
+user's own. Every mistake (bad YAML, an unknown step or key, a wrong type, a missing input, a cycle) is one
 :class:`RecipeError` naming the file, the line and the fix, before anything is written.
+
+An example and the shorthands: docs/design-decisions.md#recipes
 """
 
 from __future__ import annotations

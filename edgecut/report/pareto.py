@@ -1,16 +1,14 @@
 """The Pareto plot: p50 latency against IoU, one point per record, the frontier as a step line.
 
-Only points measured on the baseline's machine and scored on the reference images can be on
-the frontier; the others are drawn hollow with their footnote mark. Records without accuracy
-(a latency-only measurement) are ticks along the bottom; records without latency are named in
-the caption. Nothing is dropped silently. Labels of points that sit together (the same model
-on three backends) are stacked a line apart with a thin leader instead of printed over each
-other.
+Only points measured on the baseline's machine and scored on the reference images can be on the frontier; the
+others are drawn hollow with their footnote mark. Records without accuracy (a latency-only measurement) are ticks
+along the bottom; records without latency are named in the caption. Nothing is dropped silently. Labels of points
+that sit together (the same model on three backends) are stacked a line apart with a thin leader instead of
+printed over each other.
 
-matplotlib is an optional extra (``edgecut[plot]``); :func:`plot_pareto` returns ``None``
-without it. The figure is drawn on a bare :class:`matplotlib.figure.Figure` (no pyplot, no
-process-wide backend switch) and rendered to PNG bytes, which the caller writes atomically
-and embeds in the html page.
+matplotlib is an optional extra (``edgecut[plot]``); :func:`plot_pareto` returns ``None`` without it. The figure
+is drawn on a bare :class:`matplotlib.figure.Figure` (no pyplot, no process-wide backend switch) and rendered to
+PNG bytes, which the caller writes atomically and embeds in the html page.
 """
 
 from __future__ import annotations

@@ -1,17 +1,15 @@
 # over 500 lines: columns, cells, marks and notes are one set of fairness rules; split, each half would need the other's private helpers
 """Building the comparison: one row per bench record, speed-ups and accuracy deltas against a baseline.
 
-Fairness rules (docs/measuring.md): a speed-up is a ratio of p50 latencies
-measured on one machine, ideally in one run. So a row measured on another machine gets no
-speed-up and a dagger naming the machine; a row of the same machine but another run keeps its
-ratio with a ``*``; a latency flagged unstable by ``edgecut bench``, or measured while the host
-was taking our cores (:func:`busy_records`), is marked ``⚠``. A ΔIoU compares two records
-scored on the same images only (same data set name and count).
+Fairness rules (docs/measuring.md): a speed-up is a ratio of p50 latencies measured on one machine, ideally in one
+run. So a row measured on another machine gets no speed-up and a dagger naming the machine; a row of the same
+machine but another run keeps its ratio with a ``*``; a latency flagged unstable by ``edgecut bench``, or measured
+while the host was taking our cores (:func:`busy_records`), is marked ``⚠``. A ΔIoU compares two records scored
+on the same images only (same data set name and count).
 
-Everything here is plain data: :func:`build_report` turns records into a :class:`Report` whose
-rows carry both display text (``cells``, markers included) and raw numbers (``values``), so that
-the renderers (:mod:`edgecut.report.render`, the html page, the terminal) print it without
-deciding anything again.
+Everything here is plain data: :func:`build_report` turns records into a :class:`Report` whose rows carry both
+display text (``cells``, markers included) and raw numbers (``values``), so that the renderers
+(:mod:`edgecut.report.render`, the html page, the terminal) print it without deciding anything again.
 """
 
 from __future__ import annotations

@@ -1,16 +1,15 @@
 """The ncnn Runner: an ncnn graph (``model.ncnn.param`` + ``model.ncnn.bin``) on the CPU.
 
-Settings are explicit and recorded (:attr:`NcnnRunner.options`): ``num_threads`` is ``threads``
-(default: the CPUs this process may use); an fp32 artifact runs with ncnn's fp16 and bf16
-storage and arithmetic off, so it computes what its name says (ncnn turns fp16 storage on by
-default where the CPU has it, as it does bf16 storage where asked); an fp16 artifact turns fp16
-storage, packing and arithmetic on, which ncnn applies where the CPU supports them; int8 inference
-is on for an int8 artifact only (its float layers run in float32). ncnn runs one
-image at a time: a batch is run image by image.
+Settings are explicit and recorded (:attr:`NcnnRunner.options`): ``num_threads`` is ``threads`` (default: the CPUs
+this process may use); an fp32 artifact runs with ncnn's fp16 and bf16 storage and arithmetic off, so it computes
+what its name says (ncnn turns fp16 storage on by default where the CPU has it, as it does bf16 storage where
+asked); an fp16 artifact turns fp16 storage, packing and arithmetic on, which ncnn applies where the CPU supports
+them; int8 inference is on for an int8 artifact only (its float layers run in float32). ncnn runs one image at a
+time: a batch is run image by image.
 
-ncnn's files carry no metadata, so the Runner loads an artifact folder (its spec is in
-``edgecut.json``). The ``.param`` must start with ncnn's magic line and both files must have the
-sizes recorded in ``edgecut.json``: ncnn reads a truncated ``.bin`` without complaint.
+ncnn's files carry no metadata, so the Runner loads an artifact folder (its spec is in ``edgecut.json``). The
+``.param`` must start with ncnn's magic line and both files must have the sizes recorded in ``edgecut.json``: ncnn
+reads a truncated ``.bin`` without complaint.
 """
 
 from __future__ import annotations

@@ -1,17 +1,15 @@
 """The ONNX Runtime Runner: CPU, or CUDA / TensorRT execution providers when present.
 
-Threads are explicit: ``intra_op_num_threads`` is ``threads`` (default: the CPUs this process
-may use) and ``inter_op_num_threads`` is 1 with sequential execution, so a measurement says
-what it ran with.
+Threads are explicit: ``intra_op_num_threads`` is ``threads`` (default: the CPUs this process may use) and
+``inter_op_num_threads`` is 1 with sequential execution, so a measurement says what it ran with.
 
-A model file is inspected before ONNX Runtime sees it: it must parse as an ONNX model (a
-corrupt or truncated file is one :class:`~edgecut.errors.InputError` naming it), and tensors
-stored as external data must point to files inside the model's folder (``../`` or absolute
-locations are refused unread with :class:`~edgecut.errors.UnsafeFileError`). A bare ``.onnx``
-written by edgecut carries its ModelSpec in ``metadata_props`` (:data:`SPEC_KEY`), so it can
-be run without its ``edgecut.json``. ORT-format files (``.ort``, ONNX Runtime mobile) run
-through the same Runner: they are checked for their flatbuffer identifier instead, and keep
-the ModelSpec in the same metadata.
+A model file is inspected before ONNX Runtime sees it: it must parse as an ONNX model (a corrupt or truncated file
+is one :class:`~edgecut.errors.InputError` naming it), and tensors stored as external data must point to files
+inside the model's folder (``../`` or absolute locations are refused unread with
+:class:`~edgecut.errors.UnsafeFileError`). A bare ``.onnx`` written by edgecut carries its ModelSpec in
+``metadata_props`` (:data:`SPEC_KEY`), so it can be run without its ``edgecut.json``. ORT-format files (``.ort``,
+ONNX Runtime mobile) run through the same Runner: they are checked for their flatbuffer identifier instead, and
+keep the ModelSpec in the same metadata.
 """
 
 from __future__ import annotations

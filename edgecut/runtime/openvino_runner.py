@@ -1,28 +1,15 @@
 """The OpenVINO Runner: an IR (``model.xml`` + ``model.bin``) compiled for the CPU.
 
-Settings are explicit and recorded on the Runner (:attr:`OpenVinoRunner.config`):
-``INFERENCE_NUM_THREADS`` is ``threads`` (default: the CPUs this process may use),
-``PERFORMANCE_HINT`` LATENCY and ``NUM_STREAMS`` 1 (one request at a time, as every Runner is
-measured), and ``INFERENCE_PRECISION_HINT`` f32.
+Settings are explicit and recorded on the Runner (:attr:`OpenVinoRunner.config`): ``INFERENCE_NUM_THREADS`` is
+``threads`` (default: the CPUs this process may use), ``PERFORMANCE_HINT`` LATENCY and ``NUM_STREAMS`` 1 (one
+request at a time, as every Runner is measured), and ``INFERENCE_PRECISION_HINT`` f32 for every artifact precision,
+read back (:attr:`inference_precision`) and checked. A model is checked before OpenVINO compiles it: the ``.xml``
+must look like an IR, both files must have the size recorded in ``edgecut.json``, and any error OpenVINO raises
+while reading is one :class:`~edgecut.errors.InputError` naming the ``.xml`` or the ``.bin``. A bare ``.xml``
+written by edgecut carries its ModelSpec in the IR's ``rt_info`` (:data:`RT_SECTION`), so it loads without its
+``edgecut.json``.
 
-Why f32 must be asked for: on a CPU with AVX-512 BF16 or AMX, the CPU plugin's default
-inference precision is bf16, whatever the IR holds. An "fp32" IR then silently runs in bf16
-(7 bits of mantissa: far outside the fp32 parity bar) and a latency table would compare bf16
-against other backends' fp32. The hint is
-f32 for every artifact precision, so each one runs what its name says: an fp16 IR stores its
-weights in half precision (half the size on disk) and the x86 CPU plugin computes in f32 after
-decompressing them; an int8 IR runs int8 kernels where NNCF put quantisers and f32 elsewhere.
-The precision the compiled model really uses is read back (:attr:`inference_precision`) and
-checked, so an OpenVINO that ignores the hint is an error, not a quiet bf16 measurement.
-
-A model is checked before OpenVINO compiles it: the ``.xml`` must look like an IR (OpenVINO
-would otherwise try every frontend on a junk file), both files must have the size recorded in
-``edgecut.json`` (their sha256 was checked when the artifact loaded: the ``.bin`` is raw tensors
-without a structure of its own, so a same-size corruption would run and give wrong masks), and
-any error OpenVINO raises while reading is one :class:`~edgecut.errors.InputError` naming the
-``.xml`` or the ``.bin``. A bare ``.xml``
-written by edgecut carries its ModelSpec in the IR's ``rt_info`` (:data:`RT_SECTION`), so it
-loads without its ``edgecut.json``.
+Why f32 must be asked for, and why the sizes are checked: docs/design-decisions.md#openvino-runner
 """
 
 from __future__ import annotations

@@ -1,28 +1,15 @@
 """``optimize``: the fastest artifact for a target within an accuracy budget, searched cheapest first.
 
-The search, in order (each candidate is a chain of recipe steps, measured by ``bench``):
+Each candidate is a chain of recipe steps, measured by ``bench``. First the model itself (its IoU, less
+``max_iou_drop``, is the bar every candidate is held to), beside the classical baselines; then, for each base model
+(the model, its pruned versions, the distilled students), cheapest first: the target's formats at FP32, then, for
+a base not dominated, FP16, INT8 (dropped unless faster than the same format's FP32/FP16; refined by accuracy
+control and QAT when worth it but outside the budget) and smaller input sides. No candidate starts once the budget
+is spent. Steps live in ``out/steps``, records in ``out/measure`` and results in ``out/search.json``, so a second
+run reuses every earlier candidate. The winner is the fastest candidate within the budget, checked on held-out
+images (:mod:`edgecut.search.result` says what is written).
 
-1. the model itself (torch, on this machine): the IoU every candidate is held to, less
-   ``max_iou_drop``; the classical baselines (Otsu, GrabCut) beside it, for the table;
-2. for each base model, cheapest to make first: the model, its pruned and fine-tuned versions
-   (``prune_ratios``), then the distilled students (``students``):
-   - each of the target's formats at FP32 (the anchors);
-   - a base whose every anchor is slower and no more accurate than another base's anchor of the
-     same format is **not refined** (its other precisions, sizes and QAT are not tried);
-   - FP16 where the profile and format hold it, INT8 post-training (calibrated on train);
-   - the "is it worth it" gate: an INT8 candidate not faster than the same format's FP32/FP16 is
-     **dropped**;
-   - an INT8 candidate that is worth it but outside the budget is refined: accuracy-controlled INT8
-     (OpenVINO, NNCF) and QAT (both only while it is not dominated);
-   - the fastest variant of the base at the smaller input sides (``sizes``; dynamic exports).
-3. no candidate starts once the budget is spent (a started one finishes; training steps whose
-   earlier runs say they would not fit are not started either).
-
-Every model and export is a recipe step in ``out/steps`` (the recipe runner's cache) and every
-measurement a bench record in ``out/measure``; ``out/search.json`` keeps each candidate's result
-and digest, so a second run (a larger budget) reuses every earlier candidate and says so. The
-winner is the fastest candidate within the budget on the search images, checked on held-out images
-(the next one is taken if it fails there); see :mod:`edgecut.search.result` for what is written.
+The search order and its rules in full: docs/design-decisions.md#optimize
 """
 
 from __future__ import annotations

@@ -1,19 +1,14 @@
 """``arm64-emu``: real aarch64 runtimes on an x86 machine through Debian's ``qemu-user`` (the
 machine's, or, where it has none, Debian's package fetched into the cache and run from there).
 
-``setup`` builds, once and idempotently, a sysroot under the cache (``$EDGECUT_CACHE/arm64``,
-default ``~/.cache/edgecut/arm64``): Debian's arm64 Python 3.11 and the libraries it needs,
-downloaded with apt for the arm64 architecture into private lists (no multiarch change to the
-machine) and unpacked with ``dpkg-deb -x``; and the aarch64 wheels of the device runner's
-packages (the versions a bundle pins) installed with ``pip --platform``. A ``/proc/cpuinfo`` an
-aarch64 ONNX Runtime can parse sits inside the prefix (the host's x86 one makes it crash).
+``setup`` builds, once and idempotently, a sysroot under the cache (``$EDGECUT_CACHE/arm64``, default
+``~/.cache/edgecut/arm64``): Debian's arm64 Python 3.11 and its libraries, unpacked with ``dpkg-deb -x``; the
+aarch64 wheels of the device runner's packages, installed with ``pip --platform``; and ``insn_count.c``, a TCG
+plugin counting the guest instructions between two markers the runner's ``count`` command sets. With one thread,
+address randomisation off (``setarch -R``) and the bundle at a fixed path, the count of an inference is the same on
+every run: a deterministic ARM cost that ranks artifacts. It is not milliseconds on a device.
 
-It also builds ``insn_count.c``, a TCG plugin counting the guest instructions between two markers
-the runner's ``count`` command sets (the plugin API header comes from Debian's qemu source package,
-fetched the same way). With one thread, address randomisation off (``setarch -R``) and the bundle
-at a fixed path, the count of an inference is the same on every run: a deterministic ARM cost
-that ranks artifacts (FP32 against INT8, teacher against student). It is not milliseconds on a
-device, and emulated times measured here are not device time either.
+How the sysroot is fetched, and what the count is for: docs/design-decisions.md#arm64-emu
 """
 
 from __future__ import annotations

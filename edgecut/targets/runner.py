@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """The device runner a deployment bundle ships with: one file, numpy + Pillow + OpenCV + one
-runtime (onnxruntime or OpenVINO), never torch and never edgecut.
+runtime (onnxruntime or OpenVINO), never torch and never edgecut. Before anything runs it checks
+every file against ``SHA256SUMS``: a changed or added file is refused.
 
     python3 runner.py remove IMAGE_OR_FOLDER... --out DIR [--format rgba|mask|composite]
     python3 runner.py bench [--iters N] [--threads T]
@@ -8,10 +9,8 @@ runtime (onnxruntime or OpenVINO), never torch and never edgecut.
     python3 runner.py outputs IMAGE_OR_FOLDER... --out FILE.npz   # raw outputs, for parity checks
     python3 runner.py verify
 
-It reads ``edgecut.json`` beside it and feeds the model as edgecut does (the ModelSpec's
-``preprocess``, ``to_probability`` and ``resize_back``, and ``edgecut remove``'s decoding and
-composing); edgecut's tests hold this copy bit-exact against those. Before anything runs it checks
-every file against ``SHA256SUMS``: a changed or added file is refused.
+It reads ``edgecut.json`` beside it and feeds the model as edgecut does (the ModelSpec's ``preprocess``,
+``to_probability``, ``resize_back``; ``edgecut remove``'s decoding and composing): edgecut's tests hold it bit-exact.
 """
 
 from __future__ import annotations

@@ -1,19 +1,14 @@
 """The one training loop, used by train, prune's fine-tuning, distill and qat.
 
-Explicit and short: AdamW, linear warm-up then cosine decay (per step), bf16 autocast on
-CPU and fp16/bf16 on CUDA, channels_last, gradient clipping, optional EMA, validation each
-epoch, ``last`` and ``best`` checkpoints written atomically, and exact resume: the model,
-optimizer, scheduler, scaler, EMA, RNG states and the position inside the epoch are saved,
-and the data order and augmentation are pure functions of (seed, epoch, index), so a run
-killed at any point and resumed ends with the same weights as one that never stopped.
+Explicit and short: AdamW, linear warm-up then cosine decay (per step), bf16 autocast on CPU and fp16/bf16 on
+CUDA, channels_last, gradient clipping, optional EMA, validation each epoch, ``last`` and ``best`` checkpoints
+written atomically, and exact resume: a run killed at any point and resumed ends with the same weights as one that
+never stopped. What is trained is given by an *objective*: ``objective(model, batch) -> (loss, logs)``.
 
-What is trained is given by an *objective*: ``objective(model, batch) -> (loss, logs)``.
+Started by ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) the same loop trains with DistributedDataParallel:
+gloo on CPU, nccl on CUDA (one GPU per process, ``LOCAL_RANK``); ``batch_size`` is per process.
 
-Started by ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) the same loop trains with
-DistributedDataParallel: gloo on CPU, nccl on CUDA (one GPU per process, ``LOCAL_RANK``).
-Each rank reads its shard of every epoch; ``batch_size`` is per process. Only rank 0 writes
-checkpoints and validates (the metrics are broadcast, so every rank keeps the same state);
-the others wait. Batch-norm buffers are rank 0's (DDP broadcasts them before each forward).
+How resume is exact, and how the ranks share the work: docs/design-decisions.md#training-loop
 """
 
 from __future__ import annotations
