@@ -11,19 +11,15 @@ cost grows with the pixels; does its IoU?). Writes ``results/baselines.jsonl`` (
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-ECSSD = ROOT.parent / "shared" / "data" / "ecssd"
-RESULTS = ROOT / "benchmarks" / "results"
+from common import ECSSD, RESULTS, RUNS, parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--work", type=Path, default=ROOT / "runs" / "baselines")
+    ap = parser(__doc__)
+    ap.add_argument("--work", type=Path, default=RUNS / "baselines")
     ap.add_argument("--sizes", default="128,320")
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args(argv)

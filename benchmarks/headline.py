@@ -24,9 +24,7 @@ run's id; finished rows are skipped).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -41,22 +39,18 @@ from edgecut.exporters import ExportConfig, ParityConfig, export
 from edgecut.report import CompareConfig, compare
 from edgecut.runtime.timing import LatencyConfig
 
-ROOT = Path(__file__).resolve().parents[1]
-RUNS = ROOT / "runs"
-ECSSD = ROOT.parent / "shared" / "data" / "ecssd"
-RESULTS = ROOT / "benchmarks" / "results"
-EXPORTS = RUNS / "export-ecssd"
+from common import ECSSD, EXPORTS, RESULTS, ROOT, RUNS, STUDENT, TEACHER, command, parser
 
 # display name -> artifact folder (trained rows: accuracy is measured)
 TRAINED = {
-    "teacher": RUNS / "teacher-ecssd",
+    "teacher": TEACHER,
     "teacher-onnx": EXPORTS / "teacher-onnx-fp32",
     "teacher-openvino": EXPORTS / "teacher-openvino-fp32",
     "teacher-onnx-int8": EXPORTS / "teacher-onnx-int8",
     "teacher-openvino-int8": EXPORTS / "teacher-openvino-int8",
     "pruned-0.5": RUNS / "prune-ecssd" / "ratio-0.5",
     "pruned-0.5-openvino": RUNS / "headline" / "pruned-0.5-openvino-fp32",
-    "student": RUNS / "distill-ecssd" / "masks-only",
+    "student": STUDENT,
     "student-onnx": EXPORTS / "student-onnx-fp32",
     "student-openvino": EXPORTS / "student-openvino-fp32",
     "student-onnx-int8": EXPORTS / "student-onnx-int8",
@@ -96,12 +90,10 @@ def make_missing(size: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", type=Path, default=ECSSD)
+    ap = parser(__doc__, "data", "threads")
     ap.add_argument("--split", default="val")
     ap.add_argument("--limit", type=int, default=None, help="score only the first N val images (smoke runs)")
     ap.add_argument("--size", type=int, default=128)
-    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--min-time", type=float, default=3.0)
     ap.add_argument("--repeats", type=int, default=5, help="worker runs per row, interleaved")
     ap.add_argument("--keep", type=float, default=KEEP_QUANTILE,
@@ -138,8 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     result = compare(args.records, args.report, CompareConfig(
         baseline="teacher", title=f"edgecut headline: ECSSD val, {args.size}x{args.size}, {args.threads} threads, batch 1"))
     shutil.copyfile(args.report / "pareto.png", args.records.parent / "pareto.png")
-    command = "python benchmarks/headline.py " + shlex.join(argv if argv is not None else sys.argv[1:])
-    io.write_text(args.results_md, results_md(args, result, command))
+    io.write_text(args.results_md, results_md(args, result, command(__file__, argv)))
     print(f"wrote {args.records}, {args.report}/, {args.results_md}")
 
 

@@ -20,18 +20,13 @@ Writes ``results/optimize-*.json`` (each search's rows, winner and paragraph) an
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-ECSSD = ROOT.parent / "shared" / "data" / "ecssd"
-RESULTS = ROOT / "benchmarks" / "results"
-RUNS = ROOT / "runs"
+from common import ECSSD, RESULTS, RUNS, parser
 
 
 def search(model: Path, data: Path, out: Path, lines: list[str], steps: Path | None = None, **settings):
@@ -117,10 +112,9 @@ def ecssd(args) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = parser(__doc__, "teacher")
     ap.add_argument("which", choices=("synthetic", "ecssd"))
     ap.add_argument("--fresh", action="store_true", help="synthetic: start from an empty folder")
-    ap.add_argument("--teacher", type=Path, default=RUNS / "teacher-ecssd")
     ap.add_argument("--targets", default="x86-avx512,arm64-emu")
     ap.add_argument("--minutes", type=float, default=20.0, help="ecssd: each search's budget")
     ap.add_argument("--distill-epochs", type=int, default=4, help="ecssd: the student's epochs")

@@ -17,13 +17,12 @@ cases take minutes on a CPU without it. Measure on a quiet machine.
 
 from __future__ import annotations
 
-import argparse
 import time
-from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+from common import RESULTS, environment, parser
+
 CASES = ("16:96:8", "64:160:4", "64:320:1")
 
 
@@ -50,15 +49,13 @@ def time_case(width: int, size: int, batch: int, steps: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = parser(__doc__, threads=None, results=RESULTS / "precision.json")
     ap.add_argument("--cases", nargs="+", default=list(CASES), help="width:size:batch")
     ap.add_argument("--steps", type=int, default=3, help="timed steps per precision (after one untimed)")
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results" / "precision.json")
     args = ap.parse_args(argv)
 
     from edgecut import io
-    from edgecut.env import environment, native_bf16
+    from edgecut.env import native_bf16
     from edgecut.training.loop import candidates
 
     if args.threads:

@@ -17,7 +17,6 @@ machine: nothing else should load the cores while it runs.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
@@ -28,7 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from common import RESULTS, ROOT, environment, parser
+
 RECIPE = ROOT / "recipes" / "quickstart.yaml"
 CAPS = {"avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}}
 
@@ -41,18 +41,17 @@ def run(out: Path, env: dict[str, str]) -> float:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = parser(__doc__)
     ap.add_argument("--cap-isa", choices=sorted(CAPS), default=None)
     ap.add_argument("--out", type=Path, default=None, help="run folder (default: a temporary one, removed after)")
     ap.add_argument("--results", type=Path, default=None,
                     help="default: benchmarks/results/quickstart.json (quickstart-avx2cap.json with --cap-isa avx2)")
     args = ap.parse_args(argv)
-    results = args.results or ROOT / "benchmarks" / "results" / (
+    results = args.results or RESULTS / (
         f"quickstart-{args.cap_isa}cap.json" if args.cap_isa else "quickstart.json")
 
     from edgecut import io
     from edgecut.artifact import load_artifact
-    from edgecut.env import environment
     from edgecut.recipe.runner import STATE_DIR
 
     env = {**os.environ, **CAPS.get(args.cap_isa, {})}
