@@ -9,7 +9,7 @@ mask bar against its float parent is lowered because random weights put pixels o
 arm64-emu and measured by `edgecut bench --target arm64-emu` (instruction counts and parity against
 x86 on the generated images), twice, to show the counts repeat. Counts are exact and repeatable on
 one machine; they rank artifacts on aarch64 and are not milliseconds on a device. Writes the records
-to benchmarks/results/arm64.jsonl, the summary to benchmarks/results/arm64.json, and prints the table.
+to benchmarks/results/arm64/arm64.jsonl, the summary to arm64.json beside them, and prints the table.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, default=128)  # the headline table's input size
     ap.add_argument("--images", type=int, default=8)
     ap.add_argument("--work", type=Path, default=RUNS / "arm64-bench")
-    ap.add_argument("--out", type=Path, default=RESULTS / "arm64.json")
+    ap.add_argument("--out", type=Path, default=RESULTS / "arm64" / "arm64.json")
     args = ap.parse_args(argv)
 
     import torch

@@ -1,7 +1,8 @@
 """What every benchmark script shares: where the repository, the real data and models, the artifacts one
 script makes for the next and the results are; the options several scripts take; the environment a record
 carries, and writing a record. Scripts run as ``python benchmarks/NAME.py`` and import this module as
-``common`` (their own folder is on the path); each writes its records into ``results/NAME/``."""
+``common`` (their own folder is on the path); each writes its records into ``results/NAME/`` (but
+rembg_u2netp.py and u2netp_student.py, at the top of ``results/``)."""
 
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ the model rembg ships.
 
 ``--png-sweep`` first times PNG encoding of RGBA cut-outs at every zlib level and filter (the
 pixels are the same at every setting; time and size differ) and prints the table the default
-was chosen from. Writes benchmarks/results/cutout.json.
+was chosen from. Writes benchmarks/results/cutout/cutout.json.
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rembg-python", type=Path, default=None)
     ap.add_argument("--png-sweep", action="store_true")
     ap.add_argument("--work", type=Path, default=RUNS / "cutout-bench")
-    ap.add_argument("--out", type=Path, default=RESULTS / "cutout.json")
+    ap.add_argument("--out", type=Path, default=RESULTS / "cutout" / "cutout.json")
     args = ap.parse_args(argv)
 
     import torch

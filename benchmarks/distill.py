@@ -3,7 +3,7 @@ distilled from the trained teacher; same epochs, resolution, optimiser and seed.
 
 A script, not a test. Records params, MACs (at the training size and at 320x320), training
 wall time and the ECSSD val metrics at each image's own resolution for the teacher, (a) and
-(b) in benchmarks/results/distill.json.
+(b) in benchmarks/results/distill/distill.json.
 
     python benchmarks/distill.py --no-progress           # the recorded run (needs benchmarks/teacher.py first)
     python benchmarks/distill.py --epochs 1 --out /tmp/distill-smoke --results /tmp/distill.json
@@ -37,7 +37,7 @@ KEEP = ("iou", "dice", "mae", "max_f", "max_f_dataset", "s_measure", "e_measure"
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = parser(__doc__, "teacher", "data", "threads", "no-progress", results=RESULTS / "distill.json")
+    ap = parser(__doc__, "teacher", "data", "threads", "no-progress", results=RESULTS / "distill" / "distill.json")
     ap.add_argument("--out", type=Path, default=RUNS / "distill-ecssd")
     ap.add_argument("--student", default="mobilenet_v3_large_unet")
     ap.add_argument("--size", type=int, default=128)

@@ -12,7 +12,7 @@ exported again with the bar lowered explicitly, so its accuracy is still known.
 Calibration and accuracy control draw from the train split only; accuracy is measured on the
 200 val images at each image's own resolution, by ``edgecut eval`` in a fresh process (which
 also shows that each artifact reloads through its Runner). Results go to
-``benchmarks/results/export.json`` and ``export.md``.
+``benchmarks/results/export/export.json`` and ``export.md``.
 
     python benchmarks/export.py                           # the recorded run (needs teacher.py and distill.py first)
     python benchmarks/export.py --only student --qat-epochs 1 --out /tmp/exp --results /tmp/exp.json
@@ -162,7 +162,7 @@ def markdown(record: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = parser(__doc__, "teacher", "data", "threads", results=RESULTS / "export.json")
+    ap = parser(__doc__, "teacher", "data", "threads", results=RESULTS / "export" / "export.json")
     ap.add_argument("--student", type=Path, default=STUDENT)
     ap.add_argument("--only", choices=("teacher", "student"), default=None)
     ap.add_argument("--out", type=Path, default=EXPORTS)

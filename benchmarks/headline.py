@@ -6,7 +6,7 @@ U-Net student FP32 (torch, ONNX Runtime, OpenVINO), INT8 post-training (ONNX Run
 OpenVINO) and INT8 from QAT (ONNX Runtime, OpenVINO); and U^2-Netp FP32 (torch, ONNX Runtime,
 OpenVINO; untrained here, so latency only). All are measured by ``edgecut bench`` with the same
 threads, batch 1 and one input size, in one run (one ``run_id``), then rendered by
-``edgecut compare``: ``benchmarks/results/headline.jsonl`` -> ``benchmarks/results/headline/``
+``edgecut compare``: ``benchmarks/results/headline/headline.jsonl`` -> ``benchmarks/results/headline/``
 (report.md, report.csv, pareto.png; report.html stays out of git: its thumbnails are cut-outs
 of ECSSD images, which the project does not redistribute) and ``benchmarks/RESULTS.md``.
 
@@ -25,7 +25,6 @@ run's id; finished rows are skipped).
 from __future__ import annotations
 
 import dataclasses
-import shutil
 import sys
 from pathlib import Path
 
@@ -99,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--keep", type=float, default=KEEP_QUANTILE,
                     help="the run kept: this quantile of the runs' p50s (edgecut bench's default, the lower "
                          "quartile; 0.5 for the median run)")
-    ap.add_argument("--records", type=Path, default=RESULTS / "headline.jsonl")
+    ap.add_argument("--records", type=Path, default=RESULTS / "headline" / "headline.jsonl")
     ap.add_argument("--report", type=Path, default=RESULTS / "headline")
     ap.add_argument("--results-md", type=Path, default=ROOT / "benchmarks" / "RESULTS.md")
     ap.add_argument("--fresh", action="store_true", help="start a new run (the old records file is moved aside)")
@@ -129,7 +128,6 @@ def main(argv: list[str] | None = None) -> None:
 
     result = compare(args.records, args.report, CompareConfig(
         baseline="teacher", title=f"edgecut headline: ECSSD val, {args.size}x{args.size}, {args.threads} threads, batch 1"))
-    shutil.copyfile(args.report / "pareto.png", args.records.parent / "pareto.png")
     io.write_text(args.results_md, results_md(args, result, command(__file__, argv)))
     print(f"wrote {args.records}, {args.report}/, {args.results_md}")
 
@@ -145,9 +143,9 @@ def results_md(args, result, command: str) -> str:
     body = report.split("\n", 1)[1] if report.startswith("# ") else report  # our own title instead
     rel = lambda p: Path(p).resolve().relative_to(args.results_md.parent.resolve()).as_posix()  # noqa: E731
     try:
-        plot, records, csv = rel(args.records.parent / "pareto.png"), rel(args.records), rel(args.report / "report.csv")
+        plot, records, csv = rel(args.report / "pareto.png"), rel(args.records), rel(args.report / "report.csv")
     except ValueError:  # a smoke run writing elsewhere
-        plot, records, csv = str(args.records.parent / "pareto.png"), str(args.records), str(args.report / "report.csv")
+        plot, records, csv = str(args.report / "pareto.png"), str(args.records), str(args.report / "report.csv")
     kept = {0.5: "the median run", 0.25: "the lower-quartile run"}.get(args.keep, f"the run at the {args.keep:g} quantile")
     return f"""# edgecut benchmark results
 

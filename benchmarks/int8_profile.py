@@ -6,7 +6,7 @@ Reads the student exports benchmarks/cutout.py made (OpenVINO FP32 and INT8 at 3
 weights), compiles each with ``PERF_COUNT`` on, runs ``--iters`` inferences after a warm-up and
 sums OpenVINO's per-node real time by node type and by the kernel it ran (``exec_type``: an
 ``I8`` / ``u8`` kernel ran in integers, an ``f32`` one in float). Writes
-benchmarks/results/int8_profile.json and prints the two tables side by side: the first step of
+benchmarks/results/int8_profile/int8_profile.json and prints the two tables side by side: the first step of
 the cut-out issue's "why the student's INT8 is slow".
 """
 
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = parser(__doc__, threads=1)
     ap.add_argument("--work", type=Path, default=RUNS / "cutout-bench")
     ap.add_argument("--iters", type=int, default=30)
-    ap.add_argument("--out", type=Path, default=RESULTS / "int8_profile.json")
+    ap.add_argument("--out", type=Path, default=RESULTS / "int8_profile" / "int8_profile.json")
     args = ap.parse_args(argv)
 
     from edgecut import io

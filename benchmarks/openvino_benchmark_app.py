@@ -8,7 +8,7 @@ as edgecut exports it) with ``-data_shape``, not ``-shape``, which would reshape
 static model and compare two different compiled models; for the same reason ``-ip f32``, or
 benchmark_app would make a 3-channel input u8 and convert it inside the graph. The two tools alternate for ``--rounds`` rounds, taking turns at
 going first, so a drift of the machine hits both; the script prints both medians per round and their ratio and
-writes ``benchmarks/results/benchmark_app.json``. benchmark_app runs under the guard edgecut's own
+writes ``benchmarks/results/openvino_benchmark_app/benchmark_app.json``. benchmark_app runs under the guard edgecut's own
 runs have (the parallel-speedup canary of ``edgecut.measure.canary``: wait while the host has taken our
 cores, measure again a run after which it had), so neither tool is left alone with a busy host. Run
 it on an idle machine.
@@ -68,7 +68,7 @@ def quiet_benchmark_app(canary: Canary, xml: Path, shape: tuple[int, int], threa
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = parser(__doc__, "threads", results=RESULTS / "benchmark_app.json")
+    ap = parser(__doc__, "threads", results=RESULTS / "openvino_benchmark_app" / "benchmark_app.json")
     ap.add_argument("--model", type=Path, default=EXPORTS / "student-openvino-fp32")
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--rounds", type=int, default=8, help="an even number gives each tool the first turn equally often")

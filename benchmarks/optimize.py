@@ -14,7 +14,7 @@ for ``x86-avx512`` and then for ``arm64-emu`` (instructions per inference of the
 Cortex-A76, not time), the two searches sharing one folder of models (``--steps``) so the second
 trains nothing the first did.
 
-Writes ``results/optimize-*.json`` (each search's rows, winner and paragraph) and ``optimize-*.md``
+Writes ``results/optimize/optimize-*.json`` (each search's rows, winner and paragraph) and ``optimize-*.md``
 (its table); the search folders stay in ``runs/optimize-*`` (not in git).
 """
 
@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 
 from common import ECSSD, RESULTS, RUNS, parser
+
+OUT = RESULTS / "optimize"
 
 
 def search(model: Path, data: Path, out: Path, lines: list[str], steps: Path | None = None, **settings):
@@ -80,8 +82,9 @@ def synthetic(args) -> None:
                                  budget_minutes=minutes)
         runs[f"{minutes} minutes"] = summary(result, seconds, lines, 0.02)
         (work / f"search-{minutes}min.log").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    shutil.copy(work / "search" / "optimize.md", RESULTS / "optimize-synthetic.md")
-    RESULTS.joinpath("optimize-synthetic.json").write_text(json.dumps(
+    OUT.mkdir(parents=True, exist_ok=True)
+    shutil.copy(work / "search" / "optimize.md", OUT / "optimize-synthetic.md")
+    OUT.joinpath("optimize-synthetic.json").write_text(json.dumps(
         {"what": "edgecut optimize on the quickstart's synthetic data and teacher, x86-avx512, max IoU drop 0.02; "
                  "a 5-minute run, then an 8-minute run into the same folder",
          "machine": fingerprint(), "runs": runs}, indent=2) + "\n", encoding="utf-8")
@@ -104,8 +107,9 @@ def ecssd(args) -> None:
         result, seconds = search(teacher, ECSSD, out, lines, steps=steps, target=target,
                                  formats=formats.get(target, ()), **settings)
         (out / "search.log").write_text("\n".join(lines) + "\n", encoding="utf-8")
-        shutil.copy(out / "optimize.md", RESULTS / f"optimize-ecssd-{target}.md")
-        RESULTS.joinpath(f"optimize-ecssd-{target}.json").write_text(json.dumps(
+        OUT.mkdir(parents=True, exist_ok=True)
+        shutil.copy(out / "optimize.md", OUT / f"optimize-ecssd-{target}.md")
+        OUT.joinpath(f"optimize-ecssd-{target}.json").write_text(json.dumps(
             {"what": f"edgecut optimize of the recorded ECSSD teacher (128 px) for {target}, max IoU drop 0.02",
              "settings": {**settings, "formats": formats.get(target, ())}, "machine": fingerprint(target), **summary(result, seconds, lines, 0.02)},
             indent=2, default=str) + "\n", encoding="utf-8")

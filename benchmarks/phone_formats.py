@@ -27,7 +27,7 @@ Every row is measured twice with ``edgecut bench``:
   (one thread), parity against this machine's Runner and IoU, on the first ``--arm-images`` val
   images. Instruction counts rank artifacts on aarch64; they are not milliseconds on a device.
 
-Writes ``results/phone_formats.json`` (the table), ``phone_formats.jsonl`` (x86 records) and
+Writes ``results/phone_formats/phone_formats.json`` (the table), ``phone_formats.jsonl`` (x86 records) and
 ``phone_formats-arm64.jsonl`` (arm64-emu records); with ``--rows A,B`` only the rows whose
 name contains one of them, into ``phone_formats-rows.json`` / ``.jsonl`` (a later run of a few
 rows, with an anchor row from the full table beside them). Core ML packages (FP16,
@@ -129,7 +129,7 @@ def make_rows(work: Path, size: int, models: Sequence[str] = STUDENTS, teacher: 
 def main(argv: list[str] | None = None) -> int:
     ap = parser(__doc__, "data", "threads", "teacher")
     ap.add_argument("--work", type=Path, default=RUNS / "int8-student")
-    ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--out", type=Path, default=RESULTS / "phone_formats")
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--limit", type=int, default=None, help="score only the first N val images on x86")
     ap.add_argument("--arm-images", type=int, default=8)

@@ -4,7 +4,7 @@ A script, not a test. Times what `--precision auto` compares (edgecut.training.l
 forward and backward of the training objective, median of a few steps after an untimed one) for
 both precisions, whether or not this CPU has native bf16 (`auto` itself skips bf16 where it has
 none), prints a table with the CPU's model and flags and what `auto` would choose here, and
-records it in benchmarks/results/precision.json.
+records it in benchmarks/results/precision/precision.json.
 
     python benchmarks/precision.py                       # the three cases below
     python benchmarks/precision.py --cases 16:96:8       # width:size:batch
@@ -49,7 +49,7 @@ def time_case(width: int, size: int, batch: int, steps: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = parser(__doc__, threads=None, results=RESULTS / "precision.json")
+    ap = parser(__doc__, threads=None, results=RESULTS / "precision" / "precision.json")
     ap.add_argument("--cases", nargs="+", default=list(CASES), help="width:size:batch")
     ap.add_argument("--steps", type=int, default=3, help="timed steps per precision (after one untimed)")
     args = ap.parse_args(argv)

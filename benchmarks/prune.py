@@ -42,7 +42,7 @@ KEEP = ("iou", "dice", "mae", "max_f", "s_measure", "e_measure", "weighted_f", "
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = parser(__doc__, "teacher", "data", "threads", "no-progress", results=RESULTS / "prune.json")
+    ap = parser(__doc__, "teacher", "data", "threads", "no-progress", results=RESULTS / "prune" / "prune.json")
     ap.add_argument("--out", type=Path, default=RUNS / "prune-ecssd")
     ap.add_argument("--ratios", default="0.3,0.5,0.7")
     ap.add_argument("--importance", default="l2")

@@ -3,7 +3,7 @@
 A script, not a test. Runs the recipe as a user does (the `edgecut` command, a new process),
 records the wall time of the first run and of the second (every step a cache hit), each step's
 seconds, the precision training chose and why, the student's speed-up over the teacher from the
-run's own comparison table, and the machine's fingerprint, in benchmarks/results/quickstart.json.
+run's own comparison table, and the machine's fingerprint, in benchmarks/results/quickstart/quickstart.json.
 
     python benchmarks/quickstart.py                          # this machine as it is
     python benchmarks/quickstart.py --cap-isa avx2           # torch and oneDNN kept to AVX2 kernels
@@ -45,9 +45,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--cap-isa", choices=sorted(CAPS), default=None)
     ap.add_argument("--out", type=Path, default=None, help="run folder (default: a temporary one, removed after)")
     ap.add_argument("--results", type=Path, default=None,
-                    help="default: benchmarks/results/quickstart.json (quickstart-avx2cap.json with --cap-isa avx2)")
+                    help="default: benchmarks/results/quickstart/quickstart.json (quickstart-avx2cap.json with --cap-isa avx2)")
     args = ap.parse_args(argv)
-    results = args.results or RESULTS / (
+    results = args.results or RESULTS / "quickstart" / (
         f"quickstart-{args.cap_isa}cap.json" if args.cap_isa else "quickstart.json")
 
     from edgecut import io

@@ -16,7 +16,7 @@ Two ways of asking "the same measurement twice":
   machine's drift between them.
 
 For each model, every p50 and the differences in percent; the target is 5%. Records of every
-try go to ``benchmarks/results/repeatability.jsonl`` and the summary to ``repeatability.json``.
+try go to ``benchmarks/results/repeatability/repeatability.jsonl`` and the summary to ``repeatability.json``.
 
     python benchmarks/repeatability.py
 """
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--precision", type=float, default=2.5, help="percent: measure again until the p50 is known to it")
     ap.add_argument("--max-repeats", type=int, default=20)
     ap.add_argument("--tries", type=int, default=2, help="bench calls; each is compared with the one before")
-    ap.add_argument("--records", type=Path, default=RESULTS / "repeatability.jsonl")
+    ap.add_argument("--records", type=Path, default=RESULTS / "repeatability" / "repeatability.jsonl")
     args = ap.parse_args(argv)
 
     config = BenchConfig(threads=(args.threads,), end_to_end=False, repeats=args.repeats,

@@ -1,7 +1,7 @@
 """Train the full-size U-Net teacher on ECSSD train, evaluate it on ECSSD val.
 
 A script, not a test. Records parameters, MACs, input size, epochs, training wall time and
-every val metric (at each image's own resolution) in benchmarks/results/teacher.json.
+every val metric (at each image's own resolution) in benchmarks/results/teacher/teacher.json.
 
     python benchmarks/teacher.py                      # the recorded run
     python benchmarks/teacher.py --epochs 2 --size 64 --width 8 --out runs/smoke --results /tmp/t.json
@@ -31,7 +31,7 @@ from common import RESULTS, TEACHER, command, environment, parser
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = parser(__doc__, "data", "threads", "no-progress", results=RESULTS / "teacher.json")
+    ap = parser(__doc__, "data", "threads", "no-progress", results=RESULTS / "teacher" / "teacher.json")
     ap.add_argument("--out", type=Path, default=TEACHER)
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--epochs", type=int, default=16)

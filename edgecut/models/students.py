@@ -356,7 +356,7 @@ def mobilenet_v3_large_relu_unet(*, width_mult: float = 1.0, decoder_channels: S
     nearest decoder upsampling, a pixel-shuffle head (benchmarks/int8_student.py measures each).
 
     What the INT8 kernels made of the default student (OpenVINO and ONNX Runtime per-op profiles,
-    benchmarks/results/int8_student.json): every bilinear upsampling ran in float (OpenVINO has
+    benchmarks/results/int8_student/int8_student.json): every bilinear upsampling ran in float (OpenVINO has
     no int8 linear interpolation; a nearest one only moves bytes and stays int8), and so did the
     one-channel full-size upsampling of the logits, in a 16-channel blocked layout. Hard-swish
     and the squeeze-excitation multiplies add float work between the int8 convolutions.
