@@ -27,7 +27,7 @@ def gpu():
     sys.path.insert(0, str(SCRIPT.parent))
     try:
         yield SimpleNamespace(**{name: importlib.import_module(f"gpu.{name}")
-                                 for name in ("plan", "scheduler", "parts", "prepare", "cli")})
+                                 for name in ("plan", "scheduler", "parts", "train", "prepare", "cli")})
     finally:
         sys.path.remove(str(SCRIPT.parent))
         for name in set(sys.modules) - before:
@@ -69,10 +69,11 @@ def test_budget_option_changes_one_part(gpu):
 
 def test_choose_epochs(gpu):
     # 100 steps of 0.05 s, 4 s validation, 1 s checkpoint: (5 + 4 + 1) * 1.15 = 11.5 s an epoch
-    epochs, est = gpu.parts.choose_epochs(200, 100, 0.05, 4.0, 1.0, start_s=3.0, max_epochs=100)
+    choose_epochs = gpu.train.choose_epochs
+    epochs, est = choose_epochs(200, 100, 0.05, 4.0, 1.0, start_s=3.0, max_epochs=100)
     assert est["epoch_estimate_s"] == 11.5 and est["reserve_s"] == 16.0 and epochs == 16  # (200 - 16) // 11.5
-    assert gpu.parts.choose_epochs(200, 100, 0.05, 4.0, 1.0, 3.0, max_epochs=4)[0] == 4
-    assert gpu.parts.choose_epochs(20, 100, 0.05, 4.0, 1.0, 3.0, max_epochs=100)[0] == 0  # not one epoch: it skips
+    assert choose_epochs(200, 100, 0.05, 4.0, 1.0, 3.0, max_epochs=4)[0] == 4
+    assert choose_epochs(20, 100, 0.05, 4.0, 1.0, 3.0, max_epochs=100)[0] == 0  # not one epoch: the part skips
 
 
 def test_clock_and_skips(gpu):
