@@ -9,19 +9,17 @@ mask bar against its float parent is lowered because random weights put pixels o
 arm64-emu and measured by `edgecut bench --target arm64-emu` (instruction counts and parity against
 x86 on the generated images), twice, to show the counts repeat. Counts are exact and repeatable on
 one machine; they rank artifacts on aarch64 and are not milliseconds on a device. Writes the records
-to benchmarks/results/arm64.jsonl, the summary to benchmarks/results/arm64.json, and prints the table.
+to benchmarks/results/arm64/arm64.jsonl, the summary to arm64.json beside them, and prints the table.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from common import RESULTS, RUNS, parser, rel
 
 MODELS = {
     "teacher": {"name": "unet", "kwargs": {}},
@@ -30,12 +28,12 @@ MODELS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", type=int, default=128)  # the headline table's input size
-    parser.add_argument("--images", type=int, default=8)
-    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "arm64-bench")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "arm64.json")
-    args = parser.parse_args(argv)
+    ap = parser(__doc__)
+    ap.add_argument("--size", type=int, default=128)  # the headline table's input size
+    ap.add_argument("--images", type=int, default=8)
+    ap.add_argument("--work", type=Path, default=RUNS / "arm64-bench")
+    ap.add_argument("--out", type=Path, default=RESULTS / "arm64" / "arm64.json")
+    args = ap.parse_args(argv)
 
     import torch
 
@@ -99,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {"what": "guest instructions per inference on arm64-emu (qemu-user, aarch64 onnxruntime), one thread; "
                       "random weights (cost only); not device time",
               "size": args.size, "parity_images": args.images, "wheels": arm64.pins(), "machine": fingerprint(),
-              "records": str(records.relative_to(ROOT)) if records.is_relative_to(ROOT) else str(records),
+              "records": rel(records),
               "seconds_one_bench": round(seconds, 1), "rows": rows}
     io.write_json(args.out, report)
     print("\n| model | precision | params | G instructions / inference | teacher fp32 / this | max abs diff vs x86 "

@@ -5,25 +5,23 @@
 ``edgecut baseline otsu`` and ``edgecut baseline grabcut`` artifacts, measured by ``edgecut bench``
 exactly as ``headline.py`` measures the networks: ECSSD val (200 images, each scored at its own
 resolution), 2 threads, batch 1, at 128 px (the headline's input size) and at 320 px (GrabCut's
-cost grows with the pixels; does its IoU?). Writes ``results/baselines.jsonl`` (the records) and
-``results/baselines.json`` (the table RESULTS.md shows).
+cost grows with the pixels; does its IoU?). Writes ``results/baselines/baselines.jsonl`` (the records)
+and ``results/baselines/baselines.json`` (the table RESULTS.md shows).
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-ECSSD = ROOT.parent / "shared" / "data" / "ecssd"
-RESULTS = ROOT / "benchmarks" / "results"
+from common import ECSSD, RESULTS, RUNS, parser
+
+OUT = RESULTS / "baselines"
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--work", type=Path, default=ROOT / "runs" / "baselines")
+    ap = parser(__doc__)
+    ap.add_argument("--work", type=Path, default=RUNS / "baselines")
     ap.add_argument("--sizes", default="128,320")
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args(argv)
@@ -36,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     from edgecut.runtime.timing import LatencyConfig
 
     arts = [baseline(args.work / m, BaselineConfig(method=m)) for m in ("otsu", "grabcut")]
-    records_path = RESULTS / "baselines.jsonl"
+    records_path = OUT / "baselines.jsonl"
     records_path.unlink(missing_ok=True)
     rows, run_id = [], new_run_id()
     for size in (int(s) for s in args.sizes.split(",")):
@@ -49,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append({"name": r.name, "size": size, "p50_ms": r.latency.p50_ms,
                          "cutout_ms": r.end_to_end.p50_ms if r.end_to_end else None,
                          "iou": m["iou"], "mae": m["mae"], "s_measure": m["s_measure"], "max_f": m["max_f"]})
-    io.write_json(RESULTS / "baselines.json", {
+    io.write_json(OUT / "baselines.json", {
         "what": "classical baselines on ECSSD val (200 images, scored at each image's resolution), edgecut bench, "
                 "2 threads, batch 1", "run_id": run_id, "machine": fingerprint(), "rows": rows})
     print("\n| baseline | input | p50 ms | cut-out ms | IoU | MAE | S-measure |\n|---|---:|---:|---:|---:|---:|---:|")

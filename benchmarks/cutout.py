@@ -20,12 +20,11 @@ the model rembg ships.
 
 ``--png-sweep`` first times PNG encoding of RGBA cut-outs at every zlib level and filter (the
 pixels are the same at every setting; time and size differ) and prints the table the default
-was chosen from. Writes benchmarks/results/cutout.json.
+was chosen from. Writes benchmarks/results/cutout/cutout.json.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -35,9 +34,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-DATA = ROOT.parent / "shared" / "data" / "ecssd"
+from common import ECSSD, RESULTS, RUNS, parser
 
 REMBG_SCRIPT = """
 import json, sys, time
@@ -109,16 +106,15 @@ def png_sweep(files, runner, count: int = 40) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--images", type=int, default=200)
-    parser.add_argument("--size", type=int, default=320)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--rembg-python", type=Path, default=None)
-    parser.add_argument("--png-sweep", action="store_true")
-    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "cutout-bench")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "cutout.json")
-    args = parser.parse_args(argv)
+    ap = parser(__doc__, "threads")
+    ap.add_argument("--images", type=int, default=200)
+    ap.add_argument("--size", type=int, default=320)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rembg-python", type=Path, default=None)
+    ap.add_argument("--png-sweep", action="store_true")
+    ap.add_argument("--work", type=Path, default=RUNS / "cutout-bench")
+    ap.add_argument("--out", type=Path, default=RESULTS / "cutout" / "cutout.json")
+    args = ap.parse_args(argv)
 
     import torch
 
@@ -128,8 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     from edgecut.exporters import CalibConfig, ExportConfig, ParityConfig, export
     from edgecut.models.store import build, save_model
 
-    names = (DATA / "splits" / "val.txt").read_text().split()[: args.images]
-    files = [DATA / "images" / f"{n}.jpg" for n in names]
+    names = (ECSSD / "splits" / "val.txt").read_text().split()[: args.images]
+    files = [ECSSD / "images" / f"{n}.jpg" for n in names]
     work = io.make_dirs(args.work)
     models = {}
     for name, arch in (("student", {"name": "mobilenet_v3_large_unet", "kwargs": {"weights_backbone": None}}),
@@ -144,11 +140,11 @@ def main(argv: list[str] | None = None) -> int:
     exports = {"student-onnx": ("student", ExportConfig(format="onnx")),
                "student-openvino": ("student", ExportConfig(format="openvino")),
                "student-openvino-int8": ("student", ExportConfig(format="openvino", precision="int8", parity=loose,
-                                                                 calib=CalibConfig(data=DATA, split="train"))),
+                                                                 calib=CalibConfig(data=ECSSD, split="train"))),
                "relu-student-openvino-int8": ("relu-student", ExportConfig(
-                   format="openvino", precision="int8", parity=loose, calib=CalibConfig(data=DATA, split="train"))),
+                   format="openvino", precision="int8", parity=loose, calib=CalibConfig(data=ECSSD, split="train"))),
                "relu-student-onnx-int8": ("relu-student", ExportConfig(
-                   format="onnx", precision="int8", parity=loose, calib=CalibConfig(data=DATA, split="train"))),
+                   format="onnx", precision="int8", parity=loose, calib=CalibConfig(data=ECSSD, split="train"))),
                "u2netp-onnx": ("u2netp", ExportConfig(format="onnx"))}
     for name, (parent, config) in exports.items():
         if not (work / name / "edgecut.json").is_file():

@@ -3,7 +3,7 @@ distilled from the trained teacher; same epochs, resolution, optimiser and seed.
 
 A script, not a test. Records params, MACs (at the training size and at 320x320), training
 wall time and the ECSSD val metrics at each image's own resolution for the teacher, (a) and
-(b) in benchmarks/results/distill.json.
+(b) in benchmarks/results/distill/distill.json.
 
     python benchmarks/distill.py --no-progress           # the recorded run (needs benchmarks/teacher.py first)
     python benchmarks/distill.py --epochs 1 --out /tmp/distill-smoke --results /tmp/distill.json
@@ -13,10 +13,7 @@ Interrupted runs resume: run the same command again (finished students are kept)
 
 from __future__ import annotations
 
-import argparse
 import json
-import shlex
-import sys
 import time
 from pathlib import Path
 
@@ -27,7 +24,6 @@ from edgecut.measure.accuracy import evaluate
 from edgecut.compress.configs import DistillConfig
 from edgecut.compress.distill import distill
 from edgecut.data.folder import find_samples
-from edgecut.env import environment
 from edgecut.models.profile import count_macs
 from edgecut.models.store import load_model
 from edgecut.training.config import LoopConfig
@@ -35,17 +31,14 @@ from edgecut.training.loop import CHECKPOINT_DIR, LAST
 from edgecut.training.config import TrainConfig
 from edgecut.training.run import train
 
-ROOT = Path(__file__).resolve().parents[1]
-ECSSD = ROOT.parent / "shared" / "data" / "ecssd"
+from common import RESULTS, RUNS, command, environment, parser, rel
+
 KEEP = ("iou", "dice", "mae", "max_f", "max_f_dataset", "s_measure", "e_measure", "weighted_f", "boundary_f")
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--teacher", type=Path, default=ROOT / "runs" / "teacher-ecssd")
-    ap.add_argument("--data", type=Path, default=ECSSD)
-    ap.add_argument("--out", type=Path, default=ROOT / "runs" / "distill-ecssd")
-    ap.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results" / "distill.json")
+    ap = parser(__doc__, "teacher", "data", "threads", "no-progress", results=RESULTS / "distill" / "distill.json")
+    ap.add_argument("--out", type=Path, default=RUNS / "distill-ecssd")
     ap.add_argument("--student", default="mobilenet_v3_large_unet")
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--epochs", type=int, default=16)
@@ -55,8 +48,6 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--temperature", type=float, default=2.0)
     ap.add_argument("--alpha", type=float, default=0.5)
     ap.add_argument("--no-feature-kd", action="store_true")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     progress = not args.no_progress
 
@@ -85,7 +76,7 @@ def main(argv: list[str] | None = None) -> dict:
         result = evaluate(runtime.load(path, device="cpu", threads=args.threads), val, progress=progress)
         history = io.read_json(path / "history.json")
         rows[name] = {
-            "artifact": str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path),
+            "artifact": rel(path),
             "arch": loaded.arch, "params": loaded.artifact.manifest.params,
             "macs": loaded.artifact.manifest.macs, "macs_at_320": count_macs(loaded.module, (320, 320)),
             "input_size": list(loaded.spec.input_size),
@@ -99,7 +90,7 @@ def main(argv: list[str] | None = None) -> dict:
         r["macs_fraction_of_teacher_at_320"] = round(r["macs_at_320"] / t["macs_at_320"], 5)
     gain = {k: round(rows["b_distilled"]["val"][k] - rows["a_masks_only"]["val"][k], 4) for k in KEEP}
     record = {
-        "command": "python benchmarks/distill.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
+        "command": command(__file__, argv),
         "student": args.student, "size": args.size,
         "train": {"data": "ecssd/splits/train.txt", "epochs": args.epochs, "batch": args.batch, "lr": args.lr,
                   "ema": args.ema, "precision": "bf16 autocast, channels_last", "threads": args.threads,
@@ -108,7 +99,7 @@ def main(argv: list[str] | None = None) -> dict:
                     "feature_weight": dconfig.feature_weight, "boundary_weight": dconfig.boundary_weight},
         "val": {"data": "ecssd/splits/val.txt", "images": len(val), "resolution": "each image's own"},
         "rows": rows, "distilled_minus_masks_only": gain, "this_session_wall_s": wall,
-        "machine": {**environment(), "torch_threads": torch.get_num_threads()},
+        "machine": environment(torch_threads=True),
     }
     io.write_json(args.results, record)
     print(json.dumps({k: {"params": r["params"], "macs_at_320": r["macs_at_320"], **r["val"]} for k, r in rows.items()},

@@ -12,7 +12,7 @@ exported again with the bar lowered explicitly, so its accuracy is still known.
 Calibration and accuracy control draw from the train split only; accuracy is measured on the
 200 val images at each image's own resolution, by ``edgecut eval`` in a fresh process (which
 also shows that each artifact reloads through its Runner). Results go to
-``benchmarks/results/export.json`` and ``export.md``.
+``benchmarks/results/export/export.json`` and ``export.md``.
 
     python benchmarks/export.py                           # the recorded run (needs teacher.py and distill.py first)
     python benchmarks/export.py --only student --qat-epochs 1 --out /tmp/exp --results /tmp/exp.json
@@ -22,11 +22,9 @@ Interrupted runs resume: finished exports and evaluations are kept and reused.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
-import shlex
 import subprocess
 import sys
 import time
@@ -35,13 +33,12 @@ from pathlib import Path
 from edgecut import io
 from edgecut.artifact import load_artifact
 from edgecut.data.folder import find_samples
-from edgecut.env import environment
 from edgecut.errors import EdgecutError
 from edgecut.exporters import CalibConfig, ExportConfig, OpenVinoOptions, ParityConfig, export
 from edgecut.exporters.parity import ParityError
 
-ROOT = Path(__file__).resolve().parents[1]
-ECSSD = ROOT.parent / "shared" / "data" / "ecssd"
+from common import EXPORTS, RESULTS, STUDENT, command, environment, parser, rel
+
 KEEP = ("iou", "mae", "s_measure", "max_f", "e_measure", "boundary_f")
 LOWERED = {"fp16": {"mask_iou": 0.99}, "int8": {"mask_iou": 0.8}}  # the explicit lower bar after a refusal
 VARIANTS = (  # (label, format, precision, options)
@@ -88,7 +85,7 @@ def evaluate_fresh(art: Path, data: Path, json_path: Path, threads: int) -> dict
 def do_export(parent: Path, out: Path, fmt: str, precision: str, opts: dict, *, calib: Path, acval: Path,
               val: Path, parity_count: int, threads: int) -> dict:
     """One export through edgecut's front function; a parity refusal is recorded, then retried with a lower bar."""
-    row: dict = {"format": fmt, "precision": precision, "parent": str(parent.relative_to(ROOT))}
+    row: dict = {"format": fmt, "precision": precision, "parent": rel(parent)}
     config = ExportConfig(format=fmt, precision=precision, parity=ParityConfig(data=val, count=parity_count),
                           calib=CalibConfig(data=calib, count=64) if opts.get("calib") else CalibConfig(),
                           openvino=OpenVinoOptions(max_drop=opts["max_drop"], val_data=acval) if "max_drop" in opts
@@ -165,16 +162,12 @@ def markdown(record: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--teacher", type=Path, default=ROOT / "runs" / "teacher-ecssd")
-    ap.add_argument("--student", type=Path, default=ROOT / "runs" / "distill-ecssd" / "masks-only")
+    ap = parser(__doc__, "teacher", "data", "threads", results=RESULTS / "export" / "export.json")
+    ap.add_argument("--student", type=Path, default=STUDENT)
     ap.add_argument("--only", choices=("teacher", "student"), default=None)
-    ap.add_argument("--data", type=Path, default=ECSSD)
-    ap.add_argument("--out", type=Path, default=ROOT / "runs" / "export-ecssd")
-    ap.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results" / "export.json")
+    ap.add_argument("--out", type=Path, default=EXPORTS)
     ap.add_argument("--parity-count", type=int, default=64)
     ap.add_argument("--qat-epochs", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
 
     data_dir = args.out / "data"
@@ -202,7 +195,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     first = next(iter(results.values()))
     record = {
-        "command": "python benchmarks/export.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
+        "command": command(__file__, argv),
         "size": load_artifact(next(iter(models.values()))).spec.input_size[0],
         "parity_images": args.parity_count, "calibration": "64 seeded images of ecssd train",
         "accuracy_control": "max_drop 0.01 absolute mean IoU on up to 100 seeded ecssd train images",
@@ -239,7 +232,7 @@ def qat_rows(student: Path, args, train_dir: Path, val_dir: Path) -> dict:
             lowered = dataclasses.replace(config.parity, tolerances=LOWERED["int8"])
             qat(student, args.data, out, dataclasses.replace(config, parity=lowered), resume=True)
         io.write_json(out.with_name(out.name + ".timing.json"), {"qat_s": round(time.perf_counter() - t0, 1)})
-    row = {"format": "onnx", "precision": "int8", "parent": str(student.relative_to(ROOT)), "qat": {
+    row = {"format": "onnx", "precision": "int8", "parent": rel(student), "qat": {
         "epochs": args.qat_epochs, "lr": QAT_LOOP.lr, "precision": "fp32", "calib_count": 64}}
     rows["qat-onnx-int8"] = row | saved(out) | describe(out) | {
         "val": evaluate_fresh(out, args.data, args.out / "student-qat-onnx-int8.val.json", args.threads)}

@@ -6,7 +6,7 @@ U-Net student FP32 (torch, ONNX Runtime, OpenVINO), INT8 post-training (ONNX Run
 OpenVINO) and INT8 from QAT (ONNX Runtime, OpenVINO); and U^2-Netp FP32 (torch, ONNX Runtime,
 OpenVINO; untrained here, so latency only). All are measured by ``edgecut bench`` with the same
 threads, batch 1 and one input size, in one run (one ``run_id``), then rendered by
-``edgecut compare``: ``benchmarks/results/headline.jsonl`` -> ``benchmarks/results/headline/``
+``edgecut compare``: ``benchmarks/results/headline/headline.jsonl`` -> ``benchmarks/results/headline/``
 (report.md, report.csv, pareto.png; report.html stays out of git: its thumbnails are cut-outs
 of ECSSD images, which the project does not redistribute) and ``benchmarks/RESULTS.md``.
 
@@ -24,10 +24,7 @@ run's id; finished rows are skipped).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import shlex
-import shutil
 import sys
 from pathlib import Path
 
@@ -41,22 +38,18 @@ from edgecut.exporters import ExportConfig, ParityConfig, export
 from edgecut.report import CompareConfig, compare
 from edgecut.runtime.timing import LatencyConfig
 
-ROOT = Path(__file__).resolve().parents[1]
-RUNS = ROOT / "runs"
-ECSSD = ROOT.parent / "shared" / "data" / "ecssd"
-RESULTS = ROOT / "benchmarks" / "results"
-EXPORTS = RUNS / "export-ecssd"
+from common import ECSSD, EXPORTS, RESULTS, ROOT, RUNS, STUDENT, TEACHER, command, parser
 
 # display name -> artifact folder (trained rows: accuracy is measured)
 TRAINED = {
-    "teacher": RUNS / "teacher-ecssd",
+    "teacher": TEACHER,
     "teacher-onnx": EXPORTS / "teacher-onnx-fp32",
     "teacher-openvino": EXPORTS / "teacher-openvino-fp32",
     "teacher-onnx-int8": EXPORTS / "teacher-onnx-int8",
     "teacher-openvino-int8": EXPORTS / "teacher-openvino-int8",
     "pruned-0.5": RUNS / "prune-ecssd" / "ratio-0.5",
     "pruned-0.5-openvino": RUNS / "headline" / "pruned-0.5-openvino-fp32",
-    "student": RUNS / "distill-ecssd" / "masks-only",
+    "student": STUDENT,
     "student-onnx": EXPORTS / "student-onnx-fp32",
     "student-openvino": EXPORTS / "student-openvino-fp32",
     "student-onnx-int8": EXPORTS / "student-onnx-int8",
@@ -96,18 +89,16 @@ def make_missing(size: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", type=Path, default=ECSSD)
+    ap = parser(__doc__, "data", "threads")
     ap.add_argument("--split", default="val")
     ap.add_argument("--limit", type=int, default=None, help="score only the first N val images (smoke runs)")
     ap.add_argument("--size", type=int, default=128)
-    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--min-time", type=float, default=3.0)
     ap.add_argument("--repeats", type=int, default=5, help="worker runs per row, interleaved")
     ap.add_argument("--keep", type=float, default=KEEP_QUANTILE,
                     help="the run kept: this quantile of the runs' p50s (edgecut bench's default, the lower "
                          "quartile; 0.5 for the median run)")
-    ap.add_argument("--records", type=Path, default=RESULTS / "headline.jsonl")
+    ap.add_argument("--records", type=Path, default=RESULTS / "headline" / "headline.jsonl")
     ap.add_argument("--report", type=Path, default=RESULTS / "headline")
     ap.add_argument("--results-md", type=Path, default=ROOT / "benchmarks" / "RESULTS.md")
     ap.add_argument("--fresh", action="store_true", help="start a new run (the old records file is moved aside)")
@@ -137,9 +128,7 @@ def main(argv: list[str] | None = None) -> None:
 
     result = compare(args.records, args.report, CompareConfig(
         baseline="teacher", title=f"edgecut headline: ECSSD val, {args.size}x{args.size}, {args.threads} threads, batch 1"))
-    shutil.copyfile(args.report / "pareto.png", args.records.parent / "pareto.png")
-    command = "python benchmarks/headline.py " + shlex.join(argv if argv is not None else sys.argv[1:])
-    io.write_text(args.results_md, results_md(args, result, command))
+    io.write_text(args.results_md, results_md(args, result, command(__file__, argv)))
     print(f"wrote {args.records}, {args.report}/, {args.results_md}")
 
 
@@ -154,9 +143,9 @@ def results_md(args, result, command: str) -> str:
     body = report.split("\n", 1)[1] if report.startswith("# ") else report  # our own title instead
     rel = lambda p: Path(p).resolve().relative_to(args.results_md.parent.resolve()).as_posix()  # noqa: E731
     try:
-        plot, records, csv = rel(args.records.parent / "pareto.png"), rel(args.records), rel(args.report / "report.csv")
+        plot, records, csv = rel(args.report / "pareto.png"), rel(args.records), rel(args.report / "report.csv")
     except ValueError:  # a smoke run writing elsewhere
-        plot, records, csv = str(args.records.parent / "pareto.png"), str(args.records), str(args.report / "report.csv")
+        plot, records, csv = str(args.report / "pareto.png"), str(args.records), str(args.report / "report.csv")
     kept = {0.5: "the median run", 0.25: "the lower-quartile run"}.get(args.keep, f"the run at the {args.keep:g} quantile")
     return f"""# edgecut benchmark results
 

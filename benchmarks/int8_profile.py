@@ -6,19 +6,17 @@ Reads the student exports benchmarks/cutout.py made (OpenVINO FP32 and INT8 at 3
 weights), compiles each with ``PERF_COUNT`` on, runs ``--iters`` inferences after a warm-up and
 sums OpenVINO's per-node real time by node type and by the kernel it ran (``exec_type``: an
 ``I8`` / ``u8`` kernel ran in integers, an ``f32`` one in float). Writes
-benchmarks/results/int8_profile.json and prints the two tables side by side: the first step of
+benchmarks/results/int8_profile/int8_profile.json and prints the two tables side by side: the first step of
 the cut-out issue's "why the student's INT8 is slow".
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections import defaultdict
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from common import RESULTS, RUNS, parser
 
 
 def profile(xml: Path, threads: int, iters: int) -> dict:
@@ -53,12 +51,11 @@ def profile(xml: Path, threads: int, iters: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "cutout-bench")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--iters", type=int, default=30)
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "int8_profile.json")
-    args = parser.parse_args(argv)
+    ap = parser(__doc__, threads=1)
+    ap.add_argument("--work", type=Path, default=RUNS / "cutout-bench")
+    ap.add_argument("--iters", type=int, default=30)
+    ap.add_argument("--out", type=Path, default=RESULTS / "int8_profile" / "int8_profile.json")
+    args = ap.parse_args(argv)
 
     from edgecut import io
     from edgecut.artifact import load_artifact

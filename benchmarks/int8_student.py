@@ -20,13 +20,12 @@ changes one at a time at 320 px on OpenVINO, and each 320 px model's per-op prof
 thread (OpenVINO ``PERF_COUNT`` by kernel, ONNX Runtime's profiler by op): which ops ran in
 integers and which in float. The AVX2 cap is an approximation of an AVX2-only CPU: oneDNN's
 convolutions (most of the time) keep to AVX2 without VNNI, OpenVINO's own kernels do not, and
-ONNX Runtime has no such cap. Writes ``results/int8_student.jsonl`` (the bench records) and
-``results/int8_student.json`` (ratios, IoU deltas, ablation, profiles), and prints the table.
+ONNX Runtime has no such cap. Writes ``results/int8_student/int8_student.jsonl`` (the bench records)
+and ``int8_student.json`` beside them (ratios, IoU deltas, ablation, profiles), and prints the table.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -35,11 +34,8 @@ from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-ECSSD = ROOT.parent / "shared" / "data" / "ecssd"
-RESULTS = ROOT / "benchmarks" / "results"
+from common import RESULTS, RUNS, parser
+
 STUDENTS = {"student": "mobilenet_v3_large_unet", "relu-student": "mobilenet_v3_large_relu_unet"}
 EXPORTS = {"onnx": ("onnx", "fp32"), "onnx-int8": ("onnx", "int8"),
            "openvino": ("openvino", "fp32"), "openvino-int8": ("openvino", "int8")}
@@ -170,13 +166,11 @@ def summarize(records, models: dict[str, Path]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", type=Path, default=ECSSD)
-    ap.add_argument("--work", type=Path, default=ROOT / "runs" / "int8-student")
-    ap.add_argument("--out", type=Path, default=RESULTS, help="folder for int8_student.json / .jsonl")
+    ap = parser(__doc__, "data", "threads")
+    ap.add_argument("--work", type=Path, default=RUNS / "int8-student")
+    ap.add_argument("--out", type=Path, default=RESULTS / "int8_student", help="folder for int8_student.json / .jsonl")
     ap.add_argument("--sizes", default="128,320")
     ap.add_argument("--epochs", type=int, default=16)
-    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--limit", type=int, default=None, help="score only the first N val images")
     ap.add_argument("--min-time", type=float, default=2.0)
     ap.add_argument("--repeats", type=int, default=3)

@@ -8,7 +8,7 @@ as edgecut exports it) with ``-data_shape``, not ``-shape``, which would reshape
 static model and compare two different compiled models; for the same reason ``-ip f32``, or
 benchmark_app would make a 3-channel input u8 and convert it inside the graph. The two tools alternate for ``--rounds`` rounds, taking turns at
 going first, so a drift of the machine hits both; the script prints both medians per round and their ratio and
-writes ``benchmarks/results/benchmark_app.json``. benchmark_app runs under the guard edgecut's own
+writes ``benchmarks/results/openvino_benchmark_app/benchmark_app.json``. benchmark_app runs under the guard edgecut's own
 runs have (the parallel-speedup canary of ``edgecut.measure.canary``: wait while the host has taken our
 cores, measure again a run after which it had), so neither tool is left alone with a busy host. Run
 it on an idle machine.
@@ -24,7 +24,6 @@ the Runner's Python and copying overhead, plus noise.
 
 from __future__ import annotations
 
-import argparse
 import re
 import shlex
 import statistics
@@ -40,9 +39,9 @@ from edgecut.measure.latency import quantile_ci
 from edgecut.runtime.timing import LatencyConfig
 from edgecut.measure.record import machine_id
 from edgecut.measure.run import BenchConfig, bench
-from edgecut.env import environment
 
-ROOT = Path(__file__).resolve().parents[1]
+from common import EXPORTS, RESULTS, command, environment, parser, rel
+
 MEDIAN = re.compile(r"Median:\s+([0-9.]+)\s*ms")
 
 
@@ -69,12 +68,10 @@ def quiet_benchmark_app(canary: Canary, xml: Path, shape: tuple[int, int], threa
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", type=Path, default=ROOT / "runs" / "export-ecssd" / "student-openvino-fp32")
-    ap.add_argument("--threads", type=int, default=2)
+    ap = parser(__doc__, "threads", results=RESULTS / "openvino_benchmark_app" / "benchmark_app.json")
+    ap.add_argument("--model", type=Path, default=EXPORTS / "student-openvino-fp32")
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--rounds", type=int, default=8, help="an even number gives each tool the first turn equally often")
-    ap.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results" / "benchmark_app.json")
     args = ap.parse_args(argv)
 
     art = load_artifact(args.model)
@@ -104,8 +101,8 @@ def main(argv: list[str] | None = None) -> dict:
     median_ratio = round(statistics.median(ratios), 4)
     ci = quantile_ci(ratios, 0.5)  # None under 6 rounds
     record = {
-        "command": "python benchmarks/openvino_benchmark_app.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
-        "model": str(args.model.relative_to(ROOT)) if args.model.is_relative_to(ROOT) else str(args.model),
+        "command": command(__file__, argv),
+        "model": rel(args.model),
         "input": [1, 3, *shape], "threads": args.threads, "seconds_per_measurement": args.seconds,
         "benchmark_app_command": shlex.join(cmd), "rounds": rounds, "median_ratio": median_ratio,
         "median_ratio_ci95": None if ci is None else [round(float(c), 4) for c in ci],

@@ -14,24 +14,21 @@ for ``x86-avx512`` and then for ``arm64-emu`` (instructions per inference of the
 Cortex-A76, not time), the two searches sharing one folder of models (``--steps``) so the second
 trains nothing the first did.
 
-Writes ``results/optimize-*.json`` (each search's rows, winner and paragraph) and ``optimize-*.md``
+Writes ``results/optimize/optimize-*.json`` (each search's rows, winner and paragraph) and ``optimize-*.md``
 (its table); the search folders stay in ``runs/optimize-*`` (not in git).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-ECSSD = ROOT.parent / "shared" / "data" / "ecssd"
-RESULTS = ROOT / "benchmarks" / "results"
-RUNS = ROOT / "runs"
+from common import ECSSD, RESULTS, RUNS, parser
+
+OUT = RESULTS / "optimize"
 
 
 def search(model: Path, data: Path, out: Path, lines: list[str], steps: Path | None = None, **settings):
@@ -85,8 +82,9 @@ def synthetic(args) -> None:
                                  budget_minutes=minutes)
         runs[f"{minutes} minutes"] = summary(result, seconds, lines, 0.02)
         (work / f"search-{minutes}min.log").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    shutil.copy(work / "search" / "optimize.md", RESULTS / "optimize-synthetic.md")
-    RESULTS.joinpath("optimize-synthetic.json").write_text(json.dumps(
+    OUT.mkdir(parents=True, exist_ok=True)
+    shutil.copy(work / "search" / "optimize.md", OUT / "optimize-synthetic.md")
+    OUT.joinpath("optimize-synthetic.json").write_text(json.dumps(
         {"what": "edgecut optimize on the quickstart's synthetic data and teacher, x86-avx512, max IoU drop 0.02; "
                  "a 5-minute run, then an 8-minute run into the same folder",
          "machine": fingerprint(), "runs": runs}, indent=2) + "\n", encoding="utf-8")
@@ -109,18 +107,18 @@ def ecssd(args) -> None:
         result, seconds = search(teacher, ECSSD, out, lines, steps=steps, target=target,
                                  formats=formats.get(target, ()), **settings)
         (out / "search.log").write_text("\n".join(lines) + "\n", encoding="utf-8")
-        shutil.copy(out / "optimize.md", RESULTS / f"optimize-ecssd-{target}.md")
-        RESULTS.joinpath(f"optimize-ecssd-{target}.json").write_text(json.dumps(
+        OUT.mkdir(parents=True, exist_ok=True)
+        shutil.copy(out / "optimize.md", OUT / f"optimize-ecssd-{target}.md")
+        OUT.joinpath(f"optimize-ecssd-{target}.json").write_text(json.dumps(
             {"what": f"edgecut optimize of the recorded ECSSD teacher (128 px) for {target}, max IoU drop 0.02",
              "settings": {**settings, "formats": formats.get(target, ())}, "machine": fingerprint(target), **summary(result, seconds, lines, 0.02)},
             indent=2, default=str) + "\n", encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = parser(__doc__, "teacher")
     ap.add_argument("which", choices=("synthetic", "ecssd"))
     ap.add_argument("--fresh", action="store_true", help="synthetic: start from an empty folder")
-    ap.add_argument("--teacher", type=Path, default=RUNS / "teacher-ecssd")
     ap.add_argument("--targets", default="x86-avx512,arm64-emu")
     ap.add_argument("--minutes", type=float, default=20.0, help="ecssd: each search's budget")
     ap.add_argument("--distill-epochs", type=int, default=4, help="ecssd: the student's epochs")

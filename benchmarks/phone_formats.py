@@ -27,7 +27,7 @@ Every row is measured twice with ``edgecut bench``:
   (one thread), parity against this machine's Runner and IoU, on the first ``--arm-images`` val
   images. Instruction counts rank artifacts on aarch64; they are not milliseconds on a device.
 
-Writes ``results/phone_formats.json`` (the table), ``phone_formats.jsonl`` (x86 records) and
+Writes ``results/phone_formats/phone_formats.json`` (the table), ``phone_formats.jsonl`` (x86 records) and
 ``phone_formats-arm64.jsonl`` (arm64-emu records); with ``--rows A,B`` only the rows whose
 name contains one of them, into ``phone_formats-rows.json`` / ``.jsonl`` (a later run of a few
 rows, with an anchor row from the full table beside them). Core ML packages (FP16,
@@ -36,18 +36,14 @@ INT8 weights) are converted and listed with their size: Core ML runs on Apple de
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-ECSSD = ROOT.parent / "shared" / "data" / "ecssd"
-RESULTS = ROOT / "benchmarks" / "results"
+from common import ECSSD, RESULTS, RUNS, TEACHER, parser
+
 STUDENTS = ("student", "relu-student")
-TEACHER = ROOT / "runs" / "teacher-ecssd"  # benchmarks/teacher.py's artifact
 
 
 def make_rows(work: Path, size: int, models: Sequence[str] = STUDENTS, teacher: Path = TEACHER,
@@ -131,18 +127,15 @@ def make_rows(work: Path, size: int, models: Sequence[str] = STUDENTS, teacher: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", type=Path, default=ECSSD)
-    ap.add_argument("--work", type=Path, default=ROOT / "runs" / "int8-student")
-    ap.add_argument("--out", type=Path, default=RESULTS)
+    ap = parser(__doc__, "data", "threads", "teacher")
+    ap.add_argument("--work", type=Path, default=RUNS / "int8-student")
+    ap.add_argument("--out", type=Path, default=RESULTS / "phone_formats")
     ap.add_argument("--size", type=int, default=128)
-    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--limit", type=int, default=None, help="score only the first N val images on x86")
     ap.add_argument("--arm-images", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--models", default=",".join(STUDENTS),
                     help="comma-separated: student, relu-student (int8_student.py's), teacher (teacher.py's)")
-    ap.add_argument("--teacher", type=Path, default=TEACHER)
     ap.add_argument("--rows", default=None, help="only rows whose name contains one of these (comma-separated)")
     ap.add_argument("--only", choices=("x86", "arm"), default=None,
                     help="measure one side only (the ARM counts do not mind a busy host; x86 latency does)")

@@ -4,7 +4,7 @@ A script, not a test. Times what `--precision auto` compares (edgecut.training.l
 forward and backward of the training objective, median of a few steps after an untimed one) for
 both precisions, whether or not this CPU has native bf16 (`auto` itself skips bf16 where it has
 none), prints a table with the CPU's model and flags and what `auto` would choose here, and
-records it in benchmarks/results/precision.json.
+records it in benchmarks/results/precision/precision.json.
 
     python benchmarks/precision.py                       # the three cases below
     python benchmarks/precision.py --cases 16:96:8       # width:size:batch
@@ -17,13 +17,12 @@ cases take minutes on a CPU without it. Measure on a quiet machine.
 
 from __future__ import annotations
 
-import argparse
 import time
-from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+from common import RESULTS, environment, parser
+
 CASES = ("16:96:8", "64:160:4", "64:320:1")
 
 
@@ -50,15 +49,13 @@ def time_case(width: int, size: int, batch: int, steps: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = parser(__doc__, threads=None, results=RESULTS / "precision" / "precision.json")
     ap.add_argument("--cases", nargs="+", default=list(CASES), help="width:size:batch")
     ap.add_argument("--steps", type=int, default=3, help="timed steps per precision (after one untimed)")
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results" / "precision.json")
     args = ap.parse_args(argv)
 
     from edgecut import io
-    from edgecut.env import environment, native_bf16
+    from edgecut.env import native_bf16
     from edgecut.training.loop import candidates
 
     if args.threads:

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -33,23 +31,19 @@ from edgecut.compress.prune_run import STATE_FILE, augmented_images, example_inp
 from edgecut.compress.prune_run import prune as prune_run
 from edgecut.data.transforms import SegmentationDataset
 from edgecut.data.folder import find_samples
-from edgecut.env import environment
 from edgecut.models.profile import count_macs
 from edgecut.models.store import load_model
 from edgecut.training.config import LoopConfig
 from edgecut.training.run import validator
 
-ROOT = Path(__file__).resolve().parents[1]
-ECSSD = ROOT.parent / "shared" / "data" / "ecssd"
+from common import RESULTS, RUNS, command, environment, parser, rel
+
 KEEP = ("iou", "dice", "mae", "max_f", "s_measure", "e_measure", "weighted_f", "boundary_f")
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--teacher", type=Path, default=ROOT / "runs" / "teacher-ecssd")
-    ap.add_argument("--data", type=Path, default=ECSSD)
-    ap.add_argument("--out", type=Path, default=ROOT / "runs" / "prune-ecssd")
-    ap.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results" / "prune.json")
+    ap = parser(__doc__, "teacher", "data", "threads", "no-progress", results=RESULTS / "prune" / "prune.json")
+    ap.add_argument("--out", type=Path, default=RUNS / "prune-ecssd")
     ap.add_argument("--ratios", default="0.3,0.5,0.7")
     ap.add_argument("--importance", default="l2")
     ap.add_argument("--finetune-epochs", type=int, default=4)
@@ -59,8 +53,6 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--sens-images", type=int, default=100)
     ap.add_argument("--max-drop", type=float, default=0.01)
     ap.add_argument("--round-to", type=int, default=8)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     progress = not args.no_progress
 
@@ -117,7 +109,7 @@ def main(argv: list[str] | None = None) -> dict:
         r["speedup_p50"] = round(base["latency_p50_ms"] / r["latency_p50_ms"], 3)
         r["iou_change"] = round(r["val"]["iou"] - base["val"]["iou"], 4)
     record = {
-        "command": "python benchmarks/prune.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
+        "command": command(__file__, argv),
         "teacher_sha256": teacher.artifact.sha256,
         "input_size": list(spec.input_size),
         "prune": {"importance": args.importance, "scope": "uniform", "round_to": args.round_to, "steps": 1,
@@ -132,7 +124,7 @@ def main(argv: list[str] | None = None) -> dict:
                         "baseline": sens["baseline"], "wall_time_s": sens_s,
                         "max_drop": args.max_drop, "plan": sens["plan"],
                         "rows": [r.__dict__ for r in sens["rows"]]},
-        "machine": {**environment(), "torch_threads": torch.get_num_threads()},
+        "machine": environment(torch_threads=True),
     }
     io.write_json(args.results, record)
     return record
@@ -160,7 +152,7 @@ def measure(name: str, path: Path, val: list, threads: int, progress: bool) -> d
     runner = runtime.load(path, device="cpu", threads=threads)
     result = evaluate(runner, val, progress=progress)
     lat = torch_latency(loaded.module, loaded.spec, threads)
-    return {"name": name, "artifact": str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path),
+    return {"name": name, "artifact": rel(path),
             "params": loaded.artifact.manifest.params, "macs": loaded.artifact.manifest.macs,
             "macs_at_320": count_macs(loaded.module, (320, 320)),
             "latency_p50_ms": round(lat["p50_ms"], 3), "latency": lat,

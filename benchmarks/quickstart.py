@@ -3,7 +3,7 @@
 A script, not a test. Runs the recipe as a user does (the `edgecut` command, a new process),
 records the wall time of the first run and of the second (every step a cache hit), each step's
 seconds, the precision training chose and why, the student's speed-up over the teacher from the
-run's own comparison table, and the machine's fingerprint, in benchmarks/results/quickstart.json.
+run's own comparison table, and the machine's fingerprint, in benchmarks/results/quickstart/quickstart.json.
 
     python benchmarks/quickstart.py                          # this machine as it is
     python benchmarks/quickstart.py --cap-isa avx2           # torch and oneDNN kept to AVX2 kernels
@@ -17,7 +17,6 @@ machine: nothing else should load the cores while it runs.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
@@ -28,7 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from common import RESULTS, ROOT, environment, parser
+
 RECIPE = ROOT / "recipes" / "quickstart.yaml"
 CAPS = {"avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}}
 
@@ -41,18 +41,17 @@ def run(out: Path, env: dict[str, str]) -> float:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = parser(__doc__)
     ap.add_argument("--cap-isa", choices=sorted(CAPS), default=None)
     ap.add_argument("--out", type=Path, default=None, help="run folder (default: a temporary one, removed after)")
     ap.add_argument("--results", type=Path, default=None,
-                    help="default: benchmarks/results/quickstart.json (quickstart-avx2cap.json with --cap-isa avx2)")
+                    help="default: benchmarks/results/quickstart/quickstart.json (quickstart-avx2cap.json with --cap-isa avx2)")
     args = ap.parse_args(argv)
-    results = args.results or ROOT / "benchmarks" / "results" / (
+    results = args.results or RESULTS / "quickstart" / (
         f"quickstart-{args.cap_isa}cap.json" if args.cap_isa else "quickstart.json")
 
     from edgecut import io
     from edgecut.artifact import load_artifact
-    from edgecut.env import environment
     from edgecut.recipe.runner import STATE_DIR
 
     env = {**os.environ, **CAPS.get(args.cap_isa, {})}

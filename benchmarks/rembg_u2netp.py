@@ -10,11 +10,10 @@ the promise asks (20x the cut-outs, at most 3 IoU points and 0.015 MAE lost, INT
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Any
 
-from common import RESULTS, ROOT, RUNS, edgecut, machine, write
+from common import RESULTS, ROOT, RUNS, edgecut, machine, parser, write
 
 RECIPE = ROOT / "recipes" / "rembg-u2netp.yaml"
 TEACHER = "u2netp"
@@ -68,7 +67,7 @@ def summarise(records_path: Path) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = parser(__doc__)
     ap.add_argument("--out", type=Path, default=RUNS / "rembg-u2netp")
     ap.add_argument("--from", dest="from_step", default=None, help="run this recipe step and every later one again")
     ap.add_argument("--results", type=Path, default=RESULTS / "rembg-u2netp.json")

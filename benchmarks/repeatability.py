@@ -16,16 +16,13 @@ Two ways of asking "the same measurement twice":
   machine's drift between them.
 
 For each model, every p50 and the differences in percent; the target is 5%. Records of every
-try go to ``benchmarks/results/repeatability.jsonl`` and the summary to ``repeatability.json``.
+try go to ``benchmarks/results/repeatability/repeatability.jsonl`` and the summary to ``repeatability.json``.
 
     python benchmarks/repeatability.py
 """
 
 from __future__ import annotations
 
-import argparse
-import shlex
-import sys
 import tempfile
 from pathlib import Path
 
@@ -33,12 +30,11 @@ from edgecut import io
 from edgecut.runtime.timing import LatencyConfig
 from edgecut.measure.record import append_records, new_run_id
 from edgecut.measure.run import BenchConfig, bench
-from edgecut.env import environment
 
-ROOT = Path(__file__).resolve().parents[1]
-EXPORTS = ROOT / "runs" / "export-ecssd"
+from common import EXPORTS, RESULTS, TEACHER, command, environment, parser
+
 MODELS = {
-    "teacher (torch)": ROOT / "runs" / "teacher-ecssd",
+    "teacher (torch)": TEACHER,
     "student (onnxruntime)": EXPORTS / "student-onnx-fp32",
     "student (openvino)": EXPORTS / "student-openvino-fp32",
     "student int8 (onnxruntime)": EXPORTS / "student-onnx-int8",
@@ -52,14 +48,13 @@ def _diff(a: float, b: float) -> float:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--threads", type=int, default=2)
+    ap = parser(__doc__, "threads")
     ap.add_argument("--min-time", type=float, default=3.0)
     ap.add_argument("--repeats", type=int, default=5, help="worker runs per measurement at least (as headline.py)")
     ap.add_argument("--precision", type=float, default=2.5, help="percent: measure again until the p50 is known to it")
     ap.add_argument("--max-repeats", type=int, default=20)
     ap.add_argument("--tries", type=int, default=2, help="bench calls; each is compared with the one before")
-    ap.add_argument("--records", type=Path, default=ROOT / "benchmarks" / "results" / "repeatability.jsonl")
+    ap.add_argument("--records", type=Path, default=RESULTS / "repeatability" / "repeatability.jsonl")
     args = ap.parse_args(argv)
 
     config = BenchConfig(threads=(args.threads,), end_to_end=False, repeats=args.repeats,
@@ -98,7 +93,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{name:28s} twins " + ", ".join(f"{d:.2f}%" + ("" if d <= TARGET else " ABOVE 5%") for d in twin_diffs)
               + "; tries " + ", ".join(f"{d:.2f}%" + ("" if d <= TARGET else " ABOVE 5%") for d in try_diffs),
               flush=True)
-    record = {"command": "python benchmarks/repeatability.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
+    record = {"command": command(__file__, argv),
               "threads": args.threads, "min_time_s": args.min_time, "repeats": args.repeats,
               "precision_percent": args.precision, "max_repeats": args.max_repeats, "tries": args.tries, "rows": rows,
               "twins_within_5_percent": all(d <= TARGET for r in rows.values() for d in r["twin_diff_percent"]),

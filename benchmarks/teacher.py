@@ -1,7 +1,7 @@
 """Train the full-size U-Net teacher on ECSSD train, evaluate it on ECSSD val.
 
 A script, not a test. Records parameters, MACs, input size, epochs, training wall time and
-every val metric (at each image's own resolution) in benchmarks/results/teacher.json.
+every val metric (at each image's own resolution) in benchmarks/results/teacher/teacher.json.
 
     python benchmarks/teacher.py                      # the recorded run
     python benchmarks/teacher.py --epochs 2 --size 64 --width 8 --out runs/smoke --results /tmp/t.json
@@ -11,10 +11,7 @@ Interrupted runs resume: run the same command again. The checkpoint lives in --o
 
 from __future__ import annotations
 
-import argparse
 import json
-import shlex
-import sys
 import time
 from pathlib import Path
 
@@ -23,7 +20,6 @@ import torch
 from edgecut import io, runtime
 from edgecut.measure.accuracy import evaluate
 from edgecut.data.folder import find_samples
-from edgecut.env import environment
 from edgecut.models.profile import count_macs
 from edgecut.models.store import load_model
 from edgecut.training.config import LoopConfig
@@ -31,23 +27,18 @@ from edgecut.training.loop import CHECKPOINT_DIR, LAST
 from edgecut.training.config import TrainConfig
 from edgecut.training.run import train
 
-ROOT = Path(__file__).resolve().parents[1]
-ECSSD = ROOT.parent / "shared" / "data" / "ecssd"
+from common import RESULTS, TEACHER, command, environment, parser
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", type=Path, default=ECSSD)
-    ap.add_argument("--out", type=Path, default=ROOT / "runs" / "teacher-ecssd")
-    ap.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results" / "teacher.json")
+    ap = parser(__doc__, "data", "threads", "no-progress", results=RESULTS / "teacher" / "teacher.json")
+    ap.add_argument("--out", type=Path, default=TEACHER)
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--epochs", type=int, default=16)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--width", type=int, default=64)
     ap.add_argument("--ema", type=float, default=0.998)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -68,7 +59,7 @@ def main(argv: list[str] | None = None) -> dict:
     eval_s = time.perf_counter() - t1
     model = load_model(art.path).module
     record = {
-        "command": "python benchmarks/teacher.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
+        "command": command(__file__, argv),
         "model": {"arch": "unet", "width": args.width, "params": art.manifest.params,
                   "macs_at_input_size": art.manifest.macs, "macs_at_320": count_macs(model, (320, 320))},
         "input_size": list(art.spec.input_size),
@@ -81,7 +72,7 @@ def main(argv: list[str] | None = None) -> dict:
                 "metrics": result.metrics, "eval_wall_time_s": round(eval_s, 1),
                 "worst_iou": [{"name": r["name"], "iou": round(r["iou"], 4)} for r in result.worst(5)]},
         "history": history,
-        "machine": {**environment(), "torch_threads": torch.get_num_threads()},
+        "machine": environment(torch_threads=True),
         "artifact_sha256": art.sha256,
     }
     io.write_json(args.results, record)

@@ -18,13 +18,12 @@ batch, machine; ``epoch-time`` on a quiet machine).
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
 from typing import Any
 
-from common import ECSSD, RESULTS, RUNS, U2NETP, edgecut, machine, write
+from common import ECSSD, RESULTS, RUNS, U2NETP, edgecut, machine, parser, write
 
 STUDENT = ["--size", "224", "--batch", "8", "--lr", "0.003", "--ema", "0.999"]
 EPOCHS = 20
@@ -120,7 +119,7 @@ def collect(folder: Path, recipe_run: Path | None, epoch: dict[str, Any] | None)
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = parser(__doc__)
     ap.add_argument("what", choices=("train", "epoch-time", "collect"))
     ap.add_argument("runs", nargs="*", default=list(RUN_ARGS))
     ap.add_argument("--folder", type=Path, default=RUNS / "u2netp-student")

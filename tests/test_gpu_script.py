@@ -1,15 +1,17 @@
-"""benchmarks/gpu.py, the prepared GPU run: its plan fits the device's limits, --dry-run says what
-is missing and prints the device command, and --smoke runs every part on this CPU (slow)."""
+"""benchmarks/gpu.py, the prepared GPU run (the package benchmarks/gpu/): its plan fits the device's
+limits, --dry-run says what is missing and prints the device command, and --smoke runs every part on
+this CPU (slow)."""
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 import re
 import subprocess
 import time
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -20,68 +22,77 @@ STATUSES = {"ok", "skipped", "failed", "error"}
 
 @pytest.fixture(scope="module")
 def gpu():
-    spec = importlib.util.spec_from_file_location("benchmarks_gpu", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    """The package's modules, imported as the script imports them: benchmarks/ first on the path."""
+    before = set(sys.modules)
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        yield SimpleNamespace(**{name: importlib.import_module(f"gpu.{name}")
+                                 for name in ("plan", "scheduler", "parts", "train", "prepare", "cli")})
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+        for name in set(sys.modules) - before:
+            if name in ("gpu", "common") or name.startswith("gpu."):
+                del sys.modules[name]
 
 
 def test_plan_fits_the_device_limits(gpu):
-    assert [p.name for p in gpu.PLAN] == list(gpu.PARTS) == [p.name for p in gpu.SMOKE_PLAN]
-    assert gpu.plan_problems(gpu.PLAN, gpu.DEADLINE_S) == []
-    assert gpu.plan_problems(gpu.SMOKE_PLAN, gpu.SMOKE_DEADLINE_S) == []
-    assert sum(p.budget_s for p in gpu.PLAN) <= gpu.DEADLINE_S < 8 * 60
-    assert len(gpu.PLAN) + 2 <= 8  # a JSON per part, summary.json and gpu.log come back from $OUT
-    assert gpu.DEADLINE_S < gpu.DEVICE_TIMEOUT_S <= 600
+    plan = gpu.plan
+    assert [p.name for p in plan.PLAN] == list(gpu.parts.PARTS) == [p.name for p in plan.SMOKE_PLAN]
+    assert plan.plan_problems(plan.PLAN, plan.DEADLINE_S) == []
+    assert plan.plan_problems(plan.SMOKE_PLAN, plan.SMOKE_DEADLINE_S) == []
+    assert sum(p.budget_s for p in plan.PLAN) <= plan.DEADLINE_S < 8 * 60
+    assert len(plan.PLAN) + 2 <= 8  # a JSON per part, summary.json and gpu.log come back from $OUT
+    assert plan.DEADLINE_S < plan.DEVICE_TIMEOUT_S <= 600
 
 
 def test_plan_problems_name_what_does_not_fit(gpu):
-    over = gpu.PLAN + (gpu.Part("extra", 60, 5, "more"),)
-    assert any("add up to 515 s, over the 470 s deadline" in p for p in gpu.plan_problems(over, gpu.DEADLINE_S))
-    assert any("not under 480 s" in p for p in gpu.plan_problems(gpu.PLAN, 480))
-    bad = (gpu.Part("a", 10, 20, ""), gpu.Part("a", 10, 1, ""))
-    problems = gpu.plan_problems(bad, 100)
+    plan = gpu.plan
+    over = plan.PLAN + (plan.Part("extra", 60, 5, "more"),)
+    assert any("add up to 515 s, over the 470 s deadline" in p for p in plan.plan_problems(over, plan.DEADLINE_S))
+    assert any("not under 480 s" in p for p in plan.plan_problems(plan.PLAN, 480))
+    bad = (plan.Part("a", 10, 20, ""), plan.Part("a", 10, 1, ""))
+    problems = plan.plan_problems(bad, 100)
     assert any("its minimum 20 s" in p for p in problems) and any("repeat" in p for p in problems)
-    many = tuple(gpu.Part(f"p{i}", 1, 1, "") for i in range(7))
-    assert any("at most 8 come back" in p for p in gpu.plan_problems(many, 100))
+    many = tuple(plan.Part(f"p{i}", 1, 1, "") for i in range(7))
+    assert any("at most 8 come back" in p for p in plan.plan_problems(many, 100))
 
 
 def test_budget_option_changes_one_part(gpu):
     args = type("A", (), {"smoke": False, "deadline_s": None, "budget": ["tensorrt=300"]})()
-    plan, deadline = gpu.chosen_plan(args)
-    assert {p.name: p.budget_s for p in plan}["tensorrt"] == 300 and deadline == gpu.DEADLINE_S
-    assert gpu.plan_problems(plan, deadline)  # over the deadline now: the run refuses it
+    plan, deadline = gpu.plan.chosen_plan(args)
+    assert {p.name: p.budget_s for p in plan}["tensorrt"] == 300 and deadline == gpu.plan.DEADLINE_S
+    assert gpu.plan.plan_problems(plan, deadline)  # over the deadline now: the run refuses it
     args.budget = ["nope=3"]
     with pytest.raises(SystemExit, match="PART=SECONDS"):
-        gpu.chosen_plan(args)
+        gpu.plan.chosen_plan(args)
 
 
 def test_choose_epochs(gpu):
     # 100 steps of 0.05 s, 4 s validation, 1 s checkpoint: (5 + 4 + 1) * 1.15 = 11.5 s an epoch
-    epochs, est = gpu.choose_epochs(200, 100, 0.05, 4.0, 1.0, start_s=3.0, max_epochs=100)
+    choose_epochs = gpu.train.choose_epochs
+    epochs, est = choose_epochs(200, 100, 0.05, 4.0, 1.0, start_s=3.0, max_epochs=100)
     assert est["epoch_estimate_s"] == 11.5 and est["reserve_s"] == 16.0 and epochs == 16  # (200 - 16) // 11.5
-    assert gpu.choose_epochs(200, 100, 0.05, 4.0, 1.0, 3.0, max_epochs=4)[0] == 4
-    assert gpu.choose_epochs(20, 100, 0.05, 4.0, 1.0, 3.0, max_epochs=100)[0] == 0  # not one epoch: the part skips
+    assert choose_epochs(200, 100, 0.05, 4.0, 1.0, 3.0, max_epochs=4)[0] == 4
+    assert choose_epochs(20, 100, 0.05, 4.0, 1.0, 3.0, max_epochs=100)[0] == 0  # not one epoch: the part skips
 
 
 def test_clock_and_skips(gpu):
-    clock = gpu.Clock(10)
-    assert gpu.skip_if_short(clock, 5) is None
-    assert "needs about 50.0 s" in gpu.skip_if_short(clock, 50)
+    clock = gpu.scheduler.Clock(10)
+    assert gpu.scheduler.skip_if_short(clock, 5) is None
+    assert "needs about 50.0 s" in gpu.scheduler.skip_if_short(clock, 50)
 
 
 def test_unprepared_data_is_reported(gpu, tmp_path):
-    problems, counts = gpu.data_problems(tmp_path / "ecssd320")
+    prepare = gpu.prepare
+    problems, counts = prepare.data_problems(tmp_path / "ecssd320")
     assert counts == {} and "not prepared" in problems[0] and "--prepare" in problems[0]
     root = tmp_path / "half"
     for sub in ("images", "masks", "splits"):
         (root / sub).mkdir(parents=True)
-    (root / gpu.PREPARED).write_text("{}")
+    (root / prepare.PREPARED).write_text("{}")
     (root / "splits" / "train.txt").write_text("a\nb\n")
     (root / "images" / "a.jpg").write_bytes(b"x")
-    problems, counts = gpu.data_problems(root)
+    problems, counts = prepare.data_problems(root)
     assert counts == {"images": 1, "masks": 0, "train": 2, "val": 0}
     text = "\n".join(problems)
     assert "2 names, ECSSD's train split has 800" in text and "val split has 200" in text
@@ -89,40 +100,41 @@ def test_unprepared_data_is_reported(gpu, tmp_path):
 
 
 def test_wheel_checks(gpu, tmp_path):
-    pins = gpu.pins()
-    assert set(gpu.WHEELS) <= set(pins)  # every carried wheel is pinned in constraints.txt
-    problems, files = gpu.wheel_problems(tmp_path, pins)
-    assert files == [] and len(problems) == len(gpu.WHEELS) and all("no wheel of" in p for p in problems)
-    for name in gpu.WHEELS:
+    prepare = gpu.prepare
+    pins = prepare.pins()
+    assert set(prepare.WHEELS) <= set(pins)  # every carried wheel is pinned in constraints.txt
+    problems, files = prepare.wheel_problems(tmp_path, pins)
+    assert files == [] and len(problems) == len(prepare.WHEELS) and all("no wheel of" in p for p in problems)
+    for name in prepare.WHEELS:
         tag = "cp312-cp312-manylinux_2_17_x86_64" if name == "pydantic_core" else "py3-none-any"
         (tmp_path / f"{name}-{pins[name]}-{tag}.whl").write_bytes(b"")
-    assert gpu.wheel_problems(tmp_path, pins)[0] == []
+    assert prepare.wheel_problems(tmp_path, pins)[0] == []
     (tmp_path / "pydantic-0.1-py3-none-any.whl").write_bytes(b"")
     (tmp_path / "numpy-2.0-cp311-cp311-manylinux_2_17_x86_64.whl").write_bytes(b"")
-    text = "\n".join(gpu.wheel_problems(tmp_path, pins)[0])
+    text = "\n".join(prepare.wheel_problems(tmp_path, pins)[0])
     assert "2 wheels of pydantic" in text and "numpy-2.0" in text
 
 
 def test_device_command(gpu):
-    run = gpu.device_command()
+    run = gpu.prepare.device_command()
     assert run["carry"] == [".gpu"] and run["timeout_s"] <= 600 and len(run["command"]) <= 2000
     cmd = run["command"]
-    assert cmd.startswith(gpu.PIP_INSTALL + " && ") and "--target /tmp/site .gpu/wheels/*.whl" in cmd
+    assert cmd.startswith(gpu.prepare.PIP_INSTALL + " && ") and "--target /tmp/site .gpu/wheels/*.whl" in cmd
     assert "PYTHONPATH=/tmp/site:$PWD" in cmd and "PYTHONUNBUFFERED=1" in cmd
     assert "python3 benchmarks/gpu.py --out $OUT" in cmd and "| tee $OUT/gpu.log" in cmd
 
 
 def test_carried_size_counts_the_tree_and_the_carried_folder(gpu):
-    size = gpu.carried_size()
+    size = gpu.prepare.carried_size()
     assert size["tree_files"] > 50 and size["tree_bytes"] > 0
     assert size["total_bytes"] == size["tree_bytes"] + sum(size["carried_bytes"].values())
     assert size["ignored"] == {".gpu": True}  # .gitignore: the folder travels only as carried
 
 
 def test_dry_run_without_prepared_files_says_so(gpu, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(gpu, "DATA_DIR", gpu.ROOT / "no-such-folder" / "ecssd320")
-    monkeypatch.setattr(gpu, "WHEEL_DIR", gpu.ROOT / "no-such-folder" / "wheels")
-    assert gpu.main(["--dry-run", "--out", str(tmp_path)]) == 1
+    monkeypatch.setattr(gpu.prepare, "DATA_DIR", ROOT / "no-such-folder" / "ecssd320")
+    monkeypatch.setattr(gpu.prepare, "WHEEL_DIR", ROOT / "no-such-folder" / "wheels")
+    assert gpu.cli.main(["--dry-run", "--out", str(tmp_path)]) == 1
     out = capsys.readouterr().out
     assert "NOT READY (data)" in out and "python benchmarks/gpu.py --prepare" in out and "NOT READY (wheels)" in out
     assert "python3 benchmarks/gpu.py --out $OUT" in out
@@ -179,20 +191,21 @@ def test_smoke_runs_every_part_on_the_cpu(tmp_path):
     assert 0 <= train["val"]["metrics"]["iou"] <= 1 and parts["train"]["plan"]["epochs"] == train["train"]["epochs"]
 
 
-def test_parts_write_as_they_go_and_skip_what_misses_the_deadline(gpu, tmp_path, monkeypatch):
+def test_parts_write_as_they_go_and_skip_what_misses_the_deadline(gpu, tmp_path):
+    scheduler = gpu.scheduler
+
     def overruns(run, rec, clock):
-        rec.add(gpu.row("first", "ok", p50_ms=1.0))
+        rec.add(scheduler.row("first", "ok", p50_ms=1.0))
         assert json.loads(rec.path.read_text())["complete"] is False  # on disk before the part ends
         time.sleep(2.2)  # past its budget and the deadline's share (margins of 0.7 s: a loaded machine is slow)
 
     def breaks(run, rec, clock):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(gpu, "PARTS", {"a": overruns, "b": breaks, "c": overruns})
-    plan = (gpu.Part("a", 0.5, 0.1, ""), gpu.Part("b", 0.5, 0.1, ""), gpu.Part("c", 0.5, 1.5, ""))
-    run = gpu.Run(out=tmp_path, work=tmp_path, smoke=True, sizes=gpu.SMOKE, device="cpu", command="x", data=None,
-                  data_note="none", deadline=gpu.Clock(3.0), machine={"python": "3"})
-    summary = gpu.run_parts(run, plan, ["a", "b", "c"])
+    plan = (gpu.plan.Part("a", 0.5, 0.1, ""), gpu.plan.Part("b", 0.5, 0.1, ""), gpu.plan.Part("c", 0.5, 1.5, ""))
+    run = scheduler.Run(out=tmp_path, work=tmp_path, smoke=True, sizes=gpu.plan.SMOKE, device="cpu", command="x",
+                        data=None, data_note="none", deadline=scheduler.Clock(3.0), machine={"python": "3"})
+    summary = scheduler.run_parts(run, plan, ["a", "b", "c"], {"a": overruns, "b": breaks, "c": overruns})
     assert {n: p["status"] for n, p in summary["parts"].items()} == {"a": "ok", "b": "error", "c": "skipped"}
     b, c = (json.loads((tmp_path / f"{n}.json").read_text()) for n in "bc")
     assert "RuntimeError: boom" in b["error"]["reason"] and b["complete"]
