@@ -168,9 +168,12 @@ def _claim(root: pathlib.Path, meta: dict) -> None:
     meta_path = root / "synth.json"
     fix = "choose a new --out or delete it"
     if meta_path.is_file():
+        from edgecut.errors import InputError
+        from edgecut.io import read_json
+
         try:
-            old = json.loads(meta_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            old = read_json(meta_path, max_bytes=1 << 20)
+        except InputError:
             old = None
         if old != meta:
             if isinstance(old, dict):

@@ -53,6 +53,7 @@ def export(source: Artifact | str | os.PathLike, out: str | os.PathLike, config:
     if resume and _finished(out, parent, config):
         return load_artifact(out)
     _check_out(out, parent, config.overwrite)
+    io.check_output(out, need_bytes=sum(entry.size for entry in parent.manifest.files.values()))
     with io.staged_dir(out, "staging", config.overwrite) as staging:
         with _Status(progress, f"exporting to {config.format} {config.precision}") as status:
             result = fmt.fn(parent, staging, config)
