@@ -288,6 +288,7 @@ def distill(teachers: Sequence[Artifact | str | os.PathLike], data: str | os.Pat
     The val split of ``data`` picks the best epoch and gives the artifact its metrics. Every
     image of ``unlabeled`` (its masks, if any, are ignored) is labelled by the teachers.
     """
+    config.validate()
     out, loop = Path(out), config.loop
     if config.threads:
         torch.set_num_threads(config.threads)

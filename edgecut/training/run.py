@@ -112,6 +112,7 @@ def train(data: str | os.PathLike, out: str | os.PathLike, config: TrainConfig =
     ``out`` is the run folder: its checkpoints stay beside the model, and ``resume=True``
     continues an interrupted run exactly where it stopped.
     """
+    config.validate()
     out, loop = Path(out), config.loop
     if config.threads:
         torch.set_num_threads(config.threads)
