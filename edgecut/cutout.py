@@ -259,7 +259,7 @@ class _Job:
 
     def load(self, path: Path, dest: Path):
         try:
-            if io.resolved(dest) in self.sources:
+            if _resolved_or_none(dest) in self.sources:  # a looping link where it goes is replaced, not followed
                 raise InputError(path, f"its cut-out would overwrite an input ({dest})", "choose another --out")
             image = io.read_image(path)
             return _Loaded(path, dest, image, self.spec.preprocess(image))

@@ -445,10 +445,10 @@ def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndar
         return np.array(img.convert("RGB"))
 
 
-MASK_RULE = ("a mask is read through its alpha channel when it has one that is not all opaque; else, when its "
-             "colour channels differ, as the largest of R, G and B at each pixel (a pure red mask is foreground); "
-             "else as its gray value. 16-bit and float masks are scaled to 0..255, and a mask of only 0 and 1 is "
-             "read as 0 and 255")
+MASK_RULE = ("a mask is read through its alpha channel when it has one that is not all opaque; else a colour "
+             "mask as the largest of R, G and B at each pixel (a pure red mask is foreground; one whose channels "
+             "stay within 8 levels of each other is a gray mask saved as RGB); else as its gray value. 16-bit and "
+             "float masks are scaled to 0..255, and a mask of only 0 and 1 is read as 0 and 255")
 # encoding -> how such a mask is read; none of them is the 8-bit grayscale the data layout asks for
 MASK_ENCODINGS = {
     "alpha": "has an alpha channel: read through it",
@@ -504,9 +504,7 @@ def _mask_values(img) -> tuple[np.ndarray, str]:
         return np.array(img.convert("L")), "gray"
     rgb = np.array(img.convert("RGB"))
     hi, lo = rgb.max(axis=2), rgb.min(axis=2)
-    if int((hi.astype(np.int16) - lo).max(initial=0)) <= _GRAY_SPREAD:
-        return np.array(img.convert("L")), "gray"
-    return hi, "colour"
+    return hi, "gray" if int((hi.astype(np.int16) - lo).max(initial=0)) <= _GRAY_SPREAD else "colour"
 
 
 def _open(path: str | os.PathLike, max_pixels: int):

@@ -144,7 +144,7 @@ def _finished(out: Path, parent: Artifact, config: ExportConfig) -> bool:
 
 
 def _check_out(out: Path, parent: Artifact, overwrite: bool) -> None:
-    if out.resolve() == parent.path.resolve():
+    if io.resolved(out) == io.resolved(parent.path):
         raise EdgecutError(f"--out {out} is the parent artifact itself; choose another folder")
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise InputError(out, "already exists and is not empty", "choose a new --out folder or pass --overwrite")

@@ -73,7 +73,11 @@ def build(arch: dict[str, Any], pretrained: bool = True) -> nn.Module:
     if arch.get("channels"):
         from edgecut.models.channels import apply_channels
 
-        apply_channels(module, arch["channels"])
+        try:
+            apply_channels(module, arch["channels"])
+        except (TypeError, ValueError, KeyError, RuntimeError) as e:  # counts of the wrong type or sign
+            raise ModelError(f"the channel configuration {str(arch['channels'])[:200]} cannot be applied: "
+                             f"{type(e).__name__}: {io.first_line(e)}") from None
     if arch.get("output"):
         select_output(module, arch["output"])
     return module
@@ -384,8 +388,11 @@ def build_fitting(arch: dict[str, Any], weights: Path, manifest: Path,
     """``build(arch)``, once the same build on the meta device (shapes, no memory) has every tensor
     of the weights file at its shape: an ``arch`` that edgecut.json's sha256 entries do not cover
     (``{"width": 1000000000}``) is refused naming the field, before anything is allocated."""
+    import warnings
+
     try:
-        with torch.device("meta"):
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a probe: what torch says of odd sizes is said again by the real build
             probe = build(arch, pretrained=False)
     except (ModelError, InputError) as e:
         if arch.get("class_path"):  # a user's class that cannot be built on the meta device: checked after the build
