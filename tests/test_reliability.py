@@ -414,6 +414,13 @@ def test_13_a_channels_entry_that_the_weights_contradict_is_named(tiny_artifact,
         runtime.load(art)
 
 
+def test_13_a_fixed_size_model_refuses_a_spec_of_another_size_before_any_batch(tiny_artifact, tmp_path):
+    onnx_art = export(tiny_artifact, tmp_path / "onnx", ExportConfig(threads=1))  # fixed at 32x32
+    _edit_manifest(onnx_art.path, **{"spec.input_size": [4096, 4096]})
+    with pytest.raises(InputError, match="spec.input_size is 4096x4096 but the model takes 32x32 inputs only"):
+        runtime.load(onnx_art.path)
+
+
 def test_14_a_symlink_loop_among_the_inputs_is_one_line_and_the_rest_are_cut_out(tiny_artifact, synth_data, tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()
