@@ -40,9 +40,10 @@ def _edgecut(capfd, *args: str) -> tuple[int, str]:
     """``edgecut ARGS`` as a terminal runs it: (exit code, everything printed on stdout and stderr)."""
     from edgecut.cli import main
 
+    command = cli_command()
     capfd.readouterr()
     with mock.patch.object(sys, "argv", ["edgecut", *map(str, args)]), \
-            mock.patch("edgecut.cli.app", lambda *a, **k: cli_command()(*a, **k)):
+            mock.patch("edgecut.cli.app", lambda *a, **k: command(*a, **k)):
         try:
             main()
             code = 0
