@@ -121,6 +121,18 @@ def yaml_document(text: str) -> tuple[Any, Any]:
         loader.dispose()
 
 
+def yaml_text(doc: Any, **options: Any) -> str:
+    """``doc`` as YAML the strict loader reads back: an object that appears twice is written out twice
+    (``yaml.safe_dump`` would write an anchor and an alias, which the loader refuses)."""
+    import yaml
+
+    class NoAliases(yaml.SafeDumper):
+        def ignore_aliases(self, data: Any) -> bool:
+            return True
+
+    return yaml.dump(doc, Dumper=NoAliases, **options)
+
+
 def yaml_value(text: str) -> Any:
     """One value written as YAML (a ``--set`` value), read by the strict loader."""
     return yaml_document(text)[0]

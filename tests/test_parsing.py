@@ -73,3 +73,11 @@ def test_safetensors_shapes_come_from_the_header_checked_against_the_file(tmp_pa
         (tmp_path / name).write_bytes(data)
         with pytest.raises(InputError, match="not (a safetensors file|valid JSON)"):
             parsing.safetensors_shapes(tmp_path / name)
+
+
+def test_yaml_text_writes_a_shared_object_twice_so_the_strict_loader_reads_it_back():
+    shared = {"width": 4, "depth": 2}
+    doc = {"steps": {"a": {"arch_kwargs": shared}, "b": {"arch_kwargs": shared}}}
+    assert "&" in yaml.safe_dump(doc)  # what a plain dump writes: an anchor and an alias
+    text = parsing.yaml_text(doc, sort_keys=False)
+    assert "&" not in text and "*" not in text and parsing.yaml_document(text)[0] == doc
