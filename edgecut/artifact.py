@@ -306,6 +306,9 @@ def first_error(e: ValidationError, whole: str = "spec", with_field: bool = True
 def spec_from_json(text: str | bytes, path: str | os.PathLike, where: str) -> ModelSpec:
     """The ModelSpec a model file carries as JSON (in ``where``: ONNX metadata_props, OpenVINO rt_info),
     or one :class:`InputError` naming the file when that JSON is not a valid spec."""
+    if len(text) > 1 << 20:
+        raise InputError(path, f"its edgecut spec in its {where} is {len(text)} bytes long, not a spec",
+                         "re-export it, or give the artifact folder with its edgecut.json")
     try:
         return ModelSpec.model_validate_json(text)
     except ValidationError as e:

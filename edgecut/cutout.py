@@ -49,12 +49,25 @@ def parse_color(text: str) -> tuple[int, int, int]:
 
 
 def expand_inputs(inputs: Sequence[str | os.PathLike]) -> list[Path]:
-    """Files as given, folders as the images directly inside them."""
+    """Files as given, folders as the images directly inside them; an entry of a folder named like
+    an image that is no file (a broken or looping link, a FIFO) is kept, to be reported as a failed
+    input, while a sub-folder is not an input."""
     out: list[Path] = []
     for item in inputs:
         p = Path(item)
-        out.extend(io.list_images(p) if p.is_dir() else [p])
+        if p.is_dir():
+            files, odd = io.image_entries(p)
+            out.extend(sorted([*files, *(q for q, _ in odd if not q.is_dir())]))
+        else:
+            out.append(p)
     return out
+
+
+def _resolved_or_none(path: Path) -> Path | None:
+    try:
+        return io.resolved(path)
+    except InputError:  # a looping link: reported when its turn comes
+        return None
 
 
 def compose(image: np.ndarray, alpha: np.ndarray, fmt: Format, bg: tuple[int, int, int] = (255, 255, 255)) -> np.ndarray:
@@ -196,7 +209,7 @@ def remove_background(inputs: Sequence[str | os.PathLike], runner, out: str | os
     started = time.perf_counter()
     out = io.make_dirs(out)
     files = expand_inputs(inputs)
-    sources = {f.resolve() for f in files}
+    sources = {r for r in map(_resolved_or_none, files) if r is not None}
     used: set[str] = set()
     plan = [(path, out / f"{_unique(path.stem, used)}.{encoding}") for path in files]
     report = RemoveReport()
@@ -262,7 +275,7 @@ class _Job:
 
     def load(self, path: Path, dest: Path):
         try:
-            if dest.resolve() in self.sources:
+            if _resolved_or_none(dest) in self.sources:  # a looping link where it goes is replaced, not followed
                 raise InputError(path, f"its cut-out would overwrite an input ({dest})", "choose another --out")
             image = io.read_image(path)
             return _Loaded(path, dest, image, self.spec.preprocess(image))

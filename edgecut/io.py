@@ -1,3 +1,4 @@
+# over 500 lines: every read and write that touches the user's disk, with the checks they share (file kinds, outputs)
 """Safe reading and atomic writing of images, weights and json.
 
 Reading never trusts a file: images are decoded with a pixel cap (decompression bombs),
@@ -19,6 +20,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -27,6 +29,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
+from edgecut import parsing
 from edgecut.errors import DataWarning, InputError, OutputError, UnsafeFileError
 
 if TYPE_CHECKING:
@@ -107,7 +110,13 @@ def exclusive(target: str | os.PathLike) -> Iterator[None]:
             break  # locked the file that is still there (not one its last holder just removed)
         os.close(fd)
     try:
+        holder = os.read(fd, 32).decode(errors="replace").strip()
+        if holder.isdigit() and int(holder) != os.getpid() and not _alive(int(holder)):
+            warnings.warn(f"{lock}: left by edgecut process {holder}, which no longer runs; taken over (it is "
+                          "removed when this run ends)", DataWarning, stacklevel=3)
+        sweep_stale(target)
         os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
         os.write(fd, str(os.getpid()).encode())
         yield
     finally:
@@ -116,23 +125,110 @@ def exclusive(target: str | os.PathLike) -> Iterator[None]:
         os.close(fd)
 
 
-def writes_out(fn: F) -> F:
+def writes_out(fn: F | None = None, *, file: bool = False) -> Any:
     """Decorator of a step's front function: while it runs it holds the lock on its ``out``
-    (:func:`exclusive`). Under torchrun only rank 0 writes, so only rank 0 takes it."""
+    (:func:`exclusive`), which is checked first (:func:`check_output`: a folder, or a ``file``
+    with ``@writes_out(file=True)``), so nothing fails late for a reason it could see at once.
+    Under torchrun only rank 0 writes, so only rank 0 takes it."""
     import functools
     import inspect
 
+    if fn is None:
+        return functools.partial(writes_out, file=file)
     signature = inspect.signature(fn)
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         if os.environ.get("RANK", "0") != "0":
             return fn(*args, **kwargs)
-        with exclusive(signature.bind(*args, **kwargs).arguments["out"]):
+        out = signature.bind(*args, **kwargs).arguments["out"]
+        with exclusive(out):
+            check_output(out, folder=not file)
             return fn(*args, **kwargs)
 
     wrapper.locks_out = True  # type: ignore[attr-defined]  # functools.wraps carries it to outer decorators
-    return wrapper  # type: ignore[return-value]
+    return wrapper
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: another user's process
+        return True
+    return True
+
+
+_STAGED = ("staging", "import", "bundle", "old")  # what staged_dir and replace_dir leave beside an out
+
+
+def sweep_stale(target: str | os.PathLike) -> list[Path]:
+    """Remove the staging folders (and files moved aside) that edgecut processes which no longer
+    run left beside ``target`` (``.NAME.staging-PID-...``), with a note naming them."""
+    import re
+
+    target = Path(target)
+    pattern = re.compile(rf"^\.{re.escape(target.name)}\.(?:{'|'.join(_STAGED)})-(\d+)(?:-.*)?$")
+    removed = []
+    try:
+        entries = list(target.parent.iterdir())
+    except OSError:
+        return removed
+    for p in entries:
+        m = pattern.match(p.name)
+        if m and int(m.group(1)) != os.getpid() and not _alive(int(m.group(1))):
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
+            removed.append(p)
+    if removed:
+        warnings.warn(f"{target.parent}: removed {len(removed)} leftover staging folder(s) of edgecut processes that "
+                      f"no longer run ({', '.join(p.name for p in removed[:3])})", DataWarning, stacklevel=3)
+    return removed
+
+
+def check_output(out: str | os.PathLike, *, folder: bool = True, need_bytes: int = 0) -> None:
+    """Refuse at once an output that could not be written, before any work: a file where the
+    ``folder`` goes (or a folder where the file goes), a place that takes no new file (read-only,
+    permission denied), or fewer than ``need_bytes`` free on its disk."""
+    out = Path(out)
+    for parent in out.parents:  # a file in the way of a folder on the path
+        if parent.exists() or parent.is_symlink():
+            if not parent.is_dir():
+                raise OutputError(out, "a file is in the way of a folder on the path",
+                                  "choose a path whose parents are folders")
+            break
+    if out.exists() or out.is_symlink():
+        kind = special_file(out) if not out.is_dir() else None
+        if folder and not out.is_dir():
+            raise OutputError(out, f"it is {kind or 'a file'}, not a folder", "choose another --out, or remove it")
+        if not folder and out.is_dir():
+            raise OutputError(out, "it is a folder", "give a file name")
+        if not folder and kind:
+            raise OutputError(out, f"it is {kind}", "give the name of a plain file")
+    probe = out if folder and out.is_dir() else out.parent
+    if not probe.is_dir():
+        return  # made on the way (make_dirs): its parent took the lock file, so it takes this too
+    with writing(out):
+        fd, tmp = tempfile.mkstemp(dir=probe, prefix=".edgecut-probe-")
+        os.close(fd)
+        os.unlink(tmp)
+    free = shutil.disk_usage(probe).free
+    if need_bytes and free < need_bytes:
+        raise OutputError(out, f"{need_bytes / 1e6:,.1f} MB are needed but only {free / 1e6:,.1f} MB are free on "
+                          "its disk", "free some space or choose another disk")
+
+
+def replaceable(path: str | os.PathLike, ours, overwrite: bool = False) -> None:
+    """Refuse an existing output file that edgecut did not write (``ours(path)`` is False) unless
+    ``overwrite``: the one overwrite policy of every file a command writes."""
+    path = Path(path)
+    if overwrite or not (path.exists() or path.is_symlink()):
+        return
+    if path.is_dir() and not path.is_symlink():
+        raise OutputError(path, "it is a folder", "give a file name")
+    if not ours(path):
+        raise OutputError(path, "a file edgecut did not write is there", "choose another name, or pass --overwrite "
+                          "to replace it")
 
 
 def private_dir_made_public(path: Path) -> Path:
@@ -170,7 +266,9 @@ def staged_dir(out: str | os.PathLike, what: str, overwrite: bool = True) -> Ite
     out = Path(out)
     make_dirs(out.parent)
     with writing(out.parent):
-        staging = private_dir_made_public(Path(tempfile.mkdtemp(prefix=f".{out.name}.{what}-", dir=out.parent)))
+        sweep_stale(out)
+        staging = private_dir_made_public(Path(tempfile.mkdtemp(prefix=f".{out.name}.{what}-{os.getpid()}-",
+                                                                dir=out.parent)))
     try:
         with writing(out):
             yield staging
@@ -238,14 +336,22 @@ def jsonable(obj: Any) -> Any:
     return obj
 
 
-def read_json(path: str | os.PathLike) -> Any:
+def read_json(path: str | os.PathLike, max_bytes: int = parsing.MAX_JSON_BYTES) -> Any:
+    """A JSON file, read within edgecut's limits (:func:`edgecut.parsing.loads_json`): size, depth."""
     path = Path(path)
+    problem = special_file(path)
+    if problem:
+        raise InputError(path, problem)
+    if path.stat().st_size > max_bytes:
+        raise InputError(path, f"{path.stat().st_size} bytes, above the limit of {max_bytes} for a JSON file",
+                         "restore it or re-create it")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(path, "file not found") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
         raise InputError(path, f"not valid JSON ({e})", "restore it or re-create it") from None
+    except OSError as e:
+        raise InputError(path, f"cannot be read ({e.strerror or type(e).__name__})") from None
+    return parsing.loads_json(text, path, max_bytes=max_bytes)
 
 
 def first_line(e: BaseException, limit: int = 200) -> str:
@@ -260,6 +366,60 @@ def sha256_file(path: str | os.PathLike) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- paths
+
+
+def special_file(path: str | os.PathLike) -> str | None:
+    """What keeps ``path`` from being read as a plain file, in words ("a symbolic link that loops",
+    "a named pipe (FIFO)", "a folder", ...); None when it is one. Nothing is opened."""
+    try:
+        st = os.stat(path)
+    except ValueError:
+        return "not a usable file name (it holds a NUL character)"
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "a symbolic link that loops (it leads back to itself)"
+        if os.path.islink(path):
+            return f"a broken symbolic link (to {os.readlink(path)}, which does not exist)"
+        if e.errno == errno.ENOENT:
+            return "not found"
+        return f"cannot be opened ({e.strerror or type(e).__name__})"
+    if stat.S_ISREG(st.st_mode):
+        return None
+    if stat.S_ISDIR(st.st_mode):
+        return "a folder, not a file"
+    if stat.S_ISFIFO(st.st_mode):
+        return "a named pipe (FIFO), not a file"
+    if stat.S_ISSOCK(st.st_mode):
+        return "a socket, not a file"
+    return "a device, not a file"
+
+
+def resolved(path: str | os.PathLike) -> Path:
+    """``path`` made absolute with its symbolic links followed; a loop is one :class:`InputError`."""
+    try:
+        return Path(path).resolve()
+    except (RuntimeError, OSError) as e:  # RuntimeError: "Symlink loop" (Python 3.11 and 3.12)
+        raise InputError(path, f"cannot be resolved ({special_file(path) or first_line(e)})",
+                         "remove or repair the symbolic link") from None
+
+
+def image_entries(folder: str | os.PathLike) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """The image files directly inside ``folder`` (sorted, hidden ones skipped) and, apart, the
+    entries named like images that are no plain files (folders, FIFOs, broken or looping links)
+    with what each is."""
+    files, odd = [], []
+    for p in sorted(Path(folder).iterdir()):
+        if p.suffix.lower() not in IMAGE_SUFFIXES or p.name.startswith("."):
+            continue
+        problem = special_file(p)
+        if problem is None:
+            files.append(p)
+        else:
+            odd.append((p, problem))
+    return files, odd
 
 
 # --------------------------------------------------------------------------- images
@@ -285,42 +445,75 @@ def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndar
         return np.array(img.convert("RGB"))
 
 
-def read_mask(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Decode a mask (or matte) to an HxW uint8 array, 0 background .. 255 foreground.
+MASK_RULE = ("a mask is read through its alpha channel when it has one that is not all opaque; else a colour "
+             "mask as the largest of R, G and B at each pixel (a pure red mask is foreground; one whose channels "
+             "stay within 8 levels of each other is a gray mask saved as RGB); else as its gray value. 16-bit and "
+             "float masks are scaled to 0..255, and a mask of only 0 and 1 is read as 0 and 255")
+# encoding -> how such a mask is read; none of them is the 8-bit grayscale the data layout asks for
+MASK_ENCODINGS = {
+    "alpha": "has an alpha channel: read through it",
+    "colour": "is in colour: each pixel read as the largest of its R, G and B values",
+    "wide": "is 16-bit or float: scaled to 0..255",
+    "binary": "holds only the values 0 and 1: read as 0 and 255",
+}
+# ... and the note read_mask gives, once per folder
+MASK_NOTES = {
+    "alpha": "masks with an alpha channel are read through the alpha",
+    "colour": "colour masks are read as the largest of R, G and B at each pixel",
+    "wide": "16-bit or float masks are scaled to 0..255",
+    "binary": "masks hold only the values 0 and 1; read as 0 and 255",
+}
+_GRAY_SPREAD = 8  # colour channels this close everywhere are a gray mask saved as RGB (or JPEG noise)
 
-    An RGBA file is read through its alpha channel; colour masks through their luminance. A mask
-    that holds only the values 0 and 1 (a binary mask saved without scaling) is read as 0 / 255,
-    with a note: read as it is, every pixel would be background. EXIF orientation is applied as
-    :func:`read_image` applies it, so a mask and its image read from the same tags agree in shape.
-    """
+
+def read_mask(path: str | os.PathLike, max_pixels: int = MAX_PIXELS, note: bool = True) -> np.ndarray:
+    """Decode a mask (or matte) to an HxW uint8 array, 0 background .. 255 foreground, by one rule
+    (:data:`MASK_RULE`). A mask that is not the 8-bit grayscale the data layout asks for (colour,
+    alpha, 16-bit, only 0 and 1) is read by that rule with a :class:`DataWarning` once per folder
+    (``note=False``: silently, for prediction maps and cut-outs); ``edgecut data check`` lists
+    every such file. EXIF orientation is applied as :func:`read_image` applies it, so a mask and
+    its image read from the same tags agree in shape."""
+    mask, encoding = decode_mask(path, max_pixels)
+    if note and encoding in MASK_NOTES:
+        warnings.warn(f"{Path(path).parent}: {MASK_NOTES[encoding]} (edgecut data check lists them)",
+                      DataWarning, stacklevel=2)
+    return mask
+
+
+def decode_mask(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, str]:
+    """The mask :func:`read_mask` reads, and its encoding: ``gray`` (8-bit, as the layout asks),
+    ``binary`` (only 0 and 1), ``colour``, ``alpha`` or ``wide`` (16-bit or float)."""
     from PIL import ImageOps
 
     img = _open(path, max_pixels)
     with img:
-        mask = _mask_values(_exif_upright(ImageOps, img, path))
+        mask, encoding = _mask_values(_exif_upright(ImageOps, img, path))
     if mask.max(initial=0) == 1:  # only 0 and 1
-        warnings.warn(f"{Path(path).parent}: masks hold only the values 0 and 1; read as 0 and 255",
-                      DataWarning, stacklevel=2)
-        return mask * np.uint8(255)
-    return mask
+        return mask * np.uint8(255), "binary"
+    return mask, encoding
 
 
-def _mask_values(img) -> np.ndarray:
+def _mask_values(img) -> tuple[np.ndarray, str]:
     if img.mode in _WIDE_MODES:
-        return _to_uint8_gray(img)
-    if img.mode in ("RGBA", "LA", "PA"):
-        alpha = np.array(img.getchannel("A"))
+        return _to_uint8_gray(img), "wide"
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        alpha = np.array(img.convert("RGBA").getchannel("A"))
         if alpha.min() < 255:  # a cut-out: the alpha is the mask
-            return alpha
-    return np.array(img.convert("L"))
+            return alpha, "alpha"
+    if img.mode in ("L", "1"):
+        return np.array(img.convert("L")), "gray"
+    rgb = np.array(img.convert("RGB"))
+    hi, lo = rgb.max(axis=2), rgb.min(axis=2)
+    return hi, "gray" if int((hi.astype(np.int16) - lo).max(initial=0)) <= _GRAY_SPREAD else "colour"
 
 
 def _open(path: str | os.PathLike, max_pixels: int):
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "file not found" if not path.exists() else "not a file")
+    problem = special_file(path)
+    if problem:
+        raise InputError(path, "file not found" if problem == "not found" else problem)
     try:
         with warnings.catch_warnings():  # PIL warns from 89 MP; edgecut's own cap decides below
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -401,9 +594,7 @@ def write_image(path: str | os.PathLike, array: np.ndarray) -> Path:
 
 def list_images(folder: str | os.PathLike) -> list[Path]:
     """Image files directly inside ``folder``, sorted by name (hidden files skipped)."""
-    folder = Path(folder)
-    return sorted(p for p in folder.iterdir()
-                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+    return image_entries(folder)[0]
 
 
 # --------------------------------------------------------------------------- weights

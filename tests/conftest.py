@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -26,6 +27,18 @@ def _canary_cannot_tell(monkeypatch, tmp_path_factory):
 
     monkeypatch.setenv("EDGECUT_CACHE", str(tmp_path_factory.getbasetemp() / "edgecut-cache"))
     monkeypatch.setattr(canary, "parallel_speedup", lambda threads, **kw: None)
+
+
+@functools.lru_cache(maxsize=None)
+def cli_command():
+    """The click command typer makes of edgecut's app, made once: typer makes it again on every call
+    (0.1 s), which is most of the time of a fuzz case (click.testing.CliRunner().invoke takes it)."""
+    import typer
+
+    import edgecut.cli  # noqa: F401  (registers the commands)
+    from edgecut.cli.app import app  # the module's own, whatever patches edgecut.cli.app
+
+    return typer.main.get_command(app)
 
 
 def make_tiny_artifact(out: Path, size: int = 32, seed: int = 0):

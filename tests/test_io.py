@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from edgecut import io
-from edgecut.errors import EdgecutError, InputError, UnsafeFileError
+from edgecut.errors import DataWarning, EdgecutError, InputError, OutputError, UnsafeFileError
 
 TINY_KW = {"width": 4, "depth": 2}
 
@@ -205,7 +205,8 @@ def test_read_mask_of_rgba_takes_alpha(tmp_path):
     rgba[..., 3] = 0
     rgba[2:4, 1:3, 3] = 200
     Image.fromarray(rgba, "RGBA").save(p)
-    m = io.read_mask(p)
+    with pytest.warns(DataWarning, match="alpha channel"):
+        m = io.read_mask(p)
     assert m.shape == (6, 5) and m.dtype == np.uint8
     assert np.array_equal(m, rgba[..., 3])
 
@@ -216,20 +217,131 @@ def test_read_mask_of_16bit_png_scales_to_8bit(tmp_path):
     a[:2] = 65535
     a[2, :] = 32896
     assert cv2.imwrite(str(p), a)
-    m = io.read_mask(p)
+    with pytest.warns(DataWarning, match="16-bit or float"):
+        m = io.read_mask(p)
     assert m.dtype == np.uint8 and m.shape == (4, 4)
     assert (m[:2] == 255).all() and (m[3] == 0).all()
     assert (np.abs(m[2].astype(int) - 128) <= 1).all()
 
 
-def test_read_mask_of_colour_uses_luminance(tmp_path):
+def test_read_mask_of_gray_saved_as_rgb_is_its_gray_value_without_a_note(tmp_path, recwarn):
     p = tmp_path / "c.png"
     rgb = np.zeros((3, 3, 3), np.uint8)
     rgb[0] = 255
+    rgb[1] = 128
     Image.fromarray(rgb).save(p)
     m = io.read_mask(p)
     assert m.shape == (3, 3)
-    assert (m[0] == 255).all() and (m[1:] == 0).all()
+    assert (m[0] == 255).all() and (m[1] == 128).all() and (m[2] == 0).all()
+    assert not [w for w in recwarn if issubclass(w.category, DataWarning)]
+
+
+@pytest.mark.parametrize("channel", [0, 1, 2])
+def test_read_mask_of_one_colour_takes_the_largest_channel_with_a_note(tmp_path, channel):
+    p = tmp_path / "red.png"
+    rgb = np.zeros((4, 4, 3), np.uint8)
+    rgb[:2, :, channel] = 255  # pure red, green or blue: luminance would give 76, 150 or 29
+    rgb[2, :, channel] = 100  # a soft edge keeps its value
+    Image.fromarray(rgb).save(p)
+    with pytest.warns(DataWarning, match=f"{tmp_path}: colour masks are read as the largest of R, G and B"):
+        m = io.read_mask(p)
+    assert (m[:2] == 255).all() and (m[2] == 100).all() and (m[3] == 0).all()
+    assert io.decode_mask(p)[1] == "colour"
+
+
+def test_read_mask_notes_nothing_for_gray_jpeg_noise_or_prediction_maps(tmp_path, recwarn):
+    p = tmp_path / "m.png"
+    rgb = np.zeros((8, 8, 3), np.uint8)
+    rgb[:4] = (250, 255, 252)  # a gray mask through a lossy encoder: channels a few levels apart
+    Image.fromarray(rgb).save(p)
+    assert io.decode_mask(p)[1] == "gray" and io.read_mask(p)[:4].min() >= 250
+    rgba = np.zeros((8, 8, 4), np.uint8)
+    rgba[:4, :, 3] = 255
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "cut.png")
+    assert io.read_mask(tmp_path / "cut.png", note=False)[:4].min() == 255  # a cut-out's alpha, read on purpose
+    assert not [w for w in recwarn if issubclass(w.category, DataWarning)]
+
+
+# --------------------------------------------------------------------------- paths and outputs
+
+
+def test_special_files_are_named_for_what_they_are_and_never_opened(tmp_path):
+    import os
+
+    (tmp_path / "f.png").write_bytes(b"x")
+    (tmp_path / "loop.png").symlink_to("loop.png")
+    (tmp_path / "gone.png").symlink_to(tmp_path / "nowhere")
+    os.mkfifo(tmp_path / "pipe.png")
+    (tmp_path / "dir.png").mkdir()
+    assert io.special_file(tmp_path / "f.png") is None
+    assert "loops" in io.special_file(tmp_path / "loop.png")
+    assert "broken symbolic link" in io.special_file(tmp_path / "gone.png")
+    assert "named pipe" in io.special_file(tmp_path / "pipe.png")
+    assert "folder" in io.special_file(tmp_path / "dir.png")
+    assert io.special_file(tmp_path / "absent.png") == "not found"
+    files, odd = io.image_entries(tmp_path)
+    assert files == [tmp_path / "f.png"] and [p.name for p, _ in odd] == ["dir.png", "gone.png", "loop.png", "pipe.png"]
+    with pytest.raises(InputError, match="loop.png: cannot be resolved .*loops"):
+        io.resolved(tmp_path / "loop.png")
+    for name in ("loop.png", "pipe.png", "gone.png"):
+        with pytest.raises(InputError, match=name):
+            io.read_image(tmp_path / name)
+        with pytest.raises(InputError, match=name):
+            io.read_json(tmp_path / name)
+
+
+def test_check_output_refuses_at_once_what_could_not_be_written(tmp_path, monkeypatch):
+    import errno
+    import tempfile
+
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OutputError, match="it is a file, not a folder"):
+        io.check_output(tmp_path / "file")
+    with pytest.raises(OutputError, match="a file is in the way"):
+        io.check_output(tmp_path / "file" / "out")
+    with pytest.raises(OutputError, match="it is a folder"):
+        io.check_output(tmp_path, folder=False)
+    io.check_output(tmp_path / "new" / "deeper")  # made later, by whoever writes it
+    io.check_output(tmp_path / "x.json", folder=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # the probe leaves nothing behind
+    with pytest.raises(OutputError, match="MB are needed"):
+        io.check_output(tmp_path / "out", need_bytes=2**62)
+
+    def denied(*a, **k):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkstemp", denied)
+    with pytest.raises(OutputError, match="out: cannot write: permission denied"):
+        io.check_output(tmp_path / "out")
+
+
+def test_replaceable_refuses_a_file_edgecut_did_not_write_unless_asked(tmp_path):
+    p = tmp_path / "x.json"
+    io.replaceable(p, lambda _: False)  # nothing there: fine
+    p.write_text("mine")
+    with pytest.raises(OutputError, match="a file edgecut did not write is there"):
+        io.replaceable(p, lambda _: False)
+    io.replaceable(p, lambda _: True)
+    io.replaceable(p, lambda _: False, overwrite=True)
+    with pytest.raises(OutputError, match="it is a folder"):
+        io.replaceable(tmp_path, lambda _: True)
+
+
+def test_staging_of_dead_processes_is_swept_and_living_ones_are_kept(tmp_path):
+    import os
+    import subprocess
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    out = tmp_path / "art"
+    (tmp_path / f".art.staging-{dead.pid}-abc").mkdir()
+    (tmp_path / f".art.old-{dead.pid}").write_text("moved aside")
+    (tmp_path / f".art.staging-{os.getpid()}-mine").mkdir()  # this process: alive
+    (tmp_path / f".other.staging-{dead.pid}-x").mkdir()  # another output's
+    with pytest.warns(DataWarning, match="removed 2 leftover staging folder"):
+        io.sweep_stale(out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f".art.staging-{os.getpid()}-mine",
+                                                          f".other.staging-{dead.pid}-x"]
 
 
 # --------------------------------------------------------------------------- writing

@@ -88,10 +88,11 @@ def test_bilinear_variant_runs():
 
 
 def test_unet_rejects_bad_sizes():
-    with pytest.raises(ValueError):
-        create_model("unet", width=0)
-    with pytest.raises(ValueError):
-        create_model("unet", depth=0)
+    from edgecut.errors import ModelError
+
+    for bad in ({"width": 0}, {"depth": 0}, {"width": 10**9}, {"depth": 40}, {"width": "4"}):
+        with pytest.raises(ModelError, match="cannot be built"):  # one clear error, before anything is allocated
+            create_model("unet", **bad)
 
 
 def test_unknown_arch_lists_known_ones():

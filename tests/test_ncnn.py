@@ -104,7 +104,12 @@ def test_int8_quantises_every_convolution_as_ncnn2int8_does(trained, tmp_path):
     assert runner.options["use_int8_inference"] is True and runtime.load(fp32).options["use_int8_inference"] is False
     x = random_batch(32, 32, n=2)
     y, y32 = runner(x), runtime.load(fp32, threads=1)(x)
-    assert 1e-4 < np.abs(y - y32).max() < 0.5  # int8 kernels ran, and stayed near the float graph
+    assert np.abs(y - y32).max() > 1e-4  # int8 kernels ran
+    # ... and stayed near the float graph: quantisation noise is small against how the logits vary over the
+    # pixels (correlation 0.9993 here and on an AVX2-only CPU). A bound on the largest difference is not: the
+    # `trained` fixture's weights differ between AVX-512 and AVX2 machines (oneDNN's training kernels), and
+    # with the AVX2 machine's weights the same int8 graph is 0.66 off at one pixel where this one is under 0.5
+    assert np.corrcoef(y.ravel(), y32.ravel())[0, 1] > 0.99
 
 
 def test_int8_calibration_methods_and_exclusions(student, tmp_path):

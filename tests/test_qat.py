@@ -109,7 +109,9 @@ def test_qat_model_converts_to_openvino_int8_with_its_own_scales(qat_art, synth_
     assert m.lineage[-1].params["int8_source"] == "qdq" and "calibration" not in m.metrics
     assert m.lineage[-1].params["qdq"]["int8_weights"] == 13
     assert m.lineage[-1].params["ops"].get("FakeQuantize", 0) > 0  # Q/DQ pairs became OpenVINO int8 ops
-    assert m.metrics["parity"]["passed"] and m.metrics["parity"]["mask_iou_min"] > 0.95
+    # what the gate guarantees on any CPU (OpenVINO's and ONNX Runtime's int8 kernels differ from one to another)
+    parity = m.metrics["parity"]
+    assert parity["passed"] and parity["mask_iou_mean"] >= parity["tolerances"]["mask_iou"] == 0.98
     with pytest.raises(EdgecutError, match="precision int8"):
         export(qat_art, tmp_path / "ov32", ExportConfig(format="openvino", precision="fp32"))
     with pytest.raises(EdgecutError, match="already quantized"):

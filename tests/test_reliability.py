@@ -237,7 +237,8 @@ def test_6_a_second_export_into_a_folder_being_written_fails_clearly(tiny_artifa
     finally:
         holder.kill()
         holder.wait()
-    assert export(tiny_artifact, out, ExportConfig(threads=1)).manifest.format == "onnx"  # free again
+    with pytest.warns(DataWarning, match=f"left by edgecut process {holder.pid}"):  # killed: its lock file stayed
+        assert export(tiny_artifact, out, ExportConfig(threads=1)).manifest.format == "onnx"  # free again
     assert not list(tmp_path.glob(".*.lock"))
 
 
@@ -336,3 +337,276 @@ def test_eval_normalize_scores_saliency_maps_min_max_normalised(synth_data, tmp_
     iou = {k: io.read_json(tmp_path / f"{k}.json")["metrics"]["iou"] for k in ("plain", "norm")}
     assert iou["plain"] < 0.01 and iou["norm"] == pytest.approx(1.0)  # 100/255 < 0.5; normalised it is the mask
     assert io.read_json(tmp_path / "norm.json")["normalized"] is True
+
+
+# ================================================================== third round: an independent probe's findings
+# (each failed before its fix: a hang, a RecursionError, a 100 GB allocation, a traceback, a silent loss)
+
+
+def _invoke(args: list[str]):
+    """``edgecut ARGS`` in this process: (exit code, the exception it ended with, if any, and its output)."""
+    res = CliRunner().invoke(app, args)
+    return res.exit_code, res.exception if not isinstance(res.exception, SystemExit) else None, res.output
+
+
+@pytest.mark.timeout(20)
+def test_10_a_yaml_alias_bomb_is_refused_at_once_naming_the_line(tmp_path):
+    from edgecut.recipe import RecipeError, load_recipe
+
+    levels = "".join(f"x{i}: &x{i} [{', '.join([f'*x{i - 1}'] * 9)}]\n" for i in range(1, 9))
+    recipe = tmp_path / "bomb.yaml"
+    recipe.write_text("steps:\n  a: {step: synth, count: 4, size: 32}\nx0: &x0 [lol, lol, lol, lol, lol, lol, lol, "
+                      "lol, lol]\n" + levels)  # nine levels of nine: 387 million strings once expanded
+    with pytest.raises(RecipeError, match=r"bomb\.yaml:4: not valid YAML: the alias \*x0 is refused"):
+        load_recipe(recipe)
+    code, exc, _ = _invoke(["run", str(recipe), "--dry-run"])
+    assert isinstance(exc, RecipeError)
+
+
+def test_11_a_self_referencing_alias_is_one_error_not_a_recursion(tmp_path):
+    from edgecut.recipe import RecipeError, load_recipe
+
+    recipe = tmp_path / "self.yaml"
+    recipe.write_text("steps: &s\n  a: *s\n")
+    with pytest.raises(RecipeError, match=r"self\.yaml:2: .*alias \*s is refused"):
+        load_recipe(recipe)
+
+
+@pytest.mark.parametrize("command", ["info", "eval", "remove", "bench", "export"])
+def test_12_a_manifest_of_deeply_nested_brackets_is_one_error_for_every_command(tiny_artifact, synth_data, tmp_path,
+                                                                                command):
+    art = tmp_path / "art"
+    shutil.copytree(tiny_artifact.path, art)
+    (art / "edgecut.json").write_text("[" * 100_000 + "]" * 100_000)
+    args = {"info": ["info", str(art)], "eval": ["eval", str(art), "--data", str(synth_data)],
+            "remove": ["remove", str(synth_data / "images"), "--model", str(art), "--out", str(tmp_path / "cut")],
+            "bench": ["bench", str(art), "--out", str(tmp_path / "b.jsonl"), "--in-process"],
+            "export": ["export", str(art), "--out", str(tmp_path / "onnx")]}[command]
+    code, exc, _ = _invoke(args)
+    assert isinstance(exc, InputError) and "nested deeper than 64 levels" in str(exc), repr(exc)
+    assert str(art / "edgecut.json") in str(exc)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("kwargs, field", [({"width": 1_000_000_000}, "cannot be built"),
+                                           ({"width": 8}, r"arch\.kwargs .* does not fit the weights: inc\.0\.weight"),
+                                           ({"depth": 3}, r"arch\.kwargs .* does not fit the weights")])
+def test_13_manifest_sizes_are_checked_against_bounds_and_the_weights_before_anything_is_built(
+        tiny_artifact, synth_data, tmp_path, kwargs, field):
+    art = tmp_path / "art"
+    shutil.copytree(tiny_artifact.path, art)
+    _edit_manifest(art, **{f"arch.kwargs.{k}": v for k, v in kwargs.items()})  # edgecut.json is not hashed
+    with pytest.raises(InputError, match=field) as e:
+        runtime.load(art)
+    assert str(art / "edgecut.json") in str(e.value)
+    for args in (["eval", str(art), "--data", str(synth_data)],
+                 ["remove", str(synth_data / "images"), "--model", str(art), "--out", str(tmp_path / "cut")],
+                 ["export", str(art), "--out", str(tmp_path / "onnx")]):
+        code, exc, _ = _invoke(args)
+        assert isinstance(exc, InputError) and "edgecut.json" in str(exc), (args, repr(exc))
+
+
+def test_13_a_channels_entry_that_the_weights_contradict_is_named(tiny_artifact, tmp_path):
+    art = tmp_path / "art"
+    shutil.copytree(tiny_artifact.path, art)
+    _edit_manifest(art, **{"arch.channels": {"inc.0": {"in": 3, "out": 2, "groups": 1}}})
+    with pytest.raises(InputError, match=r"arch\.channels\.inc\.0 .* does not fit the weights"):
+        runtime.load(art)
+
+
+def test_13_a_fixed_size_model_refuses_a_spec_of_another_size_before_any_batch(tiny_artifact, tmp_path):
+    onnx_art = export(tiny_artifact, tmp_path / "onnx", ExportConfig(threads=1))  # fixed at 32x32
+    _edit_manifest(onnx_art.path, **{"spec.input_size": [4096, 4096]})
+    with pytest.raises(InputError, match="spec.input_size is 4096x4096 but the model takes 32x32 inputs only"):
+        runtime.load(onnx_art.path)
+
+
+def test_14_a_symlink_loop_among_the_inputs_is_one_line_and_the_rest_are_cut_out(tiny_artifact, synth_data, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for p in sorted((synth_data / "images").iterdir())[:2]:
+        shutil.copy(p, folder / p.name)
+    (folder / "loop.png").symlink_to("loop.png")  # a link to itself
+    (folder / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    os.mkfifo(folder / "pipe.png")  # never opened: it would block
+    code, exc, out = _invoke(["remove", str(folder), str(folder / "loop.png"), "--model", str(tiny_artifact.path),
+                              "--out", str(tmp_path / "cut")])
+    assert code == 1 and exc is None, repr(exc)
+    assert len(list((tmp_path / "cut").iterdir())) == 2
+    assert out.count("symbolic link that loops") == 2 and "broken symbolic link" in out and "named pipe" in out
+
+
+def test_15_a_recipe_name_cannot_lead_its_run_folder_out_of_runs(tmp_path, monkeypatch):
+    from edgecut.recipe import RecipeError, load_recipe
+
+    monkeypatch.chdir(tmp_path)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: ../../escaped\nsteps:\n  data: {step: synth, count: 2, size: 32}\n")
+    with pytest.raises(RecipeError, match=r"r\.yaml:1: recipe name '\.\./\.\./escaped' is no plain folder name"):
+        load_recipe(recipe)
+    assert load_recipe(recipe, run_dir=tmp_path / "mine").name == "../../escaped"  # --out names the folder
+    odd = tmp_path / "...yaml"  # no name: its stem, '..', would be runs/..
+    odd.write_text("steps:\n  data: {step: synth, count: 2, size: 32}\n")
+    with pytest.raises(RecipeError, match="its file name '..'"):
+        load_recipe(odd)
+
+
+def test_16_eval_json_does_not_replace_a_file_edgecut_did_not_write(tiny_artifact, synth_data, tmp_path):
+    mine = tmp_path / "notes.json"
+    mine.write_text('{"mine": true}\n')
+    code, exc, _ = _invoke(["eval", str(tiny_artifact.path), "--data", str(synth_data), "--json", str(mine)])
+    assert isinstance(exc, OutputError) and "a file edgecut did not write" in str(exc)
+    assert mine.read_text() == '{"mine": true}\n'
+    code, exc, _ = _invoke(["eval", str(tiny_artifact.path), "--data", str(synth_data), "--json", str(mine),
+                            "--overwrite"])
+    assert code == 0 and "metrics" in io.read_json(mine)
+    code, exc, _ = _invoke(["eval", str(tiny_artifact.path), "--data", str(synth_data), "--json", str(mine)])
+    assert code == 0, repr(exc)  # its own earlier scores are replaced without asking
+
+
+def test_16_compare_does_not_replace_report_files_edgecut_did_not_write(tmp_path):
+    from edgecut.report import CompareConfig, compare
+
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "report.md").write_text("my own notes\n")
+    with pytest.raises(OutputError, match="report.md: cannot write: a file edgecut did not write"):
+        compare([], tmp_path / "out")
+    assert (tmp_path / "out" / "report.md").read_text() == "my own notes\n"
+    with pytest.raises(EdgecutError):  # allowed now, and refused for having no records
+        compare([], tmp_path / "out", CompareConfig(overwrite=True))
+
+
+def _red(mask: np.ndarray) -> np.ndarray:
+    rgb = np.zeros((*mask.shape, 3), np.uint8)
+    rgb[..., 0] = mask  # 0/255 in R, G = B = 0: luminance would peak at 76
+    return rgb
+
+
+def test_17_a_pure_red_mask_is_foreground_with_a_note_and_data_check_lists_it(tiny_artifact, synth_data, tmp_path):
+    data = _copy_data(synth_data, tmp_path / "data")
+    for mask in (data / "masks").iterdir():
+        io.write_image(mask, _red(io.read_mask(mask)))
+    with pytest.warns(DataWarning, match="colour masks are read as the largest of R, G and B"):
+        assert io.read_mask(next((data / "masks").iterdir())).max() == 255
+    with pytest.warns(DataWarning, match="colour masks"):
+        red = evaluate(runtime.load(tiny_artifact), find_samples(data, "val"), progress=False).metrics
+    gray = evaluate(runtime.load(tiny_artifact), find_samples(synth_data, "val"), progress=False).metrics
+    assert red["iou"] == pytest.approx(gray["iou"]) and gray["iou"] > 0  # not 0: the masks were understood
+    code, exc, out = _invoke(["data", "check", str(data)])
+    assert code == 0 and exc is None
+    assert "24 mask(s) not 8-bit grayscale" in out and out.count("is in colour") == 24
+
+
+def test_18_a_recipe_key_given_twice_is_refused_naming_both_lines(tmp_path):
+    from edgecut.recipe import RecipeError, load_recipe
+
+    recipe = tmp_path / "twice.yaml"
+    recipe.write_text("steps:\n  data:\n    step: synth\n    count: 8\n    size: 32\n    count: 4\n")
+    with pytest.raises(RecipeError, match=r"twice\.yaml:6: .*the key 'count' is given twice \(first on line 4\)"):
+        load_recipe(recipe)
+
+
+@pytest.mark.slow
+def test_19_importing_a_torch_save_zip_named_pt2_prints_one_line_and_no_traceback(tmp_path):
+    torch.save({"w": torch.zeros(2)}, tmp_path / "model.pt2")
+    done = subprocess.run([sys.executable, "-m", "edgecut.cli", "import", str(tmp_path / "model.pt2"), "--out",
+                           str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr and "Ran into the following error" not in done.stderr, done.stderr
+    lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "not a readable torch.export program" in lines[0] and "archive_format" in lines[0]
+
+
+def test_20_train_refuses_an_out_it_cannot_write_before_the_first_step(synth_data, tmp_path, monkeypatch):
+    import tempfile
+
+    from edgecut.training.config import LoopConfig, TrainConfig
+    from edgecut.training.run import train
+
+    steps = []
+    config = TrainConfig(arch_kwargs={"width": 4, "depth": 2}, size=32, loop=LoopConfig(epochs=1, batch_size=4))
+    blocker = tmp_path / "file"
+    blocker.write_text("a file, not a run folder")
+    with pytest.raises(OutputError, match="it is a file, not a folder"):
+        train(synth_data, blocker, config, progress=False, callbacks=[steps.append])
+    assert blocker.read_text() == "a file, not a run folder"
+
+    (tmp_path / "ro").mkdir()
+    real = tempfile.mkstemp
+
+    def read_only(*args, dir=None, **kwargs):  # a read-only mount (root writes anywhere: simulated)
+        if dir is not None and Path(dir) == tmp_path / "ro":
+            raise OSError(errno.EROFS, "Read-only file system")
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    with pytest.raises(OutputError, match="read-only"):
+        train(synth_data, tmp_path / "ro", config, progress=False, callbacks=[steps.append])
+    assert steps == []  # not one training step ran
+
+
+def test_20_train_refuses_an_out_on_a_disk_without_room_for_its_checkpoints(synth_data, tmp_path, monkeypatch):
+    from collections import namedtuple
+
+    from edgecut.training.config import LoopConfig, TrainConfig
+    from edgecut.training.run import train
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 1000, 1000))
+    with pytest.raises(OutputError, match="MB are needed but only 0.0 MB are free"):
+        train(synth_data, tmp_path / "run", TrainConfig(arch_kwargs={"width": 4, "depth": 2}, size=32,
+                                                        loop=LoopConfig(epochs=1)), progress=False)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_21_what_a_killed_export_left_is_cleaned_up_by_the_next_with_a_note(tiny_artifact, tmp_path):
+    out = tmp_path / "onnx"
+    killed = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import time
+        from pathlib import Path
+        from edgecut import io
+        with io.exclusive({str(out)!r}), io.staged_dir({str(out)!r}, "staging") as staging:
+            (staging / "model.onnx").write_bytes(b"half")
+            print("staging", flush=True)
+            time.sleep(60)
+    """)], stdout=subprocess.PIPE, text=True)
+    assert killed.stdout.readline().strip() == "staging"
+    killed.kill()  # SIGKILL: no finally runs
+    killed.wait()
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == [".onnx.lock", f".onnx.staging-{killed.pid}-" + left[1].rsplit("-", 1)[1]]
+    with pytest.warns(DataWarning) as notes:
+        export(tiny_artifact, out, ExportConfig(threads=1))
+    text = " ".join(str(w.message) for w in notes)
+    assert f"left by edgecut process {killed.pid}" in text and "removed 1 leftover staging folder" in text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["onnx"]
+
+
+def test_22_a_recipe_value_out_of_range_is_refused_at_load_with_its_line(tmp_path):
+    from edgecut.recipe import RecipeError, load_recipe
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("steps:\n  data:\n    step: synth\n    size: 32\n    count: -5\n"
+                      "  t: {step: train, data: '@data', epochs: 1,\n      batch: 0}\n")
+    with pytest.raises(RecipeError, match=r"r\.yaml:5: step 'data': count must be between 1 and"):
+        load_recipe(recipe)
+    recipe.write_text(recipe.read_text().replace("count: -5", "count: 5"))
+    with pytest.raises(RecipeError, match=r"r\.yaml:7: step 't': batch_size must be from 1"):
+        load_recipe(recipe)
+
+
+def test_23_folders_fifos_and_broken_links_in_images_are_named_for_what_they_are(synth_data, tmp_path):
+    data = _copy_data(synth_data, tmp_path / "data")
+    names = sorted(p.stem for p in (data / "images").iterdir())
+    (data / "images" / f"{names[0]}.png").unlink()
+    (data / "images" / f"{names[0]}.png").mkdir()
+    (data / "images" / f"{names[1]}.png").unlink()
+    os.mkfifo(data / "images" / f"{names[1]}.png")
+    (data / "images" / f"{names[2]}.png").unlink()
+    (data / "images" / f"{names[2]}.png").symlink_to(tmp_path / "gone.png")
+    with pytest.raises(InputError) as e:
+        find_samples(data)
+    msg = str(e.value)
+    assert "3 entries are named like images but no image files" in msg and "without an image" not in msg
+    for part in ("is a folder", "is a named pipe (FIFO)", "is a broken symbolic link"):
+        assert part in msg

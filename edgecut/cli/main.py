@@ -21,11 +21,13 @@ from edgecut.errors import DataWarning, EdgecutError
 def main() -> None:
     from rich.markup import escape
 
-    shown = warnings.showwarning
+    shown, noted = warnings.showwarning, set()
 
-    def note(message, category, *args, **kwargs) -> None:  # edgecut's notes as one line, others as Python shows them
-        if issubclass(category, DataWarning):
-            err.print(f"[yellow]note[/yellow] {escape(str(message))}", highlight=False, soft_wrap=True)
+    def note(message, category, *args, **kwargs) -> None:  # edgecut's notes as one line, each once; others as Python
+        if issubclass(category, DataWarning):  # shows them
+            if str(message) not in noted:  # once per run, even where a library resets Python's own memory of it
+                noted.add(str(message))
+                err.print(f"[yellow]note[/yellow] {escape(str(message))}", highlight=False, soft_wrap=True)
         else:
             shown(message, category, *args, **kwargs)
 

@@ -40,14 +40,19 @@ def eval_cmd(
                                              "device profile with a reach (scored here from its outputs).")] = "local",
     identity: Annotated[Optional[Path], typer.Option(help="ssh: the private key the device accepts.")] = None,
     device_python: Annotated[str, typer.Option(help="ssh: the device's Python.")] = "python3",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a --json file that edgecut did not "
+                                                                "write.")] = False,
 ) -> None:
     """Score a model (or saved prediction maps) on a data set at each image's own resolution."""
     from edgecut import io
-    from edgecut.measure.accuracy import evaluate, evaluate_predictions
+    from edgecut.measure.accuracy import evaluate, evaluate_predictions, is_eval_json
     from edgecut.data.folder import find_samples
 
     if (model is None) == (pred is None):
         raise EdgecutError("give either MODEL (an artifact directory) or --pred DIR, not both or neither")
+    if json_out:  # before any work: a place it cannot write, or a file of someone else's
+        io.check_output(json_out, folder=False)
+        io.replaceable(json_out, is_eval_json, overwrite)
     samples = find_samples(data, split)
     if target != "local":
         if pred is not None or normalize or batch != 1:
@@ -175,6 +180,8 @@ def compare(
     out: Annotated[Path, typer.Option(help="Folder for report.md, report.csv, report.html and pareto.png.")],
     baseline: Annotated[Optional[str], typer.Option(help="Record name to compare against (default: the fp32 record with the most MACs, torch first).")] = None,
     title: Annotated[Optional[str], typer.Option(help="Report title.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace report files in --out that edgecut did "
+                                                                "not write.")] = False,
 ) -> None:
     """Compare bench records: speed-ups and accuracy deltas against a baseline (md, csv, html) and a Pareto plot."""
     from rich.markup import escape
@@ -182,7 +189,7 @@ def compare(
     from edgecut.report import CompareConfig
     from edgecut.report import compare as compare_fn
 
-    result = compare_fn(records, out, CompareConfig(baseline=baseline, title=title))
+    result = compare_fn(records, out, CompareConfig(baseline=baseline, title=title, overwrite=overwrite))
     columns = list(result.columns)  # the terminal drops the least telling columns that do not fit; report.md has all
     for key in ("mae", "s_measure", "p90", "params", "macs", "format", "size_mb", "data", "target", "input",
                 "precision"):

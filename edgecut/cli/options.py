@@ -127,15 +127,14 @@ def qat_config(*, epochs, lr, calib_count, batch, signed_activations, dynamic, p
 
 def import_config(*, class_, arch, kwargs, output_index, output_key, output_channel, output, size, dynamic, mean,
                   std, scale, size_divisor, threshold, data, count, force, overwrite, **_):
-    import json
-
-    from edgecut.errors import EdgecutError
+    from edgecut.errors import EdgecutError, InputError
     from edgecut.intake.config import ImportConfig
+    from edgecut.parsing import loads_json
 
     try:
-        parsed = json.loads(kwargs) if kwargs else {}
-    except json.JSONDecodeError as e:
-        raise EdgecutError(f"--kwargs {kwargs!r} is not JSON ({e.msg}); write e.g. '{{\"width\": 32}}'") from None
+        parsed = loads_json(kwargs, "--kwargs", fix="write e.g. '{\"width\": 32}'") if kwargs else {}
+    except InputError as e:
+        raise EdgecutError(str(e)) from None
     if not isinstance(parsed, dict):
         raise EdgecutError(f"--kwargs is a JSON object of options, got {kwargs!r}")
     if output not in (None, "logits", "probability"):

@@ -18,15 +18,18 @@ def _overrides(items: list[str]) -> dict[str, object]:
     """``["train.epochs=3", ...]`` -> ``{"train.epochs": 3}`` (values read as YAML: numbers, lists, ...)."""
     import yaml
 
+    from edgecut.parsing import yaml_value
+
     out: dict[str, object] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or "." not in key:
             raise EdgecutError(f"--set {item!r}: write STEP.KEY=VALUE, e.g. --set train.epochs=3")
         try:
-            out[key.strip()] = yaml.safe_load(value)
-        except yaml.YAMLError:
-            raise EdgecutError(f"--set {item!r}: {value!r} is no value (quote text with spaces)") from None
+            out[key.strip()] = yaml_value(value)
+        except yaml.YAMLError as e:
+            why = getattr(e, "problem", None) or str(e).splitlines()[0]
+            raise EdgecutError(f"--set {item!r}: {value!r} is no value ({why}; quote text with spaces)") from None
     return out
 
 

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from edgecut.cli.app import app, console, data_app
+from edgecut.cli.app import app, console, data_app, err
 import edgecut.cli.options as options
 from edgecut.cli.options import (Autocast, Batch, Ema, Epochs, ResumeRun, SaveEvery, Seed, TorchThreads, TrainDevice,
                                  TrainSplit, ValSplit, Workers)
@@ -48,6 +48,34 @@ def data_composite(
     config = CompositeConfig(count=count, split=split, backgrounds=str(backgrounds) if backgrounds else None, seed=seed)
     composite(data, out, config)
     console.print(f"wrote {count} composites and their masks to {out}")
+
+
+@data_app.command("check")
+def data_check(
+    data: Annotated[Path, typer.Argument(help="Data set folder (images/ + masks/, optional splits/).")],
+    split: Annotated[Optional[str], typer.Option(help="Only this split (a file or a name in splits/).")] = None,
+) -> None:
+    """Decode every image and mask; list each mask that is not 8-bit grayscale (and how it is read) and
+    every pair that cannot be used (exit code 1 when there is one)."""
+    from rich.markup import escape
+
+    from edgecut.data.folder import check_data
+    from edgecut.io import MASK_ENCODINGS, MASK_RULE
+
+    found = check_data(data, split)
+    console.print(f"{len(found.samples)} image/mask pair(s) in {escape(str(data))}"
+                  + (f" ({escape(split)})" if split else ""), highlight=False)
+    if found.encodings:
+        console.print(f"{len(found.encodings)} mask(s) not 8-bit grayscale, read by the rule: {MASK_RULE}",
+                      highlight=False, soft_wrap=True)
+        for path, encoding in sorted(found.encodings.items()):
+            console.print(f"  {escape(str(path))} {MASK_ENCODINGS[encoding]}", highlight=False, soft_wrap=True)
+    for line in found.unusable:
+        err.print(f"[red]error[/red] {escape(line)}", highlight=False, soft_wrap=True)
+    if found.unusable:
+        raise typer.Exit(1)
+    if not found.encodings:
+        console.print("every mask is 8-bit grayscale, as the layout asks", highlight=False)
 
 
 @app.command()

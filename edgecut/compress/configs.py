@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from edgecut.errors import EdgecutError, InputError, ModelError
 from edgecut.exporters.options import ParityConfig
-from edgecut.training.config import LoopConfig
+from edgecut.training.config import MAX_SIDE, LoopConfig, check_range
 
 Importance = Literal["l1", "l2", "bn", "taylor"]
 IMPORTANCES = ("l1", "l2", "bn", "taylor")
@@ -74,6 +74,9 @@ class PruneConfig:
         if self.data is None and (self.loop.epochs or self.bn_batches):
             raise InputError(None, "fine-tuning and batch-norm recalibration need data",
                              "pass --data DIR with --finetune-epochs or --recalibrate-bn")
+        check_range("steps", self.steps, 1, 1000, integer=True)
+        check_range("bn_batches", self.bn_batches, 0, integer=True)
+        self.loop.validate()
 
 
 KD_FIELDS = ("temperature", "alpha", "feature_kd", "feature_weight", "boundary_weight", "boundary_width", "edge_gain",
@@ -135,6 +138,11 @@ class DistillConfig:
         """Whether the teachers' answers come from the soft-label store (else: on the fly)."""
         return (not self.feature_kd) if self.teacher_cache is None else self.teacher_cache
 
+    def validate(self) -> None:
+        check_range("size", self.size, 1, MAX_SIDE, integer=True)
+        check_range("boundary_width", self.boundary_width, 1, MAX_SIDE, integer=True)
+        self.loop.validate()
+
 
 # fine-tuning a trained model: a small learning rate, fp32 (see the module docstring), no weight
 # decay (it would shrink the quantizer scales too), a short warm-up
@@ -169,3 +177,5 @@ class QATConfig:
             raise EdgecutError(f"calib_count must be at least 1, got {self.calib_count}")
         if not 13 <= self.opset <= 20:  # per-axis QuantizeLinear came with opset 13
             raise EdgecutError(f"opset {self.opset}: QAT exports opset 13 to 20")
+        check_range("calib_count", self.calib_count, 1, 100_000, integer=True)
+        self.loop.validate()

@@ -39,7 +39,7 @@ from edgecut.training.distributed import on_main_process, world
 from edgecut.training.loop import Callback, fit, seed_everything
 from edgecut.training.losses import (as_logits, bce_dice_loss, boundary_loss, ensemble_probability, feature_loss,
                                      kd_loss)
-from edgecut.training.run import keep_in_memory, training_data, validator
+from edgecut.training.run import checkpoint_bytes, keep_in_memory, training_data, validator
 
 
 @dataclass
@@ -280,6 +280,7 @@ def distill(teachers: Sequence[Artifact | str | os.PathLike], data: str | os.Pat
     The val split of ``data`` picks the best epoch and gives the artifact its metrics. Every
     image of ``unlabeled`` (its masks, if any, are ignored) is labelled by the teachers.
     """
+    config.validate()
     out, loop = Path(out), config.loop
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -299,6 +300,7 @@ def distill(teachers: Sequence[Artifact | str | os.PathLike], data: str | os.Pat
     student, arch, base_spec, init = _student(config.student, config.student_kwargs)
     divisor = math.lcm(base_spec.size_divisor, *(t.spec.size_divisor for t in loaded if t.spec.dynamic_size))
     spec = base_spec.with_size(-(-config.size // divisor) * divisor)  # every model gets a size it accepts
+    io.check_output(out, need_bytes=checkpoint_bytes(student))  # not after an epoch
     adapters, strides, s_taps = None, [], None
     if config.feature_kd:
         adapters, strides = make_adapters(student, loaded, spec.input_size)

@@ -35,14 +35,17 @@ class Sample:
     mask: Path | None
 
 
-def _stems(folder: Path) -> dict[str, Path]:
+def _stems(folder: Path) -> tuple[dict[str, Path], dict[str, str]]:
+    """Name -> file of the images directly in ``folder``, and name -> a line for each entry named
+    like an image that is no plain file (a folder, a FIFO, a broken or looping link)."""
     out: dict[str, Path] = {}
-    for p in io.list_images(folder):
+    files, odd = io.image_entries(folder)
+    for p in files:
         if p.stem in out:
             raise InputError(p, f"two files share the name {p.stem!r} ({out[p.stem].name} and {p.name})",
                              "keep one image per name")
         out[p.stem] = p
-    return out
+    return out, {p.stem: f"{p.parent.name}/{p.name} is {problem}" for p, problem in odd}
 
 
 def _listing(names: list[str]) -> str:
@@ -85,26 +88,33 @@ def find_samples(root: str | os.PathLike, split: str | os.PathLike | None = None
     img_dir, mask_dir = root / "images", root / "masks"
     if not img_dir.is_dir():
         raise InputError(root, "no images/ folder", "a data set holds images/ and masks/ with matching names")
-    images = _stems(img_dir)
-    mask_files = _stems(mask_dir) if mask_dir.is_dir() else {}
+    images, odd = _stems(img_dir)
+    mask_files, odd_masks = _stems(mask_dir) if mask_dir.is_dir() else ({}, {})
     if masks and not mask_dir.is_dir():
         raise InputError(root, "no masks/ folder", "a labelled data set holds images/ and masks/")
     split_file = resolve_split(root, split)
     wanted = read_split(split_file) if split_file else sorted(images)
+    names = set(wanted) if split_file else {*images, *odd, *mask_files, *odd_masks}
+    lines = [line for found in (odd, odd_masks if masks else {}) for n, line in sorted(found.items()) if n in names]
+    unusable = {n for found in (odd, odd_masks if masks else {}) for n in found if n in names}
     problems = []
-    missing_img = [n for n in wanted if n not in images]
+    if lines:  # one line each, not "a mask without an image"
+        problems.append(f"{len(lines)} entr{'y is' if len(lines) == 1 else 'ies are'} named like images but no "
+                        f"image file{'s' if len(lines) > 1 else ''}: {_listing(lines)}")
+    missing_img = [n for n in wanted if n not in images and n not in unusable]
     if missing_img:
         problems.append(f"{len(missing_img)} listed name(s) without an image: {_listing(missing_img)}")
     if masks:
-        no_mask = [n for n in wanted if n in images and n not in mask_files]
+        no_mask = [n for n in wanted if n in images and n not in mask_files and n not in unusable]
         if no_mask:
             problems.append(f"{len(no_mask)} image(s) without a mask: {_listing(no_mask)}")
         if split_file is None:
-            orphans = sorted(set(mask_files) - set(images))
+            orphans = sorted(set(mask_files) - set(images) - unusable)
             if orphans:
                 problems.append(f"{len(orphans)} mask(s) without an image: {_listing(orphans)}")
     if problems:
-        raise InputError(split_file or root, "; ".join(problems), "every image needs a mask of the same name")
+        raise InputError(split_file or root, "; ".join(problems), "every image needs a mask of the same name"
+                         + (", and every entry of images/ and masks/ must be a plain file" if unusable else ""))
     if not wanted:
         raise InputError(img_dir, "holds no images")
     return [Sample(n, images[n], mask_files.get(n)) for n in wanted]
@@ -148,6 +158,39 @@ def check_pairs(samples: Sequence[Sample], *, progress: bool = True, what: str =
     if found:
         raise InputError(None, f"{len(found)} of {len(samples)} image/mask pair(s) cannot be used: "
                          + "; ".join(found), "fix or remove them, then run again")
+
+
+@dataclass
+class DataCheck:
+    """What :func:`check_data` found: the pairs, the masks not in 8-bit grayscale (read by
+    :data:`edgecut.io.MASK_RULE`) with their encoding, and every pair that cannot be used."""
+
+    samples: list[Sample]
+    encodings: dict[Path, str]  # mask -> colour | alpha | wide | binary (gray ones are not listed)
+    unusable: list[str]  # one line each, naming the file
+
+
+def check_data(root: str | os.PathLike, split: str | os.PathLike | None = None) -> DataCheck:
+    """Every image and mask of ``root`` decoded: what ``edgecut data check`` lists."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    samples = find_samples(root, split)
+
+    def look(sample: Sample) -> tuple[str | None, str | None]:
+        try:
+            image = io.read_image(sample.image)
+            mask, encoding = io.decode_mask(sample.mask)
+        except InputError as e:
+            return None, str(e)
+        if mask.shape != image.shape[:2]:
+            return encoding, (f"{sample.mask}: mask is {mask.shape[1]}x{mask.shape[0]} but its image "
+                              f"{sample.image.name} is {image.shape[1]}x{image.shape[0]}")
+        return encoding, None
+
+    with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+        found = list(pool.map(look, samples))
+    return DataCheck(samples, {s.mask: enc for s, (enc, _) in zip(samples, found) if enc not in (None, "gray")},
+                     [problem for _, problem in found if problem])
 
 
 def subset(items: Sequence[T], count: int | None, seed: int = 0) -> list[T]:

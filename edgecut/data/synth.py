@@ -28,6 +28,7 @@ from edgecut.progress import Tracker
 CATEGORIES: tuple[str, ...] = ("bottle", "box", "can", "shoe", "mug", "garment")
 VERSION = 1
 MIN_SIZE, MAX_SIZE = 32, 2048
+MAX_COUNT = 1_000_000  # images of one synthetic set
 _PNG_COMPRESSION = 6
 
 
@@ -83,7 +84,7 @@ def generate(out: str | os.PathLike, count: int, size: int = 128, seed: int = 0,
     A folder made earlier with the same parameters is completed, not redone. A folder holding
     anything else is left untouched and is a ``FileExistsError``.
     """
-    count, size, seed = _int("count", count, 1), _int("size", size, MIN_SIZE, MAX_SIZE), _int("seed", seed, 0)
+    count, size, seed = _int("count", count, 1, MAX_COUNT), _int("size", size, MIN_SIZE, MAX_SIZE), _int("seed", seed, 0)
     if not (isinstance(val_fraction, (int, float)) and 0.0 <= val_fraction < 1.0):
         raise ValueError(f"val_fraction must be a number in [0, 1), got {val_fraction!r}")
     root = pathlib.Path(out)
@@ -118,6 +119,20 @@ class SynthConfig:
     seed: int = 0  # the same seed gives the same bytes
     val_fraction: float = 0.2  # share of the names listed in splits/val.txt
 
+    def validate(self) -> None:
+        """The checks :func:`generate` makes, before anything is written (a recipe: at its line)."""
+        from edgecut.errors import EdgecutError
+
+        try:
+            _int("count", self.count, 1, MAX_COUNT)
+            _int("size", self.size, MIN_SIZE, MAX_SIZE)
+            _int("seed", self.seed, 0)
+        except ValueError as e:
+            raise EdgecutError(str(e)) from None
+        if isinstance(self.val_fraction, bool) or not (isinstance(self.val_fraction, (int, float))
+                                                       and 0.0 <= self.val_fraction < 1.0):
+            raise EdgecutError(f"val_fraction must be a number in [0, 1), got {self.val_fraction!r}")
+
 
 @writes_out
 def synth(out: str | os.PathLike, config: SynthConfig = SynthConfig(), *, resume: bool = False,
@@ -127,6 +142,7 @@ def synth(out: str | os.PathLike, config: SynthConfig = SynthConfig(), *, resume
     from edgecut.errors import EdgecutError
 
     del resume  # generate() always completes a folder of its own settings and refuses any other
+    config.validate()
     try:
         return generate(out, config.count, config.size, config.seed, val_fraction=config.val_fraction,
                         progress=progress)
@@ -155,9 +171,12 @@ def _claim(root: pathlib.Path, meta: dict) -> None:
     meta_path = root / "synth.json"
     fix = "choose a new --out or delete it"
     if meta_path.is_file():
+        from edgecut.errors import InputError
+        from edgecut.io import read_json
+
         try:
-            old = json.loads(meta_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            old = read_json(meta_path, max_bytes=1 << 20)
+        except InputError:
             old = None
         if old != meta:
             if isinstance(old, dict):

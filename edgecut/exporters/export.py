@@ -43,6 +43,7 @@ def export(source: Artifact | str | os.PathLike, out: str | os.PathLike, config:
     if resume and _finished(out, parent, config):
         return load_artifact(out)
     _check_out(out, parent, config.overwrite)
+    io.check_output(out, need_bytes=sum(entry.size for entry in parent.manifest.files.values()))
     with io.staged_dir(out, "staging", config.overwrite) as staging:
         with _Status(progress, f"exporting to {config.format} {config.precision}") as status:
             result = load_ref(fmt.exporter)(parent, staging, config)
@@ -133,7 +134,7 @@ def _finished(out: Path, parent: Artifact, config: ExportConfig) -> bool:
 
 
 def _check_out(out: Path, parent: Artifact, overwrite: bool) -> None:
-    if out.resolve() == parent.path.resolve():
+    if io.resolved(out) == io.resolved(parent.path):
         raise EdgecutError(f"--out {out} is the parent artifact itself; choose another folder")
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise InputError(out, "already exists and is not empty", "choose a new --out folder or pass --overwrite")

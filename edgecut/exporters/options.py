@@ -111,6 +111,14 @@ class ExportConfig:
             raise EdgecutError(f"litert int8 {self.litert.int8!r}: use static or dynamic")
         if self.calib.count < 1:
             raise EdgecutError(f"calib_count must be at least 1, got {self.calib.count}")
+        from edgecut.training.config import check_range
+
+        check_range("calib count", self.calib.count, 1, 100_000, integer=True)
+        if self.parity.count is not None:
+            check_range("parity count", self.parity.count, 1, 100_000, integer=True)
+        if self.threads is not None:
+            check_range("threads", self.threads, 1, 4096, integer=True)
+        check_range("seed", self.seed, integer=True)
 
 
 FORMAT_GROUPS = ("onnx", "openvino", "tensorrt", "litert")  # ExportConfig fields that only their format reads

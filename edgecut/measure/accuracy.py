@@ -36,6 +36,15 @@ class EvalResult:
                 "per_image": self.per_image, **extra}
 
 
+def is_eval_json(path: str | os.PathLike) -> bool:
+    """Whether ``path`` holds scores ``edgecut eval --json`` wrote (:meth:`EvalResult.to_json`)."""
+    try:
+        data = io.read_json(path)
+    except InputError:
+        return False
+    return isinstance(data, dict) and {"metrics", "count", "max_f_convention", "per_image"} <= data.keys()
+
+
 def _progress(enabled: bool, total: int, what: str):
     from edgecut.progress import Tracker
 
@@ -122,7 +131,7 @@ def evaluate_predictions(pred_dir: str | os.PathLike, samples: Sequence[Sample],
     with prog:
         for s in samples:
             img, mask = load_pair(s)
-            pred = io.read_mask(by_stem[s.name]).astype(np.float32) / 255.0
+            pred = io.read_mask(by_stem[s.name], note=False).astype(np.float32) / 255.0
             if pred.shape != mask.shape:
                 pred = np.clip(ModelSpec.resize_back(pred, mask.shape), 0.0, 1.0)
             acc.update(pred, mask, image=img if composites else None, name=s.name)

@@ -26,6 +26,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from edgecut import io
+from edgecut.parsing import MAX_DEPTH, MAX_JSON_BYTES, depth
 from edgecut.errors import InputError
 
 RECORD_SCHEMA = 1
@@ -256,10 +257,15 @@ def read_records(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> list
                 if not line.strip():
                     continue
                 try:
-                    raw = json.loads(line)
+                    raw = json.loads(line) if len(line) <= MAX_JSON_BYTES else None
                 except json.JSONDecodeError as e:
                     raise InputError(p, f"line {n} is not JSON ({e.msg})",
                                      "a run that was killed mid-write leaves a partial last line: delete it") from None
+                except RecursionError:
+                    raw = None
+                if raw is None or depth(raw) > MAX_DEPTH:
+                    raise InputError(p, f"line {n} is not a bench record (longer than {MAX_JSON_BYTES} bytes, or "
+                                     f"nested deeper than {MAX_DEPTH} levels)", "give a .jsonl written by 'edgecut bench'")
                 if isinstance(raw, dict) and raw.get("schema_version", RECORD_SCHEMA) > RECORD_SCHEMA:
                     raise InputError(p, f"line {n} was written by a newer edgecut "
                                         f"(record schema {raw['schema_version']})", "upgrade edgecut")

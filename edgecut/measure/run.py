@@ -204,7 +204,7 @@ def measure_accuracy(runner, spec: ModelSpec, samples, data_name: str, *, batch_
 # --------------------------------------------------------------------------- the front function
 
 
-@io.writes_out
+@io.writes_out(file=True)
 def bench(models: Sequence[str | os.PathLike | Artifact], out: str | os.PathLike, config: BenchConfig = BenchConfig(),
           *, resume: bool = False, progress: bool = True, names: Sequence[str] | None = None,
           run_id: str | None = None, on_record: Callable[[BenchRecord], None] | None = None,

@@ -48,4 +48,7 @@ def create_model(name: str, **kwargs: Any):
     unknown = sorted(set(kwargs) - set(allowed))
     if unknown:
         raise ModelError(f"{name} has no option(s) {', '.join(unknown)}; options: {', '.join(allowed)}")
-    return fn(**kwargs)
+    try:
+        return fn(**kwargs)
+    except (TypeError, ValueError, ZeroDivisionError, OverflowError) as e:  # an option of the wrong type or range
+        raise ModelError(f"architecture {name} with options {kwargs} cannot be built: {e}") from None

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from edgecut import io
-from edgecut.artifact import Artifact, Manifest, ModelSpec, Step, is_artifact, load_artifact, write_artifact
+from edgecut.artifact import MANIFEST, Artifact, Manifest, ModelSpec, Step, is_artifact, load_artifact, write_artifact
 from edgecut.batches import in_batches_of
 from edgecut.errors import InputError, ModelError
 from edgecut.models.profile import count_macs, count_params
@@ -65,15 +65,15 @@ def build(arch: dict[str, Any], pretrained: bool = True) -> nn.Module:
         if not isinstance(module, nn.Module):
             raise ModelError(f"{arch['class_path']} built a {type(module).__name__}, not a torch.nn.Module")
     else:
-        try:
-            module = create_model(arch["name"], **kwargs)
-        except (TypeError, ValueError, ZeroDivisionError) as e:  # an option of the wrong type or range
-            raise ModelError(f"architecture {arch['name']} with options {kwargs} cannot be built: "
-                             f"{io.first_line(e)}") from None
+        module = create_model(arch["name"], **kwargs)  # a bad option's type or range is one ModelError
     if arch.get("channels"):
         from edgecut.models.channels import apply_channels
 
-        apply_channels(module, arch["channels"])
+        try:
+            apply_channels(module, arch["channels"])
+        except (TypeError, ValueError, KeyError, RuntimeError) as e:  # counts of the wrong type or sign
+            raise ModelError(f"the channel configuration {str(arch['channels'])[:200]} cannot be applied: "
+                             f"{type(e).__name__}: {io.first_line(e)}") from None
     if arch.get("output"):
         select_output(module, arch["output"])
     return module
@@ -253,17 +253,41 @@ def program_input_shape(program) -> list[int | None]:
     return [d if isinstance(d, int) else None for d in node.meta["val"].shape]
 
 
+@contextlib.contextmanager
+def _kept_log(name: str):
+    """The records logger ``name`` emits in the block, kept instead of printed: torch.export logs
+    the whole traceback of a failed read as a warning, before the error edgecut makes of it."""
+    import logging
+
+    logger, records = logging.getLogger(name), []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    saved = logger.handlers[:], logger.propagate
+    logger.handlers, logger.propagate = [Keep()], False
+    try:
+        yield records
+    finally:
+        logger.handlers, logger.propagate = saved
+
+
 def read_program(path: Path):
-    """The ExportedProgram in ``path``, read without unpickling anything."""
+    """The ExportedProgram in ``path``, read without unpickling anything (and without torch's
+    logged traceback: its cause is in the one error)."""
     if not zipfile.is_zipfile(path):
         raise InputError(path, "not a torch.export program (.pt2 zip archive)", "save it with torch.export.save")
     try:
-        with _no_unpickling(path):
+        with _kept_log("torch.export") as records, _no_unpickling(path):
             program = torch.export.load(str(path))
     except InputError:
         raise
     except Exception as e:  # the deserialiser raises many kinds on junk or version skew
-        raise InputError(path, f"not a readable torch.export program ({type(e).__name__}: {io.first_line(e)})",
+        causes = [r.exc_info[1] for r in records if r.exc_info and r.exc_info[1] is not None]
+        cause = causes[0] if causes else e
+        why = io.first_line(cause, 300).split(". ")[0].rstrip(".")  # torch adds sentences of general advice
+        raise InputError(path, f"not a readable torch.export program ({type(cause).__name__}: {why})",
                          "save it with torch.export.save from this torch version") from None
     return program
 
@@ -326,9 +350,61 @@ def _from_artifact(art: Artifact) -> LoadedModel:
     if m.format != "torch" or m.arch is None:
         raise ModelError(f"{art.path}: a {m.format} artifact is not a torch model; "
                          "run it through a Runner (edgecut.runtime.load) instead")
-    module = build(m.arch, pretrained=False)
-    load_state(module, io.load_weights(art.model_path), art.model_path)
+    state = None if art.model_path.suffix == ".safetensors" else io.load_weights(art.model_path)
+    module = build_fitting(m.arch, art.model_path, art.path / MANIFEST, state)
+    load_state(module, io.load_weights(art.model_path) if state is None else state, art.model_path)
     return LoadedModel(module.eval(), m.spec, m.arch, art)
+
+
+def weight_shapes(path: Path, state: dict[str, torch.Tensor] | None = None) -> dict[str, tuple[int, ...]]:
+    """Every tensor's shape in a weights file: a safetensors file's header alone (nothing loaded),
+    or the shapes of ``state``, the file already read."""
+    from edgecut.parsing import safetensors_shapes
+
+    if state is not None:
+        return {k: tuple(v.shape) for k, v in state.items()}
+    try:
+        return safetensors_shapes(path)
+    except OSError as e:
+        raise InputError(path, f"cannot be read ({e.strerror or type(e).__name__})") from None
+
+
+def build_fitting(arch: dict[str, Any], weights: Path, manifest: Path,
+                  state: dict[str, torch.Tensor] | None = None) -> nn.Module:
+    """``build(arch)``, once the same build on the meta device (shapes, no memory) has every tensor
+    of the weights file at its shape: an ``arch`` that edgecut.json's sha256 entries do not cover
+    (``{"width": 1000000000}``) is refused naming the field, before anything is allocated."""
+    import warnings
+
+    try:
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a probe: what torch says of odd sizes is said again by the real build
+            probe = build(arch, pretrained=False)
+    except (ModelError, InputError) as e:
+        if arch.get("class_path"):  # a user's class that cannot be built on the meta device: checked after the build
+            return build(arch, pretrained=False)
+        raise InputError(manifest, f"arch: {e}", "restore edgecut.json, or re-create the artifact") from None
+    own = {k: tuple(v.shape) for k, v in probe.state_dict().items()}
+    stored = weight_shapes(weights, state)
+    if own.keys() == stored.keys() and own == stored:
+        return build(arch, pretrained=False)
+    bad = [k for k in own if k in stored and own[k] != stored[k]]
+    layers = {k.rsplit(".", 1)[0] for k in bad}
+    fields = [f"arch.channels.{n}" for n in (arch.get("channels") or {}) if n in layers] or ["arch.kwargs"]
+    if bad:
+        k = bad[0]
+        what = f"{k} is {stored[k]} in {weights.name} but {own[k]} as the arch builds it"
+        if len(bad) > 1:
+            what += f" ({len(bad) - 1} more tensor(s) differ)"
+    else:
+        what = f"{weights.name} and the arch name different tensors ({key_diff(_shaped(own), _shaped(stored))})"
+    raise InputError(manifest, f"{', '.join(fields[:3])} ({json.dumps(arch.get('kwargs', {}), default=str)[:200]}) "
+                     f"does not fit the weights: {what}", "restore edgecut.json, or re-create the artifact")
+
+
+def _shaped(shapes: dict[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
+    """Meta tensors of these shapes (for :func:`key_diff`'s words; nothing is allocated)."""
+    return {k: torch.empty(v, device="meta") for k, v in shapes.items()}
 
 
 def load_torchscript(path: Path) -> torch.jit.ScriptModule:

@@ -320,13 +320,27 @@ class MobileNetLRASPP(_Student):
 # must already be in torch.hub.get_dir()/checkpoints (see _backbone_weights).
 
 
+MAX_WIDTH_MULT = 8.0  # torchvision's own tables stop at 1.4; a value from a file is checked before any build
+MAX_CHANNELS = 8192
+
+
+def _sized(width_mult: float, channels: Sequence[int]) -> None:
+    """Refuse options that would size a model beyond any real one (a manifest's sha256 does not cover them)."""
+    if not 0 < width_mult <= MAX_WIDTH_MULT:
+        raise ValueError(f"width_mult must be above 0 and at most {MAX_WIDTH_MULT}, got {width_mult}")
+    if not all(isinstance(c, int) and not isinstance(c, bool) and 1 <= c <= MAX_CHANNELS for c in channels):
+        raise ValueError(f"channel counts must be integers from 1 to {MAX_CHANNELS}, got {list(channels)}")
+
+
 def _unet(arch: str, width_mult: float, decoder_channels: Sequence[int], weights_backbone: str | None, *,
           relu: bool = False, se: bool = True, upsample: str = "bilinear", head: str = "bilinear"):
+    _sized(width_mult, decoder_channels)
     return MobileNetUNet(MobileNetEncoder(arch, width_mult, weights_backbone, relu=relu, se=se),
                          tuple(decoder_channels), upsample=upsample, head=head)
 
 
 def _lraspp(arch: str, width_mult: float, inter_channels: int, weights_backbone: str | None):
+    _sized(width_mult, [inter_channels])
     return MobileNetLRASPP(MobileNetEncoder(arch, width_mult, weights_backbone), inter_channels)
 
 

@@ -15,6 +15,10 @@ from edgecut.artifact import ModelSpec
 from edgecut.models.registry import register_model
 
 
+MAX_WIDTH = 4096  # the classic teacher is 64; a width from a file is checked before anything is built
+MAX_DEPTH = 8  # 2 ** 8 = 256 px: the smallest input a depth-8 U-Net takes
+
+
 class DoubleConv(nn.Sequential):
     def __init__(self, cin: int, cout: int) -> None:
         super().__init__(
@@ -47,8 +51,9 @@ class Up(nn.Module):
 class UNet(nn.Module):
     def __init__(self, in_channels: int = 3, width: int = 64, depth: int = 4, bilinear: bool = False) -> None:
         super().__init__()
-        if depth < 1 or width < 1:
-            raise ValueError(f"depth and width must be positive, got depth={depth} width={width}")
+        if not (1 <= depth <= MAX_DEPTH and 1 <= width <= MAX_WIDTH):
+            raise ValueError(f"depth must be 1 to {MAX_DEPTH} and width 1 to {MAX_WIDTH}, got depth={depth} "
+                             f"width={width}")
         chans = [width * 2**i for i in range(depth + 1)]
         self.inc = DoubleConv(in_channels, chans[0])
         self.downs = nn.ModuleList(Down(chans[i], chans[i + 1]) for i in range(depth))

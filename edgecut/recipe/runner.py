@@ -338,10 +338,9 @@ def summarize(spec: StepSpec, out: Path) -> str:
 
 def write_lock(recipe: Recipe, run_dir: Path) -> Path:
     """``recipe.lock.yaml``: every step with its whole config and its sources, and the versions used."""
-    import yaml
-
     from edgecut.artifact import tool_versions
     from edgecut.env import cpu_info
+    from edgecut.parsing import yaml_text
 
     lock = {
         "recipe": str(recipe.path), "name": recipe.name, "inputs": {k: str(v) for k, v in recipe.inputs.items()},
@@ -350,4 +349,4 @@ def write_lock(recipe: Recipe, run_dir: Path) -> Path:
         "versions": tool_versions("openvino", "nncf", "onnxslim", "torch-pruning"),
         "cpu": {k: v for k, v in cpu_info().items() if k in ("model", "arch", "flags")},
     }
-    return io.write_text(run_dir / LOCK_FILE, yaml.safe_dump(lock, sort_keys=False, width=110))
+    return io.write_text(run_dir / LOCK_FILE, yaml_text(lock, sort_keys=False, width=110))

@@ -75,45 +75,45 @@ def output_of(run_dir: Path, name: str, kind: StepKind) -> Path:
 # ------------------------------------------------------------------------------------ reading
 
 
-def _lines(text: str) -> dict[tuple, int]:
-    """The line (1-based) of every mapping key and sequence item, by its path in the document."""
+def _lines(root) -> dict[tuple, int]:
+    """The line (1-based) of every mapping key and sequence item, by its path in the document (the
+    strict loader bounds the depth, and refuses aliases: the node tree has no cycles)."""
     import yaml
 
     out: dict[tuple, int] = {}
-
-    def walk(node, path: tuple) -> None:
+    todo = [(root, ())] if root is not None else []
+    while todo:
+        node, path = todo.pop()
         out.setdefault(path, node.start_mark.line + 1)
         if isinstance(node, yaml.MappingNode):
             for key, value in node.value:
                 out[(*path, key.value)] = key.start_mark.line + 1
-                walk(value, (*path, key.value))
+                todo.append((value, (*path, key.value)))
         elif isinstance(node, yaml.SequenceNode):
-            for i, item in enumerate(node.value):
-                walk(item, (*path, i))
-
-    root = yaml.compose(text, Loader=yaml.SafeLoader)
-    if root is not None:
-        walk(root, ())
+            todo.extend((item, (*path, i)) for i, item in enumerate(node.value))
     return out
 
 
 def _parse(path: Path) -> tuple[dict[str, Any], dict[tuple, int]]:
     import yaml
 
+    from edgecut import io, parsing
+
+    problem = io.special_file(path)
+    if problem:
+        raise InputError(path, "recipe not found" if problem == "not found" else f"cannot read the recipe: {problem}")
     try:
         text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(path, "recipe not found") from None
     except (OSError, UnicodeDecodeError) as e:
         raise InputError(path, f"cannot read the recipe ({e})") from None
     try:
-        data = yaml.safe_load(text)
-        lines = _lines(text)
+        data, root = parsing.yaml_document(text)
+        lines = _lines(root)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise RecipeError(path, mark.line + 1 if mark else None, f"not valid YAML: {problem}",
-                          "check the indentation and the quoting around this line") from None
+                          getattr(e, "fix", "check the indentation and the quoting around this line")) from None
     if not isinstance(data, dict) or not isinstance(data.get("steps"), dict) or not data["steps"]:
         raise RecipeError(path, 1, "a recipe is a mapping with a 'steps:' mapping of named steps",
                           "see recipes/quickstart.yaml")
@@ -124,6 +124,17 @@ def _parse(path: Path) -> tuple[dict[str, Any], dict[tuple, int]]:
     return data, lines
 
 
+def _name(path: Path, lines, data: dict[str, Any], run_dir: str | os.PathLike | None) -> str:
+    """The recipe's name (its ``name:`` or its file's stem): the folder under ``runs/`` it runs in
+    without ``--out`` (``run_dir``), so there it must stay one plain folder name."""
+    name = data.get("name") if data.get("name") is not None else path.stem
+    if run_dir is None and (not isinstance(name, str) or not NAME.match(name)):
+        where = "name" if data.get("name") is not None else "its file name"
+        raise RecipeError(path, lines.get(("name",), 1), f"recipe {where} {name!r} is no plain folder name (the run "
+                          "folder is runs/<name>)", "use letters, digits, '-', '_' and '.', or run it with --out DIR")
+    return name
+
+
 def load_recipe(path: str | os.PathLike, overrides: dict[str, Any] | None = None,
                 run_dir: str | os.PathLike | None = None) -> Recipe:
     """Read and check the recipe at ``path``; ``overrides`` maps ``step.key`` (dotted for nested
@@ -131,7 +142,7 @@ def load_recipe(path: str | os.PathLike, overrides: dict[str, Any] | None = None
     ``runs/<recipe name>``) to resolve ``"@name"`` references in settings."""
     path = Path(path)
     data, lines = _parse(path)
-    name = str(data.get("name") or path.stem)
+    name = str(_name(path, lines, data, run_dir))
     recipe = Recipe(path, name, str(data.get("description") or ""), str(data.get("estimate") or ""))
     run_dir = Path(run_dir) if run_dir is not None else Path("runs") / name
     overrides = dict(overrides or {})
@@ -322,9 +333,18 @@ def build_config(cls: type, values: dict[str, Any], path: Path, lines, at: tuple
     if hasattr(config, "validate"):
         try:
             config.validate()
-        except Exception as e:  # EdgecutError with the reason
-            raise RecipeError(path, lines.get(at), f"step {step!r}: {e}") from None
+        except Exception as e:  # EdgecutError with the reason, which starts with the setting's name
+            raise RecipeError(path, _line_of(lines, at, str(e).split(" ", 1)[0]), f"step {step!r}: {e}") from None
     return config
+
+
+def _line_of(lines, at: tuple, key: str) -> int | None:
+    """The line of setting ``key`` of the step at ``at`` (written flat, in its group, or by its alias), else the step's."""
+    names = {key, *(alias for alias, name in ALIASES.items() if name == key)}
+    for where, line in sorted(lines.items(), key=lambda kv: len(kv[0])):
+        if where and where[-1] in names and where[:len(at)] == at:
+            return line
+    return lines.get(at)
 
 
 def _route(cls: type, values: dict[str, Any], path: Path, lines, at: tuple, step: str) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from edgecut import io
 from edgecut.measure.record import BenchRecord, latest, read_records
 from edgecut.errors import InputError
 from edgecut.report.render import to_csv, to_markdown
-from edgecut.report.table import Column, Report, Row, build_report, choose_baseline
+from edgecut.report.table import CSV_COLUMNS, Column, Report, Row, build_report, choose_baseline
 
 @dataclass(frozen=True)
 class CompareResult:
@@ -56,6 +56,19 @@ class CompareConfig:
 
     baseline: str | None = None  # a record name; None: the fp32 record with the most MACs, torch first
     title: str | None = None  # None: "edgecut benchmark report"
+    overwrite: bool = False  # replace report files in out that edgecut did not write
+
+
+REPORT_FILES = ("report.md", "report.csv", "report.html", "pareto.png")
+
+
+def _a_report(folder: Path) -> bool:
+    """Whether ``folder``'s report files are a report edgecut wrote (its csv starts with edgecut's header)."""
+    try:
+        with open(folder / "report.csv", encoding="utf-8") as f:
+            return f.readline().startswith(",".join(CSV_COLUMNS))
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 @io.writes_out
@@ -71,8 +84,10 @@ def compare(paths_or_records: Source | Iterable[Source], out: str | os.PathLike,
     from edgecut.report.html import render_html, worst_strips
     from edgecut.report.pareto import plot_pareto
 
-    report: Report = build_report(load(paths_or_records), baseline=config.baseline, title=config.title)
     out = Path(out)
+    for name in REPORT_FILES:  # a report of ours is replaced; any other file by these names only when asked
+        io.replaceable(out / name, lambda _: _a_report(out), config.overwrite)
+    report: Report = build_report(load(paths_or_records), baseline=config.baseline, title=config.title)
     io.make_dirs(out)
     png = plot_pareto(report)
     paths = [io.write_text(out / "report.md", to_markdown(report)),

@@ -58,6 +58,16 @@ def checked_batch(batch: np.ndarray, path: os.PathLike | str, spec: ModelSpec,
     return x
 
 
+def fixed_size_agrees(path: os.PathLike | str, spec: ModelSpec, fixed_hw: tuple[int | None, int | None]) -> None:
+    """Refuse a spec whose input size is not the one a fixed-size model file takes: the spec (in
+    edgecut.json, which no sha256 covers, or in the file's metadata) sizes every batch made for it."""
+    if None not in fixed_hw and tuple(spec.input_size) != tuple(fixed_hw):
+        from edgecut.errors import InputError
+
+        raise InputError(path, f"its spec.input_size is {spec.input_size[0]}x{spec.input_size[1]} but the model takes "
+                         f"{fixed_hw[0]}x{fixed_hw[1]} inputs only", "restore edgecut.json, or export the model again")
+
+
 def spec_at(art: Artifact, size: tuple[int, int] | None) -> ModelSpec:
     """``art``'s spec at another input size (H, W), if the model accepts it; its own for None."""
     spec = art.spec

@@ -9,7 +9,6 @@ before each image, so the same image gives the same mask on every run and machin
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -25,13 +24,15 @@ def read_settings(path: str | os.PathLike) -> dict:
     """``model.json``: the method and its settings, checked."""
     from edgecut.classical import METHODS
 
+    from edgecut import io
+
     path = Path(path)
+    if not path.exists():
+        raise InputError(path, "baseline file not found", "copy the whole artifact folder again")
     try:
-        settings = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(path, "baseline file not found", "copy the whole artifact folder again") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InputError(path, f"is not a readable baseline file ({e})", "write it again with edgecut baseline") from None
+        settings = io.read_json(path, max_bytes=1 << 20)
+    except InputError as e:
+        raise InputError(path, f"is not a readable baseline file ({e.problem})", "write it again with edgecut baseline") from None
     if not isinstance(settings, dict) or settings.get("method") not in METHODS:
         raise InputError(path, f"names no known method (edgecut has {', '.join(METHODS)})",
                          "write it again with edgecut baseline")

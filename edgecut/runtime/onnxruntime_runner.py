@@ -28,7 +28,7 @@ from edgecut.artifact import Artifact, ModelSpec, spec_from_json
 from edgecut.errors import InputError, ModelError, UnsafeFileError
 from edgecut.env import default_threads
 from edgecut.batches import in_batches_of
-from edgecut.runtime.base import checked_batch
+from edgecut.runtime.base import checked_batch, fixed_size_agrees
 
 SPEC_KEY = "edgecut.spec"  # metadata_props key holding the ModelSpec as JSON
 PRECISION_KEY = "edgecut.precision"
@@ -181,6 +181,7 @@ class OnnxRuntimeRunner:
         self.input_name = inp.name
         self._fixed_hw = tuple(d if isinstance(d, int) else None for d in inp.shape[2:4])
         self.fixed_batch = inp.shape[0] if isinstance(inp.shape[0], int) and inp.shape[0] > 0 else None
+        fixed_size_agrees(self.path, self.spec, self._fixed_hw)
 
     @classmethod
     def from_artifact(cls, art: Artifact, device: str = "cpu", threads: int | None = None) -> OnnxRuntimeRunner:

@@ -26,7 +26,7 @@ from edgecut.artifact import Artifact, ModelSpec, spec_from_json
 from edgecut.errors import InputError, ModelError
 from edgecut.env import default_threads
 from edgecut.batches import in_batches_of
-from edgecut.runtime.base import checked_batch
+from edgecut.runtime.base import checked_batch, fixed_size_agrees
 
 RT_SECTION = "edgecut"  # rt_info section of the IR holding spec / precision / parent_sha256
 WEIGHTS_SUFFIX = ".bin"
@@ -140,6 +140,7 @@ class OpenVinoRunner:
         shape = self.compiled.input(0).get_partial_shape()
         self._fixed_hw = tuple(d.get_length() if d.is_static else None for d in (shape[2], shape[3]))
         self.fixed_batch = shape[0].get_length() if shape[0].is_static else None
+        fixed_size_agrees(self.path, self.spec, self._fixed_hw)
         self._ov = ov
         self._input: np.ndarray | None = None  # a view of the request's input tensor, while the shape holds
 

@@ -99,13 +99,13 @@ class SearchState:
 
 def recipe_text(cand, model: Path, data: Path, header: str = "") -> str:
     """``cand``'s chain as a recipe: the model and data as inputs, every step it needs."""
-    import yaml
+    from edgecut.parsing import yaml_text
 
     doc = {"name": cand.name.replace("@", "-at-"),
            "description": f"{cand.name}: {cand.format} {cand.precision} ({cand.method}) from {cand.base}",
            "inputs": {"model": str(Path(model).resolve()), "data": str(Path(data).resolve())},
            "steps": cand.steps}
-    return header + yaml.safe_dump(doc, sort_keys=False, width=110)
+    return header + yaml_text(doc, sort_keys=False, width=110)
 
 
 @dataclass

@@ -57,12 +57,17 @@ def load_profile(name_or_path: str | os.PathLike) -> Profile:
                                "profile's .yaml path")
     if not path.is_file():
         raise InputError(path, "device profile not found")
+    from edgecut.parsing import yaml_document
+
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml_document(path.read_text(encoding="utf-8"))[0]
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(path, f"cannot read the profile ({e})") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f":{mark.line + 1}" if mark else ""
-        raise InputError(f"{path}{where}", "not valid YAML", "fix the profile's syntax") from None
+        why = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise InputError(f"{path}{where}", f"not valid YAML: {why}", "fix the profile's syntax") from None
     if not isinstance(data, dict):
         raise InputError(path, "a device profile is a mapping of keys (name, arch, formats, ...)")
     try:

@@ -35,6 +35,12 @@ def default_splits(root: Path) -> tuple[str | None, str | None]:
     return ("train" if has("train") else None), ("val" if has("val") else None)
 
 
+def checkpoint_bytes(model: nn.Module) -> int:
+    """About what a training run writes for ``model``: the shipped and best weights and a checkpoint
+    with AdamW's two moments (six copies of the parameters in float32)."""
+    return 6 * 4 * sum(p.numel() for p in model.parameters())
+
+
 def keep_in_memory(asked: bool | None, images: int) -> bool:
     """Whether to cache decoded images: as ``asked``, else when there are at most CACHE_MAX_IMAGES."""
     return images <= CACHE_MAX_IMAGES if asked is None else asked
@@ -106,6 +112,7 @@ def train(data: str | os.PathLike, out: str | os.PathLike, config: TrainConfig =
     ``out`` is the run folder: its checkpoints stay beside the model, and ``resume=True``
     continues an interrupted run exactly where it stopped.
     """
+    config.validate()
     out, loop = Path(out), config.loop
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -115,6 +122,7 @@ def train(data: str | os.PathLike, out: str | os.PathLike, config: TrainConfig =
     seed_everything(loop.seed)  # the initial weights are part of the run
     model = create_model(config.arch, **arch_d["kwargs"])
     spec = model.default_spec.with_size(config.size)
+    io.check_output(out, need_bytes=checkpoint_bytes(model))
     device = resolve_device(loop.device)
     validate = validator(ds.val, spec, device, loop.batch_size, cache=cache) if ds.val else None
     train_set = SegmentationDataset(ds.train, spec, train=True, seed=loop.seed, cache=cache)

@@ -10,6 +10,8 @@ Groups: 1. images through ``io.read_image``, ``io.read_mask`` and ``cutout.remov
 2. manifests through ``edgecut info``, ``runtime.load`` + one inference, and ``evaluate``;
 3. bit-flipped or truncated model files, verified (refused) and unverified (clean either way);
 4. pickles that would run code, zips with hostile names, ONNX external data outside its folder.
+Groups 5-9 (recipes, JSON bombs and sizing fields, symlink shapes, mask encodings, output
+collisions, all through the ``edgecut`` command) are in test_fuzz_hostile.py.
 """
 
 from __future__ import annotations
@@ -335,7 +337,7 @@ def test_images(runner, tmp_path, base, label, case):
         assert failed == path and str(path) in message
     else:
         assert report.failed == [] and len(report.written) == 1
-        cut = io.read_mask(report.written[0])  # the rgba cut-out's alpha
+        cut = io.read_mask(report.written[0], note=False)  # the rgba cut-out's alpha
         assert cut.shape == image.shape[:2], "the cut-out must have its image's size"
     assert _listing(out) == {p.name for p in report.written}, "something half-written is left in the output folder"
     assert _listing(folder) == {path.name}
@@ -441,10 +443,10 @@ def val_samples(synth_data):
 
 @pytest.mark.timeout(TIMEOUT)
 @pytest.mark.parametrize("kind, op, case", [c[1:] for c in _manifest_cases()], ids=[c[0] for c in _manifest_cases()])
-def test_manifests(torch_art, onnx_art, val_samples, tmp_path, kind, op, case):
-    from typer.testing import CliRunner
+def test_manifests(torch_art, onnx_art, val_samples, tmp_path, capfd, kind, op, case):
+    from click.testing import CliRunner
+    from conftest import cli_command
 
-    from edgecut.cli import app
     from edgecut.measure.accuracy import evaluate
 
     g = _rng(2, case)
@@ -481,11 +483,13 @@ def test_manifests(torch_art, onnx_art, val_samples, tmp_path, kind, op, case):
         (art / "edgecut.json").write_text(text, encoding="utf-8", errors="surrogatepass")
 
     for args in (["info", str(art)], ["info", str(art), "--json"]):
-        res = CliRunner().invoke(app, args)
+        res = CliRunner().invoke(cli_command(), args)
         assert res.exception is None or isinstance(res.exception, (SystemExit, EdgecutError)), \
             f"{args}: {type(res.exception).__name__}: {res.exception}"
         if res.exit_code == 0 and "--json" in args:
             assert isinstance(json.loads(res.stdout), dict), "info --json printed something that is not the manifest"
+    printed = capfd.readouterr()  # what libraries wrote past the runner, to the terminal
+    assert "Traceback" not in printed.out + printed.err, (printed.out + printed.err)[-2000:]
 
     before = _listing(tmp_path)
     loaded = _clean(runtime.load, art, threads=1)
