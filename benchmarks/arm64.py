@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     from edgecut.env import fingerprint
     from edgecut.exporters import ExportConfig, ParityConfig, export
     from edgecut.models.store import build, save_model
-    from edgecut.measure.run import BenchConfig
+    from edgecut.measure.config import BenchConfig
     from edgecut.targets import arm64
     from edgecut.measure.target import bench_on_target, resolve
 

@@ -76,7 +76,7 @@ STEPS: dict[str, StepKind] = {
                     needs=_qat_needs),
     "export": StepKind("export", ("model",), "edgecut.exporters.export:export",
                        "edgecut.exporters.options:ExportConfig", needs=_export_needs),
-    "bench": StepKind("bench", ("models",), "edgecut.measure.run:bench", "edgecut.measure.run:BenchConfig",
+    "bench": StepKind("bench", ("models",), "edgecut.measure.bench:bench", "edgecut.measure.config:BenchConfig",
                       writes="records", labels="names"),
     "compare": StepKind("compare", ("records",), "edgecut.report.compare:compare",
                         "edgecut.report.compare:CompareConfig", writes="report"),

@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 from edgecut.measure.latency import quantile_ci
 from edgecut.runtime.timing import LatencyConfig, measure, summarize
 from edgecut.measure.record import BenchRecord, append_records, latest, machine_id, read_records
-from edgecut.measure.run import BenchConfig, bench
+from edgecut.measure.bench import bench
+from edgecut.measure.config import BenchConfig
 from edgecut.cli import app
 from edgecut.env import fingerprint
 from edgecut.errors import EdgecutError, InputError
@@ -46,16 +47,16 @@ def test_a_few_spikes_do_not_make_a_steady_measurement_unstable():
 
 
 def test_repeated_worker_runs_keep_the_median_and_flag_disagreement(onnx_art, tmp_path, monkeypatch):
-    from edgecut.measure import run
+    import edgecut.measure.bench as bench_module
 
-    real, p50s = run.measure_latency, iter([3.0, 1.0, 2.0, 1.0, 1.01, 1.02, 1.0, 1.02, 1.5])
+    real, p50s = bench_module.measure_latency, iter([3.0, 1.0, 2.0, 1.0, 1.01, 1.02, 1.0, 1.02, 1.5])
 
     def fake(*args, **kw):
         got = real(*args, **kw)
         got["latency"]["p50_ms"] = next(p50s)
         return got
 
-    monkeypatch.setattr(run, "measure_latency", fake)
+    monkeypatch.setattr(bench_module, "measure_latency", fake)
     (a,) = bench([onnx_art], tmp_path / "a.jsonl", cfg(repeats=3, end_to_end=False), progress=False).records
     assert a.latency_runs_ms == [1.0, 2.0, 3.0] and a.latency.p50_ms == 2.0 and a.latency.unstable
     assert "worker runs disagree: p50 1, 2, 3 ms" in a.notes[0]
@@ -85,9 +86,10 @@ def test_quantile_ci_is_the_distribution_free_order_statistic_interval():
 
 
 def _scripted_p50s(monkeypatch, values):
-    from edgecut.measure import run
+    import edgecut.measure.bench as bench_module
 
-    real, p50s, seen = getattr(run.measure_latency, "__wrapped__", run.measure_latency), iter(values), []
+    real = getattr(bench_module.measure_latency, "__wrapped__", bench_module.measure_latency)
+    p50s, seen = iter(values), []
 
     def fake(art, *args, **kw):
         got = real(art, *args, **kw)
@@ -97,7 +99,7 @@ def _scripted_p50s(monkeypatch, values):
         return got
 
     fake.__wrapped__ = real  # scripting again replaces this script
-    monkeypatch.setattr(run, "measure_latency", fake)
+    monkeypatch.setattr(bench_module, "measure_latency", fake)
     return seen
 
 

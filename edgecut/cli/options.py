@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # the builders import them when called: `edgecut --help` must
     from edgecut.compress.configs import PruneConfig
     from edgecut.compress.configs import QATConfig
     from edgecut.exporters.options import ExportConfig
-    from edgecut.measure.run import BenchConfig
+    from edgecut.measure.config import BenchConfig
     from edgecut.training.config import LoopConfig
     from edgecut.training.config import TrainConfig
 
@@ -170,7 +170,7 @@ def export_config(*, format, precision, calib, calib_count, calib_split, calib_m
 
 def bench_config(*, data, split, limit, backend, device, threads, batch, batches, size, reference, warmup, min_time,
                  min_iters, e2e, isolate, repeats, keep, precision, max_repeats, max_wait, worst, **_) -> BenchConfig:
-    from edgecut.measure.run import BenchConfig
+    from edgecut.measure.config import BenchConfig
     from edgecut.runtime.timing import LatencyConfig
 
     return BenchConfig(backend=backend, device=device, threads=ints(threads, "--threads") or (None,), batch=batch,

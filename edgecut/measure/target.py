@@ -186,7 +186,7 @@ UNUSED = {"backend": "the bundle runs the format's own runtime", "device": "the 
 
 
 def check_config(config, where: Where) -> None:
-    from edgecut.measure.run import BenchConfig
+    from edgecut.measure.config import BenchConfig
 
     default = BenchConfig()
     for f in fields(BenchConfig):
@@ -203,7 +203,7 @@ def bench_on_target(models: Sequence[str | os.PathLike | Artifact], out: str | o
                     on_record: Callable[[BenchRecord], None] | None = None,
                     say: Callable[[str], None] | None = None):
     """One record per model (and per thread count, on a device), appended to ``out`` as each finishes."""
-    from edgecut.measure.run import BenchResult, _samples, model_size_mb, named_models, records_out, scaled_macs
+    from edgecut.measure.bench import BenchResult, _samples, model_size_mb, named_models, records_out, scaled_macs
 
     config.validate()
     check_config(config, where)
