@@ -52,7 +52,7 @@ def train_students(work: Path, data: Path, epochs: int) -> dict[str, Path]:
     from edgecut.artifact import is_artifact
     from edgecut.training.config import LoopConfig, TrainConfig
     from edgecut.training.loop import CHECKPOINT_DIR, LAST
-    from edgecut.training.run import train
+    from edgecut.training.train import train
 
     out = {}
     for name, arch in STUDENTS.items():

@@ -65,7 +65,7 @@ def synthetic(args) -> None:
     from edgecut.data.synth import generate
     from edgecut.env import fingerprint
     from edgecut.training.config import LoopConfig, TrainConfig
-    from edgecut.training.run import train
+    from edgecut.training.train import train
 
     work = RUNS / "optimize-synthetic"
     if args.fresh:

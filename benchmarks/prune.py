@@ -34,7 +34,7 @@ from edgecut.data.folder import find_samples
 from edgecut.models.profile import count_macs
 from edgecut.models.store import load_model
 from edgecut.training.config import LoopConfig
-from edgecut.training.run import validator
+from edgecut.training.train import validator
 
 from common import RESULTS, RUNS, command, environment, parser, rel
 

@@ -66,7 +66,7 @@ STEPS: dict[str, StepKind] = {
                        "edgecut.intake.config:ImportConfig"),
     "convert": StepKind("convert", ("model",), "edgecut.compress.to_torch:convert",
                         "edgecut.compress.to_torch:ConvertConfig"),
-    "train": StepKind("train", ("data",), "edgecut.training.run:train", "edgecut.training.config:TrainConfig"),
+    "train": StepKind("train", ("data",), "edgecut.training.train:train", "edgecut.training.config:TrainConfig"),
     "baseline": StepKind("baseline", (), "edgecut.classical:baseline", "edgecut.classical:BaselineConfig"),
     "prune": StepKind("prune", ("model",), "edgecut.compress.prune_run:prune", "edgecut.compress.configs:PruneConfig",
                       needs=_prune_needs),

@@ -39,7 +39,7 @@ from edgecut.training.distributed import on_main_process, world
 from edgecut.training.loop import Callback, fit, seed_everything
 from edgecut.training.losses import (as_logits, bce_dice_loss, boundary_loss, ensemble_probability, feature_loss,
                                      kd_loss)
-from edgecut.training.run import checkpoint_bytes, keep_in_memory, training_data, validator
+from edgecut.training.train import checkpoint_bytes, keep_in_memory, training_data, validator
 
 
 @dataclass

@@ -33,7 +33,7 @@ from edgecut.models.store import LoadedModel, build, load_model, save_model
 from edgecut.runtime.timing import LatencyConfig, measure
 from edgecut.training.config import LoopConfig
 from edgecut.training.loop import fit
-from edgecut.training.run import default_splits, keep_in_memory, training_data, validator
+from edgecut.training.train import default_splits, keep_in_memory, training_data, validator
 
 STATE_FILE = "prune_state.json"
 REPORT_FILE = "prune_report.json"

@@ -38,7 +38,7 @@ from edgecut.exporters.options import Exported, ParityConfig
 from edgecut.models.store import load_model
 from edgecut.compress.configs import QATConfig
 from edgecut.training.loop import CHECKPOINT_DIR, LAST, Callback, fit
-from edgecut.training.run import TrainingData, keep_in_memory, training_data, validator
+from edgecut.training.train import TrainingData, keep_in_memory, training_data, validator
 
 SETUP_FILE = "qat_setup.json"
 PARITY_COUNT = 32  # images of the training data set the parity check runs on when no folder is given
