@@ -33,7 +33,7 @@ OUT = RESULTS / "optimize"
 
 def search(model: Path, data: Path, out: Path, lines: list[str], steps: Path | None = None, **settings):
     from edgecut.search import OptimizeConfig
-    from edgecut.search.run import optimize
+    from edgecut.search.optimize import optimize
 
     def say(line: str) -> None:
         print(line, flush=True)

@@ -30,7 +30,7 @@ _API = {
     "ParityConfig": "edgecut.exporters.options",
     "evaluate": "edgecut.measure.accuracy",
     "read_records": "edgecut.measure.record",
-    "optimize": "edgecut.search.run",
+    "optimize": "edgecut.search.optimize",
     "OptimizeConfig": "edgecut.search.config",
     "STEPS": "edgecut.steps",
     "remove_background": "edgecut.cutout",
