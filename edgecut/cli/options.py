@@ -99,7 +99,7 @@ def prune_config(*, ratio, target_macs, plan, importance, scope, steps, round_to
                  recalibrate_bn, batch, lr, ema, precision, train_split, val_split, threads, no_latency, seed, kd=False,
                  **_) -> PruneConfig:
     from edgecut.compress.configs import PRUNE_LOOP, PruneConfig
-    from edgecut.compress.prune import read_plan
+    from edgecut.compress.pruning import read_plan
 
     layer_ratios = read_plan(plan) if plan else {}
     if ratio is None and target_macs is None and not layer_ratios:

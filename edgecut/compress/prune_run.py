@@ -22,8 +22,8 @@ from torch import nn
 from edgecut import io
 from edgecut.artifact import Artifact, ModelSpec, Step, is_artifact, load_artifact
 from edgecut.compress.configs import PruneConfig
-from edgecut.compress.prune import (PruneStats, plan_from_sensitivity, prunable_groups, prune_model,
-                                    recalibrate_batchnorm, sensitivity, write_sensitivity)
+from edgecut.compress.pruning import (PruneStats, plan_from_sensitivity, prunable_groups, prune_model,
+                                      recalibrate_batchnorm, sensitivity, write_sensitivity)
 from edgecut.data.folder import Sample, find_samples, subset
 from edgecut.data.transforms import SegmentationDataset
 from edgecut.errors import InputError
