@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from edgecut import io
     from edgecut.compress.configs import PruneConfig
-    from edgecut.compress.prune_run import prune
+    from edgecut.compress.prune import prune
     from edgecut.data.synth import generate
     from edgecut.env import fingerprint
     from edgecut.exporters import ExportConfig, ParityConfig, export

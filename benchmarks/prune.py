@@ -27,8 +27,8 @@ from edgecut import io, runtime
 from edgecut.measure.accuracy import evaluate
 from edgecut.compress.configs import PruneConfig
 from edgecut.compress.pruning import SensitivityRow, prune_model, recalibrate_batchnorm
-from edgecut.compress.prune_run import STATE_FILE, augmented_images, example_input, sensitivity_artifact, torch_latency
-from edgecut.compress.prune_run import prune as prune_run
+from edgecut.compress.prune import STATE_FILE, augmented_images, example_input, sensitivity_artifact, torch_latency
+from edgecut.compress.prune import prune as prune_run
 from edgecut.data.transforms import SegmentationDataset
 from edgecut.data.folder import find_samples
 from edgecut.models.profile import count_macs

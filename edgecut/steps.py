@@ -68,7 +68,7 @@ STEPS: dict[str, StepKind] = {
                         "edgecut.compress.to_torch:ConvertConfig"),
     "train": StepKind("train", ("data",), "edgecut.training.train:train", "edgecut.training.config:TrainConfig"),
     "baseline": StepKind("baseline", (), "edgecut.classical:baseline", "edgecut.classical:BaselineConfig"),
-    "prune": StepKind("prune", ("model",), "edgecut.compress.prune_run:prune", "edgecut.compress.configs:PruneConfig",
+    "prune": StepKind("prune", ("model",), "edgecut.compress.prune:prune", "edgecut.compress.configs:PruneConfig",
                       needs=_prune_needs),
     "distill": StepKind("distill", ("teachers", "data"), "edgecut.compress.distill:distill",
                         "edgecut.compress.configs:DistillConfig"),

@@ -1,7 +1,7 @@
 """The settings of the compression steps: :class:`PruneConfig`, :class:`DistillConfig`, :class:`QATConfig`.
 
 Plain frozen dataclasses without torch, so a recipe or a command line can be checked against
-them in a fraction of a second; the steps themselves are in prune_run.py, distill.py and qat.py.
+them in a fraction of a second; the steps themselves are in prune.py, distill.py and qat.py.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ channels). What edgecut adds: ``prune_model`` (uniform or global ratios, a MACs 
 counts in multiples of 8, resumable iterative steps) and ``sensitivity`` with ``plan_from_sensitivity`` (per-layer
 ratios under a metric budget). Pruned models are saved as an architecture plus a channel configuration
 (models/channels.py). The artifact-level workflow (fine-tuning, resume, reports) is
-:func:`edgecut.compress.prune_run.prune`.
+:func:`edgecut.compress.prune.prune`.
 
 Details: docs/design-decisions.md#prune
 """
