@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from edgecut import io
-    from edgecut.compress.configs import PruneConfig
+    from edgecut.compress.config import PruneConfig
     from edgecut.compress.prune import prune
     from edgecut.data.synth import generate
     from edgecut.env import fingerprint

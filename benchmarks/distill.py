@@ -21,7 +21,7 @@ import torch
 
 from edgecut import io, runtime
 from edgecut.measure.accuracy import evaluate
-from edgecut.compress.configs import DistillConfig
+from edgecut.compress.config import DistillConfig
 from edgecut.compress.distill import distill
 from edgecut.data.folder import find_samples
 from edgecut.models.profile import count_macs

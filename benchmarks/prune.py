@@ -25,7 +25,7 @@ import torch
 
 from edgecut import io, runtime
 from edgecut.measure.accuracy import evaluate
-from edgecut.compress.configs import PruneConfig
+from edgecut.compress.config import PruneConfig
 from edgecut.compress.pruning import SensitivityRow, prune_model, recalibrate_batchnorm
 from edgecut.compress.prune import STATE_FILE, augmented_images, example_input, sensitivity_artifact, torch_latency
 from edgecut.compress.prune import prune as prune_run

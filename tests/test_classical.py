@@ -76,7 +76,7 @@ def test_bench_scores_and_times_a_baseline_like_a_model(tmp_path, synth_data):
 
 
 def test_stages_that_need_a_network_refuse_a_baseline(tmp_path):
-    from edgecut.compress.configs import PruneConfig
+    from edgecut.compress.config import PruneConfig
     from edgecut.compress.prune import prune
     from edgecut.exporters import ExportConfig, export
 

@@ -15,9 +15,9 @@ import typer
 from edgecut.errors import EdgecutError
 
 if TYPE_CHECKING:  # the builders import them when called: `edgecut --help` must not load torch
-    from edgecut.compress.configs import DistillConfig
-    from edgecut.compress.configs import PruneConfig
-    from edgecut.compress.configs import QATConfig
+    from edgecut.compress.config import DistillConfig
+    from edgecut.compress.config import PruneConfig
+    from edgecut.compress.config import QATConfig
     from edgecut.exporters.options import ExportConfig
     from edgecut.measure.config import BenchConfig
     from edgecut.training.config import LoopConfig
@@ -78,7 +78,7 @@ def train_config(*, arch, width, depth, size, threads, train_split, val_split, e
 def distill_config(*, student, unlabeled, width_mult, width, depth, size, temperature, alpha, feature_kd,
                    feature_weight, boundary_weight, teacher_cache, threads, train_split, val_split, epochs, batch, lr,
                    ema, precision, device, workers, seed, save_every, **_) -> DistillConfig:
-    from edgecut.compress.configs import DistillConfig
+    from edgecut.compress.config import DistillConfig
     from edgecut.training.config import LoopConfig
 
     loop = loop_config(LoopConfig(), epochs=epochs, batch=batch, lr=lr, ema=ema, precision=precision, device=device,
@@ -98,7 +98,7 @@ def distill_config(*, student, unlabeled, width_mult, width, depth, size, temper
 def prune_config(*, ratio, target_macs, plan, importance, scope, steps, round_to, ignore, data, finetune_epochs,
                  recalibrate_bn, batch, lr, ema, precision, train_split, val_split, threads, no_latency, seed, kd=False,
                  **_) -> PruneConfig:
-    from edgecut.compress.configs import PRUNE_LOOP, PruneConfig
+    from edgecut.compress.config import PRUNE_LOOP, PruneConfig
     from edgecut.compress.pruning import read_plan
 
     layer_ratios = read_plan(plan) if plan else {}
@@ -115,7 +115,7 @@ def prune_config(*, ratio, target_macs, plan, importance, scope, steps, round_to
 
 def qat_config(*, epochs, lr, calib_count, batch, signed_activations, dynamic, parity_data, parity_count, tolerance,
                device, threads, train_split, val_split, seed, save_every, **_) -> QATConfig:
-    from edgecut.compress.configs import QAT_LOOP, QATConfig
+    from edgecut.compress.config import QAT_LOOP, QATConfig
     from edgecut.exporters.options import ParityConfig
     from edgecut.exporters.parity import parse_tolerances
 

@@ -34,7 +34,7 @@ from edgecut.env import resolve_device
 from edgecut.errors import EdgecutError, InputError, ModelError
 from edgecut.models.registry import create_model
 from edgecut.models.store import load_model, save_model
-from edgecut.compress.configs import DistillConfig
+from edgecut.compress.config import DistillConfig
 from edgecut.training.distributed import on_main_process, world
 from edgecut.training.loop import Callback, fit, seed_everything
 from edgecut.training.losses import (as_logits, bce_dice_loss, boundary_loss, ensemble_probability, feature_loss,

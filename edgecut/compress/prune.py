@@ -21,7 +21,7 @@ from torch import nn
 
 from edgecut import io
 from edgecut.artifact import Artifact, ModelSpec, Step, is_artifact, load_artifact
-from edgecut.compress.configs import PruneConfig
+from edgecut.compress.config import PruneConfig
 from edgecut.compress.pruning import (PruneStats, plan_from_sensitivity, prunable_groups, prune_model,
                                       recalibrate_batchnorm, sensitivity, write_sensitivity)
 from edgecut.data.folder import Sample, find_samples, subset
@@ -66,7 +66,8 @@ def _loaded(source: Artifact | str | os.PathLike, config: PruneConfig) -> tuple[
     if art is not None and art.manifest.format == "classical":
         return load_model(art), []  # its one error: a baseline, not a network
     if art is not None and art.manifest.format == "onnx":  # its layers from a registered architecture, checked
-        from edgecut.compress.to_torch import ConvertConfig, convert_step, to_torch
+        from edgecut.compress.config import ConvertConfig
+        from edgecut.compress.to_torch import convert_step, to_torch
 
         split = config.val_split or (default_splits(Path(config.data))[1] if config.data else None)
         converted = to_torch(art, ConvertConfig(data=config.data, split=split))
@@ -248,7 +249,7 @@ def _teacher(parent: LoadedModel):
 
 def _kd_objective(parent: LoadedModel, spec: ModelSpec, config: PruneConfig):
     """Fine-tuning that learns the model's own answers (KD) beside the masks."""
-    from edgecut.compress.configs import DistillConfig
+    from edgecut.compress.config import DistillConfig
     from edgecut.compress.distill import DistillObjective
 
     return DistillObjective([_teacher(parent)], spec, DistillConfig())

@@ -30,7 +30,7 @@ from edgecut._optional import require
 from edgecut.errors import InputError, ModelError
 from edgecut.models.channels import RESIZABLE
 from edgecut.models.profile import count_macs, count_params
-from edgecut.compress.configs import Importance, PruneConfig
+from edgecut.compress.config import Importance, PruneConfig
 
 
 

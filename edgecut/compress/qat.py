@@ -36,7 +36,7 @@ from edgecut.exporters import manifest_for, parity, qdq
 from edgecut.exporters import onnx as onnx_export
 from edgecut.exporters.options import Exported, ParityConfig
 from edgecut.models.store import load_model
-from edgecut.compress.configs import QATConfig
+from edgecut.compress.config import QATConfig
 from edgecut.training.loop import CHECKPOINT_DIR, LAST, Callback, fit
 from edgecut.training.train import TrainingData, keep_in_memory, training_data, validator
 
