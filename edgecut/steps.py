@@ -75,7 +75,7 @@ STEPS: dict[str, StepKind] = {
     "qat": StepKind("qat", ("model", "data"), "edgecut.compress.qat:qat", "edgecut.compress.config:QATConfig",
                     needs=_qat_needs),
     "export": StepKind("export", ("model",), "edgecut.exporters.export:export",
-                       "edgecut.exporters.options:ExportConfig", needs=_export_needs),
+                       "edgecut.exporters.config:ExportConfig", needs=_export_needs),
     "bench": StepKind("bench", ("models",), "edgecut.measure.bench:bench", "edgecut.measure.config:BenchConfig",
                       writes="records", labels="names"),
     "compare": StepKind("compare", ("records",), "edgecut.report.compare:compare",

@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # the builders import them when called: `edgecut --help` must
     from edgecut.compress.config import DistillConfig
     from edgecut.compress.config import PruneConfig
     from edgecut.compress.config import QATConfig
-    from edgecut.exporters.options import ExportConfig
+    from edgecut.exporters.config import ExportConfig
     from edgecut.measure.config import BenchConfig
     from edgecut.training.config import LoopConfig
     from edgecut.training.config import TrainConfig
@@ -116,7 +116,7 @@ def prune_config(*, ratio, target_macs, plan, importance, scope, steps, round_to
 def qat_config(*, epochs, lr, calib_count, batch, signed_activations, dynamic, parity_data, parity_count, tolerance,
                device, threads, train_split, val_split, seed, save_every, **_) -> QATConfig:
     from edgecut.compress.config import QAT_LOOP, QATConfig
-    from edgecut.exporters.options import ParityConfig
+    from edgecut.exporters.config import ParityConfig
     from edgecut.exporters.parity import parse_tolerances
 
     loop = loop_config(QAT_LOOP, epochs=epochs, batch=batch, lr=lr, device=device, seed=seed, save_every=save_every)
@@ -150,7 +150,7 @@ def export_config(*, format, precision, calib, calib_count, calib_split, calib_m
                   opset, no_simplify, parity_data, parity_split, parity_count, tolerance, require_faster, device,
                   threads, seed, overwrite, preset, max_drop, val_data, val_split, litert_int8=None, rembg=False,
                   **_) -> ExportConfig:
-    from edgecut.exporters.options import (CalibConfig, ExportConfig, LiteRTOptions, OnnxOptions, OpenVinoOptions,
+    from edgecut.exporters.config import (CalibConfig, ExportConfig, LiteRTOptions, OnnxOptions, OpenVinoOptions,
                                            ParityConfig)
     from edgecut.exporters.parity import parse_tolerances
 

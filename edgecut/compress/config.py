@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from edgecut.errors import EdgecutError, InputError, ModelError
-from edgecut.exporters.options import ParityConfig
+from edgecut.exporters.config import ParityConfig
 from edgecut.training.config import MAX_SIDE, LoopConfig, check_range
 
 Importance = Literal["l1", "l2", "bn", "taylor"]

@@ -34,7 +34,7 @@ from edgecut.env import resolve_device
 from edgecut.errors import EdgecutError, InputError, ModelError
 from edgecut.exporters import manifest_for, parity, qdq
 from edgecut.exporters import onnx as onnx_export
-from edgecut.exporters.options import Exported, ParityConfig
+from edgecut.exporters.config import Exported, ParityConfig
 from edgecut.models.store import load_model
 from edgecut.compress.config import QATConfig
 from edgecut.training.loop import CHECKPOINT_DIR, LAST, Callback, fit

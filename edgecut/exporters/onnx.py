@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgecut._optional import available, require
 from edgecut.errors import EdgecutError, ModelError
-from edgecut.exporters.options import CalibConfig, ExportConfig, Exported
+from edgecut.exporters.config import CalibConfig, ExportConfig, Exported
 from edgecut.exporters.program import sample, torch_module
 from edgecut.io import first_line as io_first_line
 from edgecut.runtime.onnxruntime_runner import PRECISION_KEY, SPEC_KEY

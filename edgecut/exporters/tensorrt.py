@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from edgecut import io
 from edgecut._optional import require
 from edgecut.errors import EdgecutError, ModelError
-from edgecut.exporters.options import ExportConfig, Exported
+from edgecut.exporters.config import ExportConfig, Exported
 from edgecut.runtime.tensorrt_runner import build_target
 
 if TYPE_CHECKING:
