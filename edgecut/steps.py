@@ -79,5 +79,5 @@ STEPS: dict[str, StepKind] = {
     "bench": StepKind("bench", ("models",), "edgecut.measure.bench:bench", "edgecut.measure.config:BenchConfig",
                       writes="records", labels="names"),
     "compare": StepKind("compare", ("records",), "edgecut.report.compare:compare",
-                        "edgecut.report.compare:CompareConfig", writes="report"),
+                        "edgecut.report.config:CompareConfig", writes="report"),
 }
