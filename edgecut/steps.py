@@ -59,9 +59,9 @@ def _export_needs(config) -> tuple[str, ...]:
 
 
 STEPS: dict[str, StepKind] = {
-    "synth": StepKind("synth", (), "edgecut.data.synth:synth", "edgecut.data.synth:SynthConfig", writes="data"),
+    "synth": StepKind("synth", (), "edgecut.data.synth:synth", "edgecut.data.config:SynthConfig", writes="data"),
     "composite": StepKind("composite", ("data",), "edgecut.data.composite:composite",
-                          "edgecut.data.composite:CompositeConfig", writes="data"),
+                          "edgecut.data.config:CompositeConfig", writes="data"),
     "import": StepKind("import", ("model",), "edgecut.intake.importer:import_model",
                        "edgecut.intake.config:ImportConfig"),
     "convert": StepKind("convert", ("model",), "edgecut.compress.to_torch:convert",

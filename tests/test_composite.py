@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from edgecut import io
-from edgecut.data.composite import CompositeConfig, composite
+from edgecut.data.composite import composite
+from edgecut.data.config import CompositeConfig
 from edgecut.data.folder import find_samples, load_pair
 from edgecut.errors import InputError
 
