@@ -137,6 +137,23 @@ def test_the_same_model_under_two_names_is_measured_twice_interleaved(onnx_art, 
     assert len(res.records) == 1 and len(res.skipped) == 1 and len(seen) == 5  # one name twice: one measurement
 
 
+def test_one_latency_type_whose_json_a_record_keeps():
+    """measure() returns the very type a BenchRecord stores; its JSON is the record format, so old records read."""
+    from edgecut.measure import record
+    from edgecut.runtime import timing
+
+    assert record.Latency is timing.Latency
+    lat = record.Latency(**summarize([0.001, 0.002, 0.004], 0.01, 1).to_json())
+    assert lat.model_dump_json() == (
+        '{"p50_ms":2.0,"p90_ms":3.6,"p99_ms":3.96,"mean_ms":2.3333,"std_ms":1.5275,"min_ms":1.0,"cov":0.6547,'
+        '"robust_cov":0.7413,"first_ms":10.0,"warmup":1,"iterations":3,"unstable":true}')
+    old = json.loads(lat.model_dump_json())
+    del old["robust_cov"]  # records written before the robust CoV was measured
+    assert record.Latency.model_validate(old).robust_cov is None
+    with pytest.raises(ValueError):
+        record.Latency.model_validate({**old, "p95_ms": 1.0})  # nothing unknown slips in
+
+
 def test_measure_warms_up_then_times_at_least_the_minimum():
     calls = []
     s = measure(lambda: calls.append(1), LatencyConfig(warmup_s=0.0, warmup_min=4, min_time_s=0.0, min_iters=7))
