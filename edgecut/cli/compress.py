@@ -52,8 +52,8 @@ def prune(
         _sensitivity(model, out, data, ratios, importance, round_to, ignore, train_split, images, max_drop, threads)
         return
     config = options.prune_config(**locals())
-    from edgecut.compress.prune_run import REPORT_FILE
-    from edgecut.compress.prune_run import prune as prune_fn
+    from edgecut.compress.prune import REPORT_FILE
+    from edgecut.compress.prune import prune as prune_fn
 
     art = prune_fn(model, out, config, resume=resume)
     report = io.read_json(art.path / REPORT_FILE)
@@ -73,7 +73,7 @@ def prune(
 
 
 def _sensitivity(model, out, data, ratios, importance, round_to, ignore, split, images, max_drop, threads) -> None:
-    from edgecut.compress.prune_run import sensitivity_artifact
+    from edgecut.compress.prune import sensitivity_artifact
 
     if data is None:
         raise EdgecutError("--sensitivity needs --data DIR (held-out images to score each trial on)")

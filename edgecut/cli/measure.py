@@ -128,7 +128,7 @@ def bench(
     if target != "local":
         return _bench_on_target(models, out, config, target, identity, device_python, resume, name, count_iters)
 
-    from edgecut.measure.run import bench as bench_fn
+    from edgecut.measure.bench import bench as bench_fn
 
     def show(rec) -> None:
         lat = rec.latency

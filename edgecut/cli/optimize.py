@@ -50,7 +50,7 @@ def optimize(
 ) -> None:
     """Search for the fastest artifact for a target that keeps val IoU within a budget of the model's."""
     from edgecut.search import OptimizeConfig
-    from edgecut.search.run import optimize as optimize_fn
+    from edgecut.search.optimize import optimize as optimize_fn
 
     config = OptimizeConfig(
         target=target, max_iou_drop=max_iou_drop, budget_minutes=budget_minutes,

@@ -15,11 +15,11 @@ import typer
 from edgecut.errors import EdgecutError
 
 if TYPE_CHECKING:  # the builders import them when called: `edgecut --help` must not load torch
-    from edgecut.compress.configs import DistillConfig
-    from edgecut.compress.configs import PruneConfig
-    from edgecut.compress.configs import QATConfig
-    from edgecut.exporters.options import ExportConfig
-    from edgecut.measure.run import BenchConfig
+    from edgecut.compress.config import DistillConfig
+    from edgecut.compress.config import PruneConfig
+    from edgecut.compress.config import QATConfig
+    from edgecut.exporters.config import ExportConfig
+    from edgecut.measure.config import BenchConfig
     from edgecut.training.config import LoopConfig
     from edgecut.training.config import TrainConfig
 
@@ -78,7 +78,7 @@ def train_config(*, arch, width, depth, size, threads, train_split, val_split, e
 def distill_config(*, student, unlabeled, width_mult, width, depth, size, temperature, alpha, feature_kd,
                    feature_weight, boundary_weight, teacher_cache, threads, train_split, val_split, epochs, batch, lr,
                    ema, precision, device, workers, seed, save_every, **_) -> DistillConfig:
-    from edgecut.compress.configs import DistillConfig
+    from edgecut.compress.config import DistillConfig
     from edgecut.training.config import LoopConfig
 
     loop = loop_config(LoopConfig(), epochs=epochs, batch=batch, lr=lr, ema=ema, precision=precision, device=device,
@@ -98,8 +98,8 @@ def distill_config(*, student, unlabeled, width_mult, width, depth, size, temper
 def prune_config(*, ratio, target_macs, plan, importance, scope, steps, round_to, ignore, data, finetune_epochs,
                  recalibrate_bn, batch, lr, ema, precision, train_split, val_split, threads, no_latency, seed, kd=False,
                  **_) -> PruneConfig:
-    from edgecut.compress.configs import PRUNE_LOOP, PruneConfig
-    from edgecut.compress.prune import read_plan
+    from edgecut.compress.config import PRUNE_LOOP, PruneConfig
+    from edgecut.compress.pruning import read_plan
 
     layer_ratios = read_plan(plan) if plan else {}
     if ratio is None and target_macs is None and not layer_ratios:
@@ -115,8 +115,8 @@ def prune_config(*, ratio, target_macs, plan, importance, scope, steps, round_to
 
 def qat_config(*, epochs, lr, calib_count, batch, signed_activations, dynamic, parity_data, parity_count, tolerance,
                device, threads, train_split, val_split, seed, save_every, **_) -> QATConfig:
-    from edgecut.compress.configs import QAT_LOOP, QATConfig
-    from edgecut.exporters.options import ParityConfig
+    from edgecut.compress.config import QAT_LOOP, QATConfig
+    from edgecut.exporters.config import ParityConfig
     from edgecut.exporters.parity import parse_tolerances
 
     loop = loop_config(QAT_LOOP, epochs=epochs, batch=batch, lr=lr, device=device, seed=seed, save_every=save_every)
@@ -150,7 +150,7 @@ def export_config(*, format, precision, calib, calib_count, calib_split, calib_m
                   opset, no_simplify, parity_data, parity_split, parity_count, tolerance, require_faster, device,
                   threads, seed, overwrite, preset, max_drop, val_data, val_split, litert_int8=None, rembg=False,
                   **_) -> ExportConfig:
-    from edgecut.exporters.options import (CalibConfig, ExportConfig, LiteRTOptions, OnnxOptions, OpenVinoOptions,
+    from edgecut.exporters.config import (CalibConfig, ExportConfig, LiteRTOptions, OnnxOptions, OpenVinoOptions,
                                            ParityConfig)
     from edgecut.exporters.parity import parse_tolerances
 
@@ -170,7 +170,7 @@ def export_config(*, format, precision, calib, calib_count, calib_split, calib_m
 
 def bench_config(*, data, split, limit, backend, device, threads, batch, batches, size, reference, warmup, min_time,
                  min_iters, e2e, isolate, repeats, keep, precision, max_repeats, max_wait, worst, **_) -> BenchConfig:
-    from edgecut.measure.run import BenchConfig
+    from edgecut.measure.config import BenchConfig
     from edgecut.runtime.timing import LatencyConfig
 
     return BenchConfig(backend=backend, device=device, threads=ints(threads, "--threads") or (None,), batch=batch,
