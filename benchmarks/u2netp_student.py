@@ -1,19 +1,14 @@
-"""What a MobileNetV3 student of rembg's U^2-Netp needs, on 2 CPU cores: learning curves of the same
-student (mobilenet_v3_large_relu_unet, 224 px, batch 8, AdamW 3e-3, EMA 0.999) trained
-
-- ``masks-ecssd``: on ECSSD train's 800 masks alone (the control),
-- ``distill-ecssd``: distilled from U^2-Netp (its stored answers) on the same 800 images,
-- ``distill-extras``: distilled on those plus 1,528 images U^2-Netp labels (800 composites of ECSSD
-  train's foregrounds on other photos, the 328 Weizmann horses, 400 synthetic product photos): the
-  student of ``recipes/rembg-u2netp.yaml``, read from that recipe's run folder,
-
-each scored every epoch on ECSSD val at 224 and at the end at 320 x 320 (what rembg feeds), and
-the cost of an epoch with the stored answers against one on masks alone (same student, size,
-batch, machine; ``epoch-time`` on a quiet machine).
+"""Learning curves of one MobileNetV3 student of rembg's U^2-Netp on 2 CPU cores (224 px, batch 8,
+AdamW 3e-3, EMA 0.999): ``masks-ecssd`` on ECSSD train's masks alone (the control), ``distill-ecssd``
+distilled from U^2-Netp's stored answers on the same 800 images, ``distill-extras`` the recipe's student
+(those plus 1,528 images U^2-Netp labels), scored each epoch on ECSSD val at 224 and at the end at 320;
+and an epoch's cost with the stored answers against masks alone (``epoch-time``, on a quiet machine).
 
     python benchmarks/u2netp_student.py train masks-ecssd distill-ecssd   # resumable; hours on 2 cores
-    python benchmarks/u2netp_student.py epoch-time                       # ~10 minutes, nothing else running
+    python benchmarks/u2netp_student.py epoch-time
     python benchmarks/u2netp_student.py collect --recipe-run runs/rembg-u2netp
+
+Record: results/u2netp_student/u2netp_student.json; notes in benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -32,7 +27,7 @@ RUN_ARGS = {
     "distill-ecssd": ["distill", "--teacher", RUNS / "u2netp", "--student", "mobilenet_v3_large_relu_unet",
                       "--data", ECSSD],
 }
-RESULT = RESULTS / "u2netp_student.json"
+RESULT = RESULTS / "u2netp_student" / "u2netp_student.json"
 
 
 def teacher() -> Path:

@@ -127,9 +127,15 @@ def test_an_interrupted_step_resumes(tmp_path, monkeypatch):
         m.setattr(bench_module, "bench", killed)
         with pytest.raises(KeyboardInterrupt):
             run_recipe(load_recipe(path, run_dir=run_dir), run_dir, progress=False, say=lambda _: None)
-    runs = run_recipe(load_recipe(path, run_dir=run_dir), run_dir, progress=False, say=lambda _: None)
+    recipe = load_recipe(path, run_dir=run_dir)
+    # --only and --from run a finished step again, but an interrupted one picks up where it stopped
+    assert [r.status for r in plan(recipe, run_dir, only="bench")] == ["resume"]
+    assert [r.status for r in plan(recipe, run_dir, from_step="bench")] == ["cached", "cached", "cached", "resume",
+                                                                             "run"]
+    runs = run_recipe(recipe, run_dir, progress=False, say=lambda _: None)
     assert [r.status for r in runs] == ["cached", "cached", "cached", "resume", "run"]
     assert len((run_dir / "bench.jsonl").read_text().splitlines()) == 2
+    assert [r.status for r in plan(recipe, run_dir, only="bench")] == ["run"]
 
 
 def test_dry_run_says_what_would_run_and_writes_nothing(tmp_path):

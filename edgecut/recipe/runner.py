@@ -207,7 +207,8 @@ def check_needs(recipe: Recipe) -> None:
 
 
 def plan(recipe: Recipe, run_dir: Path, *, from_step: str | None = None, only: str | None = None) -> list[StepRun]:
-    """What each step would do now: cached, resume or run (``from_step`` and after, or ``only``, always run)."""
+    """What each step would do now: cached, resume or run (``from_step`` and after, or ``only``, run even
+    when finished; one of them that was interrupted resumes)."""
     forced = _forced(recipe, from_step, only)
     runs: list[StepRun] = []
     for name, spec in recipe.steps.items():
@@ -233,15 +234,17 @@ def _forced(recipe: Recipe, from_step: str | None, only: str | None) -> set[str]
 
 def decide(spec: StepSpec, run_dir: Path, *, forced: bool = False, after_changes: bool = False) -> StepRun:
     """Whether ``spec`` is cached, resumes or runs, by its key now (``after_changes``: something it reads
-    will change first, so it runs)."""
+    will change first, so it runs; ``forced``: a finished step runs again, an interrupted one resumes)."""
     out = output_of(run_dir, spec.name, spec.kind)
-    if forced or after_changes:
+    if after_changes:
         return StepRun(spec.name, spec.kind.name, "run", out, "")
     state, key = _state(run_dir, spec.name), step_key(spec)
-    if state.get("key") == key and state.get("status") == "done" and _finished(spec, out):
-        status = "cached"
-    elif state.get("key") == key and state.get("status") == "running" and out.exists():
+    if state.get("key") == key and state.get("status") == "running" and out.exists():
         status = "resume"
+    elif forced:
+        return StepRun(spec.name, spec.kind.name, "run", out, "")
+    elif state.get("key") == key and state.get("status") == "done" and _finished(spec, out):
+        status = "cached"
     else:
         status = "run"
     return StepRun(spec.name, spec.kind.name, status, out, key)
