@@ -81,6 +81,31 @@ def _score_at(art_dir: Path, side: int) -> dict[str, float]:
     return {k: round(float(result.metrics[k]), 4) for k in ("iou", "mae", "s_measure", "max_f") if k in result.metrics}
 
 
+def teacher_on_train() -> dict[str, Any]:
+    """How far U^2-Netp's stored answers are from ECSSD train's masks (at 320, threshold 0.5): what the KD
+    term teaches where a mask says otherwise, and how much of each map is not near 0 or 1."""
+    import cv2
+    import numpy as np
+
+    from edgecut.compress.distill import load_teacher
+    from edgecut.compress.soft_labels import fill
+    from edgecut.data.folder import find_samples
+    from edgecut.metrics import iou
+
+    samples = find_samples(ECSSD, "train")
+    labels = fill([load_teacher(teacher())], samples, progress=False)  # stored already by the runs above
+    ious, maes, unsure = [], [], []
+    for i, sample in enumerate(samples):
+        prob = 1 / (1 + np.exp(-np.asarray(labels(i)[0][0], dtype=np.float32)))
+        mask = cv2.resize(cv2.imread(str(sample.mask), cv2.IMREAD_GRAYSCALE), prob.shape[::-1],
+                          interpolation=cv2.INTER_AREA) / 255.0
+        ious.append(iou(prob, mask))
+        maes.append(float(np.abs(prob - mask).mean()))
+        unsure.append(float(((prob > 0.1) & (prob < 0.9)).mean()))
+    return {"images": len(samples), "iou": round(float(np.mean(ious)), 4), "mae": round(float(np.mean(maes)), 4),
+            "pixels_between_0.1_and_0.9": round(float(np.mean(unsure)), 4)}
+
+
 def curve(run: Path) -> dict[str, Any]:
     from edgecut.artifact import load_artifact
 
@@ -105,6 +130,7 @@ def collect(folder: Path, recipe_run: Path | None, epoch: dict[str, Any] | None)
             continue
         record["runs"][name] = {**curve(run), "ecssd_val_320": _score_at(run, 320)}
     record["teacher_ecssd_val_320"] = _score_at(teacher(), 320)
+    record["teacher_vs_ecssd_train_masks_320"] = teacher_on_train()
     if epoch is not None:
         record["epoch_time"] = epoch
     record["machine"] = machine()
