@@ -109,6 +109,17 @@ def test_every_design_decision_the_code_links_to_exists():
     assert not missing, f"links to sections docs/design-decisions.md does not have: {missing}"
 
 
+def test_every_benchmarks_readme_section_a_script_links_to_exists():
+    anchors = _anchors((BENCHMARKS / "README.md").read_text(encoding="utf-8"))
+    links = {}
+    for path in sorted(BENCHMARKS.rglob("*.py")):
+        for anchor in re.findall(r"benchmarks/README\.md#([\w-]+)", path.read_text(encoding="utf-8")):
+            links.setdefault(anchor, []).append(str(path.relative_to(PACKAGE.parent)))
+    assert links, "no benchmark links to its README section: has the link pattern changed?"
+    missing = {a: files for a, files in links.items() if a not in anchors}
+    assert not missing, f"links to sections benchmarks/README.md does not have: {missing}"
+
+
 def test_the_anchor_check_reads_tags_and_headings():
     page = '<a id="onnx-int8"></a>\n## ONNX INT8: U8S8, 7-bit weights (`exporters/onnx.py`)\n'
     assert _anchors(page) == ["onnx-int8", "onnx-int8-u8s8-7-bit-weights-exportersonnxpy"]
