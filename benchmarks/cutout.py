@@ -3,24 +3,11 @@
     python benchmarks/cutout.py [--images 200] [--size 320] [--threads 2] [--rounds 3]
                                 [--rembg-python /path/to/venv/bin/python] [--png-sweep]
 
-Every pipeline cuts out the same ECSSD val photos (about 400x300, read from ../shared/data) into
-RGBA PNGs, in interleaved rounds; the table keeps each pipeline's median round. Models are the
-architectures with seeded random weights (cost only: a cut-out costs the same whatever the
-weights): the MobileNetV3-Large student at --size as ONNX FP32, OpenVINO FP32 and OpenVINO INT8
-(NNCF, calibrated on ECSSD train photos), the INT8-friendly ``mobilenet_v3_large_relu_unet`` as
-ONNX Runtime INT8 and OpenVINO INT8 (benchmarks/int8_student.py), and U^2-Netp as ONNX FP32,
-the model rembg ships.
-
-- ``rembg``: rembg's ``remove()`` with a custom session on the same U^2-Netp ONNX, run by
-  ``--rembg-python`` (a venv with rembg and the same onnxruntime; rembg is a benchmark-only
-  dependency, never edgecut's). Skipped, and said so, without it.
-- ``loop``: what ``edgecut remove`` did before the pipeline: decode, preprocess, infer, resize
-  back, compose, encode (PNG level 3) and write with an fsync, one image at a time.
-- ``pipeline``: ``edgecut.cutout.remove_background`` as the command runs it now.
-
-``--png-sweep`` first times PNG encoding of RGBA cut-outs at every zlib level and filter (the
-pixels are the same at every setting; time and size differ) and prints the table the default
-was chosen from. Writes benchmarks/results/cutout/cutout.json.
+Every pipeline cuts out the same ECSSD val photos into RGBA PNGs, in interleaved rounds, and keeps
+its median round. The models carry seeded random weights (a cut-out costs the same whatever the
+weights). Without ``--rembg-python`` (a venv with rembg) the rembg row is skipped, and said so;
+``--png-sweep`` first times the PNG encoder's settings. Writes benchmarks/results/cutout/cutout.json.
+Models, pipelines and measured notes: benchmarks/README.md#cutoutpy-whole-cut-outs-per-second-resultsmd-cut-out-table
 """
 
 from __future__ import annotations

@@ -1,23 +1,13 @@
 """Export the trained teacher and student to every CPU format and precision; record file size,
 parity against torch and ECSSD val accuracy of each, and QAT beside post-training INT8.
 
-A script, not a test. For the teacher (full-size U-Net) and the student (MobileNetV3-Large
-U-Net, trained on masks only) it writes ONNX FP32 / FP16 / INT8 (ONNX Runtime static QDQ) and
-OpenVINO FP32 / FP16 / INT8 (NNCF) / accuracy-controlled INT8 (NNCF, at most 0.01 IoU lost on
-train images). The student is also fine-tuned with QAT (NNCF fake quantization) and exported
-to INT8 ONNX and, from that, to OpenVINO INT8. Every export passes edgecut's parity gate
-against its parent on ECSSD val images, or is recorded as refused (with the numbers) and then
-exported again with the bar lowered explicitly, so its accuracy is still known.
-
-Calibration and accuracy control draw from the train split only; accuracy is measured on the
-200 val images at each image's own resolution, by ``edgecut eval`` in a fresh process (which
-also shows that each artifact reloads through its Runner). Results go to
-``benchmarks/results/export/export.json`` and ``export.md``.
-
     python benchmarks/export.py                           # the recorded run (needs teacher.py and distill.py first)
     python benchmarks/export.py --only student --qat-epochs 1 --out /tmp/exp --results /tmp/exp.json
 
-Interrupted runs resume: finished exports and evaluations are kept and reused.
+An export the parity gate refuses is recorded as refused, with its numbers, and exported again with
+the bar lowered explicitly, so its accuracy is still known. Interrupted runs resume: finished
+exports and evaluations are reused. Writes ``benchmarks/results/export/export.json`` and ``export.md``.
+Formats, settings and measured notes: benchmarks/README.md#exportpy-every-cpu-format-and-precision-parity-and-accuracy
 """
 
 from __future__ import annotations

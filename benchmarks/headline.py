@@ -1,25 +1,14 @@
 """The headline benchmark: every artifact users choose between, one run, one machine, ECSSD val.
 
-Rows: the full-size teacher FP32 (torch, ONNX Runtime, OpenVINO) and INT8 (ONNX Runtime,
-OpenVINO); the pruned teacher (50% of channels; torch and OpenVINO); the MobileNetV3-Large
-U-Net student FP32 (torch, ONNX Runtime, OpenVINO), INT8 post-training (ONNX Runtime,
-OpenVINO) and INT8 from QAT (ONNX Runtime, OpenVINO); and U^2-Netp FP32 (torch, ONNX Runtime,
-OpenVINO; untrained here, so latency only). All are measured by ``edgecut bench`` with the same
-threads, batch 1 and one input size, in one run (one ``run_id``), then rendered by
-``edgecut compare``: ``benchmarks/results/headline/headline.jsonl`` -> ``benchmarks/results/headline/``
-(report.md, report.csv, pareto.png; report.html stays out of git: its thumbnails are cut-outs
-of ECSSD images, which the project does not redistribute) and ``benchmarks/RESULTS.md``.
-
-Input size: 128 x 128, not 320, because every model here was trained at 128 px (the CPU
-budget of this project's runs) and their accuracy at 320 would misreport them (the student
-falls from 0.637 to 0.460 IoU on the first 100 val images at 320, an object-scale mismatch).
-Pass ``--size`` for another size; the exports must then be dynamic or made at that size.
-
     python benchmarks/headline.py          # after teacher.py, prune.py, distill.py and export.py
     python benchmarks/headline.py --limit 20 --min-time 1 --records /tmp/h.jsonl --report /tmp/h --results-md /tmp/R.md
 
-An interrupted run resumes (``--resume`` is implied when the records file exists and holds this
-run's id; finished rows are skipped).
+Every row is measured by ``edgecut bench`` in one run (one ``run_id``, the same threads, batch 1,
+128 px, the size the models were trained at; ``--size`` for another, with exports made at that size
+or dynamic) and rendered by ``edgecut compare``: records in ``benchmarks/results/headline/headline.jsonl``,
+the report beside them, the table in ``benchmarks/RESULTS.md``. An interrupted run resumes (finished
+rows are skipped). The rows, why 128 px and what they showed:
+benchmarks/README.md#headlinepy-the-table-users-choose-from-resultsmd
 """
 
 from __future__ import annotations

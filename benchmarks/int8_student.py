@@ -2,26 +2,13 @@
 
     python benchmarks/int8_student.py                  # trains the two students first if needed (about 8 min each)
     python benchmarks/int8_student.py --limit 20 --min-time 0.5 --repeats 1 --out /tmp/i8   # a smoke run
-    python benchmarks/int8_student.py --threads 1 --limit 50 --no-ablation --name int8_student-1thread
-    ONEDNN_MAX_CPU_ISA=AVX2 python benchmarks/int8_student.py --exports openvino,openvino-int8 \
-        --no-ablation --name int8_student-avx2cap     # OpenVINO's convolutions kept to AVX2, no VNNI
 
-Two students trained alike on ECSSD train at 128 px (``edgecut train``: 16 epochs, batch 8,
-lr 2e-3, EMA 0.998, seed 0, random backbone): the default ``mobilenet_v3_large_unet`` and the
-INT8-friendly ``mobilenet_v3_large_relu_unet``. Each is exported at 128 and at 320 px to ONNX
-FP32, ONNX INT8 (ONNX Runtime static Q/DQ), OpenVINO FP32 and OpenVINO INT8 (NNCF), INT8
-calibrated on 64 ECSSD train images. Every export is measured by ``edgecut bench`` in one run
-(model-only latency, interleaved worker runs, the load canary) and scored on ECSSD val, each
-mask resized back to its image; the students were trained at 128 px, so their IoU at 320 is
-lower (an object-scale mismatch), and what matters there is INT8 against FP32 at that size.
-
-Then, latency only with random weights (cost does not depend on the values): the variant's
-changes one at a time at 320 px on OpenVINO, and each 320 px model's per-op profile on one
-thread (OpenVINO ``PERF_COUNT`` by kernel, ONNX Runtime's profiler by op): which ops ran in
-integers and which in float. The AVX2 cap is an approximation of an AVX2-only CPU: oneDNN's
-convolutions (most of the time) keep to AVX2 without VNNI, OpenVINO's own kernels do not, and
-ONNX Runtime has no such cap. Writes ``results/int8_student/int8_student.jsonl`` (the bench records)
-and ``int8_student.json`` beside them (ratios, IoU deltas, ablation, profiles), and prints the table.
+Trains the default ``mobilenet_v3_large_unet`` and the INT8-friendly ``mobilenet_v3_large_relu_unet``,
+exports each at 128 and 320 px to ONNX and OpenVINO, FP32 and INT8, benches and scores them on ECSSD
+val in one run, then times the variant's changes one at a time (``--no-ablation`` skips that) and
+profiles each 320 px export per op. Writes ``results/int8_student/int8_student.jsonl`` and ``.json``.
+Settings, the one-thread and AVX2-capped runs, and what they showed:
+benchmarks/README.md#int8_studentpy-the-students-int8-against-its-fp32-and-the-int8-friendly-student
 """
 
 from __future__ import annotations

@@ -1,25 +1,12 @@
 """Is edgecut's latency measurement right? Compare it with OpenVINO's own ``benchmark_app``.
 
-One OpenVINO model, the same threads, batch 1, one stream (benchmark_app: ``-hint none``, its rule for
-setting ``-nthreads`` and ``-nstreams``; edgecut: the LATENCY hint with the same two), the synchronous
-API and f32 inference precision (edgecut's Runner pins f32; benchmark_app would otherwise run
-bf16 on a CPU with AVX-512 BF16 or AMX). benchmark_app gets the model as it is (batch dynamic,
-as edgecut exports it) with ``-data_shape``, not ``-shape``, which would reshape it to a
-static model and compare two different compiled models; for the same reason ``-ip f32``, or
-benchmark_app would make a 3-channel input u8 and convert it inside the graph. The two tools alternate for ``--rounds`` rounds, taking turns at
-going first, so a drift of the machine hits both; the script prints both medians per round and their ratio and
-writes ``benchmarks/results/openvino_benchmark_app/benchmark_app.json``. benchmark_app runs under the guard edgecut's own
-runs have (the parallel-speedup canary of ``edgecut.measure.canary``: wait while the host has taken our
-cores, measure again a run after which it had), so neither tool is left alone with a busy host. Run
-it on an idle machine.
-
-edgecut's number is ``edgecut bench``'s model-only p50 (a fresh worker process, warm-up,
-then timed calls through the Runner: numpy in, numpy out); benchmark_app's is its "Median"
-latency of ``infer()`` on a request whose input it filled once. The difference between them is
-the Runner's Python and copying overhead, plus noise.
-
     python benchmarks/openvino_benchmark_app.py                      # the student's OpenVINO FP32 export
     python benchmarks/openvino_benchmark_app.py --model runs/export-ecssd/teacher-openvino-fp32
+
+One OpenVINO model, both tools set alike (threads, batch 1, one stream, synchronous, f32), alternating
+for ``--rounds`` rounds and taking turns at going first, under edgecut's load canary. Prints both
+medians per round and their ratio, and writes ``benchmarks/results/openvino_benchmark_app/benchmark_app.json``.
+Run it on an idle machine. The settings and why: benchmarks/README.md#is-the-measurement-right-openvino_benchmark_apppy
 """
 
 from __future__ import annotations

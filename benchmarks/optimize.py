@@ -3,19 +3,9 @@
     python benchmarks/optimize.py synthetic     # 5 minutes, then 8 into the same folder (it continues)
     python benchmarks/optimize.py ecssd         # after benchmarks/teacher.py: x86-avx512, then arm64-emu
 
-``synthetic``: the quickstart recipe's data (160 synthetic product photos, 96 px) and its teacher
-(U-Net width 24, 4 epochs), searched for ``x86-avx512`` within an IoU drop of 0.02, once with a
-5-minute budget and again with 8 into the same folder. Records whether the winner meets the budget on
-the held-out images, whether it is at least as fast as every measured candidate that meets it, and
-how many candidates the second run reused.
-
-``ecssd``: the full-size teacher of ``teacher.py`` (``runs/teacher-ecssd``, 128 px) on ECSSD, searched
-for ``x86-avx512`` and then for ``arm64-emu`` (instructions per inference of the emulated
-Cortex-A76, not time), the two searches sharing one folder of models (``--steps``) so the second
-trains nothing the first did.
-
 Writes ``results/optimize/optimize-*.json`` (each search's rows, winner and paragraph) and ``optimize-*.md``
-(its table); the search folders stay in ``runs/optimize-*`` (not in git).
+(its table); the search folders stay in ``runs/optimize-*`` (not in git). What each search runs and
+what it showed: benchmarks/README.md#optimizepy-edgecut-optimize-on-record-resultsmd-optimize-tables
 """
 
 from __future__ import annotations

@@ -1,37 +1,14 @@
 """Phone formats beside the desktop ones: size, parity, ECSSD IoU, x86 latency and ARM instructions.
 
-    python benchmarks/phone_formats.py        # after benchmarks/int8_student.py (its trained students)
+    python benchmarks/phone_formats.py                    # after benchmarks/int8_student.py (its trained students)
     python benchmarks/phone_formats.py --models teacher   # after benchmarks/teacher.py: the full-size teacher
-    python benchmarks/phone_formats.py --models teacher --only arm   # the ARM counts while the host is busy,
-    python benchmarks/phone_formats.py --models teacher --resume     # then x86 on a quiet host, and the table
 
-For the two students of ``int8_student.py`` (trained on ECSSD at 128 px), or with ``--models teacher``
-the full-size U-Net teacher of ``teacher.py`` (31 M parameters, trained at 128 px; its ONNX FP32 and
-INT8 rows are exported here, as int8_student.py exports the students'), at 128 px:
-- ONNX FP32 and INT8 (the desktop rows);
-- ONNX Runtime mobile (``--format ort``): FP32 from the ONNX FP32 artifact, FP16 from the torch
-  model, INT8 from the ONNX INT8 artifact as it is (the same scales; the ORT converter's
-  arm-targeted graph);
-- ncnn (``--format ncnn``, converted by pnnx from the torch model): FP32, FP16 weights and INT8
-  (edgecut's ncnn2table + ncnn2int8, min/max calibrated on ECSSD train, bar lowered as LiteRT's);
-- LiteRT (``--format tflite``, litert-torch in ``edgecut env setup litert``'s environment): FP32,
-  FP16 weights, full-integer INT8 (calibrated on ECSSD train; its parity bar lowered to mask
-  IoU 0.9, and the agreement recorded) and dynamic-range INT8;
-- ExecuTorch (``--format executorch``): FP32 and PT2E INT8 (calibrated on ECSSD train, bar
-  lowered as LiteRT's), x86 only: the arm64 bundle runner does not run ``.pte`` (ExecuTorch's
-  Python runtime needs torch).
-
-Every row is measured twice with ``edgecut bench``:
-- on this machine: 2 threads, model-only p50, IoU on the 200 ECSSD val images;
-- on ``--target arm64-emu``: guest instructions per inference of the aarch64 onnxruntime or ncnn
-  (one thread), parity against this machine's Runner and IoU, on the first ``--arm-images`` val
-  images. Instruction counts rank artifacts on aarch64; they are not milliseconds on a device.
-
-Writes ``results/phone_formats/phone_formats.json`` (the table), ``phone_formats.jsonl`` (x86 records) and
-``phone_formats-arm64.jsonl`` (arm64-emu records); with ``--rows A,B`` only the rows whose
-name contains one of them, into ``phone_formats-rows.json`` / ``.jsonl`` (a later run of a few
-rows, with an anchor row from the full table beside them). Core ML packages (FP16,
-INT8 weights) are converted and listed with their size: Core ML runs on Apple devices only.
+Exports the models at 128 px to ONNX, ONNX Runtime mobile, ncnn, LiteRT and ExecuTorch (FP32, FP16,
+INT8) and measures every row with ``edgecut bench`` on this machine (p50, IoU on ECSSD val) and on
+``--target arm64-emu`` (instructions per inference, parity against this machine). Writes
+``results/phone_formats/phone_formats.json`` (the table), ``phone_formats.jsonl`` and
+``phone_formats-arm64.jsonl`` (the records). Rows, options and findings:
+benchmarks/README.md#phone_formatspy-phone-formats-beside-onnx-resultsmd-phone-table
 """
 
 from __future__ import annotations

@@ -1,18 +1,14 @@
 """fp32 against bf16 autocast: one training step of the small and the full-size U-Net teacher.
 
-A script, not a test. Times what `--precision auto` compares (edgecut.training.loop.step_ms:
-forward and backward of the training objective, median of a few steps after an untimed one) for
-both precisions, whether or not this CPU has native bf16 (`auto` itself skips bf16 where it has
-none), prints a table with the CPU's model and flags and what `auto` would choose here, and
-records it in benchmarks/results/precision/precision.json.
-
-    python benchmarks/precision.py                       # the three cases below
+    python benchmarks/precision.py                       # the quickstart-sized and the full-size teacher
     python benchmarks/precision.py --cases 16:96:8       # width:size:batch
     ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python benchmarks/precision.py --results /tmp/p.json
 
-The default cases are the quickstart-sized teacher (width 16, 96 px, batch 8) and the full-size
-teacher (width 64) at 160 px batch 4 and 320 px batch 1. Emulated bf16 is slow: the full-size
-cases take minutes on a CPU without it. Measure on a quiet machine.
+Times what `--precision auto` compares (edgecut.training.loop.step_ms) in both precisions, whether or
+not this CPU has native bf16, prints it with the CPU's flags and what `auto` would choose here, and
+records it in benchmarks/results/precision/precision.json. Emulated bf16 is slow: the full-size cases
+take minutes on a CPU without it. Measure on a quiet machine. Cases and results:
+benchmarks/README.md#precisionpy-fp32-against-bf16-autocast-in-training
 """
 
 from __future__ import annotations

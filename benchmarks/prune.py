@@ -1,16 +1,13 @@
 """Prune the trained teacher at several ratios, fine-tune each on ECSSD train, measure on ECSSD val.
 
-A script, not a test. For the teacher and each pruned model it records params, MACs (at the
-training size and at 320x320), batch-1 fp32 torch CPU latency at the model's input size
-(measured in this one run, so the ratios compare), and the ECSSD val metrics at each image's
-own resolution, plus the val IoU right after pruning (before fine-tuning). It also runs the
-per-group sensitivity analysis on 100 training images and writes its table, plot and plan.
-
     python benchmarks/prune.py --no-progress             # the recorded run (needs benchmarks/teacher.py first)
-    python benchmarks/prune.py --ratios 0.5 --finetune-epochs 1 --sens-ratios 0.5 --sens-images 16 --round-to 1 \\
+    python benchmarks/prune.py --ratios 0.5 --finetune-epochs 1 --sens-ratios 0.5 --sens-images 16 --round-to 1 \
         --out /tmp/prune-smoke --results /tmp/prune.json  # a quick smoke run
 
-Interrupted runs resume: run the same command again (finished models are kept).
+Records params, MACs, torch CPU latency (all measured in this one run, so the ratios compare) and
+ECSSD val metrics of the teacher and each pruned model, then runs the per-group sensitivity analysis.
+Interrupted runs resume: run the same command again (finished models are kept). Settings and results:
+benchmarks/README.md#prunepy-the-teacher-pruned-at-three-ratios-fine-tuned-measured
 """
 
 from __future__ import annotations

@@ -1,18 +1,13 @@
 """Time the main job: `edgecut run recipes/quickstart.yaml` in a fresh run folder, then again.
 
-A script, not a test. Runs the recipe as a user does (the `edgecut` command, a new process),
-records the wall time of the first run and of the second (every step a cache hit), each step's
-seconds, the precision training chose and why, the student's speed-up over the teacher from the
-run's own comparison table, and the machine's fingerprint, in benchmarks/results/quickstart/quickstart.json.
-
     python benchmarks/quickstart.py                          # this machine as it is
     python benchmarks/quickstart.py --cap-isa avx2           # torch and oneDNN kept to AVX2 kernels
 
-`--cap-isa avx2` sets ATEN_CPU_CAPABILITY=avx2 and ONEDNN_MAX_CPU_ISA=AVX2 for the run, so torch,
-oneDNN and edgecut's precision choice behave as on an AVX2-only CPU (bf16 emulated). It is an
-approximation of such a machine, not one: the cores, clocks and caches stay this machine's, and
-onnxruntime's and OpenVINO's own dispatch still see every instruction set. Measure on a quiet
-machine: nothing else should load the cores while it runs.
+Runs the recipe as a user does (the `edgecut` command, a new process) and records both wall times,
+each step's seconds, the precision training chose and why, the student's speed-up over the teacher and
+the machine's fingerprint in benchmarks/results/quickstart/quickstart.json. `--cap-isa avx2`
+approximates an AVX2-only CPU; it is not one. Measure on a quiet machine. What the cap does and what
+it measured: benchmarks/README.md#the-quickstart-recipe-quickstartpy
 """
 
 from __future__ import annotations

@@ -1,24 +1,14 @@
 """Does the same measurement give the same number twice? ``edgecut bench`` run again and again.
 
-One model per backend (the full-size teacher in torch, the student in ONNX Runtime and in
-OpenVINO, the student's ONNX Runtime INT8 export), measured with the headline's settings: fresh
-worker processes interleaved across the models, the lower-quartile run kept, the
-parallel-speedup canary waiting out a host that takes our cores, and ``--precision``: runs go on
-until the kept p50's 95% interval is within +-2.5% (at most ``--max-repeats``).
-
-Two ways of asking "the same measurement twice":
-
-- **twins**: every model is listed twice in one ``bench`` call (the second "again"), so its two
-  records are measured in the same rounds, half a round apart. Whatever the machine's speed
-  does over minutes, it does to both: this is the tool's own repeatability, what an idle
-  machine would show.
-- **tries**: ``--tries`` ``bench`` calls one after another (minutes apart). These also hold the
-  machine's drift between them.
-
-For each model, every p50 and the differences in percent; the target is 5%. Records of every
-try go to ``benchmarks/results/repeatability/repeatability.jsonl`` and the summary to ``repeatability.json``.
-
     python benchmarks/repeatability.py
+
+Four models (the teacher in torch, the student in ONNX Runtime and OpenVINO, its ONNX Runtime INT8),
+measured with the headline's settings and ``--precision`` (runs go on until the kept p50's 95%
+interval is within +-2.5%, at most ``--max-repeats``), twice over two ways: twins (every model listed
+twice in one ``bench`` call) and tries (``--tries`` calls one after another). Prints every p50 and
+the differences in percent (the target is 5%). Records go to
+``benchmarks/results/repeatability/repeatability.jsonl``, the summary to ``repeatability.json``.
+What it measured: benchmarks/README.md#does-it-repeat-repeatabilitypy
 """
 
 from __future__ import annotations

@@ -21,6 +21,8 @@ LONG_FILE = "# over 500 lines:"  # the one-line reason a longer file gives at it
 LONG_FUNCTION = "# over 80 lines:"  # ... and a longer function on the line above its def
 MAX_MODULE_DOC_LINES = 12  # what the module is for and its contract; the measured reasons go to DESIGN_DECISIONS
 DESIGN_DECISIONS = Path(__file__).resolve().parents[1] / "docs" / "design-decisions.md"
+BENCHMARKS = PACKAGE.parent / "benchmarks"
+OPENED = (PACKAGE, BENCHMARKS, PACKAGE.parent / "tests")  # the folders whose modules open in a few lines
 
 
 @pytest.mark.parametrize("name", sorted(STEPS))
@@ -77,14 +79,15 @@ def test_the_length_check_sees_long_functions(tmp_path):
 
 def test_module_docstrings_say_what_and_why_in_a_few_lines():
     """STYLE.md, habit 15: a module opens with what it is for and its contract; the numbers and findings behind
-    its choices live in docs/design-decisions.md, and the docstring links to their section."""
+    its choices live in docs/design-decisions.md (a benchmark's in benchmarks/README.md), and the docstring links
+    to their section. Package, benchmarks and tests alike."""
     long = []
-    for path in sorted(PACKAGE.rglob("*.py")):
+    for path in sorted(p for folder in OPENED for p in folder.rglob("*.py")):
         doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8")), clean=False)
         if doc is not None and len(doc.splitlines()) > MAX_MODULE_DOC_LINES:
             long.append(f"{path.relative_to(PACKAGE.parent)}: {len(doc.splitlines())} lines")
     assert not long, (f"module docstrings over {MAX_MODULE_DOC_LINES} lines (move the measured reasons to "
-                      "docs/design-decisions.md and link to them):\n" + "\n".join(long))
+                      "docs/design-decisions.md or benchmarks/README.md and link to them):\n" + "\n".join(long))
 
 
 def _anchors(markdown: str) -> list[str]:
@@ -104,6 +107,17 @@ def test_every_design_decision_the_code_links_to_exists():
     assert links, "the code links to no design decision: has the link pattern changed?"
     missing = {a: files for a, files in links.items() if a not in anchors}
     assert not missing, f"links to sections docs/design-decisions.md does not have: {missing}"
+
+
+def test_every_benchmarks_readme_section_a_script_links_to_exists():
+    anchors = _anchors((BENCHMARKS / "README.md").read_text(encoding="utf-8"))
+    links = {}
+    for path in sorted(BENCHMARKS.rglob("*.py")):
+        for anchor in re.findall(r"benchmarks/README\.md#([\w-]+)", path.read_text(encoding="utf-8")):
+            links.setdefault(anchor, []).append(str(path.relative_to(PACKAGE.parent)))
+    assert links, "no benchmark links to its README section: has the link pattern changed?"
+    missing = {a: files for a, files in links.items() if a not in anchors}
+    assert not missing, f"links to sections benchmarks/README.md does not have: {missing}"
 
 
 def test_the_anchor_check_reads_tags_and_headings():

@@ -2,16 +2,13 @@
 TensorRT and ONNX Runtime throughput of the teacher and the student at 320 px, and a short
 full-size teacher training on ECSSD; every result a JSON file under --out.
 
-A script, not a test: six parts (parts.py), each with a time budget (plan.py), run in order under
-one deadline (scheduler.py). Each part's file is written as it goes and finished when the part
-ends, so a run stopped early keeps what it did; a part that would not fit the overall deadline is
-skipped (recorded). Running it twice is safe: results are replaced atomically, work goes to a
-fresh folder.
-
     python benchmarks/gpu.py --prepare             # here: ECSSD at 320 px and the missing wheels into .gpu/
     python benchmarks/gpu.py --dry-run             # here: plan, carried files and size, the device command
     python benchmarks/gpu.py --smoke --out /tmp/gpu-smoke   # here, on the CPU: every part, tiny, seconds
     python3 benchmarks/gpu.py --out $OUT           # on the GPU machine: the command --dry-run prints
+
+Six parts (parts.py), each with a time budget (plan.py), run in order under one deadline
+(scheduler.py). Notes: benchmarks/README.md#gpupy-one-prepared-run-on-a-lent-gpu-machine-no-gpu-result-recorded-yet
 """
 
 from __future__ import annotations

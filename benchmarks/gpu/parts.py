@@ -1,24 +1,14 @@
 """The six measurements of the GPU run, in the plan's order; each takes the run, its record and its clock:
 
-- env: nvidia-smi, nvcc, torch / CUDA / cuDNN, TensorRT and ONNX Runtime providers, edgecut's
-  ``environment(probe_backends=True)``;
+- env: the machine, its drivers, torch / CUDA / cuDNN and the backends edgecut finds;
 - pytest: ``python3 -m pytest -m "gpu or tensorrt" -q``, its output kept;
-- torch: the full-size U-Net teacher (``unet``, width 64) and the ``mobilenet_v3_large_unet``
-  student, freshly initialised (latency does not depend on the weights), 320 x 320, batch 1, 8
-  and 32: eager FP32 (TF32 off), TF32 (torch's default for convolutions), bf16 autocast, FP16
-  weights, and torch.compile under bf16 autocast (timed with ``edgecut.runtime.timing.measure``,
-  ``sync=torch.cuda.synchronize``);
-- tensorrt: FP32, FP16, INT8 from Q/DQ ONNX and INT8 from the calibrator, each built by
-  ``edgecut.exporters.export`` and checked against the torch parent on CUDA (FP32 max abs diff
-  <= 1e-3, FP16 mask IoU >= 0.999, INT8 mask IoU >= 0.98; a refusal is recorded with its numbers
-  and the engine built again with the bar lowered, so its speed is still known), then timed at
-  batch 1, 8 and 32 through the TensorRT Runner;
+- torch: the teacher and the student at 320 px, batch 1, 8 and 32, in each precision and compiled;
+- tensorrt: FP32, FP16 and INT8 engines, checked against the torch parent on CUDA, then timed;
 - onnxruntime: the CUDA and TensorRT execution providers, where this onnxruntime has them;
-- train (train.py): the teacher at 320 px on ECSSD train (bf16 on CUDA, EMA, val each epoch, the
-  settings of benchmarks/teacher.py), as many epochs as fit its budget (a few steps are timed first,
-  with and without data-loader workers), then scored on ECSSD val at each image's own resolution.
+- train (train.py): the teacher at 320 px on ECSSD, as many epochs as fit its budget.
 
 What is not installed is recorded as skipped with the reason, never measured some other way.
+What each part runs, in full: benchmarks/README.md#gpupy-one-prepared-run-on-a-lent-gpu-machine-no-gpu-result-recorded-yet
 """
 
 from __future__ import annotations

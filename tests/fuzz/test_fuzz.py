@@ -1,17 +1,14 @@
 """Fuzz: hostile images, manifests, model files, archives and pickles, generated from fixed seeds.
 
-Every case ends in success or one clean :class:`~edgecut.errors.EdgecutError`: never another
-exception type, a hang or a silently wrong number. Cases are parametrized with readable ids
-(``png-rgb-flip3-seed17``) drawn from :data:`SEED`, so a failing case re-runs alone::
+Every case ends in success or one clean :class:`~edgecut.errors.EdgecutError`: never another exception
+type, a hang or a silently wrong number. Readable ids drawn from :data:`SEED`; one re-runs alone::
 
     pytest tests/fuzz/test_fuzz.py -k "png-rgb-flip3-seed17"
 
-Groups: 1. images through ``io.read_image``, ``io.read_mask`` and ``cutout.remove_background``;
-2. manifests through ``edgecut info``, ``runtime.load`` + one inference, and ``evaluate``;
-3. bit-flipped or truncated model files, verified (refused) and unverified (clean either way);
-4. pickles that would run code, zips with hostile names, ONNX external data outside its folder.
-Groups 5-9 (recipes, JSON bombs and sizing fields, symlink shapes, mask encodings, output
-collisions, all through the ``edgecut`` command) are in test_fuzz_hostile.py.
+Groups: 1. images (``io.read_image``, ``io.read_mask``, ``cutout.remove_background``); 2. manifests
+(``edgecut info``, ``runtime.load`` + one inference, ``evaluate``); 3. bit-flipped or truncated model
+files, verified (refused) and unverified; 4. pickles that would run code, zips with hostile names,
+ONNX external data outside its folder. Groups 5-9 are in test_fuzz_hostile.py.
 """
 
 from __future__ import annotations

@@ -1,16 +1,14 @@
 """Fuzz, second file: the files edgecut parses and the places it writes, through the ``edgecut`` command.
 
-Every case runs ``edgecut ...`` in this process as the terminal would (``edgecut.cli.main``, its
-stdout and stderr captured at the file descriptors, so what a library prints counts too) and ends
-in exit code 0, 1 (some inputs failed, each on one line) or 2 (one clean error): never a
-traceback, never past its time limit, and nothing written outside the output it names. Cases are
-drawn from fixed seeds with readable ids (``recipe-alias-bomb-L7W9-seed3``); one re-runs alone::
+Every case runs ``edgecut ...`` in this process as the terminal would (``edgecut.cli.main``, output
+captured at the file descriptors, so what a library prints counts too) and ends in exit code 0, 1
+(some inputs failed, each on one line) or 2 (one clean error): never a traceback, never past its time
+limit, nothing written outside the output it names. Readable ids from fixed seeds; one re-runs alone::
 
     pytest tests/fuzz/test_fuzz_hostile.py -k "recipe-alias-bomb-L7W9-seed3"
 
-Groups (numbered after tests/fuzz/test_fuzz.py's four): 5. recipes (YAML bombs, duplicate keys,
-names, values); 6. manifests (JSON bombs, fields that size a model); 7. symlink and file shapes
-among inputs and data sets; 8. mask encodings; 9. outputs that collide with what is there.
+Groups (after test_fuzz.py's four): 5. recipes (YAML bombs, duplicate keys, names, values); 6. manifests
+(JSON bombs, fields that size a model); 7. symlinks and file shapes; 8. mask encodings; 9. output collisions.
 """
 
 from __future__ import annotations
