@@ -1,0 +1,91 @@
+"""``edgecut prune``: structured channel pruning, with fine-tuning and sensitivity analysis."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from edgecut import io
+import edgecut.cli.options as options
+from edgecut.cli.app import app, console
+from edgecut.cli.options import Autocast, Seed, TrainSplit, ValSplit
+from edgecut.errors import EdgecutError
+
+
+@app.command()
+def prune(
+    model: Annotated[Path, typer.Argument(help="Torch artifact to prune (teacher, student, pruned model).")],
+    out: Annotated[Path, typer.Option(help="Folder for the pruned artifact (or the sensitivity tables).")],
+    ratio: Annotated[Optional[float], typer.Option(help="Share of channels removed (per group, or overall with --scope global).")] = None,
+    target_macs: Annotated[Optional[float], typer.Option(help="Instead of --ratio: prune to at most this many GMACs at the model's input size.")] = None,
+    plan: Annotated[Optional[Path], typer.Option(help="Per-layer ratios: a plan.json from --sensitivity --max-drop.")] = None,
+    importance: Annotated[str, typer.Option(help="l1 | l2 | bn | taylor (taylor needs --data).")] = "l2",
+    scope: Annotated[str, typer.Option(help="uniform: the same ratio per group; global: rank all channels together.")] = "uniform",
+    steps: Annotated[int, typer.Option(help="Iterative schedule: prune (and fine-tune) this many times.")] = 1,
+    round_to: Annotated[int, typer.Option(help="Keep channel counts a multiple of this (1: no rounding).")] = 8,
+    ignore: Annotated[Optional[list[str]], typer.Option(help="Layer whose output channels stay whole (repeatable).")] = None,
+    data: Annotated[Optional[Path], typer.Option(help="Data set: fine-tuning, validation, sensitivity, taylor.")] = None,
+    finetune_epochs: Annotated[int, typer.Option(help="Fine-tuning epochs after each pruning step (needs --data).")] = 0,
+    recalibrate_bn: Annotated[int, typer.Option(help="Re-estimate batch-norm statistics on N training batches after each pruning step (needs --data).")] = 0,
+    kd: Annotated[bool, typer.Option("--kd", help="Fine-tune by distillation from the model before pruning (its answers, computed once and stored) beside the masks.")] = False,
+    batch: Annotated[int, typer.Option(help="Fine-tuning batch size.")] = 8,
+    lr: Annotated[float, typer.Option(help="Fine-tuning peak learning rate.")] = 3e-4,
+    ema: Annotated[Optional[float], typer.Option(help="Fine-tuning EMA decay, e.g. 0.998.")] = None,
+    precision: Autocast = "auto",
+    train_split: TrainSplit = None,
+    val_split: ValSplit = None,
+    sensitivity: Annotated[bool, typer.Option("--sensitivity", help="Measure each group's metric drop instead of pruning.")] = False,
+    ratios: Annotated[str, typer.Option(help="Sensitivity: ratios tried per group, comma separated.")] = "0.25,0.5,0.75",
+    images: Annotated[int, typer.Option(help="Sensitivity: held-out images scored per trial.")] = 100,
+    max_drop: Annotated[Optional[float], typer.Option(help="Sensitivity: write plan.json keeping each group's drop under this.")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="Torch CPU threads (training and latency).")] = None,
+    no_latency: Annotated[bool, typer.Option("--no-latency", help="Skip the before/after CPU latency.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the pruning run in --out.")] = False,
+    seed: Seed = 0,
+) -> None:
+    """Structured channel pruning (Torch-Pruning dependency graph), with fine-tuning and sensitivity analysis."""
+    if sensitivity:
+        _sensitivity(model, out, data, ratios, importance, round_to, ignore, train_split, images, max_drop, threads)
+        return
+    config = options.prune_config(**locals())
+    from edgecut.compress.prune_run import REPORT_FILE
+    from edgecut.compress.prune_run import prune as prune_fn
+
+    art = prune_fn(model, out, config, resume=resume)
+    report = io.read_json(art.path / REPORT_FILE)
+    table = Table(title=f"pruned {model} -> {art.path}")
+    for col in ("", "before", "after", "change"):
+        table.add_column(col, justify="right")
+    b, a = report["before"], report["after"]
+    table.add_row("params", f"{b['params']:,}", f"{a['params']:,}", f"{b['params'] / a['params']:.2f}x fewer")
+    table.add_row("GMACs", f"{b['macs'] / 1e9:.3f}", f"{a['macs'] / 1e9:.3f}", f"{b['macs'] / a['macs']:.2f}x fewer")
+    if "latency" in a:
+        table.add_row("torch CPU p50 ms", f"{b['latency']['p50_ms']:.2f}", f"{a['latency']['p50_ms']:.2f}",
+                      f"{report['speedup_p50']:.2f}x" + (" faster" if report["speedup_p50"] >= 1 else " (slower)"))
+    for k in ("iou", "mae", "s_measure"):
+        if k in b.get("val", {}) and k in a.get("val", {}):
+            table.add_row(f"val {k}", f"{b['val'][k]:.4f}", f"{a['val'][k]:.4f}", f"{a['val'][k] - b['val'][k]:+.4f}")
+    console.print(table)
+
+
+def _sensitivity(model, out, data, ratios, importance, round_to, ignore, split, images, max_drop, threads) -> None:
+    from edgecut.compress.prune_run import sensitivity_artifact
+
+    if data is None:
+        raise EdgecutError("--sensitivity needs --data DIR (held-out images to score each trial on)")
+    try:
+        ratio_list = tuple(float(r) for r in ratios.split(","))
+    except ValueError:
+        raise EdgecutError(f"--ratios {ratios!r}: expected numbers separated by commas, e.g. 0.25,0.5,0.75") from None
+    res = sensitivity_artifact(model, out, data, ratios=ratio_list, importance=importance,
+                               round_to=round_to if round_to > 1 else None, ignore=tuple(ignore or ()),
+                               split=split, images=images, max_drop=max_drop, threads=threads)
+    worst = sorted(res["rows"], key=lambda r: -r.drop)[:5]
+    console.print(f"baseline IoU {res['baseline']:.4f} on {res['images']} images of {res['data']}; most sensitive: "
+                  + ", ".join(f"{r.layer}@{r.ratio:g} {r.drop:+.4f}" for r in worst))
+    if res["plan"] is not None:
+        console.print(f"plan: {len(res['plan'])} groups pruned within a drop of {max_drop}")
+    console.print("wrote " + ", ".join(str(f) for f in res["files"]))
