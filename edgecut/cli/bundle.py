@@ -9,16 +9,17 @@ import typer
 from rich.markup import escape
 
 from edgecut.cli.app import app, console, err
+from edgecut.cli.options import OverwriteOut
 from edgecut.errors import EdgecutError
 
 
 @app.command("bundle")
 def bundle_cmd(
     items: Annotated[list[str], typer.Argument(help="MODEL (an artifact folder), or: verify BUNDLE_DIR.")],
-    target: Annotated[Optional[str], typer.Option(help="Device profile: a name in export_targets/ "
-                                                       "(jetson-orin-nano, raspberry-pi-5, ...) or a .yaml path.")] = None,
+    target: Annotated[Optional[str], typer.Option(help="Device profile: a name in export_targets/ (jetson-orin-nano, "
+                                                       "raspberry-pi-5, ...) or a .yaml path.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Folder for the bundle.")] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty --out.")] = False,
+    overwrite: OverwriteOut = False,
 ) -> None:
     """Ship a model to a device: its files, a standalone runner (no torch, no edgecut), pinned
     requirements, the device's commands and SHA256SUMS. `edgecut bundle verify DIR` checks one."""

@@ -9,28 +9,32 @@ import typer
 from rich.table import Table
 
 from edgecut.cli.app import app, console
+from edgecut.report import CompareConfig
+
+COMPARE = CompareConfig()  # the defaults the options below show
 
 
 @app.command()
 def compare(
     records: Annotated[list[Path], typer.Argument(help="Records files (.jsonl) written by 'edgecut bench'.")],
     out: Annotated[Path, typer.Option(help="Folder for report.md, report.csv, report.html and pareto.png.")],
-    baseline: Annotated[Optional[str], typer.Option(help="Record name to compare against (default: the fp32 record with the most MACs, torch first).")] = None,
-    title: Annotated[Optional[str], typer.Option(help="Report title.")] = None,
+    baseline: Annotated[Optional[str], typer.Option(help="Record name to compare against (default: the fp32 record "
+                                                         "with the most MACs, torch first).")] = COMPARE.baseline,
+    title: Annotated[Optional[str], typer.Option(help="Report title.")] = COMPARE.title,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace report files in --out that edgecut did "
-                                                                "not write.")] = False,
+                                                                "not write.")] = COMPARE.overwrite,
 ) -> None:
     """Compare bench records: speed-ups and accuracy deltas against a baseline (md, csv, html) and a Pareto plot."""
     from rich.markup import escape
 
-    from edgecut.report import CompareConfig
     from edgecut.report import compare as compare_fn
 
     result = compare_fn(records, out, CompareConfig(baseline=baseline, title=title, overwrite=overwrite))
     columns = list(result.columns)  # the terminal drops the least telling columns that do not fit; report.md has all
     for key in ("mae", "s_measure", "p90", "params", "macs", "format", "size_mb", "data", "target", "input",
                 "precision"):
-        if 1 + sum(3 + max([len(c.header)] + [len(r.cells[c.key]) for r in result.rows]) for c in columns) <= console.width:
+        widths = [max([len(c.header)] + [len(r.cells[c.key]) for r in result.rows]) for c in columns]
+        if 1 + sum(3 + w for w in widths) <= console.width:
             break
         columns = [c for c in columns if c.key != key]
     table = Table(title=escape(title or f"against {result.baseline.name} ({result.baseline.backend})"))

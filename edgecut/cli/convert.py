@@ -18,14 +18,17 @@ def convert_cmd(
     data: Annotated[Optional[Path], typer.Option(help="Images the conversion is checked on against ONNX Runtime "
                                                       "(default: synthetic photos).")] = None,
     split: Annotated[Optional[str], typer.Option(help="Only this split of --data's data set (e.g. val).")] = None,
+    # ConvertConfig.count, written here as its module imports torch (tests/test_cli.py holds the two equal)
     count: Annotated[int, typer.Option(help="Images checked.")] = 16,
-    arch: Annotated[Optional[str], typer.Option(help="Registered architecture to fill (default: each is tried).")] = None,
+    arch: Annotated[Optional[str], typer.Option(help="Registered architecture to fill (default: each is "
+                                                     "tried).")] = None,
 ) -> None:
     """An ONNX model as a torch model (a registered architecture filled from its graph), for pruning, QAT and
     feature distillation; refused with the numbers unless its masks are ONNX Runtime's."""
     from edgecut.compress.to_torch import ConvertConfig, convert
 
-    art = convert(model, out, ConvertConfig(data=str(data) if data else None, split=split, count=count, arch=arch))
+    config = ConvertConfig(data=str(data) if data else None, split=split, count=count, arch=arch)
+    art = convert(model, out, config)
     check = art.manifest.lineage[-1].params
     console.print(escape(f"converted {model} into {art.manifest.arch['name']} ({check['layers']} layers) in {out}: "
                          f"max abs diff {check['max_abs_diff']:.2g}, mean mask IoU {check['mask_iou_mean']:.4f} "

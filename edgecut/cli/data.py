@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from edgecut.cli.app import app, console, err
+from edgecut.cli.options import SameBytesSeed
 from edgecut.errors import EdgecutError
 
 data_app = typer.Typer(no_args_is_help=True, help="Make and inspect data sets.")
@@ -19,7 +20,7 @@ def data_synth(
     out: Annotated[Path, typer.Option(help="Folder to write images/, masks/, splits/ into.")],
     count: Annotated[int, typer.Option(help="Number of images.")] = 256,
     size: Annotated[int, typer.Option(help="Image side in pixels.")] = 256,
-    seed: Annotated[int, typer.Option(help="Same seed, same bytes.")] = 0,
+    seed: SameBytesSeed = 0,
     val_fraction: Annotated[float, typer.Option(help="Share of images listed in splits/val.txt.")] = 0.2,
 ) -> None:
     """Generate synthetic studio product photos with exact masks (deterministic by seed)."""
@@ -36,23 +37,26 @@ def data_synth(
 def data_composite(
     data: Annotated[Path, typer.Argument(help="Labelled folder (images/ + masks/) whose foregrounds are cut out.")],
     out: Annotated[Path, typer.Option(help="Folder to write images/ and masks/ into.")],
+    # CompositeConfig's defaults, written here as its module imports OpenCV (tests/test_cli.py holds them equal)
     count: Annotated[int, typer.Option(help="Number of composites.")] = 800,
-    split: Annotated[Optional[str], typer.Option(help="Which images give foregrounds and backgrounds (never val).")] = "train",
+    split: Annotated[Optional[str], typer.Option(help="Which images give foregrounds and backgrounds (never "
+                                                      "val).")] = "train",
     backgrounds: Annotated[Optional[Path], typer.Option(help="Other photos to paste on (default: the same images, "
                                                              "their own foreground inpainted away).")] = None,
-    seed: Annotated[int, typer.Option(help="Same seed, same bytes.")] = 0,
+    seed: SameBytesSeed = 0,
 ) -> None:
     """Paste a labelled folder's foregrounds on other photos' backgrounds: more images for a teacher to label."""
     from edgecut.data.composite import CompositeConfig, composite
 
-    config = CompositeConfig(count=count, split=split, backgrounds=str(backgrounds) if backgrounds else None, seed=seed)
+    config = CompositeConfig(count=count, split=split, backgrounds=str(backgrounds) if backgrounds else None,
+                             seed=seed)
     composite(data, out, config)
     console.print(f"wrote {count} composites and their masks to {out}")
 
 
 @data_app.command("check")
 def data_check(
-    data: Annotated[Path, typer.Argument(help="Data set folder (images/ + masks/, optional splits/).")],
+    data: Annotated[Path, typer.Argument(help="Data set folder to check (images/ + masks/, optional splits/).")],
     split: Annotated[Optional[str], typer.Option(help="Only this split (a file or a name in splits/).")] = None,
 ) -> None:
     """Decode every image and mask; list each mask that is not 8-bit grayscale (and how it is read) and

@@ -9,7 +9,8 @@ import typer
 from rich.table import Table
 
 from edgecut.cli.app import app, console
-from edgecut.cli.options import RunDevice, RunThreads
+from edgecut.cli.options import (DEVICE_PYTHON, RUN_DEVICE, ArtifactArg, DataSplit, DevicePython, Identity, RunDevice,
+                                 RunThreads)
 from edgecut.errors import EdgecutError
 
 
@@ -25,20 +26,21 @@ def _metrics_table(metrics: dict[str, float], title: str) -> Table:
 @app.command("eval")
 def eval_cmd(
     data: Annotated[Path, typer.Option(help="Data set folder (images/ + masks/).")],
-    model: Annotated[Optional[Path], typer.Argument(help="Artifact directory.")] = None,
-    split: Annotated[Optional[str], typer.Option(help="Split file (or name in data/splits/).")] = None,
-    pred: Annotated[Optional[Path], typer.Option(help="Score a folder of saved prediction maps instead of a model.")] = None,
+    model: ArtifactArg = None,
+    split: DataSplit = None,
+    pred: Annotated[Optional[Path], typer.Option(help="Score a folder of saved prediction maps instead of a "
+                                                      "model.")] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write metrics and per-image scores here.")] = None,
     threads: RunThreads = None,
-    device: RunDevice = "cpu",
+    device: RunDevice = RUN_DEVICE,
     batch: Annotated[int, typer.Option(help="Images per inference call.")] = 1,
     worst: Annotated[int, typer.Option(help="List this many lowest-IoU images.")] = 5,
     normalize: Annotated[bool, typer.Option("--normalize", help="Min-max normalise each prediction first, as SOD "
                                                                 "toolboxes score saliency maps.")] = False,
     target: Annotated[str, typer.Option(help="Where the model runs: local, arm64-emu, ssh://user@host[:port] or a "
                                              "device profile with a reach (scored here from its outputs).")] = "local",
-    identity: Annotated[Optional[Path], typer.Option(help="ssh: the private key the device accepts.")] = None,
-    device_python: Annotated[str, typer.Option(help="ssh: the device's Python.")] = "python3",
+    identity: Identity = None,
+    device_python: DevicePython = DEVICE_PYTHON,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a --json file that edgecut did not "
                                                                 "write.")] = False,
 ) -> None:
@@ -73,7 +75,8 @@ def eval_cmd(
         runner = runtime.load(model, device=device, threads=threads)
         result = evaluate(runner, samples, batch_size=batch, normalize=normalize)
         source = {"model": str(model), "backend": runner.backend, "device": runner.device}
-    console.print(_metrics_table(result.metrics, f"{result.count} images from {data}" + (f" ({split})" if split else "")))
+    title = f"{result.count} images from {data}" + (f" ({split})" if split else "")
+    console.print(_metrics_table(result.metrics, title))
     if worst:
         console.print("lowest IoU: " + ", ".join(f"{r['name']} {r['iou']:.3f}" for r in result.worst(worst)))
     if json_out:

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
 
 from edgecut.cli.app import app, console, err
+from edgecut.cli.options import ArtifactArg
 from edgecut.errors import EdgecutError
 
 
 @app.command()
 def info(
-    model: Annotated[Optional[Path], typer.Argument(help="Artifact directory.")] = None,
+    model: ArtifactArg = None,
     json_flag: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
     size: Annotated[Optional[int], typer.Option(help="Count MACs at this input side instead of the spec's.")] = None,
     list_archs: Annotated[bool, typer.Option("--list-archs", help="List registered architectures.")] = False,

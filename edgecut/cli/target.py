@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.markup import escape
 
 from edgecut.cli.app import app, console
+from edgecut.cli.options import DEVICE_PYTHON, DevicePython, Identity
 from edgecut.errors import EdgecutError
 
 target_app = typer.Typer(no_args_is_help=True, help="Where models run: set up a target, run a bundle there.")
 app.add_typer(target_app, name="target")
+Where = Annotated[str, typer.Argument(help="local | arm64-emu | ssh://user@host[:port]")]
+BundleDir = Annotated[Path, typer.Argument(help="A folder edgecut bundle wrote.")]
 
 
 @target_app.command("setup")
@@ -32,12 +35,10 @@ def target_setup(
 @target_app.command("run", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def target_run(
     ctx: typer.Context,
-    target: Annotated[str, typer.Argument(help="local | arm64-emu | ssh://user@host[:port]")],
-    bundle_dir: Annotated[Path, typer.Argument(help="A folder edgecut bundle wrote.")],
-    identity: Annotated[Optional[Path], typer.Option(help="ssh: the private key the device accepts "
-                                                          "(default: your ssh agent and config).")] = None,
-    device_python: Annotated[str, typer.Option(help="ssh: the device's Python, with the bundle's "
-                                                    "requirements installed.")] = "python3",
+    target: Where,
+    bundle_dir: BundleDir,
+    identity: Identity = None,
+    device_python: DevicePython = DEVICE_PYTHON,
 ) -> None:
     """Run a bundle's runner there: edgecut target run arm64-emu BUNDLE remove photos/ --out cutouts/.
     Over ssh the inputs go to the device and the cut-outs come back; the device's folder is removed."""
@@ -72,11 +73,11 @@ def target_count(
 
 @target_app.command("parity")
 def target_parity(
-    target: Annotated[str, typer.Argument(help="local | arm64-emu | ssh://user@host[:port]")],
-    bundle_dir: Annotated[Path, typer.Argument(help="A folder edgecut bundle wrote.")],
+    target: Where,
+    bundle_dir: BundleDir,
     images: Annotated[Path, typer.Option(help="Images (a folder or a file) run on both.")],
-    identity: Annotated[Optional[Path], typer.Option(help="ssh: the private key the device accepts.")] = None,
-    device_python: Annotated[str, typer.Option(help="ssh: the device's Python.")] = "python3",
+    identity: Identity = None,
+    device_python: DevicePython = DEVICE_PYTHON,
 ) -> None:
     """The same images through this machine's Runner and the bundle's runner on TARGET: max abs
     difference of the outputs and mask IoU (ARM kernels differ: NEON MLAS, XNNPACK, ACL)."""
@@ -84,4 +85,5 @@ def target_parity(
 
     from edgecut.measure.target import bundle_parity as parity
 
-    sys.stdout.write(json.dumps(parity(bundle_dir, images, target, identity=identity, python=device_python)) + "\n")
+    found = parity(bundle_dir, images, target, identity=identity, python=device_python)
+    sys.stdout.write(json.dumps(found) + "\n")

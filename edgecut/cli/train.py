@@ -2,50 +2,61 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
-import edgecut.cli.options as options
 from edgecut.cli.app import app, console
-from edgecut.cli.options import (Autocast, Batch, Ema, Epochs, ResumeRun, SaveEvery, Seed, TorchThreads, TrainDevice,
-                                 TrainSplit, ValSplit, Workers)
+from edgecut.cli.options import (Autocast, Batch, Ema, Epochs, Lr, ResumeRun, SaveEvery, Seed, TorchThreads, TrainData,
+                                 TrainDevice, TrainSize, TrainSplit, ValSplit, Workers, given, loop_config)
+from edgecut.training.config import TrainConfig
+
+TRAIN = TrainConfig()  # the defaults the options below show
 
 
 @app.command()
 def train(
-    data: Annotated[Path, typer.Option(help="Data set folder (images/ + masks/, optional splits/).")],
+    ctx: typer.Context,
+    data: TrainData,
     out: Annotated[Path, typer.Option(help="Run folder; becomes the model artifact.")],
-    arch: Annotated[str, typer.Option(help="Registered architecture.")] = "unet",
+    arch: Annotated[str, typer.Option(help="Registered architecture.")] = TRAIN.arch,
     width: Annotated[Optional[int], typer.Option(help="Base width (unet: 64 is the full-size teacher).")] = None,
     depth: Annotated[Optional[int], typer.Option(help="Number of down stages (unet: 4).")] = None,
-    size: Annotated[int, typer.Option(help="Training input side in pixels.")] = 320,
-    epochs: Epochs = 20,
-    batch: Batch = 8,
-    lr: Annotated[float, typer.Option(help="Peak AdamW learning rate.")] = 1e-3,
-    ema: Ema = None,
-    precision: Autocast = "auto",
-    device: TrainDevice = "auto",
-    threads: TorchThreads = None,
-    workers: Workers = 0,
-    train_split: TrainSplit = None,
-    val_split: ValSplit = None,
-    seed: Seed = 0,
-    save_every: SaveEvery = 0,
+    size: TrainSize = TRAIN.size,
+    epochs: Epochs = TRAIN.loop.epochs,
+    batch: Batch = TRAIN.loop.batch_size,
+    lr: Lr = TRAIN.loop.lr,
+    ema: Ema = TRAIN.loop.ema_decay,
+    precision: Autocast = TRAIN.loop.precision,
+    device: TrainDevice = TRAIN.loop.device,
+    threads: TorchThreads = TRAIN.threads,
+    workers: Workers = TRAIN.loop.workers,
+    train_split: TrainSplit = TRAIN.train_split,
+    val_split: ValSplit = TRAIN.val_split,
+    seed: Seed = TRAIN.loop.seed,
+    save_every: SaveEvery = TRAIN.loop.save_every,
     resume: ResumeRun = False,
 ) -> None:
     """Train a model (the U-Net teacher by default) with BCE + Dice; the result is an artifact."""
-    config = options.train_config(**locals())
+    config = train_config(ctx.params)
     from edgecut.training.run import train as train_fn
 
     summary(train_fn(data, out, config, resume=resume))
+
+
+def train_config(values: Mapping[str, Any]) -> TrainConfig:
+    """The ``train`` step's config from the command's option values."""
+    return TrainConfig(arch=values["arch"], arch_kwargs=given(width=values["width"], depth=values["depth"]),
+                       size=values["size"], train_split=values["train_split"], val_split=values["val_split"],
+                       threads=values["threads"], loop=loop_config(TRAIN.loop, values))
 
 
 def summary(art) -> None:
     """One line on a trained artifact: size, cost, best validation scores."""
     m = art.manifest
     val = m.metrics.get("val", {})
-    summary = ", ".join(f"{k} {val[k]:.4f}" for k in ("iou", "mae", "s_measure") if k in val)
+    scores = ", ".join(f"{k} {val[k]:.4f}" for k in ("iou", "mae", "s_measure") if k in val)
     console.print(f"artifact {art.path}: {m.params:,} params, {m.macs / 1e9:.2f} GMACs at {m.spec.input_size}"
-                  + (f"; best val {summary}" if summary else ""))
+                  + (f"; best val {scores}" if scores else ""))
