@@ -38,13 +38,13 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from edgecut import io
-    from edgecut.compress.configs import PruneConfig
-    from edgecut.compress.prune_run import prune
+    from edgecut.compress.config import PruneConfig
+    from edgecut.compress.prune import prune
     from edgecut.data.synth import generate
     from edgecut.env import fingerprint
     from edgecut.exporters import ExportConfig, ParityConfig, export
     from edgecut.models.store import build, save_model
-    from edgecut.measure.run import BenchConfig
+    from edgecut.measure.config import BenchConfig
     from edgecut.targets import arm64
     from edgecut.measure.target import bench_on_target, resolve
 

@@ -30,7 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     from edgecut.classical import BaselineConfig, baseline
     from edgecut.env import fingerprint
     from edgecut.measure.record import new_run_id
-    from edgecut.measure.run import BenchConfig, bench
+    from edgecut.measure.bench import bench
+    from edgecut.measure.config import BenchConfig
     from edgecut.runtime.timing import LatencyConfig
 
     arts = [baseline(args.work / m, BaselineConfig(method=m)) for m in ("otsu", "grabcut")]

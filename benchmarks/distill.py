@@ -21,7 +21,7 @@ import torch
 
 from edgecut import io, runtime
 from edgecut.measure.accuracy import evaluate
-from edgecut.compress.configs import DistillConfig
+from edgecut.compress.config import DistillConfig
 from edgecut.compress.distill import distill
 from edgecut.data.folder import find_samples
 from edgecut.models.profile import count_macs
@@ -29,7 +29,7 @@ from edgecut.models.store import load_model
 from edgecut.training.config import LoopConfig
 from edgecut.training.loop import CHECKPOINT_DIR, LAST
 from edgecut.training.config import TrainConfig
-from edgecut.training.run import train
+from edgecut.training.train import train
 
 from common import RESULTS, RUNS, command, environment, parser, rel
 

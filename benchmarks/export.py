@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 def qat_rows(student: Path, args, train_dir: Path, val_dir: Path) -> dict:
     """QAT of the student on ECSSD train, then its INT8 ONNX and the OpenVINO conversion of that."""
-    from edgecut.compress.configs import QAT_LOOP, QATConfig
+    from edgecut.compress.config import QAT_LOOP, QATConfig
     from edgecut.compress.qat import qat
 
     out = args.out / "student-qat-onnx-int8"

@@ -32,7 +32,8 @@ from edgecut import io
 from edgecut.artifact import is_artifact
 from edgecut.measure.latency import KEEP_QUANTILE
 from edgecut.measure.record import new_run_id, read_records
-from edgecut.measure.run import BenchConfig, bench
+from edgecut.measure.bench import bench
+from edgecut.measure.config import BenchConfig
 from edgecut.errors import EdgecutError
 from edgecut.exporters import ExportConfig, ParityConfig, export
 from edgecut.report import CompareConfig, compare

@@ -52,7 +52,7 @@ def train_students(work: Path, data: Path, epochs: int) -> dict[str, Path]:
     from edgecut.artifact import is_artifact
     from edgecut.training.config import LoopConfig, TrainConfig
     from edgecut.training.loop import CHECKPOINT_DIR, LAST
-    from edgecut.training.run import train
+    from edgecut.training.train import train
 
     out = {}
     for name, arch in STUDENTS.items():
@@ -188,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     from edgecut import io
     from edgecut.env import fingerprint
     from edgecut.measure.record import new_run_id, read_records
-    from edgecut.measure.run import BenchConfig, bench
+    from edgecut.measure.bench import bench
+    from edgecut.measure.config import BenchConfig
     from edgecut.runtime.timing import LatencyConfig
 
     sizes = [int(s) for s in args.sizes.split(",")]

@@ -38,7 +38,8 @@ from edgecut.measure.canary import Canary
 from edgecut.measure.latency import quantile_ci
 from edgecut.runtime.timing import LatencyConfig
 from edgecut.measure.record import machine_id
-from edgecut.measure.run import BenchConfig, bench
+from edgecut.measure.bench import bench
+from edgecut.measure.config import BenchConfig
 
 from common import EXPORTS, RESULTS, command, environment, parser, rel
 

@@ -33,7 +33,7 @@ OUT = RESULTS / "optimize"
 
 def search(model: Path, data: Path, out: Path, lines: list[str], steps: Path | None = None, **settings):
     from edgecut.search import OptimizeConfig
-    from edgecut.search.run import optimize
+    from edgecut.search.optimize import optimize
 
     def say(line: str) -> None:
         print(line, flush=True)
@@ -65,7 +65,7 @@ def synthetic(args) -> None:
     from edgecut.data.synth import generate
     from edgecut.env import fingerprint
     from edgecut.training.config import LoopConfig, TrainConfig
-    from edgecut.training.run import train
+    from edgecut.training.train import train
 
     work = RUNS / "optimize-synthetic"
     if args.fresh:

@@ -148,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     from edgecut.env import fingerprint
     from edgecut.exporters import ExportConfig, export
     from edgecut.measure.record import new_run_id, read_records
-    from edgecut.measure.run import BenchConfig, bench, model_size_mb
+    from edgecut.measure.bench import bench, model_size_mb
+    from edgecut.measure.config import BenchConfig
     from edgecut.measure.target import bench_on_target, resolve
     from edgecut.runtime.timing import LatencyConfig
     from edgecut.targets import arm64

@@ -25,16 +25,16 @@ import torch
 
 from edgecut import io, runtime
 from edgecut.measure.accuracy import evaluate
-from edgecut.compress.configs import PruneConfig
-from edgecut.compress.prune import SensitivityRow, prune_model, recalibrate_batchnorm
-from edgecut.compress.prune_run import STATE_FILE, augmented_images, example_input, sensitivity_artifact, torch_latency
-from edgecut.compress.prune_run import prune as prune_run
+from edgecut.compress.config import PruneConfig
+from edgecut.compress.pruning import SensitivityRow, prune_model, recalibrate_batchnorm
+from edgecut.compress.prune import STATE_FILE, augmented_images, example_input, sensitivity_artifact, torch_latency
+from edgecut.compress.prune import prune as prune_run
 from edgecut.data.transforms import SegmentationDataset
 from edgecut.data.folder import find_samples
 from edgecut.models.profile import count_macs
 from edgecut.models.store import load_model
 from edgecut.training.config import LoopConfig
-from edgecut.training.run import validator
+from edgecut.training.train import validator
 
 from common import RESULTS, RUNS, command, environment, parser, rel
 

@@ -29,7 +29,8 @@ from pathlib import Path
 from edgecut import io
 from edgecut.runtime.timing import LatencyConfig
 from edgecut.measure.record import append_records, new_run_id
-from edgecut.measure.run import BenchConfig, bench
+from edgecut.measure.bench import bench
+from edgecut.measure.config import BenchConfig
 
 from common import EXPORTS, RESULTS, TEACHER, command, environment, parser
 

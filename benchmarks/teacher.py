@@ -25,7 +25,7 @@ from edgecut.models.store import load_model
 from edgecut.training.config import LoopConfig
 from edgecut.training.loop import CHECKPOINT_DIR, LAST
 from edgecut.training.config import TrainConfig
-from edgecut.training.run import train
+from edgecut.training.train import train
 
 from common import RESULTS, TEACHER, command, environment, parser
 

@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 from edgecut.measure.latency import quantile_ci
 from edgecut.runtime.timing import LatencyConfig, measure, summarize
 from edgecut.measure.record import BenchRecord, append_records, latest, machine_id, read_records
-from edgecut.measure.run import BenchConfig, bench
+from edgecut.measure.bench import bench
+from edgecut.measure.config import BenchConfig
 from edgecut.cli import app
 from edgecut.env import fingerprint
 from edgecut.errors import EdgecutError, InputError
@@ -46,16 +47,16 @@ def test_a_few_spikes_do_not_make_a_steady_measurement_unstable():
 
 
 def test_repeated_worker_runs_keep_the_median_and_flag_disagreement(onnx_art, tmp_path, monkeypatch):
-    from edgecut.measure import run
+    import edgecut.measure.bench as bench_module
 
-    real, p50s = run.measure_latency, iter([3.0, 1.0, 2.0, 1.0, 1.01, 1.02, 1.0, 1.02, 1.5])
+    real, p50s = bench_module.measure_latency, iter([3.0, 1.0, 2.0, 1.0, 1.01, 1.02, 1.0, 1.02, 1.5])
 
     def fake(*args, **kw):
         got = real(*args, **kw)
         got["latency"]["p50_ms"] = next(p50s)
         return got
 
-    monkeypatch.setattr(run, "measure_latency", fake)
+    monkeypatch.setattr(bench_module, "measure_latency", fake)
     (a,) = bench([onnx_art], tmp_path / "a.jsonl", cfg(repeats=3, end_to_end=False), progress=False).records
     assert a.latency_runs_ms == [1.0, 2.0, 3.0] and a.latency.p50_ms == 2.0 and a.latency.unstable
     assert "worker runs disagree: p50 1, 2, 3 ms" in a.notes[0]
@@ -85,9 +86,10 @@ def test_quantile_ci_is_the_distribution_free_order_statistic_interval():
 
 
 def _scripted_p50s(monkeypatch, values):
-    from edgecut.measure import run
+    import edgecut.measure.bench as bench_module
 
-    real, p50s, seen = getattr(run.measure_latency, "__wrapped__", run.measure_latency), iter(values), []
+    real = getattr(bench_module.measure_latency, "__wrapped__", bench_module.measure_latency)
+    p50s, seen = iter(values), []
 
     def fake(art, *args, **kw):
         got = real(art, *args, **kw)
@@ -97,7 +99,7 @@ def _scripted_p50s(monkeypatch, values):
         return got
 
     fake.__wrapped__ = real  # scripting again replaces this script
-    monkeypatch.setattr(run, "measure_latency", fake)
+    monkeypatch.setattr(bench_module, "measure_latency", fake)
     return seen
 
 
@@ -133,6 +135,23 @@ def test_the_same_model_under_two_names_is_measured_twice_interleaved(onnx_art, 
     assert [r.latency_runs_ms for r in res.records] == [[1.0, 1.1], [2.0, 2.1]]  # a, b, a, b
     res = bench([onnx_art, onnx_art], tmp_path / "u.jsonl", cfg(end_to_end=False), progress=False)
     assert len(res.records) == 1 and len(res.skipped) == 1 and len(seen) == 5  # one name twice: one measurement
+
+
+def test_one_latency_type_whose_json_a_record_keeps():
+    """measure() returns the very type a BenchRecord stores; its JSON is the record format, so old records read."""
+    from edgecut.measure import record
+    from edgecut.runtime import timing
+
+    assert record.Latency is timing.Latency
+    lat = record.Latency(**summarize([0.001, 0.002, 0.004], 0.01, 1).to_json())
+    assert lat.model_dump_json() == (
+        '{"p50_ms":2.0,"p90_ms":3.6,"p99_ms":3.96,"mean_ms":2.3333,"std_ms":1.5275,"min_ms":1.0,"cov":0.6547,'
+        '"robust_cov":0.7413,"first_ms":10.0,"warmup":1,"iterations":3,"unstable":true}')
+    old = json.loads(lat.model_dump_json())
+    del old["robust_cov"]  # records written before the robust CoV was measured
+    assert record.Latency.model_validate(old).robust_cov is None
+    with pytest.raises(ValueError):
+        record.Latency.model_validate({**old, "p95_ms": 1.0})  # nothing unknown slips in
 
 
 def test_measure_warms_up_then_times_at_least_the_minimum():

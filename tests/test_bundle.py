@@ -213,7 +213,7 @@ def test_the_cli_bundles_and_verifies(onnx_model, tmp_path):
 def test_a_bundle_runs_on_arm64_emu_and_cuts_out_what_x86_does(onnx_model, synth_data, tmp_path, arm64_root):
     from edgecut.io import read_mask
     from edgecut.targets import arm64
-    from edgecut.targets.run import run_bundle
+    from edgecut.targets.run_bundle import run_bundle
 
     root = arm64_root
     assert arm64.is_ready(root) and arm64.setup(root, say=lambda _: None) == root  # idempotent
@@ -281,7 +281,7 @@ def test_arm64_instruction_counts_repeat_exactly_and_parity_holds_for_fp32_and_i
 @pytest.mark.slow
 def test_a_bundle_runs_on_an_ssh_device_and_the_cutouts_come_back(onnx_model, synth_data, tmp_path, loopback_sshd,
                                                                    monkeypatch):
-    from edgecut.targets.run import run_bundle
+    from edgecut.targets.run_bundle import run_bundle
 
     url, key, device_tmp = loopback_sshd
     folder = bundle(onnx_model.path, tmp_path / "dev", "raspberry-pi-5")

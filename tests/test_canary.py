@@ -13,7 +13,8 @@ from edgecut.measure.canary import BUSY_FRACTION, Canary, cache_file, is_busy
 from edgecut.measure.canary import parallel_speedup as real_parallel_speedup  # conftest replaces the module's
 from edgecut.runtime.timing import LatencyConfig
 from edgecut.measure.record import read_records
-from edgecut.measure.run import BenchConfig, bench
+from edgecut.measure.bench import bench
+from edgecut.measure.config import BenchConfig
 from edgecut.report.table import build_report
 
 FAST = LatencyConfig(warmup_s=0.0, warmup_min=1, min_time_s=0.0, min_iters=3)
@@ -99,10 +100,10 @@ def test_bench_measures_a_run_again_when_the_host_took_the_cores_during_it(train
     monkeypatch.setattr(canary_mod, "parallel_speedup", script)
     monkeypatch.setattr(canary_mod, "POLL_S", 0.01)
     runs = []
-    import edgecut.measure.run as run_mod
+    import edgecut.measure.bench as bench_module
 
-    real = run_mod.measure_latency
-    monkeypatch.setattr(run_mod, "measure_latency", lambda *a, **k: runs.append(1) or real(*a, **k))
+    real = bench_module.measure_latency
+    monkeypatch.setattr(bench_module, "measure_latency", lambda *a, **k: runs.append(1) or real(*a, **k))
     waits = []
     res = bench([trained.path], tmp_path / "b.jsonl", BenchConfig(threads=(2,), latency=FAST, end_to_end=False,
                                                                    isolate=False, max_wait_s=30),

@@ -62,7 +62,8 @@ def test_a_baseline_runs_through_its_runner(tmp_path):
 
 
 def test_bench_scores_and_times_a_baseline_like_a_model(tmp_path, synth_data):
-    from edgecut.measure.run import BenchConfig, bench
+    from edgecut.measure.bench import bench
+    from edgecut.measure.config import BenchConfig
     from edgecut.runtime.timing import LatencyConfig
 
     arts = [baseline(tmp_path / m, BaselineConfig(method=m, iterations=1)) for m in ("otsu", "grabcut")]
@@ -75,8 +76,8 @@ def test_bench_scores_and_times_a_baseline_like_a_model(tmp_path, synth_data):
 
 
 def test_stages_that_need_a_network_refuse_a_baseline(tmp_path):
-    from edgecut.compress.configs import PruneConfig
-    from edgecut.compress.prune_run import prune
+    from edgecut.compress.config import PruneConfig
+    from edgecut.compress.prune import prune
     from edgecut.exporters import ExportConfig, export
 
     art = baseline(tmp_path / "gc", BaselineConfig(method="grabcut"))

@@ -397,21 +397,6 @@ def test_a_command_left_at_its_defaults_builds_its_config_s_defaults(command, mo
     assert getattr(cli, builder)({**_defaults(command), **required}) == base_config
 
 
-@pytest.mark.parametrize("command, config, options", [
-    ("convert", "edgecut.compress.to_torch:ConvertConfig", {"count": "count", "split": "split", "arch": "arch"}),
-    ("data composite", "edgecut.data.composite:CompositeConfig", {"count": "count", "split": "split", "seed": "seed"}),
-])
-def test_defaults_written_beside_a_heavy_config_are_its_own(command, config, options):
-    """These configs live beside torch or OpenCV, which ``edgecut --help`` must not load: their defaults are
-    written in the command, and held equal to the config's here."""
-    import importlib
-
-    module, name = config.split(":")
-    defaults = getattr(importlib.import_module(module), name)()
-    assert {option: _defaults(command)[option] for option in options} == \
-        {option: getattr(defaults, field) for option, field in options.items()}
-
-
 def test_the_command_line_loads_no_backend():
     """The command modules read their defaults from the configs when imported: ``edgecut --help`` must still
     load no torch, OpenCV or runtime."""

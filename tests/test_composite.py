@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from edgecut import io
-from edgecut.data.composite import CompositeConfig, composite
+from edgecut.data.composite import composite
+from edgecut.data.config import CompositeConfig
 from edgecut.data.folder import find_samples, load_pair
 from edgecut.errors import InputError
 
@@ -45,7 +46,7 @@ def test_a_folder_of_other_settings_is_refused(synth_data, tmp_path):
 
 
 def test_the_teacher_labels_several_folders_of_extra_images(synth_data, tmp_path, tiny_artifact):
-    from edgecut.compress.configs import DistillConfig
+    from edgecut.compress.config import DistillConfig
     from edgecut.compress.distill import distill
     from edgecut.training.config import LoopConfig
 

@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 from edgecut import io
 from edgecut.artifact import ModelSpec, load_artifact
 from edgecut.cli import app
-from edgecut.compress.configs import DistillConfig
+from edgecut.compress.config import DistillConfig
 from edgecut.compress.distill import (DistillObjective, distill, load_teacher, make_adapters,
                                       renormalise)
 from edgecut.errors import EdgecutError, InputError, ModelError

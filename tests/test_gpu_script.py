@@ -131,6 +131,12 @@ def test_carried_size_counts_the_tree_and_the_carried_folder(gpu):
     assert size["ignored"] == {".gpu": True}  # .gitignore: the folder travels only as carried
 
 
+def test_a_tree_outside_git_is_named_not_counted(gpu, tmp_path):
+    (tmp_path / "a.py").write_text("x = 1\n")
+    size = gpu.prepare.carried_size(tmp_path)
+    assert "not a git work tree" in size["error"] and str(tmp_path) in size["error"]
+
+
 def test_dry_run_without_prepared_files_says_so(gpu, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(gpu.prepare, "DATA_DIR", ROOT / "no-such-folder" / "ecssd320")
     monkeypatch.setattr(gpu.prepare, "WHEEL_DIR", ROOT / "no-such-folder" / "wheels")

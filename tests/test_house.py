@@ -122,7 +122,7 @@ def test_public_functions_stay_functions_after_their_modules_load():
     import subprocess
     import sys
 
-    code = ("import edgecut, edgecut.training.loop, edgecut.exporters, edgecut.measure.run, edgecut.compress.qat; "
+    code = ("import edgecut, edgecut.training.loop, edgecut.exporters, edgecut.measure.bench, edgecut.compress.qat; "
             "print(all(callable(getattr(edgecut, n)) for n in ('train', 'export', 'bench', 'prune', 'distill', 'qat')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "True"

@@ -8,7 +8,7 @@ import pytest
 
 from edgecut.errors import EdgecutError
 from edgecut.search import OptimizeConfig
-from edgecut.search.run import Search, optimize
+from edgecut.search.optimize import Search, optimize
 from edgecut.search.state import Row
 
 PROFILE = """name: tiny-x86

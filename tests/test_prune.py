@@ -13,9 +13,9 @@ import torch
 from torch import nn
 
 from conftest import TINY_STUDENT, TINY_UNET
-from edgecut.compress.configs import PruneConfig
-from edgecut.compress.prune import (plan_from_sensitivity, prunable_groups, prune_model, read_plan,
-                                    recalibrate_batchnorm, sensitivity, write_sensitivity)
+from edgecut.compress.config import PruneConfig
+from edgecut.compress.pruning import (plan_from_sensitivity, prunable_groups, prune_model, read_plan,
+                                      recalibrate_batchnorm, sensitivity, write_sensitivity)
 from edgecut.errors import EdgecutError, ModelError
 from edgecut.models.channels import channel_config
 from edgecut.models.profile import count_macs

@@ -24,7 +24,7 @@ from edgecut.training.loop import TrainingInterrupted
 
 pytest.importorskip("nncf")
 
-from edgecut.compress.configs import QAT_LOOP, QATConfig  # noqa: E402
+from edgecut.compress.config import QAT_LOOP, QATConfig  # noqa: E402
 from edgecut.compress.qat import fold_batchnorm, qat  # noqa: E402
 
 LOW_BAR = {"mask_iou": 0.8}  # a barely trained 32 px model after one QAT epoch: a few flipped pixels

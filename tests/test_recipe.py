@@ -114,7 +114,7 @@ def test_a_recipe_runs_then_every_step_is_cached_and_a_change_reruns_only_what_f
 
 @pytest.mark.slow
 def test_an_interrupted_step_resumes(tmp_path, monkeypatch):
-    from edgecut.measure import run as bench_module
+    import edgecut.measure.bench as bench_module
 
     path = _write(tmp_path, TINY)
     run_dir = tmp_path / "run"

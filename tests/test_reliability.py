@@ -298,7 +298,7 @@ def test_8_info_shows_a_non_numeric_metric_and_a_fake_torchscript_is_refused(tin
 
 def test_9_a_half_written_checkpoint_is_removed_on_resume(synth_data, tmp_path):
     from edgecut.training.config import LoopConfig, TrainConfig
-    from edgecut.training.run import train
+    from edgecut.training.train import train
 
     config = TrainConfig(arch_kwargs={"width": 4, "depth": 2}, size=32, loop=LoopConfig(epochs=1, batch_size=4))
     train(synth_data, tmp_path / "run", config, progress=False)
@@ -310,7 +310,7 @@ def test_9_a_half_written_checkpoint_is_removed_on_resume(synth_data, tmp_path):
 
 def test_9_every_bad_training_image_is_found_before_training_starts(synth_data, tmp_path):
     from edgecut.training.config import LoopConfig, TrainConfig
-    from edgecut.training.run import train
+    from edgecut.training.train import train
 
     data = _copy_data(synth_data, tmp_path / "data")
     names = sorted((data / "images").iterdir())
@@ -521,7 +521,7 @@ def test_20_train_refuses_an_out_it_cannot_write_before_the_first_step(synth_dat
     import tempfile
 
     from edgecut.training.config import LoopConfig, TrainConfig
-    from edgecut.training.run import train
+    from edgecut.training.train import train
 
     steps = []
     config = TrainConfig(arch_kwargs={"width": 4, "depth": 2}, size=32, loop=LoopConfig(epochs=1, batch_size=4))
@@ -549,7 +549,7 @@ def test_20_train_refuses_an_out_on_a_disk_without_room_for_its_checkpoints(synt
     from collections import namedtuple
 
     from edgecut.training.config import LoopConfig, TrainConfig
-    from edgecut.training.run import train
+    from edgecut.training.train import train
 
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 1000, 1000))

@@ -12,7 +12,7 @@ import pytest
 
 from edgecut import io
 from edgecut.exporters import ExportConfig, export
-from edgecut.exporters.options import OnnxOptions, ParityConfig
+from edgecut.exporters.config import OnnxOptions, ParityConfig
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from edgecut.compress import soft_labels
-from edgecut.compress.configs import DistillConfig
+from edgecut.compress.config import DistillConfig
 from edgecut.compress.distill import distill, load_teacher
 from edgecut.data.folder import find_samples, load_pair
 from edgecut.data.transforms import SegmentationDataset

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from edgecut.artifact import load_artifact
-from edgecut.compress.to_torch import ConvertConfig, convert, to_torch
+from edgecut.compress.config import ConvertConfig
+from edgecut.compress.to_torch import convert, to_torch
 from edgecut.errors import ModelError
 
 
@@ -83,8 +84,8 @@ def test_an_edgecut_onnx_export_comes_back_with_its_options(trained, synth_data,
 
 @pytest.mark.slow
 def test_an_onnx_model_is_pruned_through_its_torch_layers_and_fine_tuned_by_kd(trained, synth_data, tmp_path):
-    from edgecut.compress.configs import PruneConfig
-    from edgecut.compress.prune_run import prune
+    from edgecut.compress.config import PruneConfig
+    from edgecut.compress.prune import prune
     from edgecut.exporters import ExportConfig, export
     from edgecut.training.config import LoopConfig
 

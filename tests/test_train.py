@@ -17,7 +17,7 @@ from edgecut.errors import InputError
 from edgecut.training.config import LoopConfig
 from edgecut.training.loop import lr_factor
 from edgecut.training.config import TrainConfig
-from edgecut.training.run import train
+from edgecut.training.train import train
 
 # runs compared for identical weights pin their precision: "auto" is chosen by timing, which may differ
 ARGS = ["--arch", "unet", "--width", "4", "--depth", "2", "--size", "32", "--epochs", "3", "--batch", "4",
@@ -43,12 +43,12 @@ def test_sigkill_mid_epoch_then_resume_gives_identical_weights(synth_data, tmp_p
     # the last checkpoint is at step 2 of epoch 2, so step 3 is redone after resuming.
     script = textwrap.dedent(f"""
         import os, signal, sys
-        import edgecut.training.run as run
-        real_fit = run.fit
+        import edgecut.training.train as train_module
+        real_fit = train_module.fit
         def fit(*a, **k):
             k["callbacks"] = [lambda s: os.kill(os.getpid(), signal.SIGKILL) if s.global_step == 7 else None]
             return real_fit(*a, **k)
-        run.fit = fit
+        train_module.fit = fit
         from edgecut.cli import main
         sys.argv = ["edgecut", "train", "--data", {str(synth_data)!r}, "--out", {str(killed)!r}, *{ARGS!r}]
         main()

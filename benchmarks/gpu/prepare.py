@@ -100,8 +100,10 @@ def tree_bytes(folder: Path) -> int:
 
 def carried_size(root: Path = ROOT, carry: Sequence[str] = (".gpu",)) -> dict[str, Any]:
     """What a device call sends: tracked and untracked-not-ignored files, plus the carried folders."""
-    p = subprocess.run(["git", "-C", str(root), "ls-files", "-co", "--exclude-standard", "-z"], capture_output=True,
-                       check=True)
+    p = subprocess.run(["git", "-C", str(root), "ls-files", "-co", "--exclude-standard", "-z"], capture_output=True)
+    if p.returncode != 0:
+        # the device tool sends git's view of the tree; without a work tree there is nothing to count
+        return {"error": f"{root} is not a git work tree ({p.stderr.decode().strip()}): run from a clone"}
     files = [root / f for f in p.stdout.decode().split("\0") if f]
     tree = sum(f.lstat().st_size for f in files if f.is_file() or f.is_symlink())
     carried = {c: tree_bytes(root / c) for c in carry}
@@ -134,10 +136,13 @@ def dry_run(args) -> int:
     report["problems"]["wheels"], report["wheels"] = wheel_problems(WHEEL_DIR, pins())
     size = carried_size()
     report["carried"] = size
-    report["problems"]["carried"] = ([] if size["total_bytes"] <= CARRY_LIMIT else
-                                     [f"{size['total_mib']} MiB would travel, over {CARRY_LIMIT // 2**20} MiB"])
-    report["problems"]["carried"] += [f"{c} is not ignored by git: it would travel twice, or not as carried"
-                                      for c, ok in size["ignored"].items() if not ok]
+    if "error" in size:
+        report["problems"]["carried"] = [size["error"]]
+    else:
+        report["problems"]["carried"] = ([] if size["total_bytes"] <= CARRY_LIMIT else
+                                         [f"{size['total_mib']} MiB would travel, over {CARRY_LIMIT // 2**20} MiB"])
+        report["problems"]["carried"] += [f"{c} is not ignored by git: it would travel twice, or not as carried"
+                                          for c, ok in size["ignored"].items() if not ok]
     report["device_run"] = device_command(deadline)
     report["ready"] = not any(report["problems"].values())
     print("plan (seconds):")
@@ -147,9 +152,10 @@ def dry_run(args) -> int:
           f"(under {EIGHT_MINUTES:.0f} s: {deadline < EIGHT_MINUTES})")
     print(f"data {DATA_DIR.relative_to(ROOT)}: {report['data_counts'] or 'not prepared'}")
     print(f"wheels {WHEEL_DIR.relative_to(ROOT)}: {report['wheels'] or 'none'}")
-    print(f"carried: {size['tree_files']} repo files {size['tree_bytes'] / 2**20:.2f} MiB + "
-          + ", ".join(f"{c} {b / 2**20:.2f} MiB" for c, b in size["carried_bytes"].items())
-          + f" = {size['total_mib']} MiB of {size['limit_mib']} MiB")
+    if "error" not in size:
+        print(f"carried: {size['tree_files']} repo files {size['tree_bytes'] / 2**20:.2f} MiB + "
+              + ", ".join(f"{c} {b / 2**20:.2f} MiB" for c, b in size["carried_bytes"].items())
+              + f" = {size['total_mib']} MiB of {size['limit_mib']} MiB")
     for what, problems in report["problems"].items():
         for problem in problems:
             print(f"NOT READY ({what}): {problem}")

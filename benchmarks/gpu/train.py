@@ -32,7 +32,7 @@ def probe_steps(run: Run, workers: int) -> dict[str, Any]:
     """Seconds per training step (median over the steps after the first few) with ``workers`` loader processes."""
     import numpy as np
 
-    from edgecut.training.run import train
+    from edgecut.training.train import train
 
     s, stamps = run.sizes, []
     out = run.work / "train" / f"probe-w{workers}"
@@ -59,7 +59,7 @@ def probe_val_and_checkpoint(run: Run) -> dict[str, float]:
 
     from edgecut.data.folder import find_samples
     from edgecut.models.store import build
-    from edgecut.training.run import validator
+    from edgecut.training.train import validator
 
     model = build(run.sizes.teacher).to(run.device, memory_format=torch.channels_last)
     spec = model.default_spec.with_size(run.sizes.size)
@@ -98,7 +98,7 @@ def part_train(run: Run, rec: Record, clock: Clock) -> None:
     from edgecut.errors import EdgecutError
     from edgecut.measure.accuracy import evaluate
     from edgecut.training.loop import CHECKPOINT_DIR, LAST
-    from edgecut.training.run import train
+    from edgecut.training.train import train
 
     if run.data is None:
         rec.add(row("train", "skipped", reason=run.data_note))

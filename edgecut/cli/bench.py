@@ -11,7 +11,7 @@ import typer
 
 from edgecut.cli.app import app, console
 from edgecut.cli.options import DEVICE_PYTHON, DataSplit, DevicePython, Identity, ints
-from edgecut.measure.run import BenchConfig
+from edgecut.measure.config import BenchConfig
 
 BENCH = BenchConfig()  # the defaults the options below show; None: the config's own (a list or a percent here)
 
@@ -76,7 +76,7 @@ def bench(
     if target != "local":
         return _bench_on_target(models, out, config, ctx.params)
 
-    from edgecut.measure.run import bench as bench_fn
+    from edgecut.measure.bench import bench as bench_fn
 
     def show(rec) -> None:
         lat = rec.latency

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from edgecut.cli.app import app, console
-from edgecut.report import CompareConfig
+from edgecut.report.config import CompareConfig
 
 COMPARE = CompareConfig()  # the defaults the options below show
 

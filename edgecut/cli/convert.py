@@ -9,6 +9,9 @@ import typer
 from rich.markup import escape
 
 from edgecut.cli.app import app, console
+from edgecut.compress.config import ConvertConfig
+
+CONVERT = ConvertConfig()  # the defaults the options below show
 
 
 @app.command("convert")
@@ -16,16 +19,16 @@ def convert_cmd(
     model: Annotated[Path, typer.Argument(help="An fp32 ONNX artifact (edgecut import model.onnx ...).")],
     out: Annotated[Path, typer.Option(help="Folder for the torch artifact.")],
     data: Annotated[Optional[Path], typer.Option(help="Images the conversion is checked on against ONNX Runtime "
-                                                      "(default: synthetic photos).")] = None,
-    split: Annotated[Optional[str], typer.Option(help="Only this split of --data's data set (e.g. val).")] = None,
-    # ConvertConfig.count, written here as its module imports torch (tests/test_cli.py holds the two equal)
-    count: Annotated[int, typer.Option(help="Images checked.")] = 16,
+                                                      "(default: synthetic photos).")] = CONVERT.data,
+    split: Annotated[Optional[str], typer.Option(help="Only this split of --data's data set (e.g. "
+                                                      "val).")] = CONVERT.split,
+    count: Annotated[int, typer.Option(help="Images checked.")] = CONVERT.count,
     arch: Annotated[Optional[str], typer.Option(help="Registered architecture to fill (default: each is "
-                                                     "tried).")] = None,
+                                                     "tried).")] = CONVERT.arch,
 ) -> None:
     """An ONNX model as a torch model (a registered architecture filled from its graph), for pruning, QAT and
     feature distillation; refused with the numbers unless its masks are ONNX Runtime's."""
-    from edgecut.compress.to_torch import ConvertConfig, convert
+    from edgecut.compress.to_torch import convert
 
     config = ConvertConfig(data=str(data) if data else None, split=split, count=count, arch=arch)
     art = convert(model, out, config)

@@ -9,7 +9,10 @@ import typer
 
 from edgecut.cli.app import app, console, err
 from edgecut.cli.options import SameBytesSeed
+from edgecut.data.config import CompositeConfig, SynthConfig
 from edgecut.errors import EdgecutError
+
+SYNTH, COMPOSITE = SynthConfig(), CompositeConfig()  # the defaults the options below show
 
 data_app = typer.Typer(no_args_is_help=True, help="Make and inspect data sets.")
 app.add_typer(data_app, name="data")
@@ -18,10 +21,11 @@ app.add_typer(data_app, name="data")
 @data_app.command("synth")
 def data_synth(
     out: Annotated[Path, typer.Option(help="Folder to write images/, masks/, splits/ into.")],
-    count: Annotated[int, typer.Option(help="Number of images.")] = 256,
-    size: Annotated[int, typer.Option(help="Image side in pixels.")] = 256,
-    seed: SameBytesSeed = 0,
-    val_fraction: Annotated[float, typer.Option(help="Share of images listed in splits/val.txt.")] = 0.2,
+    count: Annotated[int, typer.Option(help="Number of images.")] = SYNTH.count,
+    size: Annotated[int, typer.Option(help="Image side in pixels.")] = SYNTH.size,
+    seed: SameBytesSeed = SYNTH.seed,
+    val_fraction: Annotated[float, typer.Option(help="Share of images listed in splits/val.txt.")]
+    = SYNTH.val_fraction,
 ) -> None:
     """Generate synthetic studio product photos with exact masks (deterministic by seed)."""
     from edgecut.data.synth import generate
@@ -37,16 +41,15 @@ def data_synth(
 def data_composite(
     data: Annotated[Path, typer.Argument(help="Labelled folder (images/ + masks/) whose foregrounds are cut out.")],
     out: Annotated[Path, typer.Option(help="Folder to write images/ and masks/ into.")],
-    # CompositeConfig's defaults, written here as its module imports OpenCV (tests/test_cli.py holds them equal)
-    count: Annotated[int, typer.Option(help="Number of composites.")] = 800,
+    count: Annotated[int, typer.Option(help="Number of composites.")] = COMPOSITE.count,
     split: Annotated[Optional[str], typer.Option(help="Which images give foregrounds and backgrounds (never "
-                                                      "val).")] = "train",
+                                                      "val).")] = COMPOSITE.split,
     backgrounds: Annotated[Optional[Path], typer.Option(help="Other photos to paste on (default: the same images, "
                                                              "their own foreground inpainted away).")] = None,
-    seed: SameBytesSeed = 0,
+    seed: SameBytesSeed = COMPOSITE.seed,
 ) -> None:
     """Paste a labelled folder's foregrounds on other photos' backgrounds: more images for a teacher to label."""
-    from edgecut.data.composite import CompositeConfig, composite
+    from edgecut.data.composite import composite
 
     config = CompositeConfig(count=count, split=split, backgrounds=str(backgrounds) if backgrounds else None,
                              seed=seed)

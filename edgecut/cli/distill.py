@@ -12,7 +12,7 @@ from edgecut.cli.app import app
 from edgecut.cli.options import (Autocast, Batch, Ema, Epochs, Lr, ResumeRun, SaveEvery, Seed, TorchThreads,
                                  TrainDevice, TrainSize, TrainSplit, ValSplit, Workers, given, loop_config)
 from edgecut.cli.train import summary
-from edgecut.compress.configs import DistillConfig
+from edgecut.compress.config import DistillConfig
 from edgecut.errors import EdgecutError
 
 DISTILL = DistillConfig()  # the defaults the options below show

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from edgecut.cli.app import app, console, err
 from edgecut.cli.options import Dynamic, OverwriteOut, ParityCount, Tolerance
-from edgecut.exporters.options import (CalibConfig, ExportConfig, LiteRTOptions, OnnxOptions, OpenVinoOptions,
+from edgecut.exporters.config import (CalibConfig, ExportConfig, LiteRTOptions, OnnxOptions, OpenVinoOptions,
                                        ParityConfig)
 
 EXPORT = ExportConfig()  # the defaults the options below show

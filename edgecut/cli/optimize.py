@@ -64,7 +64,7 @@ def optimize(
                                                        "(default OUT/steps); share it between targets.")] = None,
 ) -> None:
     """Search for the fastest artifact for a target that keeps val IoU within a budget of the model's."""
-    from edgecut.search.run import optimize as optimize_fn
+    from edgecut.search.optimize import optimize as optimize_fn
 
     result = optimize_fn(model, data, out, optimize_config(ctx.params), steps=steps,
                          say=lambda line: console.print(escape(line), highlight=False))

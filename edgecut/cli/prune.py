@@ -12,7 +12,7 @@ from rich.table import Table
 from edgecut import io
 from edgecut.cli.app import app, console
 from edgecut.cli.options import Autocast, Ema, Lr, ResumeRun, Seed, TorchThreads, TrainSplit, ValSplit, loop_config
-from edgecut.compress.configs import PruneConfig
+from edgecut.compress.config import PruneConfig
 from edgecut.errors import EdgecutError
 
 PRUNE = PruneConfig()  # the defaults the options below show (but --ratio's: say how much to prune)
@@ -69,8 +69,8 @@ def prune(
         _sensitivity(model, out, ctx.params)
         return
     config = prune_config(ctx.params)
-    from edgecut.compress.prune_run import REPORT_FILE
-    from edgecut.compress.prune_run import prune as prune_fn
+    from edgecut.compress.prune import REPORT_FILE
+    from edgecut.compress.prune import prune as prune_fn
 
     art = prune_fn(model, out, config, resume=resume)
     report = io.read_json(art.path / REPORT_FILE)
@@ -91,7 +91,7 @@ def prune(
 
 def prune_config(values: Mapping[str, Any]) -> PruneConfig:
     """The ``prune`` step's config from the command's option values."""
-    from edgecut.compress.prune import read_plan
+    from edgecut.compress.pruning import read_plan
 
     layer_ratios = read_plan(values["plan"]) if values["plan"] else {}
     if values["ratio"] is None and values["target_macs"] is None and not layer_ratios:
@@ -109,7 +109,7 @@ def prune_config(values: Mapping[str, Any]) -> PruneConfig:
 
 def _sensitivity(model: Path, out: Path, values: Mapping[str, Any]) -> None:
     """``--sensitivity``: each group's metric drop at each of ``--ratios``, instead of pruning."""
-    from edgecut.compress.prune_run import sensitivity_artifact
+    from edgecut.compress.prune import sensitivity_artifact
 
     data, ratios, round_to, max_drop = values["data"], values["ratios"], values["round_to"], values["max_drop"]
     if data is None:

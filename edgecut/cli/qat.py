@@ -11,8 +11,8 @@ import typer
 from edgecut.cli.app import app, console, err
 from edgecut.cli.options import (Batch, Dynamic, Epochs, Lr, ParityCount, ResumeRun, SaveEvery, Seed, Tolerance,
                                  TorchThreads, TrainData, TrainDevice, TrainSplit, ValSplit, loop_config)
-from edgecut.compress.configs import QATConfig
-from edgecut.exporters.options import ParityConfig
+from edgecut.compress.config import QATConfig
+from edgecut.exporters.config import ParityConfig
 
 QAT = QATConfig()  # the defaults the options below show
 

@@ -42,7 +42,7 @@ def target_run(
 ) -> None:
     """Run a bundle's runner there: edgecut target run arm64-emu BUNDLE remove photos/ --out cutouts/.
     Over ssh the inputs go to the device and the cut-outs come back; the device's folder is removed."""
-    from edgecut.targets.run import run_bundle
+    from edgecut.targets.run_bundle import run_bundle
 
     if not ctx.args:
         raise EdgecutError("give the runner's command after the bundle: remove IMAGES --out DIR, bench or verify")

@@ -41,7 +41,7 @@ def train(
 ) -> None:
     """Train a model (the U-Net teacher by default) with BCE + Dice; the result is an artifact."""
     config = train_config(ctx.params)
-    from edgecut.training.run import train as train_fn
+    from edgecut.training.train import train as train_fn
 
     summary(train_fn(data, out, config, resume=resume))
 

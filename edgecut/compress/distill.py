@@ -34,12 +34,12 @@ from edgecut.env import resolve_device
 from edgecut.errors import EdgecutError, InputError, ModelError
 from edgecut.models.registry import create_model
 from edgecut.models.store import load_model, save_model
-from edgecut.compress.configs import DistillConfig
+from edgecut.compress.config import DistillConfig
 from edgecut.training.distributed import on_main_process, world
 from edgecut.training.loop import Callback, fit, seed_everything
 from edgecut.training.losses import (as_logits, bce_dice_loss, boundary_loss, ensemble_probability, feature_loss,
                                      kd_loss)
-from edgecut.training.run import checkpoint_bytes, keep_in_memory, training_data, validator
+from edgecut.training.train import checkpoint_bytes, keep_in_memory, training_data, validator
 
 
 @dataclass

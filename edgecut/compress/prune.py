@@ -1,416 +1,292 @@
-"""Structured channel pruning with Torch-Pruning's dependency graph (Fang et al., CVPR 2023).
+"""The pruning workflow behind ``edgecut prune``: an artifact in, a pruned artifact out.
 
-Removing output channels of a convolution also removes the matching input channels of every layer that reads
-them; Torch-Pruning groups such coupled channels, so the pruned model stays consistent (the output head keeps its
-channels). What edgecut adds: ``prune_model`` (uniform or global ratios, a MACs target, per-layer plans, channel
-counts in multiples of 8, resumable iterative steps) and ``sensitivity`` with ``plan_from_sensitivity`` (per-layer
-ratios under a metric budget). Pruned models are saved as an architecture plus a channel configuration
-(models/channels.py). The artifact-level workflow (fine-tuning, resume, reports) is
-:func:`edgecut.compress.prune_run.prune`.
-
-Details: docs/design-decisions.md#prune
+Each of the K steps prunes, then fine-tunes with the one training loop in ``out/steps/k``;
+a finished step is itself an artifact, so an interrupted run resumes from the last finished
+step (and from the step's own training checkpoint). Params, MACs, torch CPU latency and,
+with data, validation metrics are measured before and after: fewer MACs is not the same as
+faster, so both are reported.
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
-import math
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from edgecut import io
-from edgecut._optional import require
-from edgecut.errors import InputError, ModelError
-from edgecut.models.channels import RESIZABLE
-from edgecut.models.profile import count_macs, count_params
-from edgecut.compress.configs import Importance, PruneConfig
+from edgecut.artifact import Artifact, ModelSpec, Step, is_artifact, load_artifact
+from edgecut.compress.config import PruneConfig
+from edgecut.compress.pruning import (PruneStats, plan_from_sensitivity, prunable_groups, prune_model,
+                                      recalibrate_batchnorm, sensitivity, write_sensitivity)
+from edgecut.data.folder import Sample, find_samples, subset
+from edgecut.data.transforms import SegmentationDataset
+from edgecut.errors import InputError
+from edgecut.models.channels import channel_config
+from edgecut.models.profile import count_macs
+from edgecut.models.store import LoadedModel, build, load_model, save_model
+from edgecut.runtime.timing import LatencyConfig, measure
+from edgecut.training.config import LoopConfig
+from edgecut.training.loop import fit
+from edgecut.training.train import default_splits, keep_in_memory, training_data, validator
+
+STATE_FILE = "prune_state.json"
+REPORT_FILE = "prune_report.json"
+STEPS_DIR = "steps"
+LATENCY = LatencyConfig(warmup_s=0.5, warmup_min=3, min_time_s=2.0, min_iters=10)
 
 
-
-@dataclass(frozen=True)
-class PruneStats:
-    params: int
-    macs: int
-
-    @classmethod
-    def of(cls, model: nn.Module, size: tuple[int, int]) -> PruneStats:
-        return cls(count_params(model), count_macs(model, size))
+def example_input(spec: ModelSpec) -> torch.Tensor:
+    """A small input that traces the graph: 64 px or two size-divisor blocks, whichever is larger."""
+    side = max(64, 2 * spec.size_divisor)
+    side = -(-side // spec.size_divisor) * spec.size_divisor
+    return torch.randn(1, 3, side, side, generator=torch.Generator().manual_seed(0))
 
 
-# --------------------------------------------------------------------------------------------
-# the pruning itself
+def torch_latency(model: nn.Module, spec: ModelSpec, threads: int | None = None) -> dict[str, Any]:
+    """Batch-1 fp32 eager torch CPU latency at the spec's input size (a copy in eval mode)."""
+    from edgecut.runtime.torch_runner import TorchRunner
+
+    runner = TorchRunner(copy.deepcopy(model).float().to(memory_format=torch.contiguous_format), spec,
+                         device="cpu", threads=threads)
+    x = np.random.default_rng(0).standard_normal((1, 3, *spec.input_size)).astype(np.float32)
+    stats = measure(lambda: runner(x), LATENCY)
+    return {**stats.to_json(), "threads": torch.get_num_threads(), "batch": 1, "size": list(spec.input_size)}
 
 
-def prune_model(model: nn.Module, example_input: torch.Tensor, config: PruneConfig, *,
-          macs_size: tuple[int, int] | None = None, grad_batches: Iterable[tuple[torch.Tensor, torch.Tensor]] = (),
-          on_step: Callable[[int, nn.Module], None] | None = None, start_step: int = 0,
-          original: Mapping[str, int] | None = None) -> nn.Module:
-    """Prune ``model`` in place and return it.
+def _loaded(source: Artifact | str | os.PathLike, config: PruneConfig) -> tuple[LoadedModel, list[Step]]:
+    """The torch model to prune, and the lineage steps that made it from ``source`` (an ONNX model's conversion)."""
+    art = source if isinstance(source, Artifact) else load_artifact(source) \
+        if is_artifact(source) or not Path(source).is_file() else None  # a missing path: load_artifact says so
+    if art is not None and art.manifest.format == "classical":
+        return load_model(art), []  # its one error: a baseline, not a network
+    if art is not None and art.manifest.format == "onnx":  # its layers from a registered architecture, checked
+        from edgecut.compress.config import ConvertConfig
+        from edgecut.compress.to_torch import convert_step, to_torch
 
-    ``example_input`` traces the graph (any valid size: small is fast). MACs targets are
-    measured at ``macs_size`` (default: the example's size). ``grad_batches`` (images,
-    masks) feed the taylor importance. ``on_step(k, model)`` runs after pruning step k
-    (1-based), e.g. to fine-tune. To resume, pass ``start_step`` (steps already done) and
-    ``original``, the group widths before the first step (``prunable_groups`` of the parent).
-    """
+        split = config.val_split or (default_splits(Path(config.data))[1] if config.data else None)
+        converted = to_torch(art, ConvertConfig(data=config.data, split=split))
+        return LoadedModel(converted.module, converted.spec, converted.arch, art), [convert_step(art, converted)]
+    if art is None or art.manifest.format != "torch":
+        what = "this file" if art is None else f"this {art.manifest.format} artifact"
+        raise InputError(art.path if art is not None else source,
+                         f"{what} has no module structure to prune (a graph, not layers edgecut can resize)",
+                         "import its state dict with its class (edgecut import model.pth --class file.py:Class) "
+                         "and prune that artifact")
+    return load_model(art), []
+
+
+@io.writes_out
+def prune(source: Artifact | str | os.PathLike, out: str | os.PathLike, config: PruneConfig = PruneConfig(), *,
+          resume: bool = False, progress: bool = True) -> Artifact:
+    """Prune the torch artifact ``source`` into ``out`` (K steps of prune, then fine-tune on
+    ``config.data``); the report (params, MACs, latency and val metrics before and after) is
+    ``out/prune_report.json``. ``resume=True`` continues from the last finished step."""
     config.validate()
-    _check_supported(model, config.ignore)
-    macs_size = macs_size or tuple(example_input.shape[-2:])
-    if config.importance == "taylor":
-        grad_batches = list(grad_batches)
-        if not grad_batches:
-            raise ModelError("the taylor importance ranks channels by |weight x gradient| and needs data: "
-                             "pass --data (or grad_batches), or use --importance l2")
-    if original is None:
-        if start_step:
-            raise ValueError("resuming a pruning schedule needs the original group widths")
-        original = prunable_groups(model, example_input, config.ignore)
-    base_macs = count_macs(model, macs_size) if config.target_macs is not None else 0
-    for k in range(start_step + 1, config.steps + 1):
-        if config.target_macs is not None:  # a MACs schedule, linear from the start to the target
-            target = base_macs - (base_macs - config.target_macs * 1e9) * (k - start_step) / (config.steps - start_step)
-            ratio = _ratio_for_macs(model, example_input, config, target, macs_size, grad_batches)
-            step_config = _replace(config, ratio=ratio, target_macs=None)
-        elif config.scope == "global":  # the share of all channels, relative to what step k-1 left
-            before, after = 1 - config.ratio * (k - 1) / config.steps, 1 - config.ratio * k / config.steps
-            step_config = _replace(config, ratio=1 - after / before)
-        else:  # every group to int(original * (1 - ratio * k / steps)) channels, rounded down
-            step_config = _replace(config, ratio=0.0, layer_ratios=_layer_step_ratios(
-                model, example_input, config, original, k))
-        _prune_once(model, example_input, step_config, grad_batches)
-        if on_step is not None:
-            on_step(k, model)
-    return model
-
-
-def _kept(channels: int, ratio: float, round_to: int | None) -> int:
-    kept = int(channels * (1 - ratio) + 1e-9)
-    return kept - kept % round_to if round_to else kept
-
-
-def _layer_step_ratios(model: nn.Module, example_input: torch.Tensor, config: PruneConfig,
-                       original: Mapping[str, int], k: int) -> dict[str, float]:
-    """Ratios, relative to the current widths, that bring each group to its width after step k.
-
-    Targets are absolute (from the original widths), so rounding never compounds over steps.
-    """
-    current = prunable_groups(model, example_input, config.ignore)
-    ratios = {}
-    for name, now in current.items():
-        total = config.layer_ratios.get(name, config.ratio or 0.0)
-        if total <= 0:
-            continue
-        c0 = original.get(name, now)
-        kept = _kept(c0, total * k / config.steps, config.round_to)
-        if kept < 1:
-            hint = f" or --round-to (now {config.round_to})" if config.round_to and config.round_to > 1 else ""
-            raise ModelError(f"pruning ratio {total:g} would remove all {c0} channels of the group rooted at "
-                             f"layer {name!r}; lower the ratio{hint}, or keep it whole with --ignore {name}")
-        if kept < now:
-            ratios[name] = 1 - (kept + 0.5) / now  # TP keeps int(now * (1 - ratio)) = kept
-    return ratios
-
-
-def prunable_groups(model: nn.Module, example_input: torch.Tensor, ignore: Sequence[str] = ()) -> dict[str, int]:
-    """Each group of coupled channels, named by its root layer, with its channel count."""
-    tp = require("torch_pruning", "structured pruning")
-    names = {m: n for n, m in model.named_modules()}
-    pruner = _pruner(tp, model, example_input, PruneConfig(ratio=0.0, round_to=None, ignore=tuple(ignore)))
-    return {names[g[0].dep.target.module]: pruner.DG.get_out_channels(g[0].dep.target.module)
-            for g in pruner.DG.get_all_groups(ignored_layers=pruner.ignored_layers,
-                                              root_module_types=pruner.root_module_types)}
-
-
-def _prune_once(model: nn.Module, example_input: torch.Tensor, config: PruneConfig,
-                grad_batches: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> None:
-    tp = require("torch_pruning", "structured pruning")
-    was_training = model.training
-    model.eval()
-    pruner = _pruner(tp, model, example_input, config)
-    if config.scope == "uniform":
-        _check_whole_groups(pruner, model, config)
-    if config.importance == "taylor":
-        _accumulate_gradients(model, grad_batches)
-    pruner.step()
-    model.zero_grad(set_to_none=True)
-    model.train(was_training)
-
-
-def _pruner(tp: Any, model: nn.Module, example_input: torch.Tensor, config: PruneConfig) -> Any:
-    modules = dict(model.named_modules())
-    unknown = sorted(set(config.ignore) - set(modules))
-    if unknown:
-        raise ModelError(f"no layer named {', '.join(unknown)} to ignore; see the names in "
-                         "'edgecut prune MODEL --sensitivity' or model.named_modules()")
-    with torch.no_grad():
-        out_channels = model(example_input).shape[1]
-    # The output head (as many output channels as the model has outputs) keeps its channels.
-    ignored = [m for m in modules.values() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear))
-               and getattr(m, "out_channels", getattr(m, "out_features", None)) == out_channels]
-    ignored += [modules[n] for n in config.ignore]
-    ratio_dict = {}
-    for name, r in config.layer_ratios.items():
-        if name not in modules:
-            raise ModelError(f"the pruning plan names layer {name!r}, which this model does not have; "
-                             "was the plan made for another model?")
-        ratio_dict[modules[name]] = r
-    importance = {
-        "l1": lambda: tp.importance.GroupMagnitudeImportance(p=1),
-        "l2": lambda: tp.importance.GroupMagnitudeImportance(p=2),
-        "bn": lambda: tp.importance.BNScaleImportance(),
-        "taylor": lambda: tp.importance.GroupTaylorImportance(),
-    }[config.importance]()
-    ratio = config.ratio if config.ratio is not None else 0.0
-    return tp.pruner.BasePruner(
-        model, example_input, importance=importance, global_pruning=config.scope == "global",
-        pruning_ratio=ratio, pruning_ratio_dict=ratio_dict or None, max_pruning_ratio=config.max_layer_ratio
-        if config.scope == "global" else 1.0, ignored_layers=ignored, round_to=config.round_to)
-
-
-def _check_supported(model: nn.Module, ignore: Sequence[str]) -> None:
-    if isinstance(model, torch.jit.ScriptModule):
-        raise ModelError("a TorchScript model cannot be pruned: prune the eager model (an artifact or weights "
-                         "plus --arch) and export afterwards")
-    kept = tuple(ignore)
-    for name, m in model.named_modules():
-        if isinstance(m, RESIZABLE) or not any(True for _ in m.parameters(recurse=False)):
-            continue
-        if any(name == k or name.startswith(k + ".") for k in kept):
-            continue
-        raise ModelError(f"layer {name!r} ({type(m).__name__}) holds weights edgecut cannot prune or resize "
-                         "(it handles conv, transposed conv, linear, batch/group norm and PReLU layers); "
-                         f"keep it whole with --ignore {name}, or replace it in the model")
-
-
-def _check_whole_groups(pruner: Any, model: nn.Module, config: PruneConfig) -> None:
-    """A uniform or planned ratio that would leave a group without channels is an error."""
-    names = {m: n for n, m in model.named_modules()}
-    for group in pruner.DG.get_all_groups(ignored_layers=pruner.ignored_layers,
-                                          root_module_types=pruner.root_module_types):
-        root = group[0].dep.target.module
-        name = names[root]
-        ratio = config.layer_ratios.get(name, config.ratio or 0.0)
-        if ratio <= 0:
-            continue
-        channels = pruner.DG.get_out_channels(root)
-        kept = int(channels * (1 - ratio))
-        if config.round_to:
-            kept -= kept % config.round_to
-        if kept < 1:
-            hint = f" or --round-to (now {config.round_to})" if config.round_to and config.round_to > 1 else ""
-            raise ModelError(f"pruning ratio {ratio:g} would remove all {channels} channels of the group rooted at "
-                             f"layer {name!r}; lower the ratio{hint}, or keep it whole with --ignore {name}")
-
-
-def _accumulate_gradients(model: nn.Module, batches: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> None:
-    from edgecut.training.losses import bce_dice_loss
-
-    model.zero_grad(set_to_none=True)
-    for images, masks in batches:  # eval mode: batch-norm statistics stay as they are
-        loss = bce_dice_loss(model(images), masks)
-        loss.backward()
-
-
-def _ratio_for_macs(model: nn.Module, example_input: torch.Tensor, config: PruneConfig, target: float,
-                    macs_size: tuple[int, int], grad_batches: Sequence[Any]) -> float:
-    """The smallest ratio whose pruned copy has at most ``target`` MACs (bisection)."""
-    def macs_at(r: float) -> int | None:  # None: the ratio would empty a group
-        trial = copy.deepcopy(model)
-        try:
-            _prune_once(trial, example_input, _replace(config, ratio=r, target_macs=None), grad_batches)
-        except ModelError:
-            return None
-        return count_macs(trial, macs_size)
-
-    if count_macs(model, macs_size) <= target:
-        return 0.0
-    lo, hi, best, least = 0.0, config.max_layer_ratio if config.scope == "global" else 0.95, None, None
-    for _ in range(14):  # the ratio to within 0.0001
-        mid = (lo + hi) / 2
-        macs = macs_at(mid)
-        if macs is not None:
-            least = macs if least is None else min(least, macs)
-        if macs is None or macs <= target:
-            hi, best = mid, (mid if macs is not None else best)
-        else:
-            lo = mid
-    if best is None:
-        reached = f"the most that could be pruned leaves {least / 1e9:.3g} GMACs" if least else "no ratio works"
-        raise ModelError(f"a target of {target / 1e9:.3g} GMACs cannot be reached ({reached}); raise --target-macs "
-                         "or lower --round-to")
-    return best
-
-
-def _replace(config: PruneConfig, **changes: Any) -> PruneConfig:
-    return dataclasses.replace(config, **changes)
-
-
-@torch.no_grad()
-def recalibrate_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor]) -> int:
-    """Re-estimate every batch norm's running mean and variance on ``batches`` of images.
-
-    Pruning removes channels whose contributions the next layers' statistics still expect;
-    a few forward passes restore the statistics (no gradients, weights untouched), which
-    often recovers much of the accuracy before any fine-tuning. Returns the images seen.
-    """
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-    saved = [(m.momentum, m.training) for m in norms]
-    was_training = model.training
-    model.eval()
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average over all batches
-        m.train()
-    seen = 0
-    try:
-        for images in batches:
-            model(images)
-            seen += images.shape[0]
-    finally:
-        for m, (momentum, training) in zip(norms, saved):
-            m.momentum = momentum
-            m.train(training)
-        model.train(was_training)
-    if norms and not seen:
-        raise ModelError("batch-norm recalibration got no images")
-    return seen
-
-
-# --------------------------------------------------------------------------------------------
-# sensitivity analysis
-
-
-@dataclass(frozen=True)
-class SensitivityRow:
-    layer: str  # root layer of the group
-    channels: int
-    ratio: float
-    kept: int  # channels left in the group
-    macs: int
-    macs_saved: float  # share of the model's MACs this pruning removes
-    metric: float
-    drop: float  # baseline metric minus this one (positive: worse)
-
-
-def sensitivity(model: nn.Module, example_input: torch.Tensor, evaluate: Callable[[nn.Module], float], *,
-                ratios: Sequence[float] = (0.25, 0.5, 0.75), importance: Importance = "l2",
-                round_to: int | None = None, ignore: Sequence[str] = (), macs_size: tuple[int, int] | None = None,
-                grad_batches: Iterable[tuple[torch.Tensor, torch.Tensor]] = (),
-                progress: bool = True) -> tuple[float, list[SensitivityRow]]:
-    """Prune each group alone at each ratio; returns the baseline metric and one row per trial.
-
-    ``evaluate(model) -> float`` is a higher-is-better metric (e.g. IoU on held-out images).
-    """
-    from edgecut.progress import Tracker
-
-    macs_size = macs_size or tuple(example_input.shape[-2:])
-    grad_batches = list(grad_batches)
-    _check_supported(model, ignore)
-    base_metric = float(evaluate(model))
-    base_macs = count_macs(model, macs_size)
-    groups = prunable_groups(model, example_input, ignore)
-    rows = []
-    with Tracker("sensitivity", len(groups) * len(ratios), enabled=progress, unit="trials") as bar:
-        for layer, channels in groups.items():
-            for r in ratios:
-                trial = copy.deepcopy(model)
-                config = PruneConfig(ratio=0.0, importance=importance, round_to=round_to, ignore=tuple(ignore),
-                                     layer_ratios={layer: r})
-                try:
-                    _prune_once(trial, example_input, config, grad_batches)
-                except ModelError:  # this ratio would empty the group: not a candidate
-                    bar.advance()
-                    continue
-                kept = dict(trial.named_modules())[layer]
-                kept_ch = getattr(kept, "out_channels", getattr(kept, "out_features", channels))
-                macs = count_macs(trial, macs_size)
-                metric = float(evaluate(trial))
-                rows.append(SensitivityRow(layer, channels, r, kept_ch, macs, 1 - macs / base_macs, metric,
-                                           base_metric - metric))
-                bar.advance()
-    return base_metric, rows
-
-
-def plan_from_sensitivity(rows: Sequence[SensitivityRow], max_drop: float) -> dict[str, float]:
-    """Per group, the largest ratio whose measured drop is at most ``max_drop`` (0: leave it).
-
-    Drops measured one group at a time do not simply add up: the plan is a starting point,
-    to be checked (and fine-tuned) as a whole.
-    """
-    plan: dict[str, float] = {}
-    for row in rows:
-        if row.drop <= max_drop and row.ratio > plan.get(row.layer, 0.0):
-            plan[row.layer] = row.ratio
-    return dict(sorted(plan.items()))
-
-
-def write_sensitivity(out: str | os.PathLike, base_metric: float, rows: Sequence[SensitivityRow], metric: str,
-                      plan: Mapping[str, float] | None = None, max_drop: float | None = None) -> list[Path]:
-    """sensitivity.json / .csv / .md, the plot (when matplotlib is installed) and plan.json."""
     out = Path(out)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    parent, made = _loaded(source, config)
+    spec = parent.spec
+    settings = _settings(config, parent.artifact.sha256)
+    _claim(out, settings, resume)
+    train_set, validate, grad_batches, val_data = _data(config, spec, parent if config.kd else None, progress)
+    module = parent.module
+    before = _measured(module, spec, config, validate)
+    start_step, original = 0, prunable_groups(module, example_input(spec), config.ignore)
+    for k in range(config.steps, 0, -1):  # resume from the last finished step
+        if (out / STEPS_DIR / str(k) / "edgecut.json").exists():
+            module, start_step = load_model(out / STEPS_DIR / str(k)).module, k
+            break
+    unpruned = {k: v for k, v in parent.arch.items() if k != "channels"}  # registry name or class, output
+    reference = build(unpruned)
+
+    def arch_of(model: nn.Module) -> dict[str, Any]:
+        return {**unpruned, "channels": channel_config(model, reference)}
+
+    steps_log: dict[int, dict[str, Any]] = {}
+    objective = _kd_objective(parent, spec, config) if config.kd and train_set is not None else None
+    finetune = _Finetune(config, spec, train_set, validate, out, steps_log, arch_of, progress, objective)
+    module = prune_model(module, example_input(spec), config, macs_size=spec.input_size, grad_batches=grad_batches,
+                         on_step=finetune, start_step=start_step, original=original)
+    module.float().to("cpu", memory_format=torch.contiguous_format).eval()
+    after = _measured(module, spec, replace(config, latency=False), validate)
+    step = Step(step="prune", parent_sha256=parent.artifact.sha256, params={
+        **settings["config"], "finetune": settings["finetune"], "train": settings["train"],
+        "params_before": before["params"], "macs_before": before["macs"],
+        # what fine-tuning trained in (the first step's choice; report.json has every step's)
+        "precision_used": next((s["precision_used"] for _, s in sorted(steps_log.items()) if "precision_used" in s),
+                               None),
+    })
+    metrics = {"val": after["val"], "val_data": val_data} if "val" in after else {}
+    art = save_model(out, module, arch_of(module), spec, lineage=[*parent.artifact.manifest.lineage, *made, step],
+                     metrics=metrics)
+    if config.latency:  # measured on the saved model as a fresh load would give it
+        after["latency"] = torch_latency(load_model(out).module, spec, config.threads)
+    report = {"parent": str(parent.artifact.path), "artifact": str(out), "before": before, "after": after,
+              "macs_reduction": before["macs"] / after["macs"], "params_reduction": before["params"] / after["params"],
+              "steps": {str(k): v for k, v in sorted(steps_log.items())}}
+    if config.latency:
+        report["speedup_p50"] = before["latency"]["p50_ms"] / after["latency"]["p50_ms"]
+    io.write_json(out / REPORT_FILE, report)
+    return art
+
+
+def _settings(config: PruneConfig, parent_sha256: str) -> dict[str, Any]:
+    """What a resumed run must share with the run it continues (``prune_state.json``)."""
+    finetune = {"data": config.data, "epochs": config.loop.epochs, "train_split": config.train_split,
+                "val_split": config.val_split, "bn_batches": config.bn_batches, "kd": config.kd}
+    return {"config": io.jsonable(config.method()), "finetune": finetune, "parent": parent_sha256,
+            "train": config.loop.resume_key() if config.loop.epochs else None}
+
+
+def _claim(out: Path, settings: dict[str, Any], resume: bool) -> None:
+    """Make ``out`` this run's folder: a new one, or (resume) one whose state matches ``settings``."""
+    state_path = out / STATE_FILE
+    if resume:
+        if not state_path.exists():
+            raise InputError(state_path, "nothing to resume", "run without --resume to start pruning")
+        if io.read_json(state_path) != io.jsonable(settings):
+            raise InputError(state_path, "the pruning run in this folder used other settings or another model",
+                             "resume with the same options, or choose a new --out")
+    elif (out / "edgecut.json").exists() or state_path.exists():
+        raise InputError(out, "already holds a pruning run", "pass --resume to continue it, or choose a new --out")
     io.make_dirs(out)
-    written = [out / "sensitivity.json", out / "sensitivity.csv", out / "sensitivity.md"]
-    io.write_json(written[0], {"metric": metric, "baseline": base_metric, "rows": [asdict(r) for r in rows]})
-    header = ["layer", "channels", "ratio", "kept", "macs", "macs_saved", metric, "drop"]
-    lines = [",".join(header)] + [",".join(str(v) for v in (r.layer, r.channels, r.ratio, r.kept, r.macs,
-                                                            f"{r.macs_saved:.4f}", f"{r.metric:.4f}", f"{r.drop:.4f}"))
-                                  for r in rows]
-    io.write_text(written[1], "\n".join(lines) + "\n")
-    md = [f"Baseline {metric}: {base_metric:.4f}. Each group pruned alone; drop = baseline minus pruned.", "",
-          f"| layer | channels | ratio | kept | MACs saved | {metric} | drop |", "|---|---:|---:|---:|---:|---:|---:|"]
-    md += [f"| {r.layer} | {r.channels} | {r.ratio:g} | {r.kept} | {100 * r.macs_saved:.1f}% | {r.metric:.4f} | "
-           f"{r.drop:+.4f} |" for r in rows]
-    io.write_text(written[2], "\n".join(md) + "\n")
-    if plan is not None:
-        written.append(out / "plan.json")
-        io.write_json(written[-1], {"max_drop": max_drop, "metric": metric, "layer_ratios": dict(plan)})
-    try:
-        written.append(_plot_sensitivity(out / "sensitivity.png", base_metric, rows, metric))
-    except ImportError:
-        pass
-    return written
+    io.write_json(state_path, settings)
 
 
-def _plot_sensitivity(path: Path, base_metric: float, rows: Sequence[SensitivityRow], metric: str) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    layers = list(dict.fromkeys(r.layer for r in rows))
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 5))
-    cmap = plt.get_cmap("viridis", max(len(layers), 2))
-    for i, layer in enumerate(layers):
-        rs = [r for r in rows if r.layer == layer]
-        ax1.plot([r.ratio for r in rs], [r.drop for r in rs], marker="o", color=cmap(i), label=layer)
-        ax2.plot([100 * r.macs_saved for r in rs], [r.drop for r in rs], marker="o", color=cmap(i))
-    ax1.set(xlabel="pruning ratio of the group", ylabel=f"{metric} drop", title=f"baseline {metric} {base_metric:.4f}")
-    ax2.set(xlabel="MACs saved (%)", ylabel=f"{metric} drop", title="cost of each saving")
-    for ax in (ax1, ax2):
-        ax.axhline(0, color="grey", lw=0.8)
-        ax.grid(alpha=0.3)
-    ax1.legend(fontsize=6, ncol=2)
-    fig.tight_layout()
-    with io.atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return path
+def _measured(module: nn.Module, spec: ModelSpec, config: PruneConfig, validate) -> dict[str, Any]:
+    """Params and MACs of ``module``, with its torch CPU latency and val metrics when asked for."""
+    stats = asdict(PruneStats.of(module, spec.input_size))
+    if config.latency:
+        stats["latency"] = torch_latency(module, spec, config.threads)
+    if validate is not None:
+        stats["val"] = validate(module)
+    return stats
 
 
-def read_plan(path: str | os.PathLike) -> dict[str, float]:
-    """A plan.json written by the sensitivity analysis (or by hand: {"layer_ratios": {...}})."""
-    path = Path(path)
-    data = io.read_json(path)
-    ratios = data.get("layer_ratios") if isinstance(data, dict) else None
-    if not isinstance(ratios, dict) or not all(isinstance(v, (int, float)) and not math.isnan(v)
-                                               for v in ratios.values()):
-        raise InputError(path, "is not a pruning plan (expected {\"layer_ratios\": {layer: ratio}})",
-                         "write it with 'edgecut prune MODEL --sensitivity --max-drop D'")
-    return {str(k): float(v) for k, v in ratios.items()}
+class _Finetune:
+    """What runs after pruning step k: batch-norm recalibration and fine-tuning in ``out/steps/k``,
+    which then holds the step's artifact (a resumed run starts from the last one)."""
+
+    def __init__(self, config: PruneConfig, spec: ModelSpec, train_set, validate, out: Path,
+                 log: dict[int, dict[str, Any]], arch_of, progress: bool, objective=None) -> None:
+        self.config, self.spec, self.train_set, self.validate = config, spec, train_set, validate
+        self.out, self.log, self.arch_of, self.progress, self.objective = out, log, arch_of, progress, objective
+
+    def __call__(self, k: int, model: nn.Module) -> None:
+        config = self.config
+        if self.train_set is None:
+            return
+        step_dir = self.out / STEPS_DIR / str(k)
+        log = self.log.setdefault(k, {"macs": count_macs(model, self.spec.input_size)})
+        if config.bn_batches:
+            log["bn_recalibration_images"] = recalibrate_batchnorm(
+                model, augmented_images(self.train_set, config.loop, config.bn_batches, k))
+        if self.validate is not None:  # what pruning alone costs, before fine-tuning wins it back
+            log["val_before_finetune"] = self.validate(model)
+        if not config.loop.epochs:
+            return
+        result = fit(model, self.train_set, config.loop, step_dir, validate=self.validate, progress=self.progress,
+                     resume=(step_dir / "checkpoints" / "last.pt").exists(), objective=self.objective)
+        model.load_state_dict(result.model.state_dict())  # the shipped (best, EMA when on) weights
+        log["val_after_finetune"] = result.best_metrics
+        log["precision_used"] = result.precision
+        model.float().to("cpu", memory_format=torch.contiguous_format).eval()
+        save_model(step_dir, model, self.arch_of(model), self.spec,
+                   metrics={"val": result.best_metrics} if result.best_metrics else {})
+
+
+def sensitivity_artifact(source: str | os.PathLike, out: str | os.PathLike, data: str | os.PathLike, *,
+                         ratios: tuple[float, ...] = (0.25, 0.5, 0.75), importance: str = "l2",
+                         round_to: int | None = None, ignore: tuple[str, ...] = (), split: str | None = None,
+                         images: int = 100, metric: str = "iou", max_drop: float | None = None,
+                         progress: bool = True, threads: int | None = None) -> dict[str, Any]:
+    """Sensitivity of each prunable group of ``source``, measured on ``images`` held-out images.
+
+    The images come from the training split by default (ECSSD: tune on train, report on val),
+    picked reproducibly. With ``max_drop`` a per-layer plan is written as well.
+    """
+    if threads:
+        torch.set_num_threads(threads)
+    parent, _ = _loaded(source, PruneConfig(data=str(data), val_split=split))
+    spec = parent.spec
+    data = Path(data)
+    split = split or default_splits(data)[0]
+    samples = subset(find_samples(data, split), images)
+    evaluate_all = validator(samples, spec, torch.device("cpu"))
+
+    def evaluate(model: nn.Module) -> float:
+        return evaluate_all(model)[metric]
+
+    grad_batches = _grad_batches(samples, spec) if importance == "taylor" else []
+    base, rows = sensitivity(parent.module, example_input(spec), evaluate, ratios=ratios, importance=importance,
+                             round_to=round_to, ignore=ignore, macs_size=spec.input_size,
+                             grad_batches=grad_batches, progress=progress)
+    plan = plan_from_sensitivity(rows, max_drop) if max_drop is not None else None
+    files = write_sensitivity(out, base, rows, metric, plan, max_drop)
+    return {"baseline": base, "rows": rows, "plan": plan, "files": files, "images": len(samples),
+            "data": f"{data}:{split}"}
+
+
+def _teacher(parent: LoadedModel):
+    """The model before pruning as a distillation teacher: the ONNX file it came from (whose answers the
+    store may hold already), else a frozen copy of its module."""
+    from edgecut.compress.distill import Teacher, load_teacher
+
+    if parent.artifact.manifest.format != "torch":
+        return load_teacher(parent.artifact)
+    module = copy.deepcopy(parent.module).float().eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return Teacher(module, parent.spec, str(parent.artifact.path), parent.artifact.sha256, parent.arch)
+
+
+def _kd_objective(parent: LoadedModel, spec: ModelSpec, config: PruneConfig):
+    """Fine-tuning that learns the model's own answers (KD) beside the masks."""
+    from edgecut.compress.config import DistillConfig
+    from edgecut.compress.distill import DistillObjective
+
+    return DistillObjective([_teacher(parent)], spec, DistillConfig())
+
+
+def _data(config: PruneConfig, spec: ModelSpec, teacher_of: LoadedModel | None = None, progress: bool = True):
+    """(training set, validator, taylor gradient batches, val data name) of ``config.data`` (all None without it);
+    with ``teacher_of`` every training image carries that model's stored answers (fine-tuning by KD)."""
+    if config.data is None:
+        return None, None, [], None
+    ds = training_data(config.data, config.train_split, config.val_split)
+    cache = keep_in_memory(None, len(ds.train))
+    soft = None
+    if teacher_of is not None:
+        import edgecut.compress.soft_labels as soft_labels
+
+        soft = soft_labels.fill([_teacher(teacher_of)], ds.train, progress=progress)
+    train_set = SegmentationDataset(ds.train, spec, train=True, seed=config.loop.seed, cache=cache, soft_labels=soft)
+    validate = validator(ds.val, spec, torch.device("cpu"), config.loop.batch_size, cache=cache) if ds.val else None
+    grads = _grad_batches(ds.train, spec) if config.importance == "taylor" else []
+    return train_set, validate, grads, ds.val_name
+
+
+def augmented_images(train_set: SegmentationDataset, config: LoopConfig, batches: int, step: int):
+    """The first ``batches`` training batches of a reproducible shuffle, as fine-tuning sees them."""
+    from edgecut.data.transforms import EpochBatchSampler
+
+    sampler = EpochBatchSampler(len(train_set), config.batch_size, epoch=10_000 + step, seed=config.seed)
+    for b, keys in enumerate(sampler):
+        if b == batches:
+            return
+        yield torch.stack([train_set[key]["image"] for key in keys])
+
+
+def _grad_batches(samples: list[Sample], spec: ModelSpec, count: int = 32, batch: int = 8):
+    """A few un-augmented (image, mask) batches for gradient-based importance."""
+    ds = SegmentationDataset(subset(samples, count), spec, train=False)
+    items = [ds[i] for i in range(len(ds))]
+    return [(torch.stack([it["image"] for it in items[i:i + batch]]),
+             torch.stack([it["mask"] for it in items[i:i + batch]])) for i in range(0, len(items), batch)]

@@ -34,11 +34,11 @@ from edgecut.env import resolve_device
 from edgecut.errors import EdgecutError, InputError, ModelError
 from edgecut.exporters import manifest_for, parity, qdq
 from edgecut.exporters import onnx as onnx_export
-from edgecut.exporters.options import Exported, ParityConfig
+from edgecut.exporters.config import Exported, ParityConfig
 from edgecut.models.store import load_model
-from edgecut.compress.configs import QATConfig
+from edgecut.compress.config import QATConfig
 from edgecut.training.loop import CHECKPOINT_DIR, LAST, Callback, fit
-from edgecut.training.run import TrainingData, keep_in_memory, training_data, validator
+from edgecut.training.train import TrainingData, keep_in_memory, training_data, validator
 
 SETUP_FILE = "qat_setup.json"
 PARITY_COUNT = 32  # images of the training data set the parity check runs on when no folder is given
@@ -175,7 +175,7 @@ def qat(source: Artifact | str | os.PathLike, data: str | os.PathLike, out: str 
     if config.dynamic and not parent.spec.dynamic_size:
         raise EdgecutError(f"{parent.path}: its spec fixes the input size (dynamic_size false); drop --dynamic")
     spec = parent.spec.model_copy(update={"dynamic_size": config.dynamic})
-    tol = parity.resolve_tolerances("int8", config.parity.tolerances)
+    parity.resolve_tolerances("int8", config.parity.tolerances)  # a bad tolerance is refused now, not after training
     if not resume and ((out / "edgecut.json").exists() or (out / CHECKPOINT_DIR / LAST).exists()):
         raise InputError(out, "already holds a QAT run", "pass --resume to continue it, or choose a new --out")
 
@@ -200,7 +200,7 @@ def qat(source: Artifact | str | os.PathLike, data: str | os.PathLike, out: str 
         metrics.update(val=result.best_metrics, val_data=ds.val_name)
     checked = config.parity if config.parity.data is not None else \
         replace(config.parity, data=ds.root, split=ds.val_split, count=config.parity.count or PARITY_COUNT)
-    return _export(parent, model, spec, out, config, step, metrics, checked, tol)
+    return _export(parent, model, spec, out, config, step, metrics, checked)
 
 
 def _quantized(parent: Artifact, ds: TrainingData, spec: ModelSpec, config: QATConfig, setup_path: Path,
@@ -226,11 +226,13 @@ def _quantized(parent: Artifact, ds: TrainingData, spec: ModelSpec, config: QATC
 
 
 def _export(parent: Artifact, model: nn.Module, spec: ModelSpec, out: Path, config: QATConfig,
-            step_params: dict[str, Any], metrics: dict[str, Any], checked: ParityConfig,
-            tol: Mapping[str, float]) -> Artifact:
-    """The fine-tuned model as INT8 QDQ ONNX, gated by parity against the float parent (and its
-    fidelity to the fake-quantised torch model recorded), written into the run folder ``out``."""
+            step_params: dict[str, Any], metrics: dict[str, Any], checked: ParityConfig) -> Artifact:
+    """The fine-tuned model as INT8 QDQ ONNX, gated by parity (on ``checked``'s images, within ``config.parity``'s
+    INT8 tolerances) against the float parent (and its fidelity to the fake-quantised torch model recorded),
+    written into the run folder ``out``."""
     from edgecut.runtime.torch_runner import TorchRunner
+
+    tol = parity.resolve_tolerances("int8", config.parity.tolerances)
 
     with io.writing(out):
         staging = Path(tempfile.mkdtemp(prefix=".qat-export-", dir=out))

@@ -10,7 +10,7 @@ refused, with the numbers, unless it gives the same masks.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,22 +20,11 @@ from torch import nn
 
 from edgecut import io
 from edgecut.artifact import Artifact, Step, is_artifact, load_artifact
+from edgecut.compress.config import ConvertConfig
 from edgecut.errors import EdgecutError, InputError, ModelError
 
-TOLERANCES = {"max_abs_diff": 1e-3, "mask_iou": 0.999}  # of probabilities; float sums reordered, BN folded
 TRACE_SIZE = 64  # side of the blank image that records the module's call order
 WEIGHTED = ("Conv", "ConvTranspose", "BatchNormalization")
-
-
-@dataclass(frozen=True)
-class ConvertConfig:
-    """What the conversion is checked on and how close it must be."""
-
-    data: str | None = None  # images (a folder or a data set); None: synthetic product photos
-    split: str | None = None  # only this split of a data set folder
-    count: int = 16  # images checked
-    arch: str | None = None  # registered architecture to fill; None: every one is tried
-    tolerances: dict[str, float] = field(default_factory=lambda: dict(TOLERANCES))
 
 
 @dataclass

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from edgecut import io
+from edgecut.data.config import CompositeConfig
 from edgecut.data.folder import Sample, find_samples, load_pair
 from edgecut.errors import EdgecutError, InputError
 from edgecut.progress import Tracker
@@ -26,16 +26,6 @@ from edgecut.progress import Tracker
 VERSION = 1
 SCALE = (0.45, 0.9)  # the foreground's longer side, as a share of the background's shorter side
 INPAINT_RADIUS = 5  # px: cv2.inpaint's neighbourhood when the background's own foreground is removed
-
-
-@dataclass(frozen=True)
-class CompositeConfig:
-    """Composites of a labelled folder's foregrounds on backgrounds (the same folder's photos by default)."""
-
-    count: int = 800  # composites to make
-    split: str | None = "train"  # which of the data's images give foregrounds (and backgrounds): never val
-    backgrounds: str | None = None  # another folder of photos to paste on (with masks/: their foreground is removed)
-    seed: int = 0  # the same seed and sources give the same bytes
 
 
 def _background(sample: Sample) -> np.ndarray:

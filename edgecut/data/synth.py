@@ -21,14 +21,14 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from edgecut.data.config import MAX_COUNT, MAX_SIZE, MIN_SIZE, SynthConfig
+from edgecut.data.config import checked_int as _int
 from edgecut.data.products import BUILDERS, SHIFT, Shape, area, hsv
 from edgecut.io import encode_image, write_bytes, writes_out
 from edgecut.progress import Tracker
 
 CATEGORIES: tuple[str, ...] = ("bottle", "box", "can", "shoe", "mug", "garment")
 VERSION = 1
-MIN_SIZE, MAX_SIZE = 32, 2048
-MAX_COUNT = 1_000_000  # images of one synthetic set
 _PNG_COMPRESSION = 6
 
 
@@ -110,30 +110,6 @@ def generate(out: str | os.PathLike, count: int, size: int = 128, seed: int = 0,
     return root
 
 
-@dataclass(frozen=True)
-class SynthConfig:
-    """A synthetic data set: how many shots, how large, which random streams."""
-
-    count: int = 256  # images (and masks)
-    size: int = 256  # side in pixels
-    seed: int = 0  # the same seed gives the same bytes
-    val_fraction: float = 0.2  # share of the names listed in splits/val.txt
-
-    def validate(self) -> None:
-        """The checks :func:`generate` makes, before anything is written (a recipe: at its line)."""
-        from edgecut.errors import EdgecutError
-
-        try:
-            _int("count", self.count, 1, MAX_COUNT)
-            _int("size", self.size, MIN_SIZE, MAX_SIZE)
-            _int("seed", self.seed, 0)
-        except ValueError as e:
-            raise EdgecutError(str(e)) from None
-        if isinstance(self.val_fraction, bool) or not (isinstance(self.val_fraction, (int, float))
-                                                       and 0.0 <= self.val_fraction < 1.0):
-            raise EdgecutError(f"val_fraction must be a number in [0, 1), got {self.val_fraction!r}")
-
-
 @writes_out
 def synth(out: str | os.PathLike, config: SynthConfig = SynthConfig(), *, resume: bool = False,
           progress: bool = True) -> pathlib.Path:
@@ -157,13 +133,6 @@ def _write(path: pathlib.Path, data: bytes) -> None:
     write_bytes(path, data, fsync=False)  # regenerated on demand: no need to wait for the disk
 
 
-def _int(name: str, value: object, lo: int, hi: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    if value < lo or (hi is not None and value > hi):
-        span = f"between {lo} and {hi}" if hi is not None else f"at least {lo}"
-        raise ValueError(f"{name} must be {span}, got {value}")
-    return int(value)
 
 
 def _claim(root: pathlib.Path, meta: dict) -> None:

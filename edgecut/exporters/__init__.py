@@ -2,7 +2,7 @@
 function (:mod:`edgecut.exporters.export`) and the parity check against the parent."""
 
 from edgecut.exporters.export import export, manifest_for
-from edgecut.exporters.options import (CALIB_METHODS, PRECISIONS, CalibConfig, ExportConfig, Exported, LiteRTOptions,
+from edgecut.exporters.config import (CALIB_METHODS, PRECISIONS, CalibConfig, ExportConfig, Exported, LiteRTOptions,
                                        OnnxOptions, OpenVinoOptions, ParityConfig, TensorRTOptions)
 from edgecut.formats import EXPORT_FORMATS as FORMATS
 

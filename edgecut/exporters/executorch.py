@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgecut._optional import require
 from edgecut.errors import ModelError
-from edgecut.exporters.options import ExportConfig, Exported
+from edgecut.exporters.config import ExportConfig, Exported
 from edgecut.exporters.program import batch1_program, torch_module
 
 if TYPE_CHECKING:

@@ -22,7 +22,7 @@ from edgecut import io
 from edgecut.artifact import Artifact, Manifest, Step, is_artifact, load_artifact, tool_versions, write_artifact
 from edgecut.errors import EdgecutError, InputError
 from edgecut._optional import load as load_ref
-from edgecut.exporters.options import FORMAT_GROUPS, ExportConfig, Exported
+from edgecut.exporters.config import FORMAT_GROUPS, ExportConfig, Exported
 from edgecut.formats import EXPORT_FORMATS, Format
 
 

@@ -23,7 +23,7 @@ import edgecut.converters.envs as envs
 from edgecut._optional import require
 from edgecut.env import default_threads
 from edgecut.errors import EdgecutError, ModelError
-from edgecut.exporters.options import ExportConfig, Exported
+from edgecut.exporters.config import ExportConfig, Exported
 from edgecut.exporters.program import batch1_program, torch_module
 
 if TYPE_CHECKING:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgecut._optional import require
 from edgecut.errors import EdgecutError, ModelError
-from edgecut.exporters.options import ExportConfig, Exported
+from edgecut.exporters.config import ExportConfig, Exported
 from edgecut.exporters.program import sample, torch_module
 from edgecut.runtime.ncnn_runner import MAGIC  # the first line of every ncnn .param file
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgecut._optional import available, require
 from edgecut.errors import EdgecutError, ModelError
-from edgecut.exporters.options import CalibConfig, ExportConfig, Exported
+from edgecut.exporters.config import ExportConfig, Exported
 from edgecut.exporters.program import sample, torch_module
 from edgecut.io import first_line as io_first_line
 from edgecut.runtime.onnxruntime_runner import PRECISION_KEY, SPEC_KEY
@@ -92,8 +92,7 @@ def export_onnx(parent: Artifact, workdir: Path, config: ExportConfig) -> Export
         model = to_fp16(model)
     elif config.precision == "int8":
         onnx.save(model, str(fp32))
-        model, report = to_int8(fp32, workdir / "model.int8.onnx", model, spec, config.calib, config.seed,
-                                config.parity.data, eval_split=config.parity.split)
+        model, report = to_int8(fp32, workdir / "model.int8.onnx", model, spec, config)
         metrics["calibration"] = report
         notes.extend(report["warnings"])
     dest = workdir / MODEL_FILE
@@ -233,9 +232,9 @@ def _topological_sort(graph) -> None:
         graph.node.extend(copies)
 
 
-def to_int8(fp32: Path, dest: Path, model, spec: ModelSpec, calib: CalibConfig, seed: int, eval_data: Path | None,
-            tensorrt: bool = False, eval_split: str | None = None):
-    """Static QDQ quantisation of ``fp32`` calibrated on ``calib``; returns (model, calibration report).
+def to_int8(fp32: Path, dest: Path, model, spec: ModelSpec, config: ExportConfig, tensorrt: bool = False):
+    """Static QDQ quantisation of ``fp32`` calibrated as ``config.calib`` says (images picked by ``config.seed``;
+    ``config.parity``'s data scored in the report); returns (model, calibration report).
     ``tensorrt``: Q/DQ as TensorRT's explicit quantization takes it (every zero point 0, float biases)."""
     import numpy as np
     import onnx
@@ -243,6 +242,7 @@ def to_int8(fp32: Path, dest: Path, model, spec: ModelSpec, calib: CalibConfig, 
     q = require("onnxruntime.quantization", "INT8 quantisation")
     import edgecut.exporters.calibration as calibration
 
+    calib = config.calib
     names = {n.name for n in model.graph.node}
     unknown = [n for n in calib.exclude_nodes if n not in names]
     if unknown:
@@ -253,8 +253,8 @@ def to_int8(fp32: Path, dest: Path, model, spec: ModelSpec, calib: CalibConfig, 
     if calib.exclude_op_types:
         ops = sorted({n.op_type for n in model.graph.node} - set(calib.exclude_op_types))
 
-    cset = calibration.load_set(calib.data, spec, calib.count, seed, calib.split)
-    report = calibration.report(cset, eval_data, seed, eval_split)
+    cset = calibration.load_set(calib.data, spec, calib.count, config.seed, calib.split)
+    report = calibration.report(cset, config.parity.data, config.seed, config.parity.split)
 
     class Reader(q.CalibrationDataReader):
         def __init__(self) -> None:

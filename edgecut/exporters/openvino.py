@@ -27,7 +27,7 @@ import numpy as np
 from edgecut._optional import require
 from edgecut.env import default_threads
 from edgecut.errors import EdgecutError, InputError, ModelError
-from edgecut.exporters.options import CalibConfig, ExportConfig, Exported
+from edgecut.exporters.config import CalibConfig, ExportConfig, Exported
 from edgecut.runtime.openvino_runner import RT_SECTION, WEIGHTS_SUFFIX, compile_config
 
 if TYPE_CHECKING:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from edgecut import io
 from edgecut._optional import require
 from edgecut.errors import EdgecutError, ModelError
-from edgecut.exporters.options import ExportConfig, Exported
+from edgecut.exporters.config import ExportConfig, Exported
 from edgecut.io import first_line
 
 if TYPE_CHECKING:

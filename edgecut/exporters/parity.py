@@ -24,7 +24,7 @@ import numpy as np
 from edgecut import io
 from edgecut.artifact import Artifact, ModelSpec
 from edgecut.errors import EdgecutError, InputError
-from edgecut.exporters.options import ParityConfig
+from edgecut.exporters.config import ParityConfig
 
 DEFAULT_TOLERANCES: dict[str, dict[str, float]] = {
     "fp32": {"max_abs_diff": 1e-4},  # numerics only: reordered float sums

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from edgecut import io
 from edgecut._optional import require
 from edgecut.errors import EdgecutError, ModelError
-from edgecut.exporters.options import ExportConfig, Exported
+from edgecut.exporters.config import ExportConfig, Exported
 from edgecut.runtime.tensorrt_runner import build_target
 
 if TYPE_CHECKING:
@@ -148,9 +148,7 @@ def onnx_for_engine(parent: Artifact, workdir: Path, config: ExportConfig,
         params.update({f"onnx_{k}": v for k, v in fp32.params.items() if k in ("opset", "simplified", "from")})
         if config.precision == "int8" and int8_source == "qdq":
             model = onnx.load(str(dest))
-            q, report = onnx_export.to_int8(dest, workdir / "model.int8.onnx", model, spec, config.calib,
-                                            config.seed, config.parity.data, tensorrt=True,
-                                            eval_split=config.parity.split)
+            q, report = onnx_export.to_int8(dest, workdir / "model.int8.onnx", model, spec, config, tensorrt=True)
             onnx_export.stamp(q, spec, "int8", parent.sha256)
             onnx.save(q, str(dest))
             (workdir / "model.int8.onnx").unlink(missing_ok=True)

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-KEEP_QUANTILE = 0.25  # of repeated runs, the one at this quantile of their p50s is kept (bench.run._finish)
+KEEP_QUANTILE = 0.25  # of repeated runs, the one at this quantile of their p50s is kept (measure.bench._finish)
 REPEAT_SPREAD = 0.05  # the kept run must agree with another repeated run within this, or the record is unstable
 
 

@@ -28,27 +28,9 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 from edgecut import io
 from edgecut.parsing import MAX_DEPTH, MAX_JSON_BYTES, depth
 from edgecut.errors import InputError
+from edgecut.runtime.timing import Latency  # a record's latency is the statistics measure() returns
 
 RECORD_SCHEMA = 1
-
-
-class Latency(BaseModel):
-    """Latency statistics of one call in milliseconds (see :class:`edgecut.runtime.timing.LatencyStats`)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    p50_ms: float
-    p90_ms: float
-    p99_ms: float
-    mean_ms: float
-    std_ms: float
-    min_ms: float
-    cov: float
-    robust_cov: float | None = None  # 1.4826 * MAD / median (what the unstable flag uses)
-    first_ms: float
-    warmup: int
-    iterations: int
-    unstable: bool
 
 
 class Throughput(BaseModel):

@@ -98,7 +98,7 @@ def staged_bundle(art: Artifact, profile: Profile) -> Path:
 def target_outputs(folder: Path, files: Sequence[Path], target: str, *, root: Path | None = None,
                    identity: Path | None = None, python: str = "python3") -> dict[str, np.ndarray]:
     """The raw model outputs of ``files`` computed on ``target`` by the bundle's runner, by file name."""
-    from edgecut.targets.run import run_bundle
+    from edgecut.targets.run_bundle import run_bundle
 
     names: dict[str, Path] = {}
     for f in files:
@@ -186,7 +186,7 @@ UNUSED = {"backend": "the bundle runs the format's own runtime", "device": "the 
 
 
 def check_config(config, where: Where) -> None:
-    from edgecut.measure.run import BenchConfig
+    from edgecut.measure.config import BenchConfig
 
     default = BenchConfig()
     for f in fields(BenchConfig):
@@ -203,7 +203,7 @@ def bench_on_target(models: Sequence[str | os.PathLike | Artifact], out: str | o
                     on_record: Callable[[BenchRecord], None] | None = None,
                     say: Callable[[str], None] | None = None):
     """One record per model (and per thread count, on a device), appended to ``out`` as each finishes."""
-    from edgecut.measure.run import BenchResult, _samples, model_size_mb, named_models, records_out, scaled_macs
+    from edgecut.measure.bench import BenchResult, _samples, model_size_mb, named_models, records_out, scaled_macs
 
     config.validate()
     check_config(config, where)
@@ -285,7 +285,7 @@ def _emulator_env() -> dict[str, Any]:
 
 def _device_latency(folder: Path, where: Where, threads: int | None, iters: int) -> tuple[Latency, dict[str, Any]]:
     """The runner's latency on the device, and the device's fingerprint from what it reported."""
-    from edgecut.targets.run import run_bundle
+    from edgecut.targets.run_bundle import run_bundle
 
     p = run_bundle(folder, ["bench", "--iters", str(iters), *(["--threads", str(threads)] if threads else [])],
                    where.target, identity=where.identity, python=where.python)

@@ -1,6 +1,6 @@
 """The latency worker: one model, one fresh process (``python -m edgecut.measure.worker``).
 
-Reads one job as JSON on stdin (written by :func:`edgecut.measure.run.measure_latency`), loads
+Reads one job as JSON on stdin (written by :func:`edgecut.measure.bench.measure_latency`), loads
 the model through its Runner, and prints one JSON line: latency of one batch, throughput per
 batch size, end-to-end cut-out latency of one image file, peak memory, the threads used.
 Only the backend the model needs is imported, so an ONNX Runtime model is measured without

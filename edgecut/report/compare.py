@@ -16,6 +16,7 @@ from pathlib import Path
 from edgecut import io
 from edgecut.measure.record import BenchRecord, latest, read_records
 from edgecut.errors import InputError
+from edgecut.report.config import CompareConfig
 from edgecut.report.render import to_csv, to_markdown
 from edgecut.report.table import CSV_COLUMNS, Column, Report, Row, build_report, choose_baseline
 
@@ -48,15 +49,6 @@ def load(paths_or_records: Source | Iterable[Source]) -> list[BenchRecord]:
             raise InputError(item, "holds no bench records", "give a .jsonl written by 'edgecut bench'")
         records += found
     return latest(records)
-
-
-@dataclass(frozen=True)
-class CompareConfig:
-    """What a comparison is measured against and called."""
-
-    baseline: str | None = None  # a record name; None: the fp32 record with the most MACs, torch first
-    title: str | None = None  # None: "edgecut benchmark report"
-    overwrite: bool = False  # replace report files in out that edgecut did not write
 
 
 REPORT_FILES = ("report.md", "report.csv", "report.html", "pareto.png")

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict
 
 UNSTABLE_COV = 0.10  # robust CoV above this: flag the measurement
 
@@ -29,8 +30,12 @@ class LatencyConfig:
     max_iters: int = 100_000  # stop here even if min_time_s is not reached
 
 
-@dataclass(frozen=True)
-class LatencyStats:
+class Latency(BaseModel):
+    """Latency statistics of one call in milliseconds: what :func:`measure` returns and what a
+    :class:`~edgecut.measure.record.BenchRecord` stores (its JSON is the record's ``latency``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
     p50_ms: float
     p90_ms: float
     p99_ms: float
@@ -38,18 +43,20 @@ class LatencyStats:
     std_ms: float
     min_ms: float
     cov: float  # coefficient of variation, std / mean
-    robust_cov: float  # 1.4826 * median absolute deviation / median; the unstable flag uses it
+    robust_cov: float | None = None  # 1.4826 * median absolute deviation / median; the unstable flag uses it
+    # (None: a record written before it was measured)
     first_ms: float  # the very first call, not included above
     warmup: int  # calls made while warming up (after the first)
     iterations: int  # timed calls
     unstable: bool
 
     def to_json(self) -> dict[str, Any]:
-        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+        """The statistics as plain values, floats rounded to 4 decimals (what a worker sends and records keep)."""
+        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in self.model_dump().items()}
 
 
 def measure(fn: Callable[[], Any], config: LatencyConfig = LatencyConfig(),
-            sync: Callable[[], None] | None = None) -> LatencyStats:
+            sync: Callable[[], None] | None = None) -> Latency:
     """Time ``fn()``; ``sync`` (e.g. ``torch.cuda.synchronize``) runs after every call."""
     def timed() -> float:
         t0 = time.perf_counter()
@@ -71,7 +78,7 @@ def measure(fn: Callable[[], Any], config: LatencyConfig = LatencyConfig(),
     return summarize(times, first, warm)
 
 
-def summarize(times_s: list[float] | np.ndarray, first_s: float, warmup: int) -> LatencyStats:
+def summarize(times_s: list[float] | np.ndarray, first_s: float, warmup: int) -> Latency:
     ms = np.asarray(times_s, dtype=np.float64) * 1e3
     if ms.size == 0:
         raise ValueError("no timed iterations")
@@ -79,6 +86,6 @@ def summarize(times_s: list[float] | np.ndarray, first_s: float, warmup: int) ->
     mean, std = float(ms.mean()), float(ms.std(ddof=1)) if ms.size > 1 else 0.0
     cov = std / mean if mean > 0 else 0.0
     robust_cov = float(1.4826 * np.median(np.abs(ms - p50)) / p50) if p50 > 0 else 0.0
-    return LatencyStats(p50_ms=float(p50), p90_ms=float(p90), p99_ms=float(p99), mean_ms=mean, std_ms=std,
-                        min_ms=float(ms.min()), cov=cov, robust_cov=robust_cov, first_ms=first_s * 1e3,
-                        warmup=warmup, iterations=int(ms.size), unstable=robust_cov > UNSTABLE_COV)
+    return Latency(p50_ms=float(p50), p90_ms=float(p90), p99_ms=float(p99), mean_ms=mean, std_ms=std,
+               min_ms=float(ms.min()), cov=cov, robust_cov=robust_cov, first_ms=first_s * 1e3,
+               warmup=warmup, iterations=int(ms.size), unstable=robust_cov > UNSTABLE_COV)

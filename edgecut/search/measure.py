@@ -110,7 +110,8 @@ class Measurer:
     def measure(self, cand, path: Path, label: str) -> Row:
         """Measure the artifact at ``path`` as candidate ``cand``; its row."""
         from edgecut.artifact import load_artifact
-        from edgecut.measure.run import BenchConfig, bench, model_size_mb
+        from edgecut.measure.bench import bench, model_size_mb
+        from edgecut.measure.config import BenchConfig
         from edgecut.runtime.timing import LatencyConfig
 
         art = load_artifact(path)
@@ -132,7 +133,7 @@ class Measurer:
         return row
 
     def _on_target(self, cand, art) -> float:
-        from edgecut.measure.run import BenchConfig
+        from edgecut.measure.config import BenchConfig
         from edgecut.measure.target import bench_on_target
 
         where = self.where

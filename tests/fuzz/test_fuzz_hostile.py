@@ -561,7 +561,8 @@ def _output_cases() -> list[tuple[str, str, str, bool, int]]:
 
 
 def _records(art, data4, tmp_path_factory) -> Path:
-    from edgecut.measure.run import BenchConfig, bench
+    from edgecut.measure.bench import bench
+    from edgecut.measure.config import BenchConfig
     from edgecut.runtime.timing import LatencyConfig
 
     out = tmp_path_factory.mktemp("fuzz2-records") / "b.jsonl"

@@ -1,7 +1,8 @@
-"""The settings of the compression steps: :class:`PruneConfig`, :class:`DistillConfig`, :class:`QATConfig`.
+"""The settings of the compression steps: :class:`PruneConfig`, :class:`DistillConfig`, :class:`QATConfig`,
+:class:`ConvertConfig`.
 
 Plain frozen dataclasses without torch, so a recipe or a command line can be checked against
-them in a fraction of a second; the steps themselves are in prune_run.py, distill.py and qat.py.
+them in a fraction of a second; the steps themselves are in prune.py, distill.py, qat.py and to_torch.py.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from edgecut.errors import EdgecutError, InputError, ModelError
-from edgecut.exporters.options import ParityConfig
+from edgecut.exporters.config import ParityConfig
 from edgecut.training.config import MAX_SIDE, LoopConfig, check_range
 
 Importance = Literal["l1", "l2", "bn", "taylor"]
@@ -179,3 +180,17 @@ class QATConfig:
             raise EdgecutError(f"opset {self.opset}: QAT exports opset 13 to 20")
         check_range("calib_count", self.calib_count, 1, 100_000, integer=True)
         self.loop.validate()
+
+
+CONVERT_TOLERANCES = {"max_abs_diff": 1e-3, "mask_iou": 0.999}  # of probabilities; float sums reordered, BN folded
+
+
+@dataclass(frozen=True)
+class ConvertConfig:
+    """What the conversion is checked on and how close it must be."""
+
+    data: str | None = None  # images (a folder or a data set); None: synthetic product photos
+    split: str | None = None  # only this split of a data set folder
+    count: int = 16  # images checked
+    arch: str | None = None  # registered architecture to fill; None: every one is tried
+    tolerances: dict[str, float] = field(default_factory=lambda: dict(CONVERT_TOLERANCES))

@@ -48,7 +48,8 @@ class Search:
         self.art = load_artifact(model)
         self.steps = Path(steps) if steps is not None else out / "steps"  # the recipe runner's cache of models
         if self.art.manifest.format == "onnx":  # pruning and distillation need its layers: converted, and checked
-            from edgecut.compress.to_torch import ConvertConfig, convert
+            from edgecut.compress.config import ConvertConfig
+            from edgecut.compress.to_torch import convert
 
             say(f"{model} is ONNX: its layers as torch, checked against ONNX Runtime ({self.steps / 'model-torch'})")
             self.model = self.steps / "model-torch"
