@@ -118,7 +118,7 @@ def _bench_on_target(models: list[Path], out: Path, config: BenchConfig, values:
             line += f"  IoU {rec.accuracy.metrics['iou']:.4f}"
         console.print(escape(line), highlight=False)
 
-    result = bench_on_target(models, out, config, where, resume=values["resume"], names=values["name"],
+    result = bench_on_target(models, out, config, where, resume=values["resume"], names=values["name"] or None,
                              count_iters=values["count_iters"], on_record=show,
                              say=lambda text: console.print(f"[dim]{escape(text)}[/dim]", highlight=False))
     for s in result.skipped:
