@@ -32,7 +32,7 @@ from edgecut.models.profile import count_macs
 from edgecut.models.store import LoadedModel, build, load_model, save_model
 from edgecut.runtime.timing import LatencyConfig, measure
 from edgecut.training.config import LoopConfig
-from edgecut.training.loop import fit
+from edgecut.training.loop import Task, fit
 from edgecut.training.train import default_splits, keep_in_memory, training_data, validator
 
 STATE_FILE = "prune_state.json"
@@ -111,7 +111,7 @@ def prune(source: Artifact | str | os.PathLike, out: str | os.PathLike, config: 
 
     steps_log: dict[int, dict[str, Any]] = {}
     objective = _kd_objective(parent, spec, config) if config.kd and train_set is not None else None
-    finetune = _Finetune(config, spec, train_set, validate, out, steps_log, arch_of, progress, objective)
+    finetune = _Finetune(config, spec, train_set, Task(validate, objective), out, steps_log, arch_of, progress)
     module = prune_model(module, example_input(spec), config, macs_size=spec.input_size, grad_batches=grad_batches,
                          on_step=finetune, start_step=start_step, original=original)
     module.float().to("cpu", memory_format=torch.contiguous_format).eval()
@@ -174,10 +174,10 @@ class _Finetune:
     """What runs after pruning step k: batch-norm recalibration and fine-tuning in ``out/steps/k``,
     which then holds the step's artifact (a resumed run starts from the last one)."""
 
-    def __init__(self, config: PruneConfig, spec: ModelSpec, train_set, validate, out: Path,
-                 log: dict[int, dict[str, Any]], arch_of, progress: bool, objective=None) -> None:
-        self.config, self.spec, self.train_set, self.validate = config, spec, train_set, validate
-        self.out, self.log, self.arch_of, self.progress, self.objective = out, log, arch_of, progress, objective
+    def __init__(self, config: PruneConfig, spec: ModelSpec, train_set, task: Task, out: Path,
+                 log: dict[int, dict[str, Any]], arch_of, progress: bool) -> None:
+        self.config, self.spec, self.train_set, self.task = config, spec, train_set, task
+        self.out, self.log, self.arch_of, self.progress = out, log, arch_of, progress
 
     def __call__(self, k: int, model: nn.Module) -> None:
         config = self.config
@@ -188,12 +188,12 @@ class _Finetune:
         if config.bn_batches:
             log["bn_recalibration_images"] = recalibrate_batchnorm(
                 model, augmented_images(self.train_set, config.loop, config.bn_batches, k))
-        if self.validate is not None:  # what pruning alone costs, before fine-tuning wins it back
-            log["val_before_finetune"] = self.validate(model)
+        if self.task.validate is not None:  # what pruning alone costs, before fine-tuning wins it back
+            log["val_before_finetune"] = self.task.validate(model)
         if not config.loop.epochs:
             return
-        result = fit(model, self.train_set, config.loop, step_dir, validate=self.validate, progress=self.progress,
-                     resume=(step_dir / "checkpoints" / "last.pt").exists(), objective=self.objective)
+        result = fit(model, self.train_set, config.loop, step_dir, task=self.task,
+                     progress=self.progress, resume=(step_dir / "checkpoints" / "last.pt").exists())
         model.load_state_dict(result.model.state_dict())  # the shipped (best, EMA when on) weights
         log["val_after_finetune"] = result.best_metrics
         log["precision_used"] = result.precision
