@@ -12,10 +12,11 @@ from rich.table import Table
 from edgecut import io
 from edgecut.cli.app import app, console
 from edgecut.cli.options import Autocast, Ema, Lr, ResumeRun, Seed, TorchThreads, TrainSplit, ValSplit, loop_config
-from edgecut.compress.config import PruneConfig
+from edgecut.compress.config import PruneConfig, SensitivityConfig
 from edgecut.errors import EdgecutError
 
 PRUNE = PruneConfig()  # the defaults the options below show (but --ratio's: say how much to prune)
+SENSITIVITY = SensitivityConfig()  # --sensitivity's
 
 
 @app.command()
@@ -55,8 +56,9 @@ def prune(
     sensitivity: Annotated[bool, typer.Option("--sensitivity", help="Measure each group's metric drop instead of "
                                                                     "pruning.")] = False,
     ratios: Annotated[str, typer.Option(help="Sensitivity: ratios tried per group, comma "
-                                             "separated.")] = "0.25,0.5,0.75",
-    images: Annotated[int, typer.Option(help="Sensitivity: held-out images scored per trial.")] = 100,
+                                             "separated.")] = ",".join(f"{r:g}" for r in SENSITIVITY.ratios),
+    images: Annotated[int, typer.Option(help="Sensitivity: held-out images scored per "
+                                             "trial.")] = SENSITIVITY.images,
     max_drop: Annotated[Optional[float], typer.Option(help="Sensitivity: write plan.json keeping each group's drop "
                                                            "under this.")] = None,
     threads: TorchThreads = PRUNE.threads,
@@ -118,10 +120,10 @@ def _sensitivity(model: Path, out: Path, values: Mapping[str, Any]) -> None:
         ratio_list = tuple(float(r) for r in ratios.split(","))
     except ValueError:
         raise EdgecutError(f"--ratios {ratios!r}: expected numbers separated by commas, e.g. 0.25,0.5,0.75") from None
-    res = sensitivity_artifact(model, out, data, ratios=ratio_list, importance=values["importance"],
+    config = SensitivityConfig(ratios=ratio_list, importance=values["importance"],
                                round_to=round_to if round_to > 1 else None, ignore=tuple(values["ignore"] or ()),
-                               split=values["train_split"], images=values["images"], max_drop=max_drop,
-                               threads=values["threads"])
+                               split=values["train_split"], images=values["images"], max_drop=max_drop)
+    res = sensitivity_artifact(model, out, data, config, threads=values["threads"])
     worst = sorted(res["rows"], key=lambda r: -r.drop)[:5]
     console.print(f"baseline IoU {res['baseline']:.4f} on {res['images']} images of {res['data']}; most sensitive: "
                   + ", ".join(f"{r.layer}@{r.ratio:g} {r.drop:+.4f}" for r in worst))

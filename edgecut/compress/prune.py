@@ -21,7 +21,7 @@ from torch import nn
 
 from edgecut import io
 from edgecut.artifact import Artifact, ModelSpec, Step, is_artifact, load_artifact
-from edgecut.compress.config import PruneConfig
+from edgecut.compress.config import PruneConfig, SensitivityConfig
 from edgecut.compress.pruning import (PruneStats, plan_from_sensitivity, prunable_groups, prune_model,
                                       recalibrate_batchnorm, sensitivity, write_sensitivity)
 from edgecut.data.folder import Sample, find_samples, subset
@@ -202,34 +202,32 @@ class _Finetune:
                    metrics={"val": result.best_metrics} if result.best_metrics else {})
 
 
-def sensitivity_artifact(source: str | os.PathLike, out: str | os.PathLike, data: str | os.PathLike, *,
-                         ratios: tuple[float, ...] = (0.25, 0.5, 0.75), importance: str = "l2",
-                         round_to: int | None = None, ignore: tuple[str, ...] = (), split: str | None = None,
-                         images: int = 100, metric: str = "iou", max_drop: float | None = None,
-                         progress: bool = True, threads: int | None = None) -> dict[str, Any]:
-    """Sensitivity of each prunable group of ``source``, measured on ``images`` held-out images.
+def sensitivity_artifact(source: str | os.PathLike, out: str | os.PathLike, data: str | os.PathLike,
+                         config: SensitivityConfig = SensitivityConfig(), *, progress: bool = True,
+                         threads: int | None = None) -> dict[str, Any]:
+    """Sensitivity of each prunable group of ``source``, measured on ``config.images`` held-out images of ``data``.
 
     The images come from the training split by default (ECSSD: tune on train, report on val),
-    picked reproducibly. With ``max_drop`` a per-layer plan is written as well.
+    picked reproducibly. With ``config.max_drop`` a per-layer plan is written as well.
     """
     if threads:
         torch.set_num_threads(threads)
-    parent, _ = _loaded(source, PruneConfig(data=str(data), val_split=split))
+    parent, _ = _loaded(source, PruneConfig(data=str(data), val_split=config.split))
     spec = parent.spec
     data = Path(data)
-    split = split or default_splits(data)[0]
-    samples = subset(find_samples(data, split), images)
+    split = config.split or default_splits(data)[0]
+    samples = subset(find_samples(data, split), config.images)
     evaluate_all = validator(samples, spec, torch.device("cpu"))
 
     def evaluate(model: nn.Module) -> float:
-        return evaluate_all(model)[metric]
+        return evaluate_all(model)[config.metric]
 
-    grad_batches = _grad_batches(samples, spec) if importance == "taylor" else []
-    base, rows = sensitivity(parent.module, example_input(spec), evaluate, ratios=ratios, importance=importance,
-                             round_to=round_to, ignore=ignore, macs_size=spec.input_size,
+    grad_batches = _grad_batches(samples, spec) if config.importance == "taylor" else []
+    base, rows = sensitivity(parent.module, example_input(spec), evaluate, config, macs_size=spec.input_size,
                              grad_batches=grad_batches, progress=progress)
+    max_drop = config.max_drop
     plan = plan_from_sensitivity(rows, max_drop) if max_drop is not None else None
-    files = write_sensitivity(out, base, rows, metric, plan, max_drop)
+    files = write_sensitivity(out, base, rows, config.metric, plan, max_drop)
     return {"baseline": base, "rows": rows, "plan": plan, "files": files, "images": len(samples),
             "data": f"{data}:{split}"}
 
