@@ -12,6 +12,7 @@ import typer
 from edgecut.cli.app import app, console
 from edgecut.cli.options import DEVICE_PYTHON, DataSplit, DevicePython, Identity, ints
 from edgecut.measure.config import BenchConfig
+from edgecut.measure.record import Hooks
 
 BENCH = BenchConfig()  # the defaults the options below show; None: the config's own (a list or a percent here)
 
@@ -89,8 +90,8 @@ def bench(
             line += f"  IoU {rec.accuracy.metrics['iou']:.4f}"
         console.print(line, highlight=False)
 
-    result = bench_fn(models, out, config, resume=resume, names=name, on_record=show,
-                      on_wait=lambda line: console.print(f"[dim]{escape(line)}[/dim]", highlight=False))
+    hooks = Hooks(on_record=show, say=lambda line: console.print(f"[dim]{escape(line)}[/dim]", highlight=False))
+    result = bench_fn(models, out, config, resume=resume, names=name, hooks=hooks)
     for s in result.skipped:
         console.print(f"[dim]already in {out}: {s}[/dim]")
     console.print(f"wrote {len(result.records)} record(s) to {out}; compare them with "
@@ -104,6 +105,7 @@ def _bench_on_target(models: list[Path], out: Path, config: BenchConfig, values:
     from edgecut.measure.target import bench_on_target, resolve
 
     where = resolve(values["target"], identity=values["identity"], python=values["device_python"])
+    where = dataclasses.replace(where, count_iters=values["count_iters"])
 
     def show(rec) -> None:
         line = f"{rec.name}  {rec.backend} {rec.precision} {rec.input_size[0]}x{rec.input_size[1]} on {rec.target}:"
@@ -118,9 +120,9 @@ def _bench_on_target(models: list[Path], out: Path, config: BenchConfig, values:
             line += f"  IoU {rec.accuracy.metrics['iou']:.4f}"
         console.print(escape(line), highlight=False)
 
+    hooks = Hooks(on_record=show, say=lambda text: console.print(f"[dim]{escape(text)}[/dim]", highlight=False))
     result = bench_on_target(models, out, config, where, resume=values["resume"], names=values["name"] or None,
-                             count_iters=values["count_iters"], on_record=show,
-                             say=lambda text: console.print(f"[dim]{escape(text)}[/dim]", highlight=False))
+                             hooks=hooks)
     for s in result.skipped:
         console.print(f"[dim]already in {out}: {s}[/dim]")
     console.print(f"wrote {len(result.records)} record(s) to {out}")
