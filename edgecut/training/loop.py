@@ -249,7 +249,7 @@ class _Run:
         self.params = [p for m in (model, *self.extra_modules) for p in m.parameters() if p.requires_grad]
         self.extra_params = [p for m in self.extra_modules for p in m.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.params, lr=config.lr, weight_decay=config.weight_decay)
-        steps = EpochBatchSampler(images, config.batch_size, 0, rank=self.rank, world_size=self.world_size).num_batches()
+        steps = EpochBatchSampler(images, config.batch_size, 0, shard=(self.rank, self.world_size)).num_batches()
         if steps == 0:
             raise InputError(None, f"{images} training images make no full batch of {config.batch_size}"
                              + (f" on each of {self.world_size} processes" if self.world_size > 1 else ""),
@@ -363,7 +363,7 @@ class _Run:
         """The steps left in the current epoch (all of them, or those after a resumed position)."""
         config, state, device = self.config, self.state, self.device
         sampler = EpochBatchSampler(len(train_set), config.batch_size, state.epoch, config.seed,
-                                    start_batch=state.step_in_epoch, rank=self.rank, world_size=self.world_size)
+                                    start_batch=state.step_in_epoch, shard=(self.rank, self.world_size))
         loader = DataLoader(train_set, batch_sampler=sampler, num_workers=config.workers,
                             persistent_workers=False, pin_memory=device.type == "cuda")
         bar.start_epoch(state.epoch, state.step_in_epoch)
