@@ -200,33 +200,50 @@ def test_the_option_check_sees_a_copy(tmp_path):
 
 def _is_entry_point(node: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
     """A typer command or callback (``@app.command()``, ``@data_app.command("synth")``, ``@app.callback()``)."""
-    return any(isinstance(d, ast.Call) and isinstance(d.func, ast.Attribute) and d.func.attr in ("command", "callback")
-               for d in node.decorator_list)
+    names = [(d.func if isinstance(d, ast.Call) else d) for d in node.decorator_list]
+    return any(isinstance(d, ast.Attribute) and d.attr in ("command", "callback") for d in names)
+
+
+def _parameters(node: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    """How many parameters a caller gives (a method's ``self`` or ``cls`` not counted)."""
+    a = node.args
+    count = len(a.posonlyargs) + len(a.args) + len(a.kwonlyargs) + (a.vararg is not None) + (a.kwarg is not None)
+    first = (a.posonlyargs + a.args)[:1]
+    return count - (1 if first and first[0].arg in ("self", "cls") else 0)
 
 
 def _many_parameters(path: Path, tree: ast.Module) -> list[str]:
+    """Each function of ``tree`` but the typer entry points that takes more than MAX_PARAMETERS, and each
+    ``locals()`` (a command handing its options on wholesale)."""
     out = []
     for node in ast.walk(tree):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and not _is_entry_point(node):
-            a = node.args
-            count = len(a.posonlyargs) + len(a.args) + len(a.kwonlyargs) + (a.vararg is not None) + (a.kwarg is not None)
-            if count > MAX_PARAMETERS:
+            if (count := _parameters(node)) > MAX_PARAMETERS:
                 out.append(f"{path.name}:{node.lineno} {node.name}: {count} parameters")
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "locals":
+            out.append(f"{path.name}:{node.lineno} locals()")
     return out
 
 
-def test_no_cli_function_but_the_commands_takes_more_than_eight_parameters():
-    """A command's options reach the code that builds its config as one mapping (``ctx.params``), not as
-    a function of thirty keywords; only the typer entry points, which are the command line, list them."""
+def test_no_function_but_the_commands_takes_more_than_eight_parameters():
+    """Related values travel together as one small frozen dataclass (a config, ``Hooks``, ``Task``), not as
+    a function of many keywords; a command's options reach the code that builds its config as one mapping
+    (``ctx.params``), never ``**locals()``. Only the typer entry points, which are the command line, list
+    many parameters."""
     found = []
-    for path in sorted(CLI.glob("*.py")):
-        found += _many_parameters(path, ast.parse(path.read_text(encoding="utf-8")))
-    assert not found, f"functions of more than {MAX_PARAMETERS} parameters in edgecut/cli/:\n" + "\n".join(found)
+    for path in sorted([*PACKAGE.rglob("*.py"), *(PACKAGE.parent / "benchmarks").rglob("*.py")]):
+        found += [f"{path.parent.name}/{line}" for line in _many_parameters(path, ast.parse(path.read_text("utf-8")))]
+    assert not found, f"functions of more than {MAX_PARAMETERS} parameters, or locals():\n" + "\n".join(found)
 
 
 def test_the_parameter_check_sees_many_parameters(tmp_path):
     module = tmp_path / "m.py"
     module.write_text("def build(*, a, b, c, d, e, f, g, h, **rest): ...\n"
                       "@app.command()\ndef cmd(a, b, c, d, e, f, g, h, i): ...\n"
-                      "def fine(a, b, c, d, e, f, g, h): ...\n")
-    assert _many_parameters(module, ast.parse(module.read_text())) == ["m.py:1 build: 9 parameters"]
+                      "@data_app.command\ndef sub(a, b, c, d, e, f, g, h, i): ...\n"
+                      "def fine(a, b, c, d, e, f, g, h): ...\n"
+                      "class C:\n    def method(self, a, b, c, d, e, f, g, h): ...\n"
+                      "    def wide(self, a, b, c, d, e, f, g, h, i): ...\n"
+                      "def cmd2(**kw): return build(**locals())\n")
+    assert _many_parameters(module, ast.parse(module.read_text())) == [
+        "m.py:1 build: 9 parameters", "m.py:9 wide: 9 parameters", "m.py:10 locals()"]
