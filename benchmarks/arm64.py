@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from common import RESULTS, RUNS, parser, rel
@@ -45,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     from edgecut.exporters import ExportConfig, ParityConfig, export
     from edgecut.models.store import build, save_model
     from edgecut.measure.config import BenchConfig
+    from edgecut.measure.record import Hooks
     from edgecut.targets import arm64
     from edgecut.measure.target import bench_on_target, resolve
 
@@ -72,17 +74,16 @@ def main(argv: list[str] | None = None) -> int:
                                progress=False))
             names.append(f"{name}-{precision}")
     # what a user runs: edgecut bench MODELS --target arm64-emu --data DIR; twice, the second to show the counts repeat
-    where = resolve("arm64-emu")
+    where = replace(resolve("arm64-emu"), count_iters=1)
     records = args.out.with_suffix(".jsonl")
     records.unlink(missing_ok=True)
     started = time.monotonic()
-    first = bench_on_target(arts, records, BenchConfig(data=data), where, names=names, count_iters=1, progress=False,
-                            say=print).records
+    first = bench_on_target(arts, records, BenchConfig(data=data), where, names=names, progress=False,
+                            hooks=Hooks(say=print)).records
     seconds = time.monotonic() - started
     again = records.with_name(records.stem + "-repeat.jsonl")
     again.unlink(missing_ok=True)
-    second = bench_on_target(arts, again, BenchConfig(data=data), where, names=names, count_iters=1,
-                             progress=False).records
+    second = bench_on_target(arts, again, BenchConfig(data=data), where, names=names, progress=False).records
     rows = []
     for rec, other, art in zip(first, second, arts):
         model, precision = rec.name.rsplit("-", 1)

@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     from edgecut import io
     from edgecut.classical import BaselineConfig, baseline
     from edgecut.env import fingerprint
-    from edgecut.measure.record import new_run_id
+    from edgecut.measure.record import Hooks, new_run_id
     from edgecut.measure.bench import bench
     from edgecut.measure.config import BenchConfig
     from edgecut.runtime.timing import LatencyConfig
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         got = bench(arts, records_path, BenchConfig(
             threads=(2,), size=(size, size), data=ECSSD, split="val", repeats=args.repeats, worst=0,
             latency=LatencyConfig(warmup_s=1.0, warmup_min=5, min_time_s=2.0, min_iters=20)),
-            names=[f"{a.path.name}-{size}" for a in arts], run_id=run_id, progress=False, on_wait=print).records
+            names=[f"{a.path.name}-{size}" for a in arts], run_id=run_id, progress=False, hooks=Hooks(say=print)).records
         for r in got:
             m = r.accuracy.metrics
             rows.append({"name": r.name, "size": size, "p50_ms": r.latency.p50_ms,

@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from edgecut import io, runtime
-    from edgecut.cutout import load_for_cutouts, remove_background
+    from edgecut.cutout import RemoveConfig, load_for_cutouts, remove_background
     from edgecut.env import fingerprint
     from edgecut.exporters import CalibConfig, ExportConfig, ParityConfig, export
     from edgecut.models.store import build, save_model
@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
                     loop_cutouts(files, runners[name], dest)
                 else:
                     runner, image_threads = split[name]
-                    done = remove_background(files, runner, dest, workers=image_threads, progress=False)
+                    done = remove_background(files, runner, dest, RemoveConfig(workers=image_threads), progress=False)
                     assert len(done.written) == len(files), done.failed[:3]
                 took = time.perf_counter() - t0
             seconds[label].append(took)

@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from edgecut import io
@@ -72,14 +73,25 @@ def evaluate_fresh(art: Path, data: Path, json_path: Path, threads: int) -> dict
             **{k: round(result["metrics"][k], 4) for k in KEEP}}
 
 
-def do_export(parent: Path, out: Path, fmt: str, precision: str, opts: dict, *, calib: Path, acval: Path,
-              val: Path, parity_count: int, threads: int) -> dict:
+@dataclass(frozen=True)
+class Checks:
+    """What every export here is calibrated and checked on."""
+
+    calib: Path  # calibration images (train)
+    acval: Path  # accuracy control images (train)
+    val: Path  # parity images (val)
+    parity_count: int
+    threads: int
+
+
+def do_export(parent: Path, out: Path, fmt: str, precision: str, opts: dict, checks: Checks) -> dict:
     """One export through edgecut's front function; a parity refusal is recorded, then retried with a lower bar."""
     row: dict = {"format": fmt, "precision": precision, "parent": rel(parent)}
-    config = ExportConfig(format=fmt, precision=precision, parity=ParityConfig(data=val, count=parity_count),
-                          calib=CalibConfig(data=calib, count=64) if opts.get("calib") else CalibConfig(),
-                          openvino=OpenVinoOptions(max_drop=opts["max_drop"], val_data=acval) if "max_drop" in opts
-                          else OpenVinoOptions(), threads=threads)
+    c = checks
+    config = ExportConfig(format=fmt, precision=precision, parity=ParityConfig(data=c.val, count=c.parity_count),
+                          calib=CalibConfig(data=c.calib, count=64) if opts.get("calib") else CalibConfig(),
+                          openvino=OpenVinoOptions(max_drop=opts["max_drop"], val_data=c.acval) if "max_drop" in opts
+                          else OpenVinoOptions(), threads=c.threads)
     if not (out / "edgecut.json").is_file():
         t0 = time.perf_counter()
         try:
@@ -163,6 +175,8 @@ def main(argv: list[str] | None = None) -> dict:
     data_dir = args.out / "data"
     train_dir = split_folder(args.data, "train", data_dir / "ecssd-train")
     val_dir = split_folder(args.data, "val", data_dir / "ecssd-val")
+    checks = Checks(calib=train_dir, acval=train_dir, val=val_dir, parity_count=args.parity_count,
+                    threads=args.threads)
     models = {"teacher": args.teacher, "student": args.student}
     if args.only:
         models = {args.only: models[args.only]}
@@ -174,13 +188,12 @@ def main(argv: list[str] | None = None) -> dict:
         for label, fmt, precision, opts in VARIANTS:
             out = args.out / f"{name}-{label}"
             print(f"{name}: {label}", flush=True)
-            row = do_export(path, out, fmt, precision, opts, calib=train_dir, acval=train_dir, val=val_dir,
-                            parity_count=args.parity_count, threads=args.threads)
+            row = do_export(path, out, fmt, precision, opts, checks)
             row |= describe(out)
             row["val"] = evaluate_fresh(out, args.data, args.out / f"{name}-{label}.val.json", args.threads)
             rows[label] = row
         if name == "student":
-            rows |= qat_rows(path, args, train_dir, val_dir)
+            rows |= qat_rows(path, args, checks)
         results[name] = rows
 
     first = next(iter(results.values()))
@@ -202,7 +215,7 @@ def main(argv: list[str] | None = None) -> dict:
     return record
 
 
-def qat_rows(student: Path, args, train_dir: Path, val_dir: Path) -> dict:
+def qat_rows(student: Path, args, checks: Checks) -> dict:
     """QAT of the student on ECSSD train, then its INT8 ONNX and the OpenVINO conversion of that."""
     from edgecut.compress.config import QAT_LOOP, QATConfig
     from edgecut.compress.qat import qat
@@ -214,7 +227,7 @@ def qat_rows(student: Path, args, train_dir: Path, val_dir: Path) -> dict:
         loop = dataclasses.replace(QAT_LOOP, epochs=args.qat_epochs, batch_size=8)
         resume = (out / "checkpoints" / "last.pt").is_file()
         config = QATConfig(calib_count=64, train_split="train", val_split="val", threads=args.threads, loop=loop,
-                           parity=ParityConfig(data=val_dir, count=args.parity_count))
+                           parity=ParityConfig(data=checks.val, count=args.parity_count))
         try:
             qat(student, args.data, out, config, resume=resume)
         except ParityError as e:  # the training is kept: export it again with the bar lowered
@@ -227,8 +240,7 @@ def qat_rows(student: Path, args, train_dir: Path, val_dir: Path) -> dict:
     rows["qat-onnx-int8"] = row | saved(out) | describe(out) | {
         "val": evaluate_fresh(out, args.data, args.out / "student-qat-onnx-int8.val.json", args.threads)}
     ov = args.out / "student-qat-openvino-int8"
-    row = do_export(out, ov, "openvino", "int8", {}, calib=train_dir, acval=train_dir, val=val_dir,
-                    parity_count=args.parity_count, threads=args.threads)
+    row = do_export(out, ov, "openvino", "int8", {}, checks)
     rows["qat-openvino-int8"] = row | describe(ov) | {
         "val": evaluate_fresh(ov, args.data, args.out / "student-qat-openvino-int8.val.json", args.threads)}
     return rows

@@ -20,7 +20,7 @@ from pathlib import Path
 from edgecut import io
 from edgecut.artifact import is_artifact
 from edgecut.measure.latency import KEEP_QUANTILE
-from edgecut.measure.record import new_run_id, read_records
+from edgecut.measure.record import Hooks, new_run_id, read_records
 from edgecut.measure.bench import bench
 from edgecut.measure.config import BenchConfig
 from edgecut.errors import EdgecutError
@@ -112,9 +112,9 @@ def main(argv: list[str] | None = None) -> None:
                                  reference=TRAINED["teacher"])
     resume = args.records.exists()
     bench(list(TRAINED.values()), args.records, scored, names=list(TRAINED), run_id=run_id, resume=resume,
-          on_record=_show, on_wait=print)
+          hooks=Hooks(_show, print))
     bench(list(REFERENCE.values()), args.records, latency_only, names=list(REFERENCE), run_id=run_id, resume=True,
-          on_record=_show, on_wait=print)
+          hooks=Hooks(_show, print))
 
     result = compare(args.records, args.report, CompareConfig(
         baseline="teacher", title=f"edgecut headline: ECSSD val, {args.size}x{args.size}, {args.threads} threads, batch 1"))

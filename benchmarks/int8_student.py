@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from edgecut import io
     from edgecut.env import fingerprint
-    from edgecut.measure.record import new_run_id, read_records
+    from edgecut.measure.record import Hooks, new_run_id, read_records
     from edgecut.measure.bench import bench
     from edgecut.measure.config import BenchConfig
     from edgecut.runtime.timing import LatencyConfig
@@ -195,11 +195,11 @@ def main(argv: list[str] | None = None) -> int:
         picked = {k: v for k, v in models.items() if f" {size} " in k}
         bench(list(picked.values()), records_path, replace(config, size=(size, size), data=args.data, split="val",
                                                            limit=args.limit),
-              names=list(picked), run_id=run_id, resume=True, progress=False, on_record=show, on_wait=print)
+              names=list(picked), run_id=run_id, resume=True, progress=False, hooks=Hooks(show, print))
     s = max(sizes)
     if ablation:
         bench(list(ablation.values()), records_path, replace(config, size=(s, s)), names=list(ablation),
-              run_id=run_id, resume=True, progress=False, on_record=show, on_wait=print)
+              run_id=run_id, resume=True, progress=False, hooks=Hooks(show, print))
     records = [r for r in read_records(records_path) if r.run_id == run_id]
     ab = {r.name: r.latency.p50_ms for r in records if r.name in ablation}
     profiles = {}

@@ -120,11 +120,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--arm-rows", default=None, help="only these rows (names containing one of these) on arm64-emu")
     args = ap.parse_args(argv)
 
+    from dataclasses import replace
+
     from edgecut import io
     from edgecut.artifact import is_artifact, load_artifact
     from edgecut.env import fingerprint
     from edgecut.exporters import ExportConfig, export
-    from edgecut.measure.record import new_run_id, read_records
+    from edgecut.measure.record import Hooks, new_run_id, read_records
     from edgecut.measure.bench import bench, model_size_mb
     from edgecut.measure.config import BenchConfig
     from edgecut.measure.target import bench_on_target, resolve
@@ -150,15 +152,15 @@ def main(argv: list[str] | None = None) -> int:
         bench(list(rows.values()), x86_path, BenchConfig(
             threads=(args.threads,), latency=latency, repeats=args.repeats, end_to_end=False, worst=0,
             size=(args.size, args.size), data=args.data, split="val", limit=args.limit),
-            names=list(rows), run_id=new_run_id(), progress=False, on_wait=print, resume=args.resume)
+            names=list(rows), run_id=new_run_id(), progress=False, hooks=Hooks(say=print), resume=args.resume)
     # arm64-emu runs what the bundle runner runs (not ExecuTorch: its Python runtime needs torch)
     on_arm = {k: v for k, v in rows.items() if load_artifact(v).manifest.format in BUNDLED
               and (not args.arm_rows or any(w.strip() and w.strip() in k for w in args.arm_rows.split(",")))}
     if args.only != "x86":
         arm64.setup(say=print)
         bench_on_target(list(on_arm.values()), arm_path, BenchConfig(data=args.data, split="val", limit=args.arm_images),
-                        resolve("arm64-emu"), names=list(on_arm), count_iters=1, progress=False, say=print,
-                        resume=args.resume)
+                        replace(resolve("arm64-emu"), count_iters=1), names=list(on_arm), progress=False,
+                        hooks=Hooks(say=print), resume=args.resume)
     if args.only:
         print(f"measured the {args.only} side only; run again with --resume for the table")
         return 0

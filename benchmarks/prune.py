@@ -22,7 +22,7 @@ import torch
 
 from edgecut import io, runtime
 from edgecut.measure.accuracy import evaluate
-from edgecut.compress.config import PruneConfig
+from edgecut.compress.config import PruneConfig, SensitivityConfig
 from edgecut.compress.pruning import SensitivityRow, prune_model, recalibrate_batchnorm
 from edgecut.compress.prune import STATE_FILE, augmented_images, example_input, sensitivity_artifact, torch_latency
 from edgecut.compress.prune import prune as prune_run
@@ -89,10 +89,10 @@ def main(argv: list[str] | None = None) -> dict:
                 "plan": io.read_json(sens_dir / "plan.json")["layer_ratios"], "images": args.sens_images,
                 "data": f"{args.data}:train", "files": sorted(sens_dir.iterdir())}
     else:
-        sens = sensitivity_artifact(args.teacher, sens_dir, args.data,
-                                    ratios=tuple(float(r) for r in args.sens_ratios.split(",")),
-                                    importance=args.importance, round_to=args.round_to, split="train",
-                                    images=args.sens_images, max_drop=args.max_drop, progress=progress,
+        config = SensitivityConfig(ratios=tuple(float(r) for r in args.sens_ratios.split(",")),
+                                   importance=args.importance, round_to=args.round_to, split="train",
+                                   images=args.sens_images, max_drop=args.max_drop)
+        sens = sensitivity_artifact(args.teacher, sens_dir, args.data, config, progress=progress,
                                     threads=args.threads)
     sens_s = None if reused else round(time.perf_counter() - t0, 1)  # None: made by an earlier run
     results = args.results.parent

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from edgecut import io
 from edgecut.runtime.timing import LatencyConfig
-from edgecut.measure.record import append_records, new_run_id
+from edgecut.measure.record import Hooks, append_records, new_run_id
 from edgecut.measure.bench import bench
 from edgecut.measure.config import BenchConfig
 
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         for k in range(args.tries):  # one file per try (resume would skip the later tries' identical measurements)
             res = bench([*MODELS.values(), *MODELS.values()], Path(tmp) / f"run{k}.jsonl", config, names=names,
-                        run_id=new_run_id(), progress=False, on_wait=lambda m: print("  " + m, flush=True))
+                        run_id=new_run_id(), progress=False, hooks=Hooks(say=lambda m: print("  " + m, flush=True)))
             append_records(args.records, res.records)
             runs.append({r.name: r for r in res.records})
             for name in MODELS:

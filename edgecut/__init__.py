@@ -34,6 +34,7 @@ _API = {
     "OptimizeConfig": "edgecut.search.config",
     "STEPS": "edgecut.steps",
     "remove_background": "edgecut.cutout",
+    "RemoveConfig": "edgecut.cutout",
     "Profile": "edgecut.targets.profiles",
     "load_profile": "edgecut.targets.profiles",
     "bundle": "edgecut.targets.bundle",

@@ -82,6 +82,19 @@ def compose(image: np.ndarray, alpha: np.ndarray, fmt: Format, bg: tuple[int, in
     return (out + 0.5).astype(np.uint8)
 
 
+@dataclass(frozen=True)
+class RemoveConfig:
+    """What the cut-outs look like and how a run makes them (:func:`remove_background`)."""
+
+    format: Format = "rgba"  # rgba: the image and its alpha; mask: the alpha alone; composite: on ``bg``
+    bg: tuple[int, int, int] = (255, 255, 255)  # composite's background colour
+    encoding: str = "png"  # png (lossless), webp or jpg (composite and mask only)
+    alpha: Alpha = "probability"  # or minmax: each map stretched to [0, 1] first, as rembg does
+    overwrite: bool = True  # False: skip inputs whose cut-out exists (a resumed run)
+    workers: int | None = None  # threads for the image work (default: the cores split); 0: one image at a time
+    batch: int | str = 1  # images per inference call, or "auto" (several where the model takes a batch)
+
+
 @dataclass
 class RemoveReport:
     written: list[Path] = field(default_factory=list)
@@ -179,33 +192,32 @@ def load_for_cutouts(model, *, device: str = "cpu", threads: int | None = None, 
     return runner, image_threads
 
 
-def remove_background(inputs: Sequence[str | os.PathLike], runner, out: str | os.PathLike, *,
-                      fmt: Format = "rgba", bg: tuple[int, int, int] = (255, 255, 255),
-                      progress: bool = True, on_error=None, overwrite: bool = True, workers: int | None = None,
-                      batch: int | str = 1, encoding: str = "png", on_progress=None,
-                      alpha: Alpha = "probability") -> RemoveReport:
-    """Write one cut-out per input into ``out`` (``encoding``: png, webp or jpg).
+def remove_background(inputs: Sequence[str | os.PathLike], runner, out: str | os.PathLike,
+                      config: RemoveConfig = RemoveConfig(), *, progress: bool = True, on_error=None,
+                      on_progress=None) -> RemoveReport:
+    """Write one cut-out per input into ``out`` (``config.encoding``: png, webp or jpg).
 
     Decoding and preprocessing, inference, and resizing back, composing, encoding and writing
-    overlap: ``workers`` threads do the image work (0: everything in this thread, one image at a
-    time) while this thread feeds the model ``batch`` images a call (``"auto"``: several where the
+    overlap: ``config.workers`` threads do the image work (0: everything in this thread, one image at a
+    time) while this thread feeds the model ``config.batch`` images a call (``"auto"``: several where the
     model takes a batch); at most a few batches are in flight, so memory stays flat on any number
     of images. Files are renamed into place whole (no fsync each; one sync at the end).
-    ``overwrite=False`` skips inputs whose cut-out exists (a resumed run). An input that cannot be
+    ``config.overwrite=False`` skips inputs whose cut-out exists (a resumed run). An input that cannot be
     read, a model output that is not finite, or a cut-out that cannot be written is reported
     (``on_error`` and the report) and the rest go on; a bad ``out`` folder is one error before any work.
-    ``on_progress(done, total, images_per_s)`` is called as cut-outs finish. ``alpha="minmax"``
+    ``on_progress(done, total, images_per_s)`` is called as cut-outs finish. ``config.alpha="minmax"``
     stretches each probability map to [0, 1] first, as rembg does."""
     import time
     from concurrent.futures import ThreadPoolExecutor
 
+    encoding, workers = config.encoding, config.workers
     if encoding not in ENCODINGS:
         raise EdgecutError(f"--encoding {encoding!r}: use {', '.join(ENCODINGS)}")
-    if encoding == "jpg" and fmt == "rgba":
+    if encoding == "jpg" and config.format == "rgba":
         raise EdgecutError(NO_ALPHA)  # once, before any image, not once per image
-    if alpha not in ALPHAS:
-        raise EdgecutError(f"--alpha {alpha!r}: use {', '.join(ALPHAS)}")
-    size = _batch_size(batch)
+    if config.alpha not in ALPHAS:
+        raise EdgecutError(f"--alpha {config.alpha!r}: use {', '.join(ALPHAS)}")
+    size = _batch_size(config.batch)
     started = time.perf_counter()
     out = io.make_dirs(out)
     files = expand_inputs(inputs)
@@ -213,10 +225,10 @@ def remove_background(inputs: Sequence[str | os.PathLike], runner, out: str | os
     used: set[str] = set()
     plan = [(path, out / f"{_unique(path.stem, used)}.{encoding}") for path in files]
     report = RemoveReport()
-    if not overwrite:
+    if not config.overwrite:
         report.skipped = [path for path, dest in plan if dest.is_file()]
         plan = [(path, dest) for path, dest in plan if not dest.is_file()]
-    job = _Job(runner, runner.spec, fmt, bg, encoding, sources, alpha)
+    job = _Job(runner, config, sources)
     results: dict[int, tuple[Path | None, str | None]] = {}
     tracker = _Progress(progress and len(plan) > 1, len(plan), on_progress)
     with tracker:
@@ -268,9 +280,8 @@ class _Job:
     the model's thread), finish (probability, resize back, compose, encode, write). An image's error
     becomes its (None, message) result, never an exception."""
 
-    def __init__(self, runner, spec, fmt, bg, encoding, sources, alpha: Alpha = "probability") -> None:
-        self.runner, self.spec, self.fmt, self.bg, self.encoding, self.sources = runner, spec, fmt, bg, encoding, sources
-        self.alpha = alpha
+    def __init__(self, runner, config: RemoveConfig, sources: set[Path]) -> None:
+        self.runner, self.spec, self.config, self.sources = runner, runner.spec, config, sources
         self.batched = True  # cleared when the model refuses a batch of several
 
     def load(self, path: Path, dest: Path):
@@ -296,9 +307,10 @@ class _Job:
 
     def finish(self, it: _Loaded, output: np.ndarray):
         try:
-            prob = alpha_map(self.spec.to_probability(output)[0], self.alpha)
+            config = self.config
+            prob = alpha_map(self.spec.to_probability(output)[0], config.alpha)
             alpha = self.spec.resize_back(prob, it.image.shape[:2])
-            data = encode_cutout(compose(it.image, alpha, self.fmt, self.bg), self.encoding)
+            data = encode_cutout(compose(it.image, alpha, config.format, config.bg), config.encoding)
             return io.write_bytes(it.dest, data, fsync=False), None
         except (InputError, OutputError, NonFiniteOutput) as e:
             return None, str(e)

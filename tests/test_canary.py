@@ -12,7 +12,7 @@ from edgecut.measure import canary as canary_mod
 from edgecut.measure.canary import BUSY_FRACTION, Canary, cache_file, is_busy
 from edgecut.measure.canary import parallel_speedup as real_parallel_speedup  # conftest replaces the module's
 from edgecut.runtime.timing import LatencyConfig
-from edgecut.measure.record import read_records
+from edgecut.measure.record import Hooks, read_records
 from edgecut.measure.bench import bench
 from edgecut.measure.config import BenchConfig
 from edgecut.report.table import build_report
@@ -107,7 +107,7 @@ def test_bench_measures_a_run_again_when_the_host_took_the_cores_during_it(train
     waits = []
     res = bench([trained.path], tmp_path / "b.jsonl", BenchConfig(threads=(2,), latency=FAST, end_to_end=False,
                                                                    isolate=False, max_wait_s=30),
-                progress=False, on_wait=waits.append)
+                progress=False, hooks=Hooks(say=waits.append))
     host = res.records[0].host
     assert len(runs) == 2 and host.discarded_runs == 1 and not host.busy and host.parallel_speedup == 2.0
     assert host.waited_s > 0 and any("busy" in w for w in waits) and any("quiet again" in w for w in waits)

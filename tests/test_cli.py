@@ -367,3 +367,40 @@ def test_doctor_json():
     assert env["cpu"]["cores"] >= 1
     assert "torch" in env["backends"] and env["backends"]["torch"]
     assert "torch" in env["devices"]
+
+
+def _defaults(command: str) -> dict[str, object]:
+    """The values a command's options take when none is given, as its config builder receives them."""
+    from edgecut.cli.reference import _commands
+
+    return {p.name: p.default for p in dict(_commands())[command].params}
+
+
+@pytest.mark.parametrize("command, module, builder, base, required", [
+    ("train", "train", "train_config", "TRAIN", {}),
+    ("distill", "distill", "distill_config", "DISTILL", {"student": "mobilenet_v3_large_unet"}),
+    ("prune", "prune", "prune_config", "PRUNE", {"ratio": 0.5}),
+    ("qat", "qat", "qat_config", "QAT", {}),
+    ("export", "export", "export_config", "EXPORT", {"format": "onnx", "precision": "fp32"}),
+    ("bench", "bench", "bench_config", "BENCH", {}),
+    ("import", "import_", "import_config", "IMPORT", {}),
+    ("optimize", "optimize", "optimize_config", "OPTIMIZE", {}),
+])
+def test_a_command_left_at_its_defaults_builds_its_config_s_defaults(command, module, builder, base, required):
+    """Each option's default is read from the config it sets: nothing given on the command line, the stage runs
+    with its config's defaults (what the Python API and a recipe get)."""
+    import importlib
+
+    cli = importlib.import_module(f"edgecut.cli.{module}")
+    base_config = getattr(cli, base)
+    assert base_config == type(base_config)()
+    assert getattr(cli, builder)({**_defaults(command), **required}) == base_config
+
+
+def test_the_command_line_loads_no_backend():
+    """The command modules read their defaults from the configs when imported: ``edgecut --help`` must still
+    load no torch, OpenCV or runtime."""
+    code = ("import sys, edgecut.cli.main; print(','.join(m for m in ('torch', 'cv2', 'onnx', 'onnxruntime', "
+            "'openvino', 'tensorrt') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == ""

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from edgecut import io, runtime
-from edgecut.cutout import compose, encode_cutout, remove_background
+from edgecut.cutout import RemoveConfig, compose, encode_cutout, remove_background
 from edgecut.errors import EdgecutError
 
 
@@ -40,7 +40,7 @@ def test_the_pipeline_writes_the_same_pixels_as_one_image_at_a_time(trained, tmp
     files = _photos(tmp_path / "in")
     runner = runtime.load(trained, threads=1)
     expected = _one_at_a_time(files, runner)
-    report = remove_background(files, runner, tmp_path / "out", workers=workers, batch=batch, progress=False)
+    report = remove_background(files, runner, tmp_path / "out", RemoveConfig(workers=workers, batch=batch), progress=False)
     assert [p.name for p in report.written] == [f"{f.stem}.png" for f in files] and not report.failed
     for name, want in expected.items():
         got = _read_rgba(tmp_path / "out" / f"{name}.png")
@@ -57,13 +57,13 @@ def _read_rgba(path):
 def test_a_stopped_run_resumes_and_overwrite_redoes(tiny_artifact, tmp_path):
     files = _photos(tmp_path / "in", 5)
     runner = runtime.load(tiny_artifact, threads=1)
-    first = remove_background(files[:3], runner, tmp_path / "out", overwrite=False, progress=False)
+    first = remove_background(files[:3], runner, tmp_path / "out", RemoveConfig(overwrite=False), progress=False)
     stamp = {p.name: p.stat().st_mtime_ns for p in first.written}
-    again = remove_background(files, runner, tmp_path / "out", overwrite=False, progress=False)
+    again = remove_background(files, runner, tmp_path / "out", RemoveConfig(overwrite=False), progress=False)
     assert [p.name for p in again.skipped] == [f.name for f in files[:3]]
     assert [p.name for p in again.written] == [f"{f.stem}.png" for f in files[3:]]
     assert all((tmp_path / "out" / n).stat().st_mtime_ns == t for n, t in stamp.items())  # untouched
-    redo = remove_background(files, runner, tmp_path / "out", overwrite=True, progress=False)
+    redo = remove_background(files, runner, tmp_path / "out", RemoveConfig(overwrite=True), progress=False)
     assert len(redo.written) == 5 and not redo.skipped
 
 
@@ -72,8 +72,9 @@ def test_failures_are_reported_at_the_end_and_every_other_image_is_cut_out(tiny_
     (tmp_path / "in" / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
     (tmp_path / "in" / "empty.png").write_bytes(b"")
     seen = []
-    report = remove_background([tmp_path / "in"], runtime.load(tiny_artifact), tmp_path / "out", workers=2,
-                               batch="auto", progress=False, on_error=lambda p, m: seen.append(p.name))
+    report = remove_background([tmp_path / "in"], runtime.load(tiny_artifact), tmp_path / "out",
+                               RemoveConfig(workers=2, batch="auto"), progress=False,
+                               on_error=lambda p, m: seen.append(p.name))
     assert sorted(p.name for p, _ in report.failed) == ["broken.jpg", "empty.png"] == sorted(seen)
     assert sorted(p.name for p in report.written) == sorted(f"{f.stem}.png" for f in files)
     assert all(str(p) in msg for p, msg in report.failed)  # each message names its file
@@ -104,7 +105,7 @@ def test_in_flight_images_stay_bounded(tiny_artifact, tmp_path):
 
     cutout.io.read_image, restore = counted_read, read
     try:
-        report = remove_background(files, Counting(), tmp_path / "out", workers=2, batch=2, progress=False)
+        report = remove_background(files, Counting(), tmp_path / "out", RemoveConfig(workers=2, batch=2), progress=False)
     finally:
         cutout.io.read_image = restore
     assert len(report.written) == 24
@@ -116,17 +117,18 @@ def test_encodings_and_their_refusals(tiny_artifact, tmp_path):
 
     files = _photos(tmp_path / "in", 2)
     runner = runtime.load(tiny_artifact)
-    webp = remove_background(files, runner, tmp_path / "webp", encoding="webp", progress=False)
+    webp = remove_background(files, runner, tmp_path / "webp", RemoveConfig(encoding="webp"), progress=False)
     a = cv2.imread(str(webp.written[0]), cv2.IMREAD_UNCHANGED)
     assert webp.written[0].suffix == ".webp" and a.ndim == 3 and a.shape[2] == 4  # alpha kept
-    jpg = remove_background(files, runner, tmp_path / "jpg", fmt="composite", encoding="jpg", progress=False)
+    jpg = remove_background(files, runner, tmp_path / "jpg", RemoveConfig(format="composite", encoding="jpg"),
+                            progress=False)
     assert jpg.written[0].suffix == ".jpg" and io.read_image(jpg.written[0]).shape[2] == 3
     with pytest.raises(EdgecutError, match="no alpha"):
-        remove_background(files, runner, tmp_path / "x", fmt="rgba", encoding="jpg", progress=False)
+        remove_background(files, runner, tmp_path / "x", RemoveConfig(format="rgba", encoding="jpg"), progress=False)
     with pytest.raises(EdgecutError, match="--encoding"):
         encode_cutout(np.zeros((4, 4), np.uint8), "gif")
     with pytest.raises(EdgecutError, match="--batch"):
-        remove_background(files, runner, tmp_path / "y", batch="many", progress=False)
+        remove_background(files, runner, tmp_path / "y", RemoveConfig(batch="many"), progress=False)
 
 
 def test_the_cli_resumes_and_says_what_it_skipped(tiny_artifact, tmp_path):

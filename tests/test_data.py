@@ -235,7 +235,7 @@ def test_sampler_start_batch_skips_exactly(start):
 
 def test_sampler_ranks_are_disjoint_and_cover():
     n = 12
-    shards = [list(EpochBatchSampler(n, 3, epoch=2, seed=0, rank=r, world_size=2)) for r in (0, 1)]
+    shards = [list(EpochBatchSampler(n, 3, epoch=2, seed=0, shard=(r, 2))) for r in (0, 1)]
     a, b = _flat(shards[0]), _flat(shards[1])
     assert len(a) == len(b) == 6
     assert not set(a) & set(b)
@@ -245,7 +245,7 @@ def test_sampler_ranks_are_disjoint_and_cover():
 
 def test_sampler_without_drop_last_covers_odd_counts():
     n = 11
-    shards = [EpochBatchSampler(n, 4, epoch=0, seed=0, rank=r, world_size=2, drop_last=False) for r in (0, 1)]
+    shards = [EpochBatchSampler(n, 4, epoch=0, seed=0, shard=(r, 2), drop_last=False) for r in (0, 1)]
     a, b = _flat(list(shards[0])), _flat(list(shards[1]))
     assert len(a) == len(b) == 6  # padded by wrapping
     assert set(a) | set(b) == set(range(n))

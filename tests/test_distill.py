@@ -303,7 +303,7 @@ _HOOK = textwrap.dedent("""
     real_fit, dump, stop = d.fit, Path(os.environ["DUMP"]), int(os.environ.get("STOP_AT", 0))
 
     def fit(model, *a, **k):
-        modules = [model, *k.get("extra_modules", [])]
+        modules = [model, *k["task"].extra_modules]
         def hook(state):
             h = hashlib.sha256()
             for m in modules:

@@ -146,3 +146,118 @@ def test_public_functions_stay_functions_after_their_modules_load():
 def test_every_step_holds_the_lock_on_its_out(name):
     fn, _ = STEPS[name].load()
     assert getattr(fn, "locks_out", False), f"{name} is not decorated with io.writes_out"
+
+
+# ------------------------------------------------------------------------------------------------
+# The command line (STYLE.md, habit 14): an option is written once, and only the typer entry points,
+# whose parameters are the command line itself, take many parameters.
+
+CLI = PACKAGE / "cli"
+MAX_PARAMETERS = 8
+
+
+def _typer_definitions(tree: ast.Module) -> list[ast.Call]:
+    """Every ``typer.Option(...)`` and ``typer.Argument(...)`` call: each defines one option or argument."""
+    return [node for node in ast.walk(tree) if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+            and node.func.attr in ("Option", "Argument") and isinstance(node.func.value, ast.Name)
+            and node.func.value.id == "typer"]
+
+
+def _helps(path: Path, tree: ast.Module) -> list[tuple[str, str]]:
+    """(help text, file:line) of each option defined in ``path``; a help built by code is read as its source."""
+    out = []
+    for call in _typer_definitions(tree):
+        text = next((k.value for k in call.keywords if k.arg == "help"), None)
+        text = text.value if isinstance(text, ast.Constant) else ast.unparse(text) if text is not None else ""
+        out.append((" ".join(text.split()), f"{path.name}:{call.lineno}"))
+    return out
+
+
+def _shared_names(tree: ast.Module) -> list[str]:
+    """Module-level names bound to an option definition (``Epochs = Annotated[int, typer.Option(...)]``)."""
+    return [t.id for node in tree.body if isinstance(node, ast.Assign) and _typer_definitions(ast.Module([node], []))
+            for t in node.targets if isinstance(t, ast.Name)]
+
+
+def _written_twice(files: dict[Path, ast.Module]) -> list[str]:
+    seen: dict[str, list[str]] = {}
+    for path, tree in files.items():
+        for text, where in _helps(path, tree):
+            seen.setdefault(f"help {text!r}", []).append(where)
+        for name in _shared_names(tree):
+            seen.setdefault(f"option {name}", []).append(path.name)
+    return [f"{what}: {', '.join(where)}" for what, where in seen.items() if len(where) > 1]
+
+
+def test_every_option_is_written_once():
+    """An option several commands take is one definition (cli/options.py) the commands name, never a copy: no
+    help text is written twice, no option definition is named twice, and every option says what it does."""
+    files = {path: ast.parse(path.read_text(encoding="utf-8")) for path in sorted(CLI.glob("*.py"))}
+    assert files and sum(len(_helps(p, t)) for p, t in files.items()) > 100, "no options found: has typer changed?"
+    silent = [where for path, tree in files.items() for text, where in _helps(path, tree) if not text]
+    assert not silent, f"options without help: {silent}"
+    twice = _written_twice(files)
+    assert not twice, "options defined in more than one place (share one definition from cli/options.py):\n" + \
+        "\n".join(twice)
+
+
+def test_the_option_check_sees_a_copy(tmp_path):
+    first, second = tmp_path / "a.py", tmp_path / "b.py"
+    first.write_text('Seed = Annotated[int, typer.Option(help="Seeds everything.")]\n')
+    second.write_text('def cmd(seed: Annotated[int, typer.Option(help="Seeds  everything.")] = 0): ...\n')
+    files = {p: ast.parse(p.read_text()) for p in (first, second)}
+    assert _written_twice(files) == ["help 'Seeds everything.': a.py:1, b.py:1"]
+    second.write_text('Seed = Annotated[int, typer.Option(help="Seeds the data order.")]\n')
+    files = {p: ast.parse(p.read_text()) for p in (first, second)}
+    assert _written_twice(files) == ["option Seed: a.py, b.py"]
+
+
+def _is_entry_point(node: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
+    """A typer command or callback (``@app.command()``, ``@data_app.command("synth")``, ``@app.callback()``)."""
+    names = [(d.func if isinstance(d, ast.Call) else d) for d in node.decorator_list]
+    return any(isinstance(d, ast.Attribute) and d.attr in ("command", "callback") for d in names)
+
+
+def _parameters(node: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    """How many parameters a caller gives (a method's ``self`` or ``cls`` not counted)."""
+    a = node.args
+    count = len(a.posonlyargs) + len(a.args) + len(a.kwonlyargs) + (a.vararg is not None) + (a.kwarg is not None)
+    first = (a.posonlyargs + a.args)[:1]
+    return count - (1 if first and first[0].arg in ("self", "cls") else 0)
+
+
+def _many_parameters(path: Path, tree: ast.Module) -> list[str]:
+    """Each function of ``tree`` but the typer entry points that takes more than MAX_PARAMETERS, and each
+    ``locals()`` (a command handing its options on wholesale)."""
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and not _is_entry_point(node):
+            if (count := _parameters(node)) > MAX_PARAMETERS:
+                out.append(f"{path.name}:{node.lineno} {node.name}: {count} parameters")
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "locals":
+            out.append(f"{path.name}:{node.lineno} locals()")
+    return out
+
+
+def test_no_function_but_the_commands_takes_more_than_eight_parameters():
+    """Related values travel together as one small frozen dataclass (a config, ``Hooks``, ``Task``), not as
+    a function of many keywords; a command's options reach the code that builds its config as one mapping
+    (``ctx.params``), never ``**locals()``. Only the typer entry points, which are the command line, list
+    many parameters."""
+    found = []
+    for path in sorted([*PACKAGE.rglob("*.py"), *(PACKAGE.parent / "benchmarks").rglob("*.py")]):
+        found += [f"{path.parent.name}/{line}" for line in _many_parameters(path, ast.parse(path.read_text("utf-8")))]
+    assert not found, f"functions of more than {MAX_PARAMETERS} parameters, or locals():\n" + "\n".join(found)
+
+
+def test_the_parameter_check_sees_many_parameters(tmp_path):
+    module = tmp_path / "m.py"
+    module.write_text("def build(*, a, b, c, d, e, f, g, h, **rest): ...\n"
+                      "@app.command()\ndef cmd(a, b, c, d, e, f, g, h, i): ...\n"
+                      "@data_app.command\ndef sub(a, b, c, d, e, f, g, h, i): ...\n"
+                      "def fine(a, b, c, d, e, f, g, h): ...\n"
+                      "class C:\n    def method(self, a, b, c, d, e, f, g, h): ...\n"
+                      "    def wide(self, a, b, c, d, e, f, g, h, i): ...\n"
+                      "def cmd2(**kw): return build(**locals())\n")
+    assert _many_parameters(module, ast.parse(module.read_text())) == [
+        "m.py:1 build: 9 parameters", "m.py:9 wide: 9 parameters", "m.py:10 locals()"]

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from conftest import TINY_STUDENT, TINY_UNET
-from edgecut.compress.config import PruneConfig
+from edgecut.compress.config import PruneConfig, SensitivityConfig
 from edgecut.compress.pruning import (plan_from_sensitivity, prunable_groups, prune_model, read_plan,
                                       recalibrate_batchnorm, sensitivity, write_sensitivity)
 from edgecut.errors import EdgecutError, ModelError
@@ -218,7 +218,7 @@ def test_sensitivity_rows_and_plan(tmp_path):
     def agreement(m):  # higher is better: 1 - mean abs change of the output
         return 1.0 - float((torch.sigmoid(m(x)) - torch.sigmoid(y)).abs().mean())
 
-    base, rows = sensitivity(model, x[:1], agreement, ratios=(0.5,), progress=False)
+    base, rows = sensitivity(model, x[:1], agreement, SensitivityConfig(ratios=(0.5,)), progress=False)
     assert base == pytest.approx(1.0)
     groups = prunable_groups(model, x[:1])
     assert {r.layer for r in rows} == {k for k, v in groups.items() if v >= 2}

@@ -48,7 +48,7 @@ def test_rembg_runs_it_and_cuts_out_what_edgecut_cuts_out(rembg_export, synth_da
     rembg = pytest.importorskip("rembg", reason="rembg is a test-only dependency (pip install -e '.[dev]')")
     del rembg
     from edgecut import runtime
-    from edgecut.cutout import remove_background
+    from edgecut.cutout import RemoveConfig, remove_background
 
     images = sorted((synth_data / "images").iterdir())[:4]
     args = []
@@ -59,7 +59,8 @@ def test_rembg_runs_it_and_cuts_out_what_edgecut_cuts_out(rembg_export, synth_da
                        text=True, env=env, timeout=280)
     assert p.returncode == 0, p.stderr[-2000:]
     runner = runtime.load(rembg_export, threads=1)
-    remove_background(images, runner, tmp_path / "edgecut", fmt="mask", alpha="minmax", progress=False, workers=0)
+    remove_background(images, runner, tmp_path / "edgecut", RemoveConfig(format="mask", alpha="minmax", workers=0),
+                      progress=False)
     for img in images:
         theirs = np.load(tmp_path / f"{img.stem}.npy").astype(np.float32) / 255
         ours = io.read_mask(tmp_path / "edgecut" / f"{img.stem}.png").astype(np.float32) / 255

@@ -1,4 +1,5 @@
-"""The typer application the command modules register on, and the two consoles they print to."""
+"""The typer application the command modules register on (a group of commands adds its own typer to it), and
+the two consoles they print to."""
 
 from __future__ import annotations
 
@@ -10,13 +11,6 @@ from rich.console import Console
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Make background-removal networks small and fast, and prove it with numbers.")
-data_app = typer.Typer(no_args_is_help=True, help="Make and inspect data sets.")
-app.add_typer(data_app, name="data")
-target_app = typer.Typer(no_args_is_help=True, help="Where models run: set up a target, run a bundle there.")
-app.add_typer(target_app, name="target")
-env_app = typer.Typer(no_args_is_help=True, help="Converter environments for converters that cannot live beside "
-                                                 "edgecut's packages (LiteRT).")
-app.add_typer(env_app, name="env")
 console = Console()
 err = Console(stderr=True, soft_wrap=True)
 

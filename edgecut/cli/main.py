@@ -6,14 +6,27 @@ from __future__ import annotations
 import sys
 import warnings
 
-import edgecut.cli.recipes  # noqa: F401,I001  (each registers its commands on the app, in edgecut --help order)
+import edgecut.cli.run  # noqa: F401,I001  (each registers its command on the app, in edgecut --help order)
 import edgecut.cli.optimize  # noqa: F401,I001
-import edgecut.cli.intake  # noqa: F401,I001
+import edgecut.cli.import_  # noqa: F401,I001
+import edgecut.cli.convert  # noqa: F401,I001
 import edgecut.cli.train  # noqa: F401,I001
-import edgecut.cli.compress  # noqa: F401,I001
-import edgecut.cli.measure  # noqa: F401,I001
-import edgecut.cli.use  # noqa: F401,I001
-import edgecut.cli.targets  # noqa: F401,I001
+import edgecut.cli.baseline  # noqa: F401,I001
+import edgecut.cli.distill  # noqa: F401,I001
+import edgecut.cli.prune  # noqa: F401,I001
+import edgecut.cli.qat  # noqa: F401,I001
+import edgecut.cli.export  # noqa: F401,I001
+import edgecut.cli.eval  # noqa: F401,I001
+import edgecut.cli.bench  # noqa: F401,I001
+import edgecut.cli.compare  # noqa: F401,I001
+import edgecut.cli.info  # noqa: F401,I001
+import edgecut.cli.remove  # noqa: F401,I001
+import edgecut.cli.doctor  # noqa: F401,I001
+import edgecut.cli.quickstart  # noqa: F401,I001
+import edgecut.cli.bundle  # noqa: F401,I001
+import edgecut.cli.data  # noqa: F401,I001  (the groups: listed after the commands, in this order)
+import edgecut.cli.target  # noqa: F401,I001
+import edgecut.cli.env  # noqa: F401,I001
 from edgecut.cli.app import app, err
 from edgecut.errors import DataWarning, EdgecutError
 

@@ -1,5 +1,5 @@
 """The settings of the compression steps: :class:`PruneConfig`, :class:`DistillConfig`, :class:`QATConfig`,
-:class:`ConvertConfig`.
+:class:`ConvertConfig`, and of the pruning sensitivity analysis (:class:`SensitivityConfig`).
 
 Plain frozen dataclasses without torch, so a recipe or a command line can be checked against
 them in a fraction of a second; the steps themselves are in prune.py, distill.py, qat.py and to_torch.py.
@@ -78,6 +78,20 @@ class PruneConfig:
         check_range("steps", self.steps, 1, 1000, integer=True)
         check_range("bn_batches", self.bn_batches, 0, integer=True)
         self.loop.validate()
+
+
+@dataclass(frozen=True)
+class SensitivityConfig:
+    """The sensitivity analysis: each prunable group pruned alone at each ratio, scored on held-out images."""
+
+    ratios: tuple[float, ...] = (0.25, 0.5, 0.75)  # tried per group
+    importance: Importance = "l2"  # channel ranking, as PruneConfig.importance
+    round_to: int | None = None  # kept channels are a multiple of this; None: no rounding
+    ignore: tuple[str, ...] = ()  # layers whose output channels are kept whole
+    split: str | None = None  # split of the data set the images come from; None: its training split
+    images: int = 100  # held-out images scored per trial (picked reproducibly)
+    metric: str = "iou"  # higher is better
+    max_drop: float | None = None  # also write plan.json: per group the largest ratio within this drop
 
 
 KD_FIELDS = ("temperature", "alpha", "feature_kd", "feature_weight", "boundary_weight", "boundary_width", "edge_gain",

@@ -36,7 +36,7 @@ from edgecut.models.registry import create_model
 from edgecut.models.store import load_model, save_model
 from edgecut.compress.config import DistillConfig
 from edgecut.training.distributed import on_main_process, world
-from edgecut.training.loop import Callback, fit, seed_everything
+from edgecut.training.loop import Callback, Task, fit, seed_everything
 from edgecut.training.losses import (as_logits, bce_dice_loss, boundary_loss, ensemble_probability, feature_loss,
                                      kd_loss)
 from edgecut.training.train import checkpoint_bytes, keep_in_memory, training_data, validator
@@ -316,9 +316,9 @@ def distill(teachers: Sequence[Artifact | str | os.PathLike], data: str | os.Pat
                                     unlabeled=True, soft_labels=soft)
     key = {"distill": config.kd_settings(), "teachers": [t.sha256 for t in loaded], "student": arch,
            "student_init": init.sha256 if init else None, "size": list(spec.input_size)}
-    result = fit(student, train_set, loop, out, validate=validate, objective=objective, resume=resume,
-                 progress=progress, callbacks=callbacks, extra_modules=[adapters] if adapters is not None else [],
-                 resume_key=key)
+    task = Task(validate=validate, objective=objective, extra_modules=[adapters] if adapters is not None else [],
+                resume_key=key)
+    result = fit(student, train_set, loop, out, task=task, resume=resume, progress=progress, callbacks=callbacks)
 
     def write() -> Artifact:
         io.write_json(out / "history.json", result.state.history)

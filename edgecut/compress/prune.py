@@ -21,7 +21,7 @@ from torch import nn
 
 from edgecut import io
 from edgecut.artifact import Artifact, ModelSpec, Step, is_artifact, load_artifact
-from edgecut.compress.config import PruneConfig
+from edgecut.compress.config import PruneConfig, SensitivityConfig
 from edgecut.compress.pruning import (PruneStats, plan_from_sensitivity, prunable_groups, prune_model,
                                       recalibrate_batchnorm, sensitivity, write_sensitivity)
 from edgecut.data.folder import Sample, find_samples, subset
@@ -32,7 +32,7 @@ from edgecut.models.profile import count_macs
 from edgecut.models.store import LoadedModel, build, load_model, save_model
 from edgecut.runtime.timing import LatencyConfig, measure
 from edgecut.training.config import LoopConfig
-from edgecut.training.loop import fit
+from edgecut.training.loop import Task, fit
 from edgecut.training.train import default_splits, keep_in_memory, training_data, validator
 
 STATE_FILE = "prune_state.json"
@@ -111,7 +111,7 @@ def prune(source: Artifact | str | os.PathLike, out: str | os.PathLike, config: 
 
     steps_log: dict[int, dict[str, Any]] = {}
     objective = _kd_objective(parent, spec, config) if config.kd and train_set is not None else None
-    finetune = _Finetune(config, spec, train_set, validate, out, steps_log, arch_of, progress, objective)
+    finetune = _Finetune(config, spec, train_set, Task(validate, objective), out, steps_log, arch_of, progress)
     module = prune_model(module, example_input(spec), config, macs_size=spec.input_size, grad_batches=grad_batches,
                          on_step=finetune, start_step=start_step, original=original)
     module.float().to("cpu", memory_format=torch.contiguous_format).eval()
@@ -174,10 +174,10 @@ class _Finetune:
     """What runs after pruning step k: batch-norm recalibration and fine-tuning in ``out/steps/k``,
     which then holds the step's artifact (a resumed run starts from the last one)."""
 
-    def __init__(self, config: PruneConfig, spec: ModelSpec, train_set, validate, out: Path,
-                 log: dict[int, dict[str, Any]], arch_of, progress: bool, objective=None) -> None:
-        self.config, self.spec, self.train_set, self.validate = config, spec, train_set, validate
-        self.out, self.log, self.arch_of, self.progress, self.objective = out, log, arch_of, progress, objective
+    def __init__(self, config: PruneConfig, spec: ModelSpec, train_set, task: Task, out: Path,
+                 log: dict[int, dict[str, Any]], arch_of, progress: bool) -> None:
+        self.config, self.spec, self.train_set, self.task = config, spec, train_set, task
+        self.out, self.log, self.arch_of, self.progress = out, log, arch_of, progress
 
     def __call__(self, k: int, model: nn.Module) -> None:
         config = self.config
@@ -188,12 +188,12 @@ class _Finetune:
         if config.bn_batches:
             log["bn_recalibration_images"] = recalibrate_batchnorm(
                 model, augmented_images(self.train_set, config.loop, config.bn_batches, k))
-        if self.validate is not None:  # what pruning alone costs, before fine-tuning wins it back
-            log["val_before_finetune"] = self.validate(model)
+        if self.task.validate is not None:  # what pruning alone costs, before fine-tuning wins it back
+            log["val_before_finetune"] = self.task.validate(model)
         if not config.loop.epochs:
             return
-        result = fit(model, self.train_set, config.loop, step_dir, validate=self.validate, progress=self.progress,
-                     resume=(step_dir / "checkpoints" / "last.pt").exists(), objective=self.objective)
+        result = fit(model, self.train_set, config.loop, step_dir, task=self.task,
+                     progress=self.progress, resume=(step_dir / "checkpoints" / "last.pt").exists())
         model.load_state_dict(result.model.state_dict())  # the shipped (best, EMA when on) weights
         log["val_after_finetune"] = result.best_metrics
         log["precision_used"] = result.precision
@@ -202,34 +202,32 @@ class _Finetune:
                    metrics={"val": result.best_metrics} if result.best_metrics else {})
 
 
-def sensitivity_artifact(source: str | os.PathLike, out: str | os.PathLike, data: str | os.PathLike, *,
-                         ratios: tuple[float, ...] = (0.25, 0.5, 0.75), importance: str = "l2",
-                         round_to: int | None = None, ignore: tuple[str, ...] = (), split: str | None = None,
-                         images: int = 100, metric: str = "iou", max_drop: float | None = None,
-                         progress: bool = True, threads: int | None = None) -> dict[str, Any]:
-    """Sensitivity of each prunable group of ``source``, measured on ``images`` held-out images.
+def sensitivity_artifact(source: str | os.PathLike, out: str | os.PathLike, data: str | os.PathLike,
+                         config: SensitivityConfig = SensitivityConfig(), *, progress: bool = True,
+                         threads: int | None = None) -> dict[str, Any]:
+    """Sensitivity of each prunable group of ``source``, measured on ``config.images`` held-out images of ``data``.
 
     The images come from the training split by default (ECSSD: tune on train, report on val),
-    picked reproducibly. With ``max_drop`` a per-layer plan is written as well.
+    picked reproducibly. With ``config.max_drop`` a per-layer plan is written as well.
     """
     if threads:
         torch.set_num_threads(threads)
-    parent, _ = _loaded(source, PruneConfig(data=str(data), val_split=split))
+    parent, _ = _loaded(source, PruneConfig(data=str(data), val_split=config.split))
     spec = parent.spec
     data = Path(data)
-    split = split or default_splits(data)[0]
-    samples = subset(find_samples(data, split), images)
+    split = config.split or default_splits(data)[0]
+    samples = subset(find_samples(data, split), config.images)
     evaluate_all = validator(samples, spec, torch.device("cpu"))
 
     def evaluate(model: nn.Module) -> float:
-        return evaluate_all(model)[metric]
+        return evaluate_all(model)[config.metric]
 
-    grad_batches = _grad_batches(samples, spec) if importance == "taylor" else []
-    base, rows = sensitivity(parent.module, example_input(spec), evaluate, ratios=ratios, importance=importance,
-                             round_to=round_to, ignore=ignore, macs_size=spec.input_size,
+    grad_batches = _grad_batches(samples, spec) if config.importance == "taylor" else []
+    base, rows = sensitivity(parent.module, example_input(spec), evaluate, config, macs_size=spec.input_size,
                              grad_batches=grad_batches, progress=progress)
+    max_drop = config.max_drop
     plan = plan_from_sensitivity(rows, max_drop) if max_drop is not None else None
-    files = write_sensitivity(out, base, rows, metric, plan, max_drop)
+    files = write_sensitivity(out, base, rows, config.metric, plan, max_drop)
     return {"baseline": base, "rows": rows, "plan": plan, "files": files, "images": len(samples),
             "data": f"{data}:{split}"}
 

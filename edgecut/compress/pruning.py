@@ -30,7 +30,7 @@ from edgecut._optional import require
 from edgecut.errors import InputError, ModelError
 from edgecut.models.channels import RESIZABLE
 from edgecut.models.profile import count_macs, count_params
-from edgecut.compress.config import Importance, PruneConfig
+from edgecut.compress.config import Importance, PruneConfig, SensitivityConfig
 
 
 
@@ -299,12 +299,12 @@ class SensitivityRow:
     drop: float  # baseline metric minus this one (positive: worse)
 
 
-def sensitivity(model: nn.Module, example_input: torch.Tensor, evaluate: Callable[[nn.Module], float], *,
-                ratios: Sequence[float] = (0.25, 0.5, 0.75), importance: Importance = "l2",
-                round_to: int | None = None, ignore: Sequence[str] = (), macs_size: tuple[int, int] | None = None,
+def sensitivity(model: nn.Module, example_input: torch.Tensor, evaluate: Callable[[nn.Module], float],
+                config: SensitivityConfig = SensitivityConfig(), *, macs_size: tuple[int, int] | None = None,
                 grad_batches: Iterable[tuple[torch.Tensor, torch.Tensor]] = (),
                 progress: bool = True) -> tuple[float, list[SensitivityRow]]:
-    """Prune each group alone at each ratio; returns the baseline metric and one row per trial.
+    """Prune each group alone at each of ``config.ratios`` (ranked by ``config.importance``); returns the
+    baseline metric and one row per trial.
 
     ``evaluate(model) -> float`` is a higher-is-better metric (e.g. IoU on held-out images).
     """
@@ -312,19 +312,20 @@ def sensitivity(model: nn.Module, example_input: torch.Tensor, evaluate: Callabl
 
     macs_size = macs_size or tuple(example_input.shape[-2:])
     grad_batches = list(grad_batches)
+    ignore = config.ignore
     _check_supported(model, ignore)
     base_metric = float(evaluate(model))
     base_macs = count_macs(model, macs_size)
     groups = prunable_groups(model, example_input, ignore)
     rows = []
-    with Tracker("sensitivity", len(groups) * len(ratios), enabled=progress, unit="trials") as bar:
+    with Tracker("sensitivity", len(groups) * len(config.ratios), enabled=progress, unit="trials") as bar:
         for layer, channels in groups.items():
-            for r in ratios:
+            for r in config.ratios:
                 trial = copy.deepcopy(model)
-                config = PruneConfig(ratio=0.0, importance=importance, round_to=round_to, ignore=tuple(ignore),
-                                     layer_ratios={layer: r})
+                alone = PruneConfig(ratio=0.0, importance=config.importance, round_to=config.round_to,
+                                    ignore=tuple(ignore), layer_ratios={layer: r})
                 try:
-                    _prune_once(trial, example_input, config, grad_batches)
+                    _prune_once(trial, example_input, alone, grad_batches)
                 except ModelError:  # this ratio would empty the group: not a candidate
                     bar.advance()
                     continue

@@ -37,7 +37,7 @@ from edgecut.exporters import onnx as onnx_export
 from edgecut.exporters.config import Exported, ParityConfig
 from edgecut.models.store import load_model
 from edgecut.compress.config import QATConfig
-from edgecut.training.loop import CHECKPOINT_DIR, LAST, Callback, fit
+from edgecut.training.loop import CHECKPOINT_DIR, LAST, Callback, Task, fit
 from edgecut.training.train import TrainingData, keep_in_memory, training_data, validator
 
 SETUP_FILE = "qat_setup.json"
@@ -186,8 +186,8 @@ def qat(source: Artifact | str | os.PathLike, data: str | os.PathLike, out: str 
     validate = validator(ds.val, spec, device, loop.batch_size, cache=cache, amp=False) if ds.val else None
     train_set = SegmentationDataset(ds.train, spec, train=True, seed=loop.seed, cache=cache)
     key = {"qat": io.jsonable(config.quant_settings()), "parent": parent.sha256}
-    result = fit(model, train_set, loop, out, validate=validate, resume=resume, progress=progress,
-                 callbacks=callbacks, resume_key=key)
+    result = fit(model, train_set, loop, out, task=Task(validate=validate, resume_key=key), resume=resume,
+                 progress=progress, callbacks=callbacks)
     io.write_json(out / "history.json", result.state.history)
     model = result.model.float().to("cpu", memory_format=torch.contiguous_format).eval()
     step = {"data": str(ds.root), "train_split": ds.train_split, "val_split": ds.val_split,

@@ -71,6 +71,9 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1)[0])
 
 
+SOFT_FILL = -16.0  # a stored teacher logit where rotation leaves no image: certain background
+
+
 class SegmentationDataset(Dataset):
     """Samples -> dict(image=float CHW normalised, mask=float 1xHxW in {0,1}, index=int,
     labeled=float 1 or 0).
@@ -85,7 +88,7 @@ class SegmentationDataset(Dataset):
 
     def __init__(self, samples: Sequence[Sample], spec: ModelSpec, train: bool, seed: int = 0,
                  aug: AugmentConfig = AugmentConfig(), cache: bool = False, unlabeled: bool = False,
-                 soft_labels: Callable[[int], list[np.ndarray]] | None = None, soft_fill: float = -16.0) -> None:
+                 soft_labels: Callable[[int], list[np.ndarray]] | None = None) -> None:
         self.samples = list(samples)
         self.spec = spec
         self.train = train
@@ -94,7 +97,7 @@ class SegmentationDataset(Dataset):
         self.aug = aug
         self.transform = train_transform(spec, aug) if train else None
         self.soft_labels = soft_labels if train else None
-        self.soft_transforms = soft_label_transforms(spec, aug, soft_fill) if self.soft_labels else None
+        self.soft_transforms = soft_label_transforms(spec, aug, SOFT_FILL) if self.soft_labels else None
         self.cache: dict[int, tuple[np.ndarray, np.ndarray]] | None = {} if cache else None
 
     def __len__(self) -> int:
@@ -159,14 +162,15 @@ class SegmentationDataset(Dataset):
 
 
 class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
-    """Batches of (epoch, index) for one epoch: a seeded shuffle, an optional rank shard,
-    and a start batch for resuming in the middle of an epoch."""
+    """Batches of (epoch, index) for one epoch: a seeded shuffle, an optional rank shard
+    (``shard``: this process's rank and the world size, as :func:`edgecut.training.distributed.world`
+    gives them), and a start batch for resuming in the middle of an epoch."""
 
     def __init__(self, n: int, batch_size: int, epoch: int, seed: int = 0, shuffle: bool = True,
-                 drop_last: bool = True, start_batch: int = 0, rank: int = 0, world_size: int = 1) -> None:
+                 drop_last: bool = True, start_batch: int = 0, shard: tuple[int, int] = (0, 1)) -> None:
         self.n, self.batch_size, self.epoch, self.seed = n, batch_size, epoch, seed
         self.shuffle, self.drop_last, self.start_batch = shuffle, drop_last, start_batch
-        self.rank, self.world_size = rank, world_size
+        self.rank, self.world_size = shard
 
     def _order(self) -> list[int]:
         if not self.shuffle:

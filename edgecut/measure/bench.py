@@ -32,10 +32,9 @@ from edgecut.errors import EdgecutError, InputError
 from edgecut.measure.canary import Canary
 from edgecut.measure.config import BenchConfig
 from edgecut.measure.latency import half_width, kept_half_width, kept_index, quantile_ci, repeat_notes
-from edgecut.measure.record import (Accuracy, Agreement, BenchRecord, Host, Latency, Memory, Throughput, WorstImage,
-                                    append_records, machine_id, new_run_id, read_records)
+from edgecut.measure.record import (Accuracy, Agreement, BenchRecord, Hooks, Host, Latency, Memory, Throughput,
+                                    WorstImage, append_records, machine_id, new_run_id, read_records)
 from edgecut.runtime.base import AtSize, backend_for, spec_at
-from edgecut.runtime.timing import LatencyConfig
 
 MAX_DISCARDED = 2  # worker runs measured again because the machine was busy, per kept run at most
 
@@ -69,14 +68,14 @@ def _slug(text: str) -> str:
 # --------------------------------------------------------------------------- latency (isolated)
 
 
-def measure_latency(art: Artifact, backend: str, device: str, threads: int | None, spec: ModelSpec, batch: int,
-                    batches: Sequence[int], config: LatencyConfig, e2e_image: Path | None,
-                    isolate: bool = True) -> dict[str, Any]:
-    """Latency, throughput, end-to-end and peak memory of one model, in a fresh process unless told not to."""
-    job = {"artifact": str(art.path), "backend": backend, "device": device, "threads": threads,
-           "size": list(spec.input_size), "batch": batch, "batches": list(batches), "latency": asdict(config),
-           "e2e_image": str(e2e_image) if e2e_image else None}
-    if not isolate:
+def measure_latency(art: Artifact, spec: ModelSpec, backend: str, threads: int | None, config: BenchConfig,
+                    e2e_image: Path | None = None) -> dict[str, Any]:
+    """Latency, throughput, end-to-end and peak memory of one model at ``spec``'s size, on ``config.device`` at
+    ``config.batch`` (and each of ``config.batches``), in a fresh process unless ``config.isolate`` is off."""
+    job = {"artifact": str(art.path), "backend": backend, "device": config.device, "threads": threads,
+           "size": list(spec.input_size), "batch": config.batch, "batches": list(config.batches),
+           "latency": asdict(config.latency), "e2e_image": str(e2e_image) if e2e_image else None}
+    if not config.isolate:
         from edgecut.measure.worker import run_job
 
         return run_job(job)
@@ -100,10 +99,12 @@ def _probabilities(runner, spec: ModelSpec, images: Sequence[np.ndarray], batch_
     return out
 
 
-def measure_accuracy(runner, spec: ModelSpec, samples, data_name: str, *, batch_size: int, worst: int,
-                     cutout_dir: Path | None, cutout_rel: Path | None, reference: dict[str, Any] | None,
-                     progress: bool) -> tuple[Accuracy, Agreement | None]:
-    """Every metric at each image's own resolution, the worst images (cut-outs saved) and the agreement."""
+def measure_accuracy(runner, spec: ModelSpec, samples, data_name: str, config: BenchConfig, *,
+                     cutouts: tuple[Path, Path] | None = None, reference: dict[str, Any] | None = None,
+                     progress: bool = True) -> tuple[Accuracy, Agreement | None]:
+    """Every metric at each image's own resolution (``config.accuracy_batch`` images a call), the
+    ``config.worst`` images and the agreement with ``reference``. ``cutouts`` is (the folder the worst images'
+    cut-outs are saved in, that folder as the record names it); None: none saved."""
     from edgecut.measure.accuracy import evaluate
     from edgecut.cutout import compose
     from edgecut.data.folder import load_pair
@@ -117,20 +118,21 @@ def measure_accuracy(runner, spec: ModelSpec, samples, data_name: str, *, batch_
         diffs.append(float(np.abs(prob - ref).max()))
         ious.append(mask_iou(prob >= spec.threshold, ref >= spec.threshold))
 
-    result = evaluate(AtSize(runner, spec), samples, batch_size=batch_size, progress=progress,
+    result = evaluate(AtSize(runner, spec), samples, batch_size=config.accuracy_batch, progress=progress,
                       on_output=agree if reference is not None else None, check=False)  # checked once in bench
     by_name = {s.name: s for s in samples}
     worst_rows: list[WorstImage] = []
-    for row in result.worst(worst):
+    for row in result.worst(config.worst):
         entry = WorstImage(name=row["name"], iou=float(row["iou"]), mae=row.get("mae"),
                            image=str(by_name[row["name"]].image))
-        if cutout_dir is not None:
+        if cutouts is not None:
+            cutout_dir, cutout_rel = cutouts
             image, _ = load_pair(by_name[row["name"]])
             prob = _probabilities(runner, spec, [image], 1)[0]
             alpha = spec.resize_back(prob, image.shape[:2])
             dest = cutout_dir / f"{_slug(row['name'])}.png"
             io.write_image(dest, compose(image, alpha, "rgba"))
-            entry.cutout = str(cutout_rel / dest.name) if cutout_rel is not None else str(dest)
+            entry.cutout = str(cutout_rel / dest.name)
         worst_rows.append(entry)
     accuracy = Accuracy(data=data_name, count=result.count, input_size=tuple(spec.input_size),
                         metrics={k: float(v) for k, v in result.metrics.items()}, worst=worst_rows)
@@ -148,16 +150,15 @@ def measure_accuracy(runner, spec: ModelSpec, samples, data_name: str, *, batch_
 @io.writes_out(file=True)
 def bench(models: Sequence[str | os.PathLike | Artifact], out: str | os.PathLike, config: BenchConfig = BenchConfig(),
           *, resume: bool = False, progress: bool = True, names: Sequence[str] | None = None,
-          run_id: str | None = None, on_record: Callable[[BenchRecord], None] | None = None,
-          on_wait: Callable[[str], None] | None = None) -> BenchResult:
+          run_id: str | None = None, hooks: Hooks = Hooks()) -> BenchResult:
     """Measure every model; append one record per (model, threads) to the ``.jsonl`` file ``out``.
 
     ``names`` are display names (default: each artifact folder's name). ``resume`` skips
     measurements ``out`` already holds (same model file, backend, device, precision, size,
     batch, threads, machine). With ``config.precision`` a record is measured again, round after
-    round, until its p50 is known to that precision (or ``config.max_repeats``). ``on_record``
-    gets each record as it is written; ``on_wait`` a line whenever the machine is busy and the
-    run waits for it (:mod:`edgecut.measure.canary`).
+    round, until its p50 is known to that precision (or ``config.max_repeats``). ``hooks.on_record``
+    gets each record as it is written; ``hooks.say`` a line whenever the machine is busy and the
+    run waits for it (:mod:`edgecut.measure.canary`). ``run_id`` puts the records in a run begun earlier.
     """
     config.validate()
     out = records_out(out, resume)
@@ -184,10 +185,9 @@ def bench(models: Sequence[str | os.PathLike | Artifact], out: str | os.PathLike
             todo.append(_Timing(rec, art, spec, threads))
     while todo:  # round k: the k-th worker run of every record still measuring
         for t in list(todo):
-            job = (t.art, t.rec.backend, config.device, t.threads, t.spec, config.batch, config.batches,
-                   config.latency, e2e_image, config.isolate)
+            job = (t.art, t.spec, t.rec.backend, t.threads, config, e2e_image)
             _take_run(t, lambda job=job: measure_latency(*job), canary, config,
-                      on_wait=lambda m, name=t.rec.name: on_wait(f"{name}: {m}") if on_wait else None)
+                      on_wait=lambda m, name=t.rec.name: hooks.say(f"{name}: {m}") if hooks.say else None)
             if not _enough(t, config):
                 continue
             todo.remove(t)
@@ -195,8 +195,8 @@ def bench(models: Sequence[str | os.PathLike | Artifact], out: str | os.PathLike
             score(t, rec)
             append_records(out, [rec])
             result.records.append(rec)
-            if on_record is not None:
-                on_record(rec)
+            if hooks.on_record is not None:
+                hooks.on_record(rec)
     return result
 
 
@@ -244,8 +244,8 @@ class _Scorer:
         runner = runtime.load(t.art, device=config.device, threads=t.threads, backend=rec.backend)
         slug = _slug(f"{rec.name}-{rec.backend}-{rec.precision}-{t.spec.input_size[0]}x{t.spec.input_size[1]}")
         rec.accuracy, rec.agreement = measure_accuracy(
-            runner, t.spec, self.samples, self.data_name, batch_size=config.accuracy_batch, worst=config.worst,
-            cutout_dir=self.cut_root / slug, cutout_rel=Path(self.cut_root.name) / slug,
+            runner, t.spec, self.samples, self.data_name, config,
+            cutouts=(self.cut_root / slug, Path(self.cut_root.name) / slug),
             reference=ref if ref is not None and ref["sha256"] != t.art.sha256 else None, progress=self.progress)
 
 

@@ -19,7 +19,8 @@ import hashlib
 import json
 import os
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -179,6 +180,15 @@ class BenchRecord(BaseModel):
 
     def to_json_line(self) -> str:
         return json.dumps(self.model_dump(mode="json"), sort_keys=False, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """What a bench tells its caller as it goes (both optional): each record once it is appended, and lines of
+    news (a bench here: while it waits for a busy machine; a bench on a target: each stage as it starts)."""
+
+    on_record: Callable[[BenchRecord], None] | None = None
+    say: Callable[[str], None] | None = None
 
 
 def new_run_id() -> str:

@@ -17,7 +17,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ import numpy as np
 from edgecut import io
 from edgecut.artifact import Artifact, load_artifact
 from edgecut.errors import EdgecutError, InputError
-from edgecut.measure.record import (Accuracy, BenchRecord, Instructions, Latency, TargetParity, WorstImage,
+from edgecut.measure.record import (Accuracy, BenchRecord, Hooks, Instructions, Latency, TargetParity, WorstImage,
                                   append_records, new_run_id, read_records)
 from edgecut.runtime.base import backend_for
 from edgecut.targets import arm64, ssh
@@ -42,12 +42,15 @@ PRECISIONS = ("fp32", "fp16", "int8")
 
 @dataclass(frozen=True)
 class Where:
-    """A resolved ``--target``: where it runs (``arm64-emu`` or an ssh URL) and the bundle's profile."""
+    """A resolved ``--target``: where it runs (``arm64-emu`` or an ssh URL), the bundle's profile, and how
+    much a bench measures there."""
 
     target: str
     profile: Profile
     identity: Path | None = None  # ssh key
     python: str = "python3"  # the device's Python
+    count_iters: int = 3  # arm64-emu: inferences whose instructions are counted per model
+    bench_iters: int = 50  # a device: timed runner calls per record
 
     @property
     def emulated(self) -> bool:
@@ -198,11 +201,10 @@ def check_config(config, where: Where) -> None:
 
 
 def bench_on_target(models: Sequence[str | os.PathLike | Artifact], out: str | os.PathLike, config, where: Where, *,
-                    resume: bool = False, names: Sequence[str] | None = None, count_iters: int = 3,
-                    bench_iters: int = 50, progress: bool = True,
-                    on_record: Callable[[BenchRecord], None] | None = None,
-                    say: Callable[[str], None] | None = None):
-    """One record per model (and per thread count, on a device), appended to ``out`` as each finishes."""
+                    resume: bool = False, names: Sequence[str] | None = None, progress: bool = True,
+                    hooks: Hooks = Hooks()):
+    """One record per model (and per thread count, on a device), appended to ``out`` as each finishes;
+    ``where.count_iters`` inferences counted (emulated) or ``where.bench_iters`` timed (a device) per record."""
     from edgecut.measure.bench import BenchResult, _samples, model_size_mb, named_models, records_out, scaled_macs
 
     config.validate()
@@ -218,6 +220,7 @@ def bench_on_target(models: Sequence[str | os.PathLike | Artifact], out: str | o
     done = {r.key for r in read_records(out)} if resume and out.exists() else set()
     run_id = new_run_id()
     result = BenchResult()
+    say, count_iters = hooks.say, where.count_iters
     env = _emulator_env() if where.emulated else None
     for art, name in plans:
         folder = staged_bundle(art, where.profile)
@@ -225,8 +228,7 @@ def bench_on_target(models: Sequence[str | os.PathLike | Artifact], out: str | o
             threads = threads or where.profile.threads
             if say:
                 say(f"{name}: on {where.target}")
-            latency, device_env = (None, env) if where.emulated else _device_latency(folder, where, threads,
-                                                                                     bench_iters)
+            latency, device_env = (None, env) if where.emulated else _device_latency(folder, where, threads)
             rec = _record(art, name, where, threads, device_env, run_id, model_size_mb(art), scaled_macs(art, art.spec))
             if rec.key in done:
                 result.skipped.append(f"{name} ({where.target}, {threads or 'default'} threads)")
@@ -256,8 +258,8 @@ def bench_on_target(models: Sequence[str | os.PathLike | Artifact], out: str | o
                                                for r in scored.worst(config.worst)])
             append_records(out, [rec])
             result.records.append(rec)
-            if on_record is not None:
-                on_record(rec)
+            if hooks.on_record is not None:
+                hooks.on_record(rec)
     return result
 
 
@@ -283,11 +285,11 @@ def _emulator_env() -> dict[str, Any]:
     return env
 
 
-def _device_latency(folder: Path, where: Where, threads: int | None, iters: int) -> tuple[Latency, dict[str, Any]]:
-    """The runner's latency on the device, and the device's fingerprint from what it reported."""
+def _device_latency(folder: Path, where: Where, threads: int | None) -> tuple[Latency, dict[str, Any]]:
+    """The runner's latency on the device (``where.bench_iters`` calls), and the device's fingerprint from what it reported."""
     from edgecut.targets.run_bundle import run_bundle
 
-    p = run_bundle(folder, ["bench", "--iters", str(iters), *(["--threads", str(threads)] if threads else [])],
+    p = run_bundle(folder, ["bench", "--iters", str(where.bench_iters), *(["--threads", str(threads)] if threads else [])],
                    where.target, identity=where.identity, python=where.python)
     if p.returncode != 0:
         raise EdgecutError(f"the runner on {where.target} failed: {(p.stderr or p.stdout).strip()[-400:]}")

@@ -112,6 +112,7 @@ class Measurer:
         from edgecut.artifact import load_artifact
         from edgecut.measure.bench import bench, model_size_mb
         from edgecut.measure.config import BenchConfig
+        from edgecut.measure.record import Hooks
         from edgecut.runtime.timing import LatencyConfig
 
         art = load_artifact(path)
@@ -121,7 +122,7 @@ class Measurer:
         records = bench([art], self.out / "measure" / f"{cand.name}.jsonl", BenchConfig(
             threads=here_threads, size=size, latency=latency, end_to_end=False, worst=0, max_wait_s=30.0,
             data=self.data, split=str(self.splits.search)), names=[cand.name], resume=True, progress=False,
-            on_wait=self.say).records or _recorded(self.out / "measure" / f"{cand.name}.jsonl")
+            hooks=Hooks(say=self.say)).records or _recorded(self.out / "measure" / f"{cand.name}.jsonl")
         fastest = min(records, key=lambda r: r.latency.p50_ms)
         parity = art.manifest.metrics.get("parity", {})
         row = Row.of(cand, label, iou=float(fastest.accuracy.metrics["iou"]), cost=fastest.latency.p50_ms,
@@ -133,15 +134,18 @@ class Measurer:
         return row
 
     def _on_target(self, cand, art) -> float:
+        from dataclasses import replace
+
         from edgecut.measure.config import BenchConfig
+        from edgecut.measure.record import Hooks
         from edgecut.measure.target import bench_on_target
 
         where = self.where
         out = self.out / "measure" / f"{cand.name}-{where.profile.name}.jsonl"
         rec = (bench_on_target([art], out, BenchConfig(data=self.data, split=str(self.splits.search),
                                                        limit=self.config.arm_images, worst=0),
-                               where, resume=True, names=[cand.name], count_iters=1, progress=False,
-                               say=lambda s: self.say("  " + s)).records or _recorded(out))[-1]
+                               replace(where, count_iters=1), resume=True, names=[cand.name], progress=False,
+                               hooks=Hooks(say=lambda s: self.say("  " + s))).records or _recorded(out))[-1]
         if where.emulated:
             return rec.instructions.per_inference / 1e6
         return rec.latency.p50_ms

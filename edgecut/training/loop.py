@@ -19,7 +19,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -177,16 +177,23 @@ Callback = Callable[[TrainState], None]
 Validator = Callable[[nn.Module], dict[str, float]]
 
 
-def fit(model: nn.Module, train_set: Dataset, config: LoopConfig, out_dir: str | Path, *,
-        validate: Validator | None = None, objective: Callable[..., Any] | None = None,
-        resume: bool = False, progress: bool = True, callbacks: Sequence[Callback] = (),
-        extra_modules: Sequence[nn.Module] = (), resume_key: dict[str, Any] | None = None) -> FitResult:
+@dataclass(frozen=True)
+class Task:
+    """What a stage brings to the training loop besides the model, the data and the loop's settings."""
+
+    validate: Validator | None = None  # after each epoch: metrics, whose config.select_metric picks the best epoch
+    objective: Callable[..., Any] | None = None  # the loss; None: BCE + Dice on the masks
+    extra_modules: Sequence[nn.Module] = ()  # trained along and checkpointed (e.g. distillation adapters), not shipped
+    resume_key: Mapping[str, Any] = field(default_factory=dict)  # plain values a resumed run must share
+
+
+def fit(model: nn.Module, train_set: Dataset, config: LoopConfig, out_dir: str | Path, *, task: Task = Task(),
+        resume: bool = False, progress: bool = True, callbacks: Sequence[Callback] = ()) -> FitResult:
     """Train ``model`` on ``train_set`` (items addressed by (epoch, index)) and return the result.
 
-    ``validate(model) -> metrics`` runs after each epoch; ``config.select_metric`` of its
-    output picks the best epoch. ``extra_modules`` are trained along (e.g. distillation
-    adapters) and checkpointed with the model, but not shipped. ``resume_key`` holds other
-    settings (plain values) that must not change on resume, such as distillation's.
+    ``task`` is what the stage adds: its validation after each epoch, its objective, modules trained
+    along, and settings (such as distillation's) that must not change on resume. ``callbacks`` see
+    the state after every step.
     """
     out_dir = Path(out_dir)
     last_path = out_dir / CHECKPOINT_DIR / LAST
@@ -198,8 +205,7 @@ def fit(model: nn.Module, train_set: Dataset, config: LoopConfig, out_dir: str |
     if world()[0] == 0:  # half-written checkpoints of a run that was killed mid-write: never read, now removed
         for stale in last_path.parent.glob(".*.tmp"):
             stale.unlink(missing_ok=True)
-    run = _Run(model, len(train_set), config, out_dir, objective or SegmentationObjective(), extra_modules,
-               resume_key or {})
+    run = _Run(model, len(train_set), config, out_dir, task)
     if resume:
         run.restore()
     if not run.state.precision:
@@ -212,7 +218,7 @@ def fit(model: nn.Module, train_set: Dataset, config: LoopConfig, out_dir: str |
         with bar, interrupted:
             while run.state.epoch < config.epochs:
                 run.train_epoch(train_set, bar, callbacks, interrupted)
-                record = run.end_epoch(validate)
+                record = run.end_epoch(task.validate)
                 bar.end_epoch(record)
     except KeyboardInterrupt:
         run.checkpoint()
@@ -228,12 +234,12 @@ class _Run:
     """One training run's state: the model, optimizer, schedule, scaler, EMA and position, with
     what :func:`fit` does to them (a step, an epoch, a checkpoint, a resume)."""
 
-    def __init__(self, model: nn.Module, images: int, config: LoopConfig, out_dir: Path, objective: Callable[..., Any],
-                 extra_modules: Sequence[nn.Module], resume_key: dict[str, Any]) -> None:
-        self.config, self.objective, self.extra_modules = config, objective, list(extra_modules)
+    def __init__(self, model: nn.Module, images: int, config: LoopConfig, out_dir: Path, task: Task) -> None:
+        self.config, self.extra_modules = config, list(task.extra_modules)
+        self.objective = task.objective or SegmentationObjective()
         self.device = resolve_device(config.device)
         self.rank, self.world_size = init_distributed(self.device)
-        self.run_key = {**config.resume_key(), **resume_key,
+        self.run_key = {**config.resume_key(), **task.resume_key,
                         **({"world_size": self.world_size} if self.world_size > 1 else {})}
         seed_everything(config.seed)
         self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
@@ -243,7 +249,7 @@ class _Run:
         self.params = [p for m in (model, *self.extra_modules) for p in m.parameters() if p.requires_grad]
         self.extra_params = [p for m in self.extra_modules for p in m.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.params, lr=config.lr, weight_decay=config.weight_decay)
-        steps = EpochBatchSampler(images, config.batch_size, 0, rank=self.rank, world_size=self.world_size).num_batches()
+        steps = EpochBatchSampler(images, config.batch_size, 0, shard=(self.rank, self.world_size)).num_batches()
         if steps == 0:
             raise InputError(None, f"{images} training images make no full batch of {config.batch_size}"
                              + (f" on each of {self.world_size} processes" if self.world_size > 1 else ""),
@@ -357,7 +363,7 @@ class _Run:
         """The steps left in the current epoch (all of them, or those after a resumed position)."""
         config, state, device = self.config, self.state, self.device
         sampler = EpochBatchSampler(len(train_set), config.batch_size, state.epoch, config.seed,
-                                    start_batch=state.step_in_epoch, rank=self.rank, world_size=self.world_size)
+                                    start_batch=state.step_in_epoch, shard=(self.rank, self.world_size))
         loader = DataLoader(train_set, batch_sampler=sampler, num_workers=config.workers,
                             persistent_workers=False, pin_memory=device.type == "cuda")
         bar.start_epoch(state.epoch, state.step_in_epoch)

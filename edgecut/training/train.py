@@ -21,7 +21,7 @@ from edgecut.models.registry import create_model
 from edgecut.models.store import save_model
 from edgecut.training.config import CACHE_MAX_IMAGES, TrainConfig
 from edgecut.training.distributed import on_main_process
-from edgecut.training.loop import Callback, fit, seed_everything
+from edgecut.training.loop import Callback, Task, fit, seed_everything
 
 
 
@@ -126,7 +126,7 @@ def train(data: str | os.PathLike, out: str | os.PathLike, config: TrainConfig =
     device = resolve_device(loop.device)
     validate = validator(ds.val, spec, device, loop.batch_size, cache=cache) if ds.val else None
     train_set = SegmentationDataset(ds.train, spec, train=True, seed=loop.seed, cache=cache)
-    result = fit(model, train_set, loop, out, validate=validate, resume=resume, progress=progress,
+    result = fit(model, train_set, loop, out, task=Task(validate=validate), resume=resume, progress=progress,
                  callbacks=callbacks)
 
     def write() -> Artifact:

@@ -37,11 +37,14 @@ def _overrides(items: list[str]) -> dict[str, object]:
 def run_cmd(
     recipe: Annotated[Path, typer.Argument(help="Recipe file (YAML), e.g. recipes/quickstart.yaml.")],
     out: Annotated[Optional[Path], typer.Option(help="Run folder (default: runs/<recipe name>).")] = None,
-    from_step: Annotated[Optional[str], typer.Option("--from", help="Run this step and every step after it again.")] = None,
+    from_step: Annotated[Optional[str], typer.Option("--from", help="Run this step and every step after it "
+                                                                    "again.")] = None,
     only: Annotated[Optional[str], typer.Option(help="Run only this step (what it reads must be there).")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Check the recipe and say what would run; write nothing.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Check the recipe and say what would run; write "
+                                                            "nothing.")] = False,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Change a setting: STEP.KEY=VALUE (repeatable), "
-                                                                    "e.g. train.epochs=3; inputs.NAME=PATH for an input.")] = None,
+                                                                    "e.g. train.epochs=3; inputs.NAME=PATH for an "
+                                                                    "input.")] = None,
 ) -> None:
     """Run a recipe: its steps in order, each skipped when its inputs and settings are unchanged."""
     from edgecut.recipe import check_needs, load_recipe, plan, run_recipe
