@@ -343,7 +343,8 @@ def count_instructions(folder: Path, iters: int = 3, *, root: Path | None = None
     the runner's ``count`` between its two markers, divided by ``iters``. The bundle runs from a
     fixed folder in the cache, with one thread, on one host CPU (onnxruntime asks ``getcpu``),
     with address randomisation off, qemu's random numbers seeded and a made-up clock (libfaketime,
-    1 ms a reading), so a second run gives the same number, on a quiet host or a loaded one."""
+    1 ms a reading), so a second run gives the same number on a quiet host, and one within about 1e-4
+    of it on a loaded one (the drift left is measured in benchmarks/README.md)."""
     root = Path(root or default_root())
     cmd, env = python_command(root)
     plugin = root / "plugin" / PLUGIN
