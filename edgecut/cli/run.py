@@ -38,8 +38,9 @@ def run_cmd(
     recipe: Annotated[Path, typer.Argument(help="Recipe file (YAML), e.g. recipes/quickstart.yaml.")],
     out: Annotated[Optional[Path], typer.Option(help="Run folder (default: runs/<recipe name>).")] = None,
     from_step: Annotated[Optional[str], typer.Option("--from", help="Run this step and every step after it "
-                                                                    "again.")] = None,
-    only: Annotated[Optional[str], typer.Option(help="Run only this step (what it reads must be there).")] = None,
+                                                                    "again (one that was interrupted resumes).")] = None,
+    only: Annotated[Optional[str], typer.Option(help="Run only this step, again if it finished, resuming it "
+                                                  "if it was interrupted (what it reads must be there).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Check the recipe and say what would run; write "
                                                             "nothing.")] = False,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Change a setting: STEP.KEY=VALUE (repeatable), "
