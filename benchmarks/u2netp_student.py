@@ -129,6 +129,15 @@ def collect(folder: Path, recipe_run: Path | None, epoch: dict[str, Any] | None)
         if not (run / "edgecut.json").is_file():
             continue
         record["runs"][name] = {**curve(run), "ecssd_val_320": _score_at(run, 320)}
+    side = [record["runs"].get(n) for n in ("masks-ecssd", "distill-ecssd")]
+    if all(side):  # trained side by side, one thread each, the same epochs: their cost per epoch compares
+        per_epoch = [r["wall_time_s"] / len(r["epochs"]) for r in side]
+        record["epoch_cost_side_by_side"] = {"masks-ecssd_s": round(per_epoch[0], 1),
+                                             "distill-ecssd_s": round(per_epoch[1], 1),
+                                             "ratio": round(per_epoch[1] / per_epoch[0], 3),
+                                             "note": "20 epochs each, trained at the same time on one thread "
+                                                     "each, validation included; U^2-Netp's answers stored "
+                                                     "before (the first pass is not in either)"}
     record["teacher_ecssd_val_320"] = _score_at(teacher(), 320)
     record["teacher_vs_ecssd_train_masks_320"] = teacher_on_train()
     if epoch is not None:

@@ -113,6 +113,18 @@ def test_a_recipe_runs_then_every_step_is_cached_and_a_change_reruns_only_what_f
 
 
 @pytest.mark.slow
+def test_a_step_key_does_not_depend_on_how_the_recipe_and_run_folder_are_spelled(tmp_path, monkeypatch):
+    from edgecut.recipe.runner import step_key
+
+    (tmp_path / "sub").mkdir()
+    path = _write(tmp_path / "sub", TINY)
+    (tmp_path / "run").mkdir()
+    monkeypatch.chdir(tmp_path)
+    spelled = [(path, tmp_path / "run"), (Path("sub/r.yaml"), Path("run")), (Path("sub/../sub/r.yaml"), Path("./run"))]
+    keys = [{name: step_key(spec) for name, spec in load_recipe(p, run_dir=r).steps.items()} for p, r in spelled]
+    assert keys[0] == keys[1] == keys[2]
+
+
 def test_an_interrupted_step_resumes(tmp_path, monkeypatch):
     import edgecut.measure.bench as bench_module
 

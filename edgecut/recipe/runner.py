@@ -101,10 +101,22 @@ def _file_sha256(p: Path) -> str:
     return _HASHES[key]
 
 
+def _resolved(value: Any) -> Any:
+    """``value`` with every path that exists written one way (absolute, links followed), so a key does not
+    depend on the folder the recipe was started from or on how its path was spelled."""
+    if isinstance(value, dict):
+        return {k: _resolved(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolved(v) for v in value]
+    if isinstance(value, str) and value and os.path.exists(value):
+        return os.path.realpath(value)
+    return value
+
+
 def step_key(spec: StepSpec) -> str:
-    read = {p: fingerprint(p) for p in sorted(set(_paths(spec.sources) + _paths(_jsonable(spec.config))))}
-    blob = json.dumps({"kind": spec.kind.name, "config": _jsonable(spec.config), "sources": _jsonable(spec.sources),
-                       "reads": read}, sort_keys=True)
+    config, sources = _resolved(_jsonable(spec.config)), _resolved(_jsonable(spec.sources))
+    read = {p: fingerprint(p) for p in sorted(set(_paths(sources) + _paths(config)))}
+    blob = json.dumps({"kind": spec.kind.name, "config": config, "sources": sources, "reads": read}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 

@@ -144,7 +144,8 @@ def load_recipe(path: str | os.PathLike, overrides: dict[str, Any] | None = None
     data, lines = _parse(path)
     name = str(_name(path, lines, data, run_dir))
     recipe = Recipe(path, name, str(data.get("description") or ""), str(data.get("estimate") or ""))
-    run_dir = Path(run_dir) if run_dir is not None else Path("runs") / name
+    # absolute: "@name" becomes the same path however the run folder was spelled (a step's key holds it)
+    run_dir = Path(os.path.abspath(run_dir if run_dir is not None else Path("runs") / name))
     overrides = dict(overrides or {})
     recipe.inputs = _inputs(path, lines, data.get(INPUTS), overrides, data["steps"])
     raw = {k: _with_overrides(path, lines, k, v, overrides) for k, v in data["steps"].items()}
