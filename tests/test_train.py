@@ -206,3 +206,23 @@ def test_the_epoch_line_is_short_and_the_history_has_everything(synth_data, tmp_
     _tiny_train(synth_data, tmp_path / "run")
     history = io.read_json(tmp_path / "run" / "history.json")
     assert {"val_iou", "val_mae", "val_s_measure", "val_max_f", "loss", "lr"} <= set(history[0])
+
+
+def test_validation_scores_the_model_in_fp32_as_it_will_run(synth_data, monkeypatch):
+    import edgecut.training.train as train_module
+    from edgecut.artifact import ModelSpec
+    from edgecut.data.folder import find_samples
+
+    monkeypatch.setattr(train_module, "native_bf16", lambda: True)  # even where bf16 autocast would be fast
+    seen = []
+
+    class Probe(torch.nn.Module):
+        def forward(self, x):
+            seen.append(torch.is_autocast_enabled("cpu"))
+            return x[:, :1] * 0.0
+
+    spec = ModelSpec(input_size=(32, 32))
+    samples = find_samples(synth_data, "val")[:4]
+    train_module.validator(samples, spec, torch.device("cpu"), batch_size=4)(Probe())
+    train_module.validator(samples, spec, torch.device("cpu"), batch_size=4, amp=True)(Probe())
+    assert seen == [False, True]
