@@ -1,5 +1,6 @@
 """rembg's U^2-Netp against its student, in one run on one machine: ``recipes/rembg-u2netp.yaml`` run as a
-user runs it, then its bench records (ECSSD val, 320 x 320) summarised in results/rembg-u2netp.json:
+user runs it, then its bench records (ECSSD val, 320 x 320) summarised in results/rembg-u2netp.json
+(the records, table and plot in results/rembg-u2netp/):
 each model's IoU, MAE, S-measure, model-only p50 and end-to-end cut-out rate (decode to RGBA PNG),
 the student's speed-up and IoU change against U^2-Netp, the INT8 rows against their FP32, and what
 the promise asks (20x the cut-outs, at most 3 IoU points and 0.015 MAE lost, INT8 within 0.5 points).
@@ -74,6 +75,16 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     edgecut("run", RECIPE, "--out", args.out, *(["--from", args.from_step] if args.from_step else []))
     write(args.results, summarise(args.out / "bench.jsonl"))
+    keep(args.out, RESULTS / "rembg-u2netp")
+
+
+def keep(run: Path, folder: Path) -> None:
+    """The run's records, table and plot beside the summary (the models stay in the run folder)."""
+    import shutil
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("bench.jsonl", "report.md", "report.csv", "pareto.png"):
+        shutil.copy2(run / name, folder / name)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import subprocess
@@ -63,7 +64,9 @@ def test_every_command_the_readme_shows_exists():
 
 def _table(text: str) -> dict[str, dict[str, str]]:
     """The first markdown table of ``text`` as {name: {header: cell}}."""
-    rows = [ln for ln in text.splitlines() if ln.startswith("|")]
+    lines = text.splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln.startswith("|"))
+    rows = [ln for ln in itertools.takewhile(lambda ln: ln.startswith("|"), lines[start:])]
     header = [c.strip() for c in rows[0].strip("|").split("|")]
     out = {}
     for ln in rows[2:]:
