@@ -134,12 +134,9 @@ def _show(art) -> None:
         err.print(f"[yellow]note[/yellow] {note}", highlight=False)
     p = m.metrics["parity"]
     if p.get("checked", True):  # False for a format nothing here runs (Core ML): the note above says why
-        line = (f"parity on {p['images']} image(s) ({p['data']}): max abs diff {p['max_abs_diff']:.3g} "
-                f"({p['max_abs_diff_image']}), min mask IoU {p['mask_iou_min']:.4f} ({p['mask_iou_min_image']})")
-        if "metric" in p:
-            line += (f", IoU vs masks {p['metric']['parent']:.4f} -> {p['metric']['export']:.4f} "
-                     f"({-p['metric']['drop']:+.4f})")
-        console.print(line)
+        from edgecut.exporters.parity import summary_line
+
+        console.print(summary_line(p))
     if "accuracy_control" in m.metrics:
         a = m.metrics["accuracy_control"]
         reverted = "?" if a["reverted_ops"] is None else a["reverted_ops"]
@@ -152,3 +149,4 @@ def _show(art) -> None:
     size = sum(f.size for f in m.files.values())
     console.print(f"artifact {art.path}: {m.format} {m.precision}, {size / 1e6:.2f} MB, input {m.spec.input_size}"
                   + (" (H, W dynamic)" if m.spec.dynamic_size else ""))
+

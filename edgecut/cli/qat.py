@@ -46,6 +46,7 @@ def qat(
     """Quantization-aware training (NNCF fake quantization): fine-tune, then write an INT8 QDQ ONNX artifact."""
     config = qat_config(ctx.params)
     from edgecut.compress.qat import qat as qat_fn
+    from edgecut.exporters.parity import summary_line
 
     art = qat_fn(model, data, out, config, resume=resume)
     m = art.manifest
@@ -54,12 +55,7 @@ def qat(
     if val:
         console.print("best val (fake-quantised, torch): "
                       + ", ".join(f"{k} {val[k]:.4f}" for k in ("iou", "mae", "s_measure") if k in val))
-    line = (f"parity vs the float parent on {p['images']} image(s) ({p['data']}): max abs diff "
-            f"{p['max_abs_diff']:.3g}, min mask IoU {p['mask_iou_min']:.4f}")
-    if "metric" in p:
-        line += (f", IoU vs masks {p['metric']['parent']:.4f} -> {p['metric']['export']:.4f} "
-                 f"({-p['metric']['drop']:+.4f})")
-    console.print(line)
+    console.print(summary_line(p, "parity vs the float parent", worst=False))
     console.print(f"ONNX vs the fake-quantised torch model: max abs diff {f['max_abs_diff']:.3g}, "
                   f"min mask IoU {f['mask_iou_min']:.4f}")
     for note in m.lineage[-1].params.get("notes", []):

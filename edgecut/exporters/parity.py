@@ -225,3 +225,14 @@ def ensure(report: Mapping[str, Any], what: str = "export") -> None:
                           f"written. If this is acceptable, lower the bar explicitly (--tolerance KEY=VALUE, "
                           f"keys: {keys or ', '.join(TOLERANCE_KEYS)}); for INT8, calibrate on more "
                           "representative images or exclude sensitive nodes")
+
+
+def summary_line(p: Mapping[str, Any], lead: str = "parity", worst: bool = True) -> str:
+    """One line of a :func:`check` report; ``worst`` also names the images of the largest differences."""
+    at = (lambda key: f" ({p[key + '_image']})") if worst else (lambda key: "")
+    line = (f"{lead} on {p['images']} image(s) ({p['data']}): max abs diff {p['max_abs_diff']:.3g}"
+            f"{at('max_abs_diff')}, min mask IoU {p['mask_iou_min']:.4f}{at('mask_iou_min')}")
+    if "metric" in p:
+        line += (f", IoU vs masks {p['metric']['parent']:.4f} -> {p['metric']['export']:.4f} "
+                 f"({-p['metric']['drop']:+.4f})")
+    return line
