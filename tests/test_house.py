@@ -97,13 +97,19 @@ def _anchors(markdown: str) -> list[str]:
     return re.findall(r'<a id="([^"]+)"></a>', markdown) + slugs
 
 
+def _links_to(folder, page: str) -> dict[str, list[str]]:
+    """{anchor: files} of every ``page#anchor`` link in the Python files under ``folder``."""
+    links: dict[str, list[str]] = {}
+    for path in sorted(folder.rglob("*.py")):
+        for anchor in re.findall(re.escape(page) + r"#([\w-]+)", path.read_text(encoding="utf-8")):
+            links.setdefault(anchor, []).append(str(path.relative_to(PACKAGE.parent)))
+    return links
+
+
 def test_every_design_decision_the_code_links_to_exists():
     anchors = _anchors(DESIGN_DECISIONS.read_text(encoding="utf-8"))
     assert len(anchors) == len(set(anchors)), "an anchor defined twice"
-    links = {}
-    for path in sorted(PACKAGE.rglob("*.py")):
-        for anchor in re.findall(r"docs/design-decisions\.md#([\w-]+)", path.read_text(encoding="utf-8")):
-            links.setdefault(anchor, []).append(str(path.relative_to(PACKAGE.parent)))
+    links = _links_to(PACKAGE, "docs/design-decisions.md")
     assert links, "the code links to no design decision: has the link pattern changed?"
     missing = {a: files for a, files in links.items() if a not in anchors}
     assert not missing, f"links to sections docs/design-decisions.md does not have: {missing}"
@@ -111,10 +117,7 @@ def test_every_design_decision_the_code_links_to_exists():
 
 def test_every_benchmarks_readme_section_a_script_links_to_exists():
     anchors = _anchors((BENCHMARKS / "README.md").read_text(encoding="utf-8"))
-    links = {}
-    for path in sorted(BENCHMARKS.rglob("*.py")):
-        for anchor in re.findall(r"benchmarks/README\.md#([\w-]+)", path.read_text(encoding="utf-8")):
-            links.setdefault(anchor, []).append(str(path.relative_to(PACKAGE.parent)))
+    links = _links_to(BENCHMARKS, "benchmarks/README.md")
     assert links, "no benchmark links to its README section: has the link pattern changed?"
     missing = {a: files for a, files in links.items() if a not in anchors}
     assert not missing, f"links to sections benchmarks/README.md does not have: {missing}"
