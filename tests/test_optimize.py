@@ -8,6 +8,7 @@ import pytest
 
 from edgecut.errors import EdgecutError
 from edgecut.search import OptimizeConfig
+from edgecut.search.candidates import Builder
 from edgecut.search.optimize import Search, optimize
 from edgecut.search.state import Row
 
@@ -169,15 +170,27 @@ def test_searches_sharing_a_steps_folder_make_each_model_once(tmp_path, trained,
     assert not any("running" in ln for ln in second) and any(": cached (export" in ln for ln in second), second
 
 
-def test_a_search_from_an_onnx_model_starts_from_its_checked_torch_layers(tmp_path, trained, synth_data, profile):
+def test_an_onnx_model_is_exported_from_its_checked_layers_and_taught_and_pruned_from_its_file(tmp_path, trained,
+                                                                                               synth_data, profile):
+    from edgecut.artifact import load_artifact
+    from edgecut.compress.distill import load_teacher
+    from edgecut.compress.soft_labels import store_dir
     from edgecut.exporters import ExportConfig, export
+    from edgecut.parsing import yaml_value
 
     onnx_art = export(trained, tmp_path / "onnx", ExportConfig(format="onnx"), progress=False)
     lines: list[str] = []
-    result = optimize(onnx_art.path, synth_data, tmp_path / "o", quick(profile, budget_minutes=1e-6), progress=False,
-                      say=lines.append)
+    result = optimize(onnx_art.path, synth_data, tmp_path / "o", quick(profile, students=("unet",), distill_epochs=1),
+                      progress=False, say=lines.append)
     assert any("is ONNX" in line for line in lines) and result.reference.status == "measured"
-    from edgecut.artifact import load_artifact
-
-    torch_model = load_artifact(tmp_path / "o" / "steps" / "model-torch")
+    torch_model = load_artifact(tmp_path / "o" / "steps" / "model-torch")  # its exports start from checked layers
     assert torch_model.manifest.lineage[-1].step == "convert" and torch_model.manifest.lineage[-1].params["passed"]
+    recipe = yaml_value((tmp_path / "o" / "recipes" / "student-unet.onnx.fp32.yaml").read_text(encoding="utf-8"))
+    assert recipe["inputs"]["source"] == str(onnx_art.path.resolve())
+    assert recipe["steps"]["student-unet"]["teachers"] == ["@source"]
+    student = load_artifact(tmp_path / "o" / "steps" / "student-unet")
+    assert student.manifest.lineage[-1].step == "distill"
+    stored = store_dir(load_teacher(onnx_art))  # the ONNX file's answers, where a recipe or distill would find them
+    assert len(list(stored.glob("*.npy"))) > 0
+    pruned = Builder(quick(profile), 32, "search.txt", "train", teacher="@source").base_steps("pruned-0.5")
+    assert pruned["pruned-0.5"]["model"] == "@source" and pruned["pruned-0.5"]["kd"]

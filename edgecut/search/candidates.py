@@ -44,8 +44,12 @@ class Candidate:
 class Builder:
     """Makes the recipe entries of every kind of candidate for one search."""
 
-    def __init__(self, config: OptimizeConfig, side: int, search_split: str, train_split: str | None) -> None:
+    def __init__(self, config: OptimizeConfig, side: int, search_split: str, train_split: str | None,
+                 teacher: str = "@model") -> None:
+        """``teacher``: the recipe input that is pruned and taught from: ``@model``, or ``@source`` for an ONNX
+        model (its file, whose answers the soft-label store may hold already; prune converts it itself)."""
         self.config, self.side, self.search, self.train = config, side, search_split, train_split
+        self.teacher = teacher
 
     def _parity(self, loose: bool) -> dict[str, Any]:
         p: dict[str, Any] = {"data": "@data", "split": self.search, "count": self.config.parity_count}
@@ -57,11 +61,11 @@ class Builder:
         if base == "model":
             return {}
         if base.startswith("pruned-"):
-            return {base: {"step": "prune", "model": "@model", "data": "@data", "ratio": float(base[len("pruned-"):]),
+            return {base: {"step": "prune", "model": self.teacher, "data": "@data", "ratio": float(base[len("pruned-"):]),
                            "epochs": c.finetune_epochs, "val_split": self.search, "latency": False, "seed": c.seed,
                            "kd": True}}  # fine-tuned on its own answers beside the masks
         student = base[len("student-"):]
-        entry = {"step": "distill", "teachers": ["@model"], "data": "@data", "student": student, "size": self.side,
+        entry = {"step": "distill", "teachers": [self.teacher], "data": "@data", "student": student, "size": self.side,
                  "epochs": c.distill_epochs, "val_split": self.search, "seed": c.seed}
         if c.distill_lr is not None:
             entry["lr"] = c.distill_lr

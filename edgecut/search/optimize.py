@@ -47,12 +47,13 @@ class Search:
         self.model, self.data, self.out, self.config, self.progress, self.say = model, data, out, config, progress, say
         self.art = load_artifact(model)
         self.steps = Path(steps) if steps is not None else out / "steps"  # the recipe runner's cache of models
-        if self.art.manifest.format == "onnx":  # pruning and distillation need its layers: converted, and checked
+        self.source: Path | None = None  # an ONNX model's own folder: what is pruned and taught from
+        if self.art.manifest.format == "onnx":  # its exports and QAT need its layers: converted, and checked
             from edgecut.compress.config import ConvertConfig
             from edgecut.compress.to_torch import convert
 
             say(f"{model} is ONNX: its layers as torch, checked against ONNX Runtime ({self.steps / 'model-torch'})")
-            self.model = self.steps / "model-torch"
+            self.source, self.model = model, self.steps / "model-torch"
             self.art = convert(self.art, self.model, ConvertConfig(data=str(data)), resume=True, progress=progress)
         elif self.art.manifest.format != "torch":
             raise EdgecutError(f"{model} is a {self.art.manifest.format} artifact; optimize starts from a torch or "
@@ -60,7 +61,8 @@ class Search:
         self.splits = prepare_splits(data, self.steps / "splits", config)  # beside the steps that read them
         self.measurer = Measurer(out, data, config, self.splits, progress=progress, say=say)
         self.side = int(self.art.spec.input_size[0])
-        self.builder = Builder(config, self.side, str(self.splits.search), self.splits.train)
+        self.builder = Builder(config, self.side, str(self.splits.search), self.splits.train,
+                               teacher="@source" if self.source is not None else "@model")
         self.state = SearchState(out / "search.json")
         self.started = time.monotonic()
         self.rows: dict[str, Row] = {}
@@ -113,7 +115,7 @@ class Search:
         started = time.monotonic()
         try:
             if cand.steps:
-                recipe = self.state.chain_recipe(cand, self.model, self.data, self.out, self.steps)
+                recipe = self.state.chain_recipe(cand, self.model, self.data, self.out, self.steps, self.source)
                 for run in run_recipe(recipe, self.steps, progress=self.progress, say=lambda s: self.say("  " + s)):
                     if run.status != "cached" and run.kind in TRAINING_KINDS:
                         self.state.note_seconds(cand.steps[run.name], run.seconds)

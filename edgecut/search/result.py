@@ -155,7 +155,7 @@ def write_result(search, result) -> None:
             header += (f"# It runs at {result.winner.size}x{result.winner.size} (the export takes any size; "
                        f"{chosen.name}/edgecut.json says {result.winner.size}): bench or remove it with --size\n")
         io.write_text(out / "recipe.yaml", recipe_text(search.candidates[result.winner.name], search.model,
-                                                       search.data, header))
+                                                       search.data, header, source=search.source))
     rows = [result.reference, *(r for r in result.rows if r is not result.reference)]
     io.write_text(out / "optimize.md", f"# edgecut optimize: {search.model} for {search.measurer.profile.name}\n\n"
                   f"{result.paragraph}\n\n{table(rows)}\n")

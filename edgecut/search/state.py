@@ -87,23 +87,27 @@ class SearchState:
         per = self.data["seconds_per_epoch"].get(self._kind(entry))
         return None if per is None else per * max(1, int(entry.get("epochs") or 1))
 
-    def chain_recipe(self, cand, model: Path, data: Path, out: Path, steps: Path):
+    def chain_recipe(self, cand, model: Path, data: Path, out: Path, steps: Path, source: Path | None = None):
         """The recipe of ``cand``'s chain, written to ``out/recipes/NAME.yaml`` and loaded (run in ``steps``)."""
         from edgecut.recipe.schema import load_recipe
 
         path = out / "recipes" / f"{cand.name}.yaml"
         io.make_dirs(path.parent)
-        io.write_text(path, recipe_text(cand, model, data))
+        io.write_text(path, recipe_text(cand, model, data, source=source))
         return load_recipe(path, run_dir=steps)
 
 
-def recipe_text(cand, model: Path, data: Path, header: str = "") -> str:
-    """``cand``'s chain as a recipe: the model and data as inputs, every step it needs."""
+def recipe_text(cand, model: Path, data: Path, header: str = "", *, source: Path | None = None) -> str:
+    """``cand``'s chain as a recipe: the model and data as inputs (and ``source``, the ONNX file ``model`` was
+    converted from, where one was), every step it needs."""
     from edgecut.parsing import yaml_text
 
+    inputs = {"model": str(Path(model).resolve()), "data": str(Path(data).resolve())}
+    if source is not None:
+        inputs["source"] = str(Path(source).resolve())
     doc = {"name": cand.name.replace("@", "-at-"),
            "description": f"{cand.name}: {cand.format} {cand.precision} ({cand.method}) from {cand.base}",
-           "inputs": {"model": str(Path(model).resolve()), "data": str(Path(data).resolve())},
+           "inputs": inputs,
            "steps": cand.steps}
     return header + yaml_text(doc, sort_keys=False, width=110)
 
