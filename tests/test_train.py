@@ -226,3 +226,40 @@ def test_validation_scores_the_model_in_fp32_as_it_will_run(synth_data, monkeypa
     train_module.validator(samples, spec, torch.device("cpu"), batch_size=4)(Probe())
     train_module.validator(samples, spec, torch.device("cpu"), batch_size=4, amp=True)(Probe())
     assert seen == [False, True]
+
+
+def test_auto_fine_tunes_a_trained_model_in_fp32_where_it_validates_worse_under_the_faster_precision(synth_data,
+                                                                                                   monkeypatch):
+    """Where bf16 times faster, a fine-tune keeps it only if the model scores as well under it; a run from
+    scratch (nothing trained to lose) is not checked."""
+    from edgecut import env
+    from edgecut.models.store import build
+    from edgecut.training import loop
+
+    monkeypatch.setattr(env, "native_bf16", lambda: True)
+    monkeypatch.setattr(loop._Run, "_step_ms", lambda self, batch, p: 1.0 if p == "bf16" else 3.0)
+    seen: list[bool] = []
+
+    def validate(model):  # 0.80 in fp32; under autocast as much lower as ``drop`` says
+        seen.append(torch.is_autocast_enabled("cpu"))
+        return {"iou": 0.80 - (drop if seen[-1] else 0.0)}
+
+    def chosen(fine_tune: bool) -> dict:
+        from edgecut.data.folder import find_samples
+        from edgecut.data.transforms import SegmentationDataset
+
+        model = build({"name": "unet", "kwargs": {"width": 4, "depth": 2}})
+        train_set = SegmentationDataset(find_samples(synth_data, "train"), model.default_spec.with_size(32), train=True)
+        run = loop._Run(model, len(train_set), LoopConfig(batch_size=4, epochs=1), Path("unused"),
+                        loop.Task(validate=validate, fine_tune=fine_tune))
+        run.choose_precision(train_set)
+        return run.state.precision
+
+    drop = 0.02
+    worse = chosen(fine_tune=True)
+    assert worse["chosen"] == "fp32" and worse["val_iou"] == {"fp32": 0.8, "bf16": 0.78} and "fp32" in worse["note"]
+    assert seen == [False, True]
+    drop = 0.002
+    assert chosen(fine_tune=True)["chosen"] == "bf16"
+    seen.clear()
+    assert chosen(fine_tune=False)["chosen"] == "bf16" and not seen

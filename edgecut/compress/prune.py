@@ -111,7 +111,8 @@ def prune(source: Artifact | str | os.PathLike, out: str | os.PathLike, config: 
 
     steps_log: dict[int, dict[str, Any]] = {}
     objective = _kd_objective(parent, spec, config) if config.kd and train_set is not None else None
-    finetune = _Finetune(config, spec, train_set, Task(validate, objective), out, steps_log, arch_of, progress)
+    task = Task(validate, objective, fine_tune=True)  # auto's lower precision only if the pruned model keeps its score
+    finetune = _Finetune(config, spec, train_set, task, out, steps_log, arch_of, progress)
     module = prune_model(module, example_input(spec), config, macs_size=spec.input_size, grad_batches=grad_batches,
                          on_step=finetune, start_step=start_step, original=original)
     module.float().to("cpu", memory_format=torch.contiguous_format).eval()

@@ -61,7 +61,8 @@ class Builder:
         if base == "model":
             return {}
         if base.startswith("pruned-"):
-            return {base: {"step": "prune", "model": self.teacher, "data": "@data", "ratio": float(base[len("pruned-"):]),
+            ratio = float(base[len("pruned-"):])
+            return {base: {"step": "prune", "model": self.teacher, "data": "@data", "ratio": ratio,
                            "epochs": c.finetune_epochs, "val_split": self.search, "latency": False, "seed": c.seed,
                            "kd": True}}  # fine-tuned on its own answers beside the masks
         student = base[len("student-"):]

@@ -4,6 +4,7 @@ an artifact out (the run directory itself, with its checkpoints beside the model
 from __future__ import annotations
 
 import os
+from contextlib import nullcontext
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -93,7 +94,7 @@ def validator(samples: Sequence[Sample], spec: ModelSpec, device: torch.device, 
         acc = SegMetrics()
         for batch in loader:
             x = batch["image"].to(device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            with torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext():  # or the caller's
                 logits = model(x)
             prob = spec.to_probability(logits.float().cpu().numpy())
             for p, m in zip(prob, batch["mask"][:, 0].numpy()):
