@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -194,3 +195,31 @@ def test_an_onnx_model_is_exported_from_its_checked_layers_and_taught_and_pruned
     assert len(list(stored.glob("*.npy"))) > 0
     pruned = Builder(quick(profile), 32, "search.txt", "train", teacher="@source").base_steps("pruned-0.5")
     assert pruned["pruned-0.5"]["model"] == "@source" and pruned["pruned-0.5"]["kd"]
+
+
+def test_ctrl_c_in_a_training_step_stops_the_search_unrecorded_and_the_next_run_builds_it(tmp_path, trained,
+                                                                                          synth_data, profile,
+                                                                                          monkeypatch):
+    import edgecut.recipe.runner as runner
+    from edgecut.training.loop import TrainingInterrupted
+
+    real = runner.run_recipe
+
+    def interrupted(recipe, *args, **kwargs):
+        if recipe.name.startswith("pruned"):
+            raise TrainingInterrupted("interrupted at epoch 1, step 3; checkpoint saved")
+        return real(recipe, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "run_recipe", interrupted)
+    lines: list[str] = []
+    with pytest.raises(EdgecutError, match="interrupted; every candidate finished so far is kept"):
+        optimize(trained.path, synth_data, tmp_path / "o", quick(profile, prune_ratios=(0.3,)), progress=False,
+                 say=lines.append)
+    assert not any(ln.startswith("pruned-0.3") and "failed" in ln for ln in lines)
+    saved = json.loads((tmp_path / "o" / "search.json").read_text(encoding="utf-8"))["candidates"]
+    assert "model.onnx.fp32" in saved and not any(name.startswith("pruned") for name in saved)
+    monkeypatch.setattr(runner, "run_recipe", real)
+    again: list[str] = []
+    optimize(trained.path, synth_data, tmp_path / "o", quick(profile, prune_ratios=(0.3,)), progress=False,
+             say=again.append)
+    assert any(ln.startswith("pruned-0.3.onnx.fp32: building") for ln in again)

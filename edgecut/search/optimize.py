@@ -110,6 +110,7 @@ class Search:
 
     def _build_and_measure(self, cand: Candidate, label: str, digest: str) -> Row:
         from edgecut.recipe.runner import run_recipe
+        from edgecut.training.loop import TrainingInterrupted
 
         self.say(f"{cand.name}: building ({', '.join(cand.steps) or 'the model itself'})")
         started = time.monotonic()
@@ -121,6 +122,8 @@ class Search:
                         self.state.note_seconds(cand.steps[run.name], run.seconds)
             path = self.model if not cand.steps else self.steps / cand.artifact_step
             row = self.measurer.measure(cand, path, label)
+        except TrainingInterrupted:  # Ctrl-C in a training step stops the search; the step resumes next time
+            raise KeyboardInterrupt from None
         except EdgecutError as e:
             reason = str(e).strip().splitlines()[0]
             row = Row.of(cand, label, status="failed", reason=reason)
