@@ -1,7 +1,8 @@
-"""``edgecut optimize`` on record: the synthetic default with a tiny teacher, and ECSSD with the recorded teacher.
+"""``edgecut optimize`` on record: a tiny synthetic teacher, the recorded ECSSD teacher, and rembg's U^2-Netp.
 
     python benchmarks/optimize.py synthetic     # 5 minutes, then 8 into the same folder (it continues)
     python benchmarks/optimize.py ecssd         # after benchmarks/teacher.py: x86-avx512, then arm64-emu
+    python benchmarks/optimize.py u2netp        # after benchmarks/rembg_u2netp.py: within 3, then 30 IoU points
 
 Writes ``results/optimize/optimize-*.json`` (each search's rows, winner and paragraph) and ``optimize-*.md``
 (its table); the search folders stay in ``runs/optimize-*`` (not in git). What each search runs and
@@ -105,15 +106,43 @@ def ecssd(args) -> None:
             indent=2, default=str) + "\n", encoding="utf-8")
 
 
+def u2netp(args) -> None:
+    """rembg's U^2-Netp as imported by recipes/rembg-u2netp.yaml, searched for x86-avx512 within 3 IoU points, then
+    within 30 into the same folder (the second reuses every candidate of the first)."""
+    from edgecut.env import fingerprint
+
+    model = RUNS / "rembg-u2netp" / "u2netp"
+    if not (model / "edgecut.json").is_file():
+        raise SystemExit(f"missing {model}: run benchmarks/rembg_u2netp.py first (its import step is enough)")
+    out = RUNS / "optimize-u2netp"
+    settings = dict(target="x86-avx512", budget_minutes=args.minutes, prune_ratios=(0.5,),
+                    students=("mobilenet_v3_large_relu_unet",))
+    OUT.mkdir(parents=True, exist_ok=True)
+    for drop in (0.03, 0.30):
+        lines: list[str] = []
+        result, seconds = search(model, ECSSD, out, lines, max_iou_drop=drop, **settings)
+        name = f"optimize-u2netp-{round(drop * 100)}pts"
+        (out / f"{name}.log").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        shutil.copy(out / "optimize.md", OUT / f"{name}.md")
+        if (out / "pareto.png").is_file():
+            shutil.copy(out / "pareto.png", OUT / f"{name}.png")
+        OUT.joinpath(f"{name}.json").write_text(json.dumps(
+            {"what": f"edgecut optimize of rembg's U^2-Netp (ONNX, 320 px) for x86-avx512, max IoU drop {drop}",
+             "settings": {**settings, "max_iou_drop": drop}, "machine": fingerprint("x86-avx512"),
+             **summary(result, seconds, lines, drop)}, indent=2, default=str) + "\n", encoding="utf-8")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = parser(__doc__, "teacher")
-    ap.add_argument("which", choices=("synthetic", "ecssd"))
+    ap.add_argument("which", choices=("synthetic", "ecssd", "u2netp"))
     ap.add_argument("--fresh", action="store_true", help="synthetic: start from an empty folder")
     ap.add_argument("--targets", default="x86-avx512,arm64-emu")
-    ap.add_argument("--minutes", type=float, default=20.0, help="ecssd: each search's budget")
+    ap.add_argument("--minutes", type=float, default=None, help="each search's budget (ecssd: 20, u2netp: 70)")
     ap.add_argument("--distill-epochs", type=int, default=4, help="ecssd: the student's epochs")
     args = ap.parse_args(argv)
-    synthetic(args) if args.which == "synthetic" else ecssd(args)
+    if args.minutes is None:
+        args.minutes = 70.0 if args.which == "u2netp" else 20.0
+    {"synthetic": synthetic, "ecssd": ecssd, "u2netp": u2netp}[args.which](args)
     return 0
 
 
