@@ -51,8 +51,8 @@ def optimize(
     finetune_epochs: Annotated[int, typer.Option(help="Fine-tuning epochs of each pruned "
                                                       "model.")] = OPTIMIZE.finetune_epochs,
     distill_epochs: Annotated[int, typer.Option(help="Epochs of each distilled student.")] = OPTIMIZE.distill_epochs,
-    distill_lr: Annotated[Optional[float], typer.Option(help="Students' peak learning rate (default: the "
-                                                             "loop's).")] = OPTIMIZE.distill_lr,
+    distill_lr: Annotated[Optional[float], typer.Option(help="Students' peak learning rate (they start from "
+                                                             "scratch).")] = OPTIMIZE.distill_lr,
     qat_epochs: Annotated[int, typer.Option(help="QAT epochs of an INT8 candidate outside the "
                                                  "budget.")] = OPTIMIZE.qat_epochs,
     holdout: Annotated[Optional[str], typer.Option(help="Split of held-out images the winner is checked on "
