@@ -96,10 +96,10 @@ class ModelSpec(BaseModel):
         # preprocess's own float32 arithmetic at the darkest and brightest pixel: a scale, mean or std
         # that overflows it (1e308, 1e-300) would feed the model infinities, and ReLU can turn those
         # into finite but meaningless masks
-        px = np.array([[0.0], [255.0]], np.float32) * self.scale
         with np.errstate(all="ignore"):
-            values = (px - np.asarray(self.mean, np.float32)) * (1.0 / np.asarray(self.std, np.float32))
-        if not np.isfinite(values).all():
+            gain, offset = self._affine()
+            values = np.array([[0.0], [255.0]], np.float32) * gain + offset
+        if not (np.isfinite(values).all() and np.isfinite(gain).all() and np.isfinite(offset).all()):
             raise ValueError(f"scale {self.scale}, mean {self.mean} and std {self.std} overflow float32: preprocessed "
                              "pixels would be infinite")
         return self
@@ -122,15 +122,24 @@ class ModelSpec(BaseModel):
             images = [images]
         h, w = self.input_size
         batch = np.empty((len(images), 3, h, w), dtype=np.float32)
-        mean = np.asarray(self.mean, np.float32)
-        inv_std = 1.0 / np.asarray(self.std, np.float32)
+        gain, offset = (v[:, None, None] for v in self._affine())
         for i, img in enumerate(images):
             if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
                 raise ValueError(f"expected HxWx3 uint8 RGB, got {img.shape} {img.dtype}")
             interp = cv2.INTER_AREA if img.shape[0] > h or img.shape[1] > w else cv2.INTER_LINEAR
-            x = cv2.resize(img, (w, h), interpolation=interp).astype(np.float32) * self.scale
-            batch[i] = ((x - mean) * inv_std).transpose(2, 0, 1)
+            x = cv2.resize(img, (w, h), interpolation=interp)
+            # one multiply-add per plane, written into the batch: (x * scale - mean) / std with its
+            # channels last took 2 ms at 320 px, this 0.2 (the result within 1e-6)
+            np.multiply(x.transpose(2, 0, 1), gain, out=batch[i])
+            batch[i] += offset
         return batch
+
+    def _affine(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per channel, preprocess's gain and offset: ``pixel * gain + offset`` is ``(pixel * scale - mean) / std``."""
+        std = np.asarray(self.std, np.float64)
+        gain = (self.scale / std).astype(np.float32)
+        offset = (-np.asarray(self.mean, np.float64) / std).astype(np.float32)
+        return gain, offset
 
     def to_probability(self, output: np.ndarray) -> np.ndarray:
         """Model output (N x 1 x H x W) -> probabilities N x H x W in [0, 1], float32."""

@@ -61,9 +61,10 @@ def _count(rows: list[Row], **where) -> int:
 
 def paragraph(search, result) -> str:
     ref, win, rows = result.reference, result.winner, [r for r in result.rows if r.label == "candidate"]
-    tried = (f"{_count(rows, status='measured')} candidate(s) measured ({sum(r.reused for r in rows)} reused from "
-             f"earlier runs), {_count(rows, status='failed')} failed, {_count(rows, status='dropped')} dropped by the "
-             f"INT8 gate, {_count(rows, status='not refined')} base(s) not refined, "
+    reused = sum(r.reused for r in rows if r.status in ("measured", "failed"))
+    tried = (f"{_count(rows, status='measured')} candidate(s) measured and {_count(rows, status='failed')} failed "
+             f"({reused} of these reused from earlier runs), {_count(rows, status='dropped')} "
+             f"dropped by the INT8 gate, {_count(rows, status='not refined')} base(s) not refined, "
              f"{_count(rows, status='not tried')} not tried within the budget.")
     if win is None:
         return (f"No candidate kept val IoU within {search.config.max_iou_drop:g} of the model's {ref.iou:.4f} on "

@@ -87,11 +87,15 @@ def preprocess(spec: dict, image):
     import numpy as np
 
     h, w = spec["input_size"]
-    mean = np.asarray(spec["mean"], np.float32)
-    inv_std = 1.0 / np.asarray(spec["std"], np.float32)
+    std = np.asarray(spec["std"], np.float64)  # pixel * gain + offset per plane, as ModelSpec computes it
+    gain = (spec["scale"] / std).astype(np.float32)[:, None, None]
+    offset = (-np.asarray(spec["mean"], np.float64) / std).astype(np.float32)[:, None, None]
     interp = cv2.INTER_AREA if image.shape[0] > h or image.shape[1] > w else cv2.INTER_LINEAR
-    x = cv2.resize(image, (w, h), interpolation=interp).astype(np.float32) * spec["scale"]
-    return ((x - mean) * inv_std).transpose(2, 0, 1)[None].astype(np.float32)
+    x = cv2.resize(image, (w, h), interpolation=interp)
+    out = np.empty((1, 3, h, w), np.float32)
+    np.multiply(x.transpose(2, 0, 1), gain, out=out[0])
+    out[0] += offset
+    return out
 
 
 def to_probability(spec: dict, output):
