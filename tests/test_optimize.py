@@ -223,3 +223,28 @@ def test_ctrl_c_in_a_training_step_stops_the_search_unrecorded_and_the_next_run_
     optimize(trained.path, synth_data, tmp_path / "o", quick(profile, prune_ratios=(0.3,)), progress=False,
              say=again.append)
     assert any(ln.startswith("pruned-0.3.onnx.fp32: building") for ln in again)
+
+
+def test_a_search_judges_exports_by_val_iou_so_parity_only_stops_broken_ones(profile):
+    from edgecut.search.candidates import SEARCH_PARITY
+
+    builder = Builder(quick(profile), 32, "search.txt", "train")
+    bars = {m: builder.export("model", "onnx", m).steps[f"model.onnx.{m}"]["parity"]["tolerances"]
+            for m in ("fp32", "fp16", "ptq")}
+    assert bars == {"fp32": SEARCH_PARITY["fp32"], "fp16": SEARCH_PARITY["fp16"], "ptq": SEARCH_PARITY["int8"]}
+    assert bars["fp32"]["max_abs_diff"] > 1e-4 and bars["fp16"]["mask_iou"] < 0.999  # looser than export's own
+
+
+def test_the_paragraph_counts_reused_failures_with_the_failures():
+    from types import SimpleNamespace
+
+    from edgecut.search.optimize import OptimizeResult
+    from edgecut.search.result import paragraph
+
+    ref = Row(name="model", label="reference", status="measured", iou=0.9, holdout_iou=0.9, cost=10.0, unit="ms")
+    rows = [ref, Row(name="a", label="candidate", status="measured", reused=True, iou=0.5, cost=1.0, unit="ms"),
+            Row(name="b", label="candidate", status="failed", reused=True),
+            Row(name="c", label="candidate", status="measured", iou=0.4, cost=2.0, unit="ms")]
+    search = SimpleNamespace(config=SimpleNamespace(max_iou_drop=0.01))
+    text = paragraph(search, OptimizeResult(None, ref, rows))
+    assert "2 candidate(s) measured and 1 failed (2 of these reused from earlier runs)" in text
