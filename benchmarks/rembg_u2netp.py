@@ -126,8 +126,6 @@ def main(argv: list[str] | None = None) -> None:
 
 def keep(run: Path, folder: Path) -> None:
     """The run's records, table and plot beside the summary (the models stay in the run folder)."""
-    import shutil
-
     folder.mkdir(parents=True, exist_ok=True)
     for name in ("bench.jsonl", "report.md", "report.csv", "pareto.png"):
         shutil.copy2(run / name, folder / name)

@@ -149,4 +149,3 @@ def _show(art) -> None:
     size = sum(f.size for f in m.files.values())
     console.print(f"artifact {art.path}: {m.format} {m.precision}, {size / 1e6:.2f} MB, input {m.spec.input_size}"
                   + (" (H, W dynamic)" if m.spec.dynamic_size else ""))
-

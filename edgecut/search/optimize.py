@@ -5,9 +5,8 @@ Each candidate is a chain of recipe steps, measured by ``bench``. First the mode
 (the model, its pruned versions, the distilled students), cheapest first: the target's formats at FP32, then, for
 a base not dominated, FP16, INT8 (dropped unless faster than the same format's FP32/FP16; refined by accuracy
 control and QAT when worth it but outside the budget) and smaller input sides. No candidate starts once the budget
-is spent. Steps live in ``out/steps``, records in ``out/measure`` and results in ``out/search.json``, so a second
-run reuses every earlier candidate. The winner is the fastest candidate within the budget, checked on held-out
-images (:mod:`edgecut.search.result` says what is written).
+is spent. Steps, records and results live in ``out`` (a second run reuses every earlier candidate). The winner is
+the fastest candidate within the budget, checked on held-out images (:mod:`edgecut.search.result` writes it).
 
 The search order and its rules in full: docs/design-decisions.md#optimize
 """

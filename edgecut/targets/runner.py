@@ -1,7 +1,6 @@
 #!/usr/bin/env python3
-"""The device runner a deployment bundle ships with: one file, numpy + Pillow + OpenCV + one
-runtime (onnxruntime or OpenVINO), never torch and never edgecut. Before anything runs it checks
-every file against ``SHA256SUMS``: a changed or added file is refused.
+"""The device runner a deployment bundle ships with: one file, numpy + Pillow + OpenCV + one runtime (onnxruntime
+or OpenVINO), never torch or edgecut. A file changed or added since ``SHA256SUMS`` is refused before anything runs.
 
     python3 runner.py remove IMAGE_OR_FOLDER... --out DIR [--format rgba|mask|composite]
     python3 runner.py bench [--iters N] [--threads T]
